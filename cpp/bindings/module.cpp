@@ -1,0 +1,548 @@
+// Python bindings for the knnroute core: validate -> allocate outputs -> release the GIL -> compute.
+//
+// Large arrays (embeddings, queries, outcome tables, predictions) must already be C-contiguous with
+// the documented dtype: a float64 or strided array raises TypeError instead of being copied behind
+// the caller's back (the knnroute Python layer converts once). Small curve inputs (lambdas, curve
+// points) are converted to float64 as a convenience.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "knnroute/aggregate.hpp"
+#include "knnroute/hull.hpp"
+#include "knnroute/isa.hpp"
+#include "knnroute/route.hpp"
+#include "knnroute/router.hpp"
+#include "knnroute/search.hpp"
+
+namespace py = pybind11;
+using namespace knnroute;
+
+namespace {
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// A C-contiguous array of exactly dtype T with the given ndim (or raise TypeError / ValueError).
+template <class T>
+py::array_t<T> strict(py::handle obj, const char* name, int ndim) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy array, got " +
+                             py::str(py::type::of(obj)).cast<std::string>() +
+                             "; convert with np.ascontiguousarray(x, dtype=np." +
+                             (std::is_same<T, float>::value ? "float32" : "float64") + ")");
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    const char* want = std::is_same<T, float>::value ? "float32" : (std::is_same<T, double>::value ? "float64" : "int64");
+    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+        throw py::type_error(std::string(name) + " must have dtype " + want + ", got " + dtype_name(a) +
+                             "; convert once with np.ascontiguousarray(x, dtype=np." + want + ")");
+    if (!(a.flags() & py::array::c_style))
+        throw py::type_error(std::string(name) + " must be C-contiguous; convert once with np.ascontiguousarray(x)");
+    if (a.ndim() != ndim) {
+        std::ostringstream os;
+        os << name << " must be " << ndim << "-D, got shape (";
+        for (py::ssize_t i = 0; i < a.ndim(); ++i) os << (i ? ", " : "") << a.shape(i);
+        os << ")";
+        if (ndim == 2 && a.ndim() == 1) os << "; for a single row use x[None, :]";
+        throw py::value_error(os.str());
+    }
+    return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+// Convenience conversion for small inputs.
+py::array_t<double> as_f64_1d(py::handle obj, const char* name) {
+    auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(obj);
+    if (!a) throw py::type_error(std::string(name) + " must be convertible to a float64 array");
+    if (a.ndim() == 0) a = a.reshape(std::vector<py::ssize_t>{1});
+    if (a.ndim() != 1) throw py::value_error(std::string(name) + " must be a scalar or 1-D");
+    return a;
+}
+
+void check_finite_f32(const float* p, std::size_t n, const char* name) {
+    for (std::size_t i = 0; i < n; ++i)
+        if (!std::isfinite(p[i])) throw py::value_error(std::string(name) + " holds NaN or inf at flat index " + std::to_string(i));
+}
+
+Weighting parse_weighting(const std::string& w) {
+    if (w == "uniform") return Weighting::uniform;
+    if (w == "similarity") return Weighting::similarity;
+    if (w == "softmax") return Weighting::softmax;
+    throw py::value_error("weighting must be 'uniform', 'similarity' or 'softmax', got '" + w + "'");
+}
+
+const char* weighting_name(Weighting w) {
+    switch (w) {
+        case Weighting::uniform: return "uniform";
+        case Weighting::similarity: return "similarity";
+        default: return "softmax";
+    }
+}
+
+std::size_t check_k_arg(long long k) {
+    if (k < 1) throw py::value_error("k must be >= 1, got " + std::to_string(k));
+    return static_cast<std::size_t>(k);
+}
+
+py::tuple search_out(std::size_t B, std::size_t k, py::array_t<std::int64_t>& idx, py::array_t<float>& sim) {
+    idx = py::array_t<std::int64_t>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(k)});
+    sim = py::array_t<float>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(k)});
+    return py::make_tuple(idx, sim);
+}
+
+void check_dim(py::ssize_t got, std::size_t want, const char* name) {
+    if (static_cast<std::size_t>(got) != want)
+        throw py::value_error(std::string(name) + " has dimension " + std::to_string(got) + " but the support set has " +
+                              std::to_string(want) + "; embed with the same model as the support set");
+}
+
+AggregateParams make_params(const std::string& weighting, double temperature, double shrinkage) {
+    AggregateParams p;
+    p.weighting = parse_weighting(weighting);
+    if (p.weighting == Weighting::softmax && !(temperature > 0.0))
+        throw py::value_error("temperature must be > 0 for softmax weighting");
+    if (!(shrinkage >= 0.0) || std::isinf(shrinkage)) throw py::value_error("shrinkage must be finite and >= 0");
+    p.temperature = static_cast<float>(temperature);
+    p.shrinkage = static_cast<float>(shrinkage);
+    return p;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "knnroute compiled core: exact cosine top-k, aggregation, routing, exact lambda sweep, hull AUC.";
+
+    m.def("isa", []() { return std::string(isa_name(active_isa())); },
+          "Name of the active kernel set: 'avx512', 'avx2' or 'scalar' (chosen once; $KNNROUTE_ISA overrides).");
+    m.def("available_isas", &available_isas, "Kernel sets this CPU supports, narrowest first.");
+    m.def("set_isa", &set_isa, py::arg("name"),
+          "Switch the active kernel set (test hook; do not call while searches run on other threads).");
+
+    m.def(
+        "topk_cosine",
+        [](py::handle queries, py::handle base, long long k, int n_threads) {
+            auto Q = strict<float>(queries, "queries", 2);
+            auto X = strict<float>(base, "base", 2);
+            if (X.shape(0) == 0) throw py::value_error("base is empty: need at least one row");
+            if (Q.shape(1) != X.shape(1))
+                throw py::value_error("queries have dimension " + std::to_string(Q.shape(1)) + " but base has " +
+                                      std::to_string(X.shape(1)));
+            const std::size_t kk = check_k_arg(k), B = Q.shape(0), N = X.shape(0), d = X.shape(1);
+            if (kk > N) throw py::value_error("k=" + std::to_string(kk) + " exceeds the base size " + std::to_string(N));
+            py::array_t<std::int64_t> idx;
+            py::array_t<float> sim;
+            py::tuple out = search_out(B, kk, idx, sim);
+            const float* qp = Q.data();
+            const float* xp = X.data();
+            std::int64_t* ip = idx.mutable_data();
+            float* sp = sim.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                topk_cosine(qp, B, xp, N, d, kk, ip, sp, n_threads);
+            }
+            return out;
+        },
+        py::arg("queries"), py::arg("base"), py::arg("k"), py::arg("n_threads") = 0,
+        R"(Exact cosine top-k.
+
+queries: float32 (B, d), base: float32 (N, d), C-contiguous; rows must be finite and non-zero (both are
+normalised internally). Returns (indices int64 (B, k), similarities float32 (B, k)), each row by
+similarity descending, ties to the lower index. O(B N d).)");
+
+    py::class_<SupportSet>(m, "SupportSet", "Unit-normalised float32 support rows, stored once, searched exactly.")
+        .def(py::init([](py::handle emb) {
+                 auto X = strict<float>(emb, "embeddings", 2);
+                 if (X.shape(0) == 0) throw py::value_error("embeddings are empty: need at least one row");
+                 const float* p = X.data();
+                 std::size_t n = X.shape(0), d = X.shape(1);
+                 py::gil_scoped_release nogil;
+                 return new SupportSet(p, n, d);
+             }),
+             py::arg("embeddings"))
+        .def("__len__", &SupportSet::size)
+        .def_property_readonly("size", &SupportSet::size)
+        .def_property_readonly("dim", &SupportSet::dim)
+        .def(
+            "search",
+            [](const SupportSet& s, py::handle queries, long long k, int n_threads) {
+                auto Q = strict<float>(queries, "queries", 2);
+                check_dim(Q.shape(1), s.dim(), "queries");
+                const std::size_t kk = check_k_arg(k), B = Q.shape(0);
+                if (kk > s.size())
+                    throw py::value_error("k=" + std::to_string(kk) + " exceeds the support size " + std::to_string(s.size()));
+                py::array_t<std::int64_t> idx;
+                py::array_t<float> sim;
+                py::tuple out = search_out(B, kk, idx, sim);
+                const float* qp = Q.data();
+                std::int64_t* ip = idx.mutable_data();
+                float* sp = sim.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    s.search(qp, B, kk, ip, sp, n_threads);
+                }
+                return out;
+            },
+            py::arg("queries"), py::arg("k"), py::arg("n_threads") = 0,
+            "Exact cosine top-k of queries float32 (B, d): (indices int64 (B, k), similarities float32 (B, k)).")
+        .def("embeddings", [](const SupportSet& s) {
+            py::array_t<float> out({static_cast<py::ssize_t>(s.size()), static_cast<py::ssize_t>(s.dim())});
+            std::copy(s.data(), s.data() + s.size() * s.dim(), out.mutable_data());
+            return out;
+        }, "Copy of the stored unit rows, float32 (N, d).");
+
+    m.def(
+        "aggregate",
+        [](py::handle idx_o, py::handle sim_o, py::handle scores_o, py::handle costs_o, const std::string& weighting,
+           double temperature, double shrinkage, py::object prior_s_o, py::object prior_c_o) {
+            auto idx = strict<std::int64_t>(idx_o, "idx", 2);
+            auto sim = strict<float>(sim_o, "sim", 2);
+            auto S = strict<float>(scores_o, "scores", 2);
+            auto C = strict<float>(costs_o, "costs", 2);
+            if (idx.shape(0) != sim.shape(0) || idx.shape(1) != sim.shape(1))
+                throw py::value_error("idx and sim must have the same shape");
+            if (S.shape(0) != C.shape(0) || S.shape(1) != C.shape(1))
+                throw py::value_error("scores and costs must have the same shape (N, M)");
+            if (idx.shape(1) == 0) throw py::value_error("need at least one neighbour (k >= 1)");
+            const std::size_t B = idx.shape(0), k = idx.shape(1), N = S.shape(0), M = S.shape(1);
+            if (M == 0) throw py::value_error("scores/costs have 0 model columns");
+            AggregateParams p = make_params(weighting, temperature, shrinkage);
+            std::vector<float> ps(M), pc(M);
+            if (prior_s_o.is_none()) column_means(S.data(), N, M, ps.data());
+            else {
+                auto a = strict<float>(prior_s_o, "prior_scores", 1);
+                if (static_cast<std::size_t>(a.shape(0)) != M) throw py::value_error("prior_scores must have length M");
+                std::copy(a.data(), a.data() + M, ps.begin());
+            }
+            if (prior_c_o.is_none()) column_means(C.data(), N, M, pc.data());
+            else {
+                auto a = strict<float>(prior_c_o, "prior_costs", 1);
+                if (static_cast<std::size_t>(a.shape(0)) != M) throw py::value_error("prior_costs must have length M");
+                std::copy(a.data(), a.data() + M, pc.begin());
+            }
+            py::array_t<float> sh({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+            py::array_t<float> ch({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+            const std::int64_t* ip = idx.data();
+            const float* sp = sim.data();
+            const float* Sp = S.data();
+            const float* Cp = C.data();
+            float* shp = sh.mutable_data();
+            float* chp = ch.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                aggregate(ip, sp, B, k, Sp, Cp, N, M, ps.data(), pc.data(), p, shp, chp);
+            }
+            return py::make_tuple(sh, ch);
+        },
+        py::arg("idx"), py::arg("sim"), py::arg("scores"), py::arg("costs"), py::arg("weighting") = "uniform",
+        py::arg("temperature") = 0.05, py::arg("shrinkage") = 0.0, py::arg("prior_scores") = py::none(),
+        py::arg("prior_costs") = py::none(),
+        R"(Predicted score and cost per model from neighbours.
+
+idx int64 (B, k), sim float32 (B, k); scores, costs float32 (N, M) with NaN = missing.
+weighting: 'uniform' (w=1, the paper), 'similarity' (w=max(sim,0)), 'softmax' (w=exp((sim-max)/temperature)).
+s_hat = (sum w s + shrinkage * prior) / (sum w + shrinkage) over observed cells; prior defaults to the
+column means of observed cells; no observed neighbour and shrinkage 0 -> the prior.
+Returns (s_hat float32 (B, M), c_hat float32 (B, M)).)");
+
+    m.def(
+        "route",
+        [](py::handle s_o, py::handle c_o, py::handle lams_o) {
+            auto S = strict<float>(s_o, "s_hat", 2);
+            auto C = strict<float>(c_o, "c_hat", 2);
+            if (S.shape(0) != C.shape(0) || S.shape(1) != C.shape(1))
+                throw py::value_error("s_hat and c_hat must have the same shape (B, M)");
+            if (S.shape(1) == 0) throw py::value_error("need at least one model column");
+            auto L = as_f64_1d(lams_o, "lams");
+            const std::size_t B = S.shape(0), M = S.shape(1), nl = L.shape(0);
+            for (std::size_t l = 0; l < nl; ++l)
+                if (!std::isfinite(L.data()[l])) throw py::value_error("lams must be finite");
+            check_finite_f32(S.data(), B * M, "s_hat");
+            check_finite_f32(C.data(), B * M, "c_hat");
+            py::array_t<std::int64_t> out({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(nl)});
+            const float* sp = S.data();
+            const float* cp = C.data();
+            const double* lp = L.data();
+            std::int64_t* op = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                route(sp, cp, B, M, lp, nl, op);
+            }
+            return out;
+        },
+        py::arg("s_hat"), py::arg("c_hat"), py::arg("lams"),
+        "argmax_m s_hat - lam * c_hat for every lam: int64 (B, L). Ties: the cheaper model, then the lower index.");
+
+    m.def(
+        "envelope",
+        [](py::handle s_o, py::handle c_o) {
+            auto S = strict<float>(s_o, "s", 1);
+            auto C = strict<float>(c_o, "c", 1);
+            if (S.shape(0) != C.shape(0) || S.shape(0) == 0) throw py::value_error("s and c must have the same non-zero length");
+            check_finite_f32(S.data(), S.shape(0), "s");
+            check_finite_f32(C.data(), C.shape(0), "c");
+            std::vector<double> lams;
+            std::vector<std::int64_t> models;
+            envelope(S.data(), C.data(), S.shape(0), lams, models);
+            return py::make_tuple(py::array_t<double>(lams.size(), lams.data()),
+                                  py::array_t<std::int64_t>(models.size(), models.data()));
+        },
+        py::arg("s"), py::arg("c"),
+        "Upper envelope of s_m - lam c_m over lam >= 0: (lams float64 (J,), models int64 (J,)); lams[0] = 0 and "
+        "models[j] wins on [lams[j], lams[j+1]).");
+
+    m.def(
+        "sweep",
+        [](py::handle s_o, py::handle c_o, py::handle ts_o, py::handle tc_o) {
+            auto S = strict<float>(s_o, "s_hat", 2);
+            auto C = strict<float>(c_o, "c_hat", 2);
+            auto TS = strict<double>(ts_o, "true_scores", 2);
+            auto TC = strict<double>(tc_o, "true_costs", 2);
+            const std::size_t B = S.shape(0), M = S.shape(1);
+            for (auto* a : {&C})
+                if (static_cast<std::size_t>(a->shape(0)) != B || static_cast<std::size_t>(a->shape(1)) != M)
+                    throw py::value_error("s_hat and c_hat must have the same shape (B, M)");
+            if (static_cast<std::size_t>(TS.shape(0)) != B || static_cast<std::size_t>(TS.shape(1)) != M ||
+                static_cast<std::size_t>(TC.shape(0)) != B || static_cast<std::size_t>(TC.shape(1)) != M)
+                throw py::value_error("true_scores and true_costs must have the shape of s_hat (B, M)");
+            if (B == 0 || M == 0) throw py::value_error("sweep needs at least one query and one model");
+            check_finite_f32(S.data(), B * M, "s_hat");
+            check_finite_f32(C.data(), B * M, "c_hat");
+            for (std::size_t i = 0; i < B * M; ++i)
+                if (!std::isfinite(TS.data()[i]) || !std::isfinite(TC.data()[i]))
+                    throw py::value_error("true outcomes must be finite: fill missing cells first (DESIGN.md: a missing "
+                                          "score counts as 0, a missing cost as the model's mean cost)");
+            std::vector<double> lams, mc, ms;
+            {
+                py::gil_scoped_release nogil;
+                sweep(S.data(), C.data(), TS.data(), TC.data(), B, M, lams, mc, ms);
+            }
+            return py::make_tuple(py::array_t<double>(lams.size(), lams.data()), py::array_t<double>(mc.size(), mc.data()),
+                                  py::array_t<double>(ms.size(), ms.data()));
+        },
+        py::arg("s_hat"), py::arg("c_hat"), py::arg("true_scores"), py::arg("true_costs"),
+        R"(Exact cost-quality curve over all lam >= 0.
+
+s_hat, c_hat float32 (B, M): predictions; true_scores, true_costs float64 (B, M), finite.
+Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam in [lams[p], lams[p+1]).)");
+
+    m.def(
+        "nondecreasing_hull",
+        [](py::handle c_o, py::handle s_o) {
+            auto C = as_f64_1d(c_o, "costs");
+            auto S = as_f64_1d(s_o, "scores");
+            if (C.shape(0) != S.shape(0)) throw py::value_error("costs and scores must have the same length");
+            std::vector<double> hc, hs;
+            nondecreasing_hull(C.data(), S.data(), C.shape(0), hc, hs);
+            return py::make_tuple(py::array_t<double>(hc.size(), hc.data()), py::array_t<double>(hs.size(), hs.data()));
+        },
+        py::arg("costs"), py::arg("scores"),
+        "Vertices (costs, scores) of the non-decreasing upper convex hull of the points plus (0, 0).");
+
+    m.def(
+        "hull_auc",
+        [](py::handle c_o, py::handle s_o, double c_max) {
+            auto C = as_f64_1d(c_o, "costs");
+            auto S = as_f64_1d(s_o, "scores");
+            if (C.shape(0) != S.shape(0)) throw py::value_error("costs and scores must have the same length");
+            return hull_auc(C.data(), S.data(), C.shape(0), c_max);
+        },
+        py::arg("costs"), py::arg("scores"), py::arg("c_max"),
+        "Area under the non-decreasing hull over cost / c_max in [0, 1] (flat extension, clipped at 1).");
+
+    py::class_<Router>(m, "Router",
+                       "Fused kNN router: support set + outcome tables + aggregation. Thread-safe: routing may run "
+                       "concurrently with add/remove.")
+        .def(py::init([](py::handle emb, py::handle scores, py::handle costs, long long k, const std::string& weighting,
+                         double temperature, double shrinkage) {
+                 auto X = strict<float>(emb, "embeddings", 2);
+                 auto S = strict<float>(scores, "scores", 2);
+                 auto C = strict<float>(costs, "costs", 2);
+                 const std::size_t n = X.shape(0), d = X.shape(1);
+                 if (n == 0) throw py::value_error("embeddings are empty: need at least one labelled prompt");
+                 if (static_cast<std::size_t>(S.shape(0)) != n || static_cast<std::size_t>(C.shape(0)) != n)
+                     throw py::value_error("scores and costs must have one row per embedding (" + std::to_string(n) + ")");
+                 if (S.shape(1) != C.shape(1)) throw py::value_error("scores and costs must have the same number of models");
+                 const std::size_t kk = check_k_arg(k);
+                 if (kk > n) throw py::value_error("k=" + std::to_string(kk) + " exceeds the support size " + std::to_string(n));
+                 AggregateParams p = make_params(weighting, temperature, shrinkage);
+                 const float *xp = X.data(), *sp = S.data(), *cp = C.data();
+                 const std::size_t M = S.shape(1);
+                 py::gil_scoped_release nogil;
+                 return new Router(xp, n, d, sp, cp, M, kk, p);
+             }),
+             py::arg("embeddings"), py::arg("scores"), py::arg("costs"), py::arg("k") = 100,
+             py::arg("weighting") = "uniform", py::arg("temperature") = 0.05, py::arg("shrinkage") = 0.0)
+        .def_property_readonly("size", &Router::size)
+        .def("__len__", &Router::size)
+        .def_property_readonly("dim", &Router::dim)
+        .def_property_readonly("n_models", &Router::n_models)
+        .def_property_readonly("k", &Router::k)
+        .def_property_readonly("weighting", [](const Router& r) { return std::string(weighting_name(r.params().weighting)); })
+        .def_property_readonly("temperature", [](const Router& r) { return r.params().temperature; })
+        .def_property_readonly("shrinkage", [](const Router& r) { return r.params().shrinkage; })
+        .def(
+            "search",
+            [](const Router& r, py::handle queries, long long k, int n_threads) {
+                auto Q = strict<float>(queries, "queries", 2);
+                check_dim(Q.shape(1), r.dim(), "queries");
+                const std::size_t kk = check_k_arg(k), B = Q.shape(0);
+                py::array_t<std::int64_t> idx;
+                py::array_t<float> sim;
+                py::tuple out = search_out(B, kk, idx, sim);
+                const float* qp = Q.data();
+                std::int64_t* ip = idx.mutable_data();
+                float* sp = sim.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    r.search(qp, B, kk, ip, sp, n_threads);
+                }
+                return out;
+            },
+            py::arg("queries"), py::arg("k"), py::arg("n_threads") = 0)
+        .def(
+            "predict",
+            [](const Router& r, py::handle queries, int n_threads) {
+                auto Q = strict<float>(queries, "queries", 2);
+                check_dim(Q.shape(1), r.dim(), "queries");
+                const std::size_t B = Q.shape(0), M = r.n_models();
+                py::array_t<float> sh({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+                py::array_t<float> ch({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+                const float* qp = Q.data();
+                float* shp = sh.mutable_data();
+                float* chp = ch.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    r.predict(qp, B, shp, chp, n_threads);
+                }
+                return py::make_tuple(sh, ch);
+            },
+            py::arg("queries"), py::arg("n_threads") = 0,
+            "(s_hat float32 (B, M), c_hat float32 (B, M)) for queries float32 (B, d).")
+        .def(
+            "route",
+            [](const Router& r, py::handle queries, py::handle lams_o, int n_threads) {
+                auto Q = strict<float>(queries, "queries", 2);
+                check_dim(Q.shape(1), r.dim(), "queries");
+                auto L = as_f64_1d(lams_o, "lams");
+                const std::size_t B = Q.shape(0), nl = L.shape(0);
+                for (std::size_t l = 0; l < nl; ++l)
+                    if (!std::isfinite(L.data()[l])) throw py::value_error("lams must be finite");
+                py::array_t<std::int64_t> out({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(nl)});
+                const float* qp = Q.data();
+                const double* lp = L.data();
+                std::int64_t* op = out.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    r.route(qp, B, lp, nl, op, n_threads);
+                }
+                return out;
+            },
+            py::arg("queries"), py::arg("lams"), py::arg("n_threads") = 0, "Routed model indices int64 (B, L).")
+        .def(
+            "route_one",
+            [](const Router& r, py::handle q_o, double lam) {
+                auto q = strict<float>(q_o, "query", 1);
+                check_dim(q.shape(0), r.dim(), "query");
+                if (!std::isfinite(lam)) throw py::value_error("lam must be finite");
+                const float* qp = q.data();
+                std::int64_t out;
+                {
+                    py::gil_scoped_release nogil;
+                    out = r.route_one(qp, lam);
+                }
+                return out;
+            },
+            py::arg("query"), py::arg("lam"),
+            "Fused hot path: one query float32 (d,) and lam -> the routed model index (calling thread, no allocation).")
+        .def(
+            "route_one_detail",
+            [](const Router& r, py::handle q_o, double lam) {
+                auto q = strict<float>(q_o, "query", 1);
+                check_dim(q.shape(0), r.dim(), "query");
+                if (!std::isfinite(lam)) throw py::value_error("lam must be finite");
+                const std::size_t M = r.n_models();
+                py::array_t<float> sh(static_cast<py::ssize_t>(M)), ch(static_cast<py::ssize_t>(M));
+                const float* qp = q.data();
+                float* shp = sh.mutable_data();
+                float* chp = ch.mutable_data();
+                RouteDetail d;
+                {
+                    py::gil_scoped_release nogil;
+                    d = r.route_one_detail(qp, lam, shp, chp);
+                }
+                py::dict out;
+                out["model"] = d.model;
+                out["kth_similarity"] = d.kth_similarity;
+                out["agreement"] = d.agreement;
+                out["s_hat"] = sh;
+                out["c_hat"] = ch;
+                return out;
+            },
+            py::arg("query"), py::arg("lam"),
+            "Like route_one, plus confidence: {'model', 'kth_similarity', 'agreement', 's_hat', 'c_hat'}.")
+        .def(
+            "add",
+            [](Router& r, py::handle emb, py::handle scores, py::handle costs) {
+                auto X = strict<float>(emb, "embeddings", 2);
+                auto S = strict<float>(scores, "scores", 2);
+                auto C = strict<float>(costs, "costs", 2);
+                check_dim(X.shape(1), r.dim(), "embeddings");
+                const std::size_t n = X.shape(0);
+                const std::size_t M = r.n_models();
+                if (static_cast<std::size_t>(S.shape(0)) != n || static_cast<std::size_t>(C.shape(0)) != n ||
+                    static_cast<std::size_t>(S.shape(1)) != M || static_cast<std::size_t>(C.shape(1)) != M)
+                    throw py::value_error("scores and costs must be (" + std::to_string(n) + ", " + std::to_string(M) +
+                                          "): one row per new embedding, one column per model (NaN = missing)");
+                const float *xp = X.data(), *sp = S.data(), *cp = C.data();
+                py::gil_scoped_release nogil;
+                r.add(xp, n, sp, cp);
+            },
+            py::arg("embeddings"), py::arg("scores"), py::arg("costs"))
+        .def(
+            "add_model",
+            [](Router& r, py::handle s_o, py::handle c_o) {
+                auto S = strict<float>(s_o, "scores", 1);
+                auto C = strict<float>(c_o, "costs", 1);
+                if (static_cast<std::size_t>(S.shape(0)) != r.size() || static_cast<std::size_t>(C.shape(0)) != r.size())
+                    throw py::value_error("a new model needs one score and cost per support row (" + std::to_string(r.size()) +
+                                          "); use NaN where it was not observed");
+                const float *sp = S.data(), *cp = C.data();
+                py::gil_scoped_release nogil;
+                r.add_model(sp, cp);
+            },
+            py::arg("scores"), py::arg("costs"))
+        .def(
+            "remove",
+            [](Router& r, std::vector<std::int64_t> rows) {
+                py::gil_scoped_release nogil;
+                r.remove(rows);
+            },
+            py::arg("rows"))
+        .def("embeddings", [](const Router& r) {
+            auto v = r.embeddings();
+            py::array_t<float> out({static_cast<py::ssize_t>(v.size() / r.dim()), static_cast<py::ssize_t>(r.dim())});
+            std::copy(v.begin(), v.end(), out.mutable_data());
+            return out;
+        })
+        .def("scores", [](const Router& r) {
+            auto v = r.scores();
+            const std::size_t M = r.n_models();
+            py::array_t<float> out({static_cast<py::ssize_t>(v.size() / M), static_cast<py::ssize_t>(M)});
+            std::copy(v.begin(), v.end(), out.mutable_data());
+            return out;
+        })
+        .def("costs", [](const Router& r) {
+            auto v = r.costs();
+            const std::size_t M = r.n_models();
+            py::array_t<float> out({static_cast<py::ssize_t>(v.size() / M), static_cast<py::ssize_t>(M)});
+            std::copy(v.begin(), v.end(), out.mutable_data());
+            return out;
+        })
+        .def("prior_scores", [](const Router& r) { auto v = r.prior_scores(); return py::array_t<float>(v.size(), v.data()); })
+        .def("prior_costs", [](const Router& r) { auto v = r.prior_costs(); return py::array_t<float>(v.size(), v.data()); });
+
+    m.attr("__all__") = py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "aggregate",
+                                       "route", "envelope", "sweep", "nondecreasing_hull", "hull_auc", "Router");
+}

@@ -1,0 +1,72 @@
+// The fused kNN router: support set + outcome tables + aggregation settings, one call from a query
+// vector to the routed model. Thread-safe: queries take a shared lock, updates an exclusive one,
+// so routing from many threads while rows are added or removed gives serial-equivalent answers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <shared_mutex>
+#include <vector>
+
+#include "knnroute/aggregate.hpp"
+#include "knnroute/search.hpp"
+
+namespace knnroute {
+
+struct RouteDetail {
+    std::int64_t model = -1;
+    float kth_similarity = 0.f;   // cosine similarity of the k-th neighbour (low = far from support)
+    float agreement = 0.f;        // share of neighbours whose own best observed model (at this lam) is `model`
+};
+
+class Router {
+public:
+    // X (n, d) embeddings (normalised here); scores, costs (n, M), NaN = missing. 1 <= k <= n.
+    Router(const float* X, std::size_t n, std::size_t d, const float* scores, const float* costs,
+           std::size_t M, std::size_t k, const AggregateParams& params);
+
+    std::size_t size() const;
+    std::size_t dim() const { return d_; }
+    std::size_t n_models() const;
+    std::size_t k() const { return k_; }
+    const AggregateParams& params() const { return params_; }
+
+    // k_eff = min(k, size()) neighbours. Batch calls split over n_threads (<= 0: all cores).
+    void search(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,
+                int n_threads) const;
+    void predict(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const;
+    void route(const float* Q, std::size_t B, const double* lams, std::size_t L, std::int64_t* out,
+               int n_threads) const;
+    // Fused single query: normalise, search, aggregate, argmax on the calling thread, reusing
+    // thread-local scratch (no allocation after the first call on a thread).
+    std::int64_t route_one(const float* q, double lam) const;
+    RouteDetail route_one_detail(const float* q, double lam, float* s_hat, float* c_hat) const;
+
+    // Live updates. add: n new rows with outcomes for every current model (NaN allowed).
+    void add(const float* X, std::size_t n, const float* scores, const float* costs);
+    // add_model: a new outcome column (n,) for the current rows (NaN = not observed).
+    void add_model(const float* score_col, const float* cost_col);
+    // remove rows by index (any order, duplicates ignored); throws if out of range or if fewer than
+    // one row would remain.
+    void remove(const std::vector<std::int64_t>& rows);
+
+    // Copies of the state (for persistence): embeddings (normalised), scores, costs, priors.
+    std::vector<float> embeddings() const;
+    std::vector<float> scores() const;
+    std::vector<float> costs() const;
+    std::vector<float> prior_scores() const;
+    std::vector<float> prior_costs() const;
+
+private:
+    void predict_unlocked(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const;
+    void refresh_priors();
+
+    std::size_t d_, m_, k_;
+    AggregateParams params_;
+    SupportSet support_;
+    std::vector<float> scores_, costs_;    // (n, M)
+    std::vector<float> prior_s_, prior_c_; // (M)
+    mutable std::shared_mutex mu_;
+};
+
+}  // namespace knnroute

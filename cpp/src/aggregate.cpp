@@ -1,0 +1,75 @@
+#include "knnroute/aggregate.hpp"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace knnroute {
+
+void column_means(const float* X, std::size_t N, std::size_t M, float* out) {
+    std::vector<double> sum(M, 0.0);
+    std::vector<std::size_t> cnt(M, 0);
+    for (std::size_t i = 0; i < N; ++i)
+        for (std::size_t m = 0; m < M; ++m) {
+            const float v = X[i * M + m];
+            if (!std::isnan(v)) {
+                sum[m] += v;
+                ++cnt[m];
+            }
+        }
+    for (std::size_t m = 0; m < M; ++m) out[m] = cnt[m] ? static_cast<float>(sum[m] / cnt[m]) : 0.f;
+}
+
+void aggregate(const std::int64_t* idx, const float* sim, std::size_t B, std::size_t k, const float* scores,
+               const float* costs, std::size_t N, std::size_t M, const float* prior_s, const float* prior_c,
+               const AggregateParams& p, float* s_hat, float* c_hat) {
+    if (p.weighting == Weighting::softmax && !(p.temperature > 0.f))
+        throw std::invalid_argument("temperature must be > 0 for softmax weighting");
+    if (!(p.shrinkage >= 0.f)) throw std::invalid_argument("shrinkage must be >= 0");
+    const double beta = p.shrinkage;
+    std::vector<double> w(k), ss(M), sw(M), cs(M), cw(M);
+    for (std::size_t b = 0; b < B; ++b) {
+        const std::int64_t* ib = idx + b * k;
+        const float* sb = sim + b * k;
+        // Neighbour weights.
+        if (p.weighting == Weighting::uniform) {
+            for (std::size_t j = 0; j < k; ++j) w[j] = 1.0;
+        } else if (p.weighting == Weighting::similarity) {
+            for (std::size_t j = 0; j < k; ++j) w[j] = sb[j] > 0.f ? static_cast<double>(sb[j]) : 0.0;
+        } else {
+            float mx = sb[0];
+            for (std::size_t j = 1; j < k; ++j) mx = sb[j] > mx ? sb[j] : mx;
+            for (std::size_t j = 0; j < k; ++j) w[j] = std::exp((static_cast<double>(sb[j]) - mx) / p.temperature);
+        }
+        for (std::size_t m = 0; m < M; ++m) ss[m] = sw[m] = cs[m] = cw[m] = 0.0;
+        for (std::size_t j = 0; j < k; ++j) {
+            const std::int64_t r = ib[j];
+            if (r < 0 || static_cast<std::size_t>(r) >= N)
+                throw std::invalid_argument("neighbour index " + std::to_string(r) + " out of range [0, " +
+                                            std::to_string(N) + ")");
+            const float* srow = scores + static_cast<std::size_t>(r) * M;
+            const float* crow = costs + static_cast<std::size_t>(r) * M;
+            const double wj = w[j];
+            for (std::size_t m = 0; m < M; ++m) {
+                if (!std::isnan(srow[m])) {
+                    ss[m] += wj * srow[m];
+                    sw[m] += wj;
+                }
+                if (!std::isnan(crow[m])) {
+                    cs[m] += wj * crow[m];
+                    cw[m] += wj;
+                }
+            }
+        }
+        float* so = s_hat + b * M;
+        float* co = c_hat + b * M;
+        for (std::size_t m = 0; m < M; ++m) {
+            const double ds = sw[m] + beta, dc = cw[m] + beta;
+            so[m] = ds > 0.0 ? static_cast<float>((ss[m] + beta * prior_s[m]) / ds) : prior_s[m];
+            co[m] = dc > 0.0 ? static_cast<float>((cs[m] + beta * prior_c[m]) / dc) : prior_c[m];
+        }
+    }
+}
+
+}  // namespace knnroute

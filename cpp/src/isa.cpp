@@ -1,0 +1,111 @@
+// ISA detection, the scalar reference kernels, and the run-time kernel choice.
+//
+// Scalar precision: float32 products summed in index order into a float32 accumulator (no FMA
+// contraction is requested; the compiler may still vectorise). The SIMD files sum in a different
+// order (lane-wise partial sums, then a tree reduction), so results differ in the last bits.
+#include "knnroute/isa.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+
+namespace knnroute {
+
+void dot_rows_f32_scalar(const float* q, const float* base, std::size_t n, std::size_t d, float* out) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const float* x = base + i * d;
+        float acc = 0.f;
+        for (std::size_t j = 0; j < d; ++j) acc += q[j] * x[j];
+        out[i] = acc;
+    }
+}
+
+void dot_block_f32_scalar(const float* Q, std::size_t nq, const float* base, std::size_t n, std::size_t d,
+                          float* out, std::size_t ldo) {
+    for (std::size_t j = 0; j < nq; ++j) dot_rows_f32_scalar(Q + j * d, base, n, d, out + j * ldo);
+}
+
+namespace {
+
+bool cpu_has(Isa isa) {
+    switch (isa) {
+        case Isa::scalar: return true;
+#if defined(__x86_64__) || defined(__i386__)
+        case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case Isa::avx512:
+            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+        default: return false;
+    }
+}
+
+const Kernels kTable[] = {
+    {Isa::scalar, "scalar", dot_rows_f32_scalar, dot_block_f32_scalar},
+    {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2},
+    {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512},
+};
+
+Isa parse_isa(const std::string& name) {
+    if (name == "scalar") return Isa::scalar;
+    if (name == "avx2") return Isa::avx2;
+    if (name == "avx512") return Isa::avx512;
+    throw std::invalid_argument("unknown ISA '" + name + "': use one of scalar, avx2, avx512");
+}
+
+Isa best_isa() {
+    if (cpu_has(Isa::avx512)) return Isa::avx512;
+    if (cpu_has(Isa::avx2)) return Isa::avx2;
+    return Isa::scalar;
+}
+
+std::atomic<const Kernels*> g_active{nullptr};
+std::once_flag g_once;
+
+void init_from_env() {
+    Isa isa = best_isa();
+    if (const char* env = std::getenv("KNNROUTE_ISA"); env != nullptr && *env != '\0') {
+        Isa want = parse_isa(env);
+        if (!cpu_has(want))
+            throw std::invalid_argument(std::string("KNNROUTE_ISA=") + env +
+                                        " is not supported by this CPU; available: see available_isas()");
+        isa = want;
+    }
+    g_active.store(&kTable[static_cast<int>(isa)]);
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) { return kTable[static_cast<int>(isa)].name; }
+
+const Kernels& kernels_for(Isa isa) {
+    if (!cpu_has(isa)) throw std::invalid_argument(std::string("ISA ") + isa_name(isa) + " not supported by this CPU");
+    return kTable[static_cast<int>(isa)];
+}
+
+const Kernels& kernels() {
+    const Kernels* k = g_active.load(std::memory_order_acquire);
+    if (k != nullptr) return *k;
+    std::call_once(g_once, init_from_env);
+    return *g_active.load(std::memory_order_acquire);
+}
+
+Isa active_isa() { return kernels().isa; }
+
+void set_isa(const std::string& name) {
+    kernels();  // honour the env choice first (and surface its error)
+    Isa isa = parse_isa(name);
+    if (!cpu_has(isa))
+        throw std::invalid_argument("ISA '" + name + "' is not supported by this CPU; available: see available_isas()");
+    g_active.store(&kTable[static_cast<int>(isa)], std::memory_order_release);
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out;
+    for (const auto& k : kTable)
+        if (cpu_has(k.isa)) out.emplace_back(k.name);
+    return out;
+}
+
+}  // namespace knnroute

@@ -1,0 +1,253 @@
+#include "knnroute/router.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "knnroute/route.hpp"
+
+namespace knnroute {
+
+namespace {
+
+void check_outcomes(const float* S, const float* C, std::size_t n, std::size_t M) {
+    for (std::size_t i = 0; i < n * M; ++i) {
+        if (std::isinf(S[i]))
+            throw std::invalid_argument("scores row " + std::to_string(i / M) + " model " + std::to_string(i % M) +
+                                        " is infinite; use NaN for a missing outcome");
+        const float c = C[i];
+        if (std::isinf(c))
+            throw std::invalid_argument("costs row " + std::to_string(i / M) + " model " + std::to_string(i % M) +
+                                        " is infinite; use NaN for a missing outcome");
+        if (c < 0.f)
+            throw std::invalid_argument("costs row " + std::to_string(i / M) + " model " + std::to_string(i % M) +
+                                        " is negative; costs are USD per query and must be >= 0");
+    }
+}
+
+struct Scratch {
+    std::vector<float> q, block, sim, s_hat, c_hat;
+    std::vector<std::int64_t> idx;
+};
+
+Scratch& tls_scratch() {
+    static thread_local Scratch s;
+    return s;
+}
+
+}  // namespace
+
+Router::Router(const float* X, std::size_t n, std::size_t d, const float* scores, const float* costs, std::size_t M,
+               std::size_t k, const AggregateParams& params)
+    : d_(d), m_(M), k_(k), params_(params), support_(X, n, d) {
+    if (M == 0) throw std::invalid_argument("need at least one model (scores/costs have 0 columns)");
+    if (k < 1 || k > n)
+        throw std::invalid_argument("k must be in [1, " + std::to_string(n) + "] (the support size), got " +
+                                    std::to_string(k));
+    if (params.weighting == Weighting::softmax && !(params.temperature > 0.f))
+        throw std::invalid_argument("temperature must be > 0 for softmax weighting");
+    if (!(params.shrinkage >= 0.f) || std::isinf(params.shrinkage))
+        throw std::invalid_argument("shrinkage must be finite and >= 0");
+    check_outcomes(scores, costs, n, M);
+    scores_.assign(scores, scores + n * M);
+    costs_.assign(costs, costs + n * M);
+    refresh_priors();
+}
+
+void Router::refresh_priors() {
+    const std::size_t n = support_.size();
+    prior_s_.assign(m_, 0.f);
+    prior_c_.assign(m_, 0.f);
+    column_means(scores_.data(), n, m_, prior_s_.data());
+    column_means(costs_.data(), n, m_, prior_c_.data());
+}
+
+std::size_t Router::size() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return support_.size();
+}
+
+std::size_t Router::n_models() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return m_;
+}
+
+void Router::search(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim, int n_threads) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    support_.search(Q, B, k, idx, sim, n_threads);
+}
+
+void Router::predict_unlocked(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const {
+    const std::size_t n = support_.size();
+    const std::size_t k = std::min(k_, n);
+    std::vector<std::int64_t> idx(B * k);
+    std::vector<float> sim(B * k);
+    support_.search(Q, B, k, idx.data(), sim.data(), n_threads);
+    const int t = batch_threads(B, n_threads);
+    parallel_for(B, t, [&](std::size_t b0, std::size_t b1) {
+        aggregate(idx.data() + b0 * k, sim.data() + b0 * k, b1 - b0, k, scores_.data(), costs_.data(), n, m_,
+                  prior_s_.data(), prior_c_.data(), params_, s_hat + b0 * m_, c_hat + b0 * m_);
+    });
+}
+
+void Router::predict(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    predict_unlocked(Q, B, s_hat, c_hat, n_threads);
+}
+
+void Router::route(const float* Q, std::size_t B, const double* lams, std::size_t L, std::int64_t* out,
+                   int n_threads) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::vector<float> s(B * m_), c(B * m_);
+    predict_unlocked(Q, B, s.data(), c.data(), n_threads);
+    knnroute::route(s.data(), c.data(), B, m_, lams, L, out);
+}
+
+RouteDetail Router::route_one_detail(const float* q, double lam, float* s_out, float* c_out) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    check_rows(q, 1, d_, "query");
+    Scratch& S = tls_scratch();
+    const std::size_t n = support_.size();
+    const std::size_t k = std::min(k_, n);
+    if (S.q.size() < d_) S.q.resize(d_);
+    if (S.idx.size() < k) {
+        S.idx.resize(k);
+        S.sim.resize(k);
+    }
+    if (S.s_hat.size() < m_) {
+        S.s_hat.resize(m_);
+        S.c_hat.resize(m_);
+    }
+    normalize_rows(q, 1, d_, S.q.data());
+    support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block);
+    float* sh = s_out ? s_out : S.s_hat.data();
+    float* ch = c_out ? c_out : S.c_hat.data();
+    aggregate(S.idx.data(), S.sim.data(), 1, k, scores_.data(), costs_.data(), n, m_, prior_s_.data(),
+              prior_c_.data(), params_, sh, ch);
+    RouteDetail r;
+    r.model = route_one_row(sh, ch, m_, lam);
+    r.kth_similarity = S.sim[k - 1];
+    // Agreement: share of neighbours whose own best observed model (true utility at lam) is r.model.
+    std::size_t agree = 0;
+    for (std::size_t j = 0; j < k; ++j) {
+        const float* srow = scores_.data() + static_cast<std::size_t>(S.idx[j]) * m_;
+        const float* crow = costs_.data() + static_cast<std::size_t>(S.idx[j]) * m_;
+        std::int64_t best = -1;
+        double best_u = 0.0, best_c = 0.0;
+        for (std::size_t m = 0; m < m_; ++m) {
+            if (std::isnan(srow[m])) continue;
+            const double c = std::isnan(crow[m]) ? prior_c_[m] : crow[m];
+            const double u = srow[m] - lam * c;
+            if (best < 0 || u > best_u || (u == best_u && c < best_c)) {
+                best = static_cast<std::int64_t>(m);
+                best_u = u;
+                best_c = c;
+            }
+        }
+        if (best == r.model) ++agree;
+    }
+    r.agreement = static_cast<float>(agree) / static_cast<float>(k);
+    return r;
+}
+
+std::int64_t Router::route_one(const float* q, double lam) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    check_rows(q, 1, d_, "query");
+    Scratch& S = tls_scratch();
+    const std::size_t n = support_.size();
+    const std::size_t k = std::min(k_, n);
+    if (S.q.size() < d_) S.q.resize(d_);
+    if (S.idx.size() < k) {
+        S.idx.resize(k);
+        S.sim.resize(k);
+    }
+    if (S.s_hat.size() < m_) {
+        S.s_hat.resize(m_);
+        S.c_hat.resize(m_);
+    }
+    normalize_rows(q, 1, d_, S.q.data());
+    support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block);
+    aggregate(S.idx.data(), S.sim.data(), 1, k, scores_.data(), costs_.data(), n, m_, prior_s_.data(),
+              prior_c_.data(), params_, S.s_hat.data(), S.c_hat.data());
+    return route_one_row(S.s_hat.data(), S.c_hat.data(), m_, lam);
+}
+
+void Router::add(const float* X, std::size_t n, const float* scores, const float* costs) {
+    check_rows(X, n, d_, "new embeddings");
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    check_outcomes(scores, costs, n, m_);
+    support_.add(X, n);
+    scores_.insert(scores_.end(), scores, scores + n * m_);
+    costs_.insert(costs_.end(), costs, costs + n * m_);
+    refresh_priors();
+}
+
+void Router::add_model(const float* score_col, const float* cost_col) {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    const std::size_t n = support_.size();
+    check_outcomes(score_col, cost_col, n, 1);
+    std::vector<float> s2(n * (m_ + 1)), c2(n * (m_ + 1));
+    for (std::size_t i = 0; i < n; ++i) {
+        std::copy(scores_.begin() + i * m_, scores_.begin() + (i + 1) * m_, s2.begin() + i * (m_ + 1));
+        std::copy(costs_.begin() + i * m_, costs_.begin() + (i + 1) * m_, c2.begin() + i * (m_ + 1));
+        s2[i * (m_ + 1) + m_] = score_col[i];
+        c2[i * (m_ + 1) + m_] = cost_col[i];
+    }
+    scores_.swap(s2);
+    costs_.swap(c2);
+    ++m_;
+    refresh_priors();
+}
+
+void Router::remove(const std::vector<std::int64_t>& rows_in) {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    const std::size_t n = support_.size();
+    std::vector<std::int64_t> rows(rows_in);
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    for (std::int64_t r : rows)
+        if (r < 0 || static_cast<std::size_t>(r) >= n)
+            throw std::invalid_argument("row " + std::to_string(r) + " out of range [0, " + std::to_string(n) + ")");
+    if (rows.size() >= n) throw std::invalid_argument("cannot remove every row: a router needs at least one");
+    support_.remove(rows);
+    std::size_t w = 0, next = 0;
+    for (std::size_t r = 0; r < n; ++r) {
+        if (next < rows.size() && rows[next] == static_cast<std::int64_t>(r)) {
+            ++next;
+            continue;
+        }
+        if (w != r) {
+            std::copy(scores_.begin() + r * m_, scores_.begin() + (r + 1) * m_, scores_.begin() + w * m_);
+            std::copy(costs_.begin() + r * m_, costs_.begin() + (r + 1) * m_, costs_.begin() + w * m_);
+        }
+        ++w;
+    }
+    scores_.resize(w * m_);
+    costs_.resize(w * m_);
+    refresh_priors();
+}
+
+std::vector<float> Router::embeddings() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return std::vector<float>(support_.data(), support_.data() + support_.size() * d_);
+}
+std::vector<float> Router::scores() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return scores_;
+}
+std::vector<float> Router::costs() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return costs_;
+}
+std::vector<float> Router::prior_scores() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return prior_s_;
+}
+std::vector<float> Router::prior_costs() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return prior_c_;
+}
+
+}  // namespace knnroute

@@ -1,0 +1,5 @@
+import sys
+
+from knnroute.cli import main
+
+sys.exit(main())
