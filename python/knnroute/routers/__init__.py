@@ -1,0 +1,55 @@
+"""Routers: the kNN router on the compiled core, and the learned baselines.
+
+``make_router(name)`` builds any router by its command-line / JSON name:
+``knn-<k>`` (e.g. ``knn-10``, ``knn-100``), ``knn-tuned`` (k, weighting and shrinkage chosen on the
+validation split) and the baselines (``linear``, ``linear-mf``, ``mlp``, ``mlp-mf``, ``graph-10``,
+``graph-100``, ``attn-10``, ``attn-100``, ``dattn-10``, ``dattn-100``). Reference rows (``oracle``,
+``random``, ``best-single``) are not routers; :mod:`knnroute.evaluate` computes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from knnroute.routers._validation import NotFittedError
+from knnroute.routers.knn import KNNRouter
+
+KNN_NAMES = ["knn-10", "knn-100", "knn-tuned"]
+REFERENCE_NAMES = ["oracle", "random", "best-single"]
+
+
+def baseline_names() -> list[str]:
+    """Names of the learned baselines (empty if their module is unavailable)."""
+    try:
+        from knnroute.routers.registry import BASELINE_FACTORIES
+    except ImportError:
+        return []
+    return list(BASELINE_FACTORIES)
+
+
+def router_names() -> list[str]:
+    """Every router name accepted by :func:`make_router`, plus the reference rows first."""
+    return [*REFERENCE_NAMES, *KNN_NAMES, *baseline_names()]
+
+
+def make_router(name: str, **params: Any) -> Any:
+    """Build a router by name (see the module docstring); ``params`` go to its constructor."""
+    if name.startswith("knn-") and name[4:].isdigit():
+        return KNNRouter(k=int(name[4:]), **params)
+    if name == "knn-tuned":
+        from knnroute.evaluate.tuning import TunedKNNRouter
+
+        return TunedKNNRouter(**params)
+    try:
+        from knnroute.routers.registry import BASELINE_FACTORIES
+    except ImportError:
+        BASELINE_FACTORIES = {}
+    if name in BASELINE_FACTORIES:
+        return BASELINE_FACTORIES[name](**params)
+    if name in REFERENCE_NAMES:
+        raise ValueError(f"{name!r} is a reference row computed by knnroute.evaluate, not a router to fit")
+    raise ValueError(f"unknown router {name!r}; known: {', '.join(router_names())}")
+
+
+__all__ = ["KNNRouter", "NotFittedError", "make_router", "router_names", "baseline_names", "KNN_NAMES",
+           "REFERENCE_NAMES"]
