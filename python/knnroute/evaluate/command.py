@@ -1,0 +1,289 @@
+"""``knnroute eval``: the main command (the README's first example).
+
+With no arguments it evaluates the built-in generated demo benchmark (labelled as generated). ``--data``
+takes ``demo``, ``all`` (every real dataset found under the data directory), a registered dataset name
+(``routerbench``, ``llmrouter``, ...), or a path (a file in a supported format, or a folder such as
+``routerbench-0shot-subset`` whose per-task files become separate datasets); several, comma separated.
+
+Output: a table per dataset (routers x AUC, gain, selection utility; mean ± std over seeds) and a compact
+routers x datasets matrix on stdout; ``--json PATH`` writes every number with the conventions;
+``--plot DIR`` draws one PNG per dataset (the first seed's curves, hulls and reference curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["configure", "load_eval_data", "parse_lambdas", "run"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Add the ``eval`` options to ``p``."""
+    p.add_argument(
+        "--data",
+        default="demo",
+        metavar="SPEC",
+        help="demo (default: generated demo benchmark), all (every real dataset), a dataset name "
+        "(routerbench, llmrouter, routellm-mmlu, ...), or a file/folder path; comma separated for several",
+    )
+    p.add_argument(
+        "--routers",
+        default="knn-10,knn-100,knn-tuned",
+        metavar="LIST",
+        help="comma list or 'all' (reference rows oracle, random, best-single and single models always "
+        "included); names: oracle, random, best-single, knn-10, knn-100, knn-tuned, and the learned "
+        "baselines when installed",
+    )
+    p.add_argument("--seeds", type=int, default=5, metavar="N", help="split seeds 0..N-1 (default 5)")
+    p.add_argument(
+        "--lambdas",
+        default="exact",
+        metavar="SPEC",
+        help="exact (default: every breakpoint of the routing sweep), grid:N (the dense protocol: 0 and N-1 "
+        "log-spaced normalised lambdas in [1e-3, 1e5]) or a comma list of normalised lambdas "
+        "(score per c_max of cost)",
+    )
+    p.add_argument(
+        "--json", dest="json_path", metavar="PATH", help="write all results and conventions as JSON"
+    )
+    p.add_argument("--plot", dest="plot_dir", metavar="DIR", help="write one cost-quality PNG per dataset")
+    p.add_argument("--embedder", default="minilm", help="embedder for datasets without embeddings (minilm)")
+    p.add_argument("--n-random", type=int, default=10, help="repeats of the random router (default 10)")
+    p.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also compute locality (agreement vs distance, r), TwoNN intrinsic dimension and the "
+        "confidence check per dataset",
+    )
+    p.add_argument(
+        "--no-singles", action="store_true", help="leave the single-model rows out of the printed table"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_lambdas(spec: str) -> list[float] | None:
+    """``exact`` -> None; ``grid:N`` -> the dense grid (normalised); else a comma list of floats >= 0."""
+    s = spec.strip().lower()
+    if s in ("", "exact"):
+        return None
+    if s.startswith("grid"):
+        import numpy as np
+
+        from knnroute.evaluate.reference import dense_lambda_grid
+
+        n = int(s.split(":", 1)[1]) if ":" in s else 1000
+        return [float(x) for x in np.asarray(dense_lambda_grid(1.0, n))]
+    vals = [float(x) for x in spec.split(",") if x.strip()]
+    if not vals or any(not v >= 0 for v in vals):
+        raise ValueError(f"--lambdas: expected 'exact', 'grid:N' or non-negative numbers, got {spec!r}")
+    return sorted(vals)
+
+
+def _load(spec: str) -> list[Any]:
+    from knnroute.data import list_real_datasets, load_dataset
+
+    out: list[Any] = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        if item == "all":
+            names = list_real_datasets()
+            if not names:
+                raise FileNotFoundError(
+                    "--data all: no real data found; set KNNROUTE_DATA to the folder holding "
+                    "routerbench-0shot-subset/ etc."
+                )
+            for name in names:
+                out.extend(load_dataset(name))
+        else:
+            out.extend(load_dataset(item))
+    return out
+
+
+def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -> list[Any]:
+    """Load ``spec`` (see ``--data``), embed what has no embeddings, return :class:`EvalData` objects."""
+    from knnroute.evaluate.runner import EvalData
+
+    datasets = _load(spec)
+    seen: dict[str, int] = {}
+    out = []
+    for ds in datasets:
+        if ds.embeddings is None:
+            from knnroute.embed import embed_dataset
+
+            ds = embed_dataset(ds, embedder=embedder, progress=progress)
+        ed = EvalData.from_dataset(ds)
+        if ed.name in seen:  # two datasets with one name (e.g. the same task from two sources)
+            seen[ed.name] += 1
+            ed = EvalData(**{**ed.__dict__, "name": f"{ed.name}#{seen[ed.name]}"})
+        else:
+            seen[ed.name] = 1
+        out.append((ed, ds))
+    return out
+
+
+def _diagnostics(ed: Any, ds: Any, seed: int) -> dict[str, Any]:
+    from knnroute.evaluate import diagnostics as dg
+    from knnroute.evaluate.runner import split_indices
+
+    loc = dg.locality(ed.X, ed.scores, seed=seed)
+    sp = split_indices(ed.n, seed, ed.split)
+    conf = dg.confidence_check(
+        ed.X[sp.train],
+        ed.scores[sp.train],
+        ed.costs[sp.train],
+        ed.X[sp.test],
+        ed.scores[sp.test],
+        ed.costs[sp.test],
+    )
+    return {
+        "dataset": ed.name,
+        "seed": seed,
+        "locality": loc.to_dict(),
+        "twonn": dg.twonn(ed.X),
+        "ambient_dim": int(ed.X.shape[1]),
+        "confidence": conf,
+        "generated": ed.generated,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``knnroute eval``; returns the exit status."""
+    import numpy as np
+
+    from knnroute.evaluate import curves as _curves
+    from knnroute.evaluate import report
+    from knnroute.evaluate.runner import evaluate, resolve_routers
+
+    t_start = time.perf_counter()
+    progress = not args.no_progress
+    try:
+        routers = resolve_routers(args.routers)
+        lams = parse_lambdas(args.lambdas)
+        if args.seeds < 1:
+            raise ValueError("--seeds must be >= 1")
+        pairs = load_eval_data(args.data, embedder=args.embedder, progress=progress)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"knnroute eval: error: {exc}", file=sys.stderr)
+        return 2
+    data = [ed for ed, _ in pairs]
+    seeds = list(range(args.seeds))
+    t_eval = time.perf_counter()
+    res = evaluate(data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress)
+    eval_seconds = time.perf_counter() - t_eval
+    summary = report.summarise(res.records)
+
+    if any(d.generated for d in data):
+        print(
+            "NOTE: GENERATED demo benchmark (synthetic prompts and outcomes): a smoke test, not real results."
+        )
+    print(
+        f"knnroute eval: {len(data)} dataset(s) x {len(routers)} router rows x {len(seeds)} seed(s); "
+        f"curves: {'exact lambda sweep' if lams is None else f'{len(lams)}-point lambda grid'}; "
+        f"numerics: {_curves.backend()}\n"
+    )
+    print(report.format_table(summary, singles=not args.no_singles))
+    print(report.format_matrix(summary, "auc"))
+    print()
+    print(report.format_matrix(summary, "gain"))
+
+    diags: list[dict[str, Any]] = []
+    if args.diagnostics:
+        for ed, ds in pairs:
+            d = _diagnostics(ed, ds, seeds[0])
+            diags.append(d)
+        print("\ndiagnostics (paper §7-8): locality r over 10 distance bins, TwoNN intrinsic dimension")
+        for d in diags:
+            c = d["confidence"]
+            print(
+                f"  {d['dataset']:<28} r={d['locality']['r']:+.3f}  TwoNN={d['twonn']:.1f} "
+                f"(ambient {d['ambient_dim']})  regret@lam=0.5: agree-high {c['regret_high_agreement']:.2f} "
+                f"vs low {c['regret_low_agreement']:.2f}; near {c['regret_near']:.2f} vs far {c['regret_far']:.2f}"
+            )
+
+    plotted = seeds[0]
+    if args.plot_dir:
+        from knnroute.evaluate.plots import plot_dataset
+
+        for ed in data:
+            cvs = {r: cv for (d, r, s), cv in res.curves.items() if d == ed.name and s == plotted}
+            path = plot_dataset(
+                ed.name,
+                cvs,
+                args.plot_dir,
+                generated=ed.generated,
+                subtitle=f"seed {plotted}, {ed.n} prompts x {ed.n_models} models; "
+                + ("exact lambda sweep" if lams is None else f"{len(lams)}-point lambda grid"),
+            )
+            print(f"plot: {path}")
+
+    if args.json_path:
+        from knnroute import __version__
+
+        curves_json = []
+        for (d, r, s), cv in res.curves.items():
+            curves_json.append({"dataset": d, "router": r, "seed": s, **cv.to_dict(points=s == plotted)})
+        tuning = [
+            {"dataset": d, "router": r, "seed": s, **row}
+            for (d, r, s), extra in res.extras.items()
+            for row in extra.get("tuning", [])
+        ]
+        payload = {
+            "conventions": {
+                **report.CONVENTIONS,
+                "sweep": "exact" if lams is None else "grid",
+                "lambdas_normalised": lams,
+                "seeds": seeds,
+                "n_random": args.n_random,
+                "embedder": args.embedder,
+                "curve_points": f"full points for seed {plotted}; hull vertices for every seed",
+            },
+            "results": res.records,
+            "summary": summary,
+            "curves": curves_json,
+            "tuning": tuning,
+            "datasets": [
+                {
+                    "name": ed.name,
+                    "n": ed.n,
+                    "n_models": ed.n_models,
+                    "models": ed.model_names,
+                    "generated": ed.generated,
+                    "source": ed.source,
+                    "split": "shipped" if ed.split is not None else "seeded 70/10/20",
+                    "embedder": ds.meta.get("embedder"),
+                    "embedded_text": ds.meta.get("prefix_stripped"),
+                    "missing_score_cells": int(np.isnan(ed.scores).sum()),
+                    "missing_cost_cells": int(np.isnan(ed.costs).sum()),
+                }
+                for ed, ds in pairs
+            ],
+            "diagnostics": diags,
+            "meta": {
+                "knnroute_version": __version__,
+                "numerics": _curves.backend(),
+                "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                "eval_seconds": eval_seconds,
+                "total_seconds": time.perf_counter() - t_start,
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+            },
+        }
+        path = report.write_json(args.json_path, payload)
+        print(f"json: {path}")
+    print(f"\ndone in {time.perf_counter() - t_start:.1f} s (evaluation {eval_seconds:.1f} s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (``python -m knnroute.evaluate.command``); prefer ``knnroute eval``."""
+    p = argparse.ArgumentParser(prog="knnroute eval", description=__doc__.split("\n\n")[0])
+    configure(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

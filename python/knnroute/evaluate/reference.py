@@ -1,0 +1,403 @@
+"""Pure-NumPy references of the evaluation numerics in :mod:`knnroute_core`.
+
+These are the definitions the compiled core is checked against (tests, benchmarks) and the fallback the
+evaluation layer uses when the core is not importable. They favour clarity over speed, except the sweep,
+which is vectorised over queries so it stays usable on real data.
+
+Conventions (``../shared/DESIGN.md`` § Evaluation conventions):
+
+- Routing: ``argmax_m s[m] - lam * c[m]``; ties go to the cheaper model, then to the lower index.
+- Envelope: for one query the winning model as a function of ``lam >= 0`` is piecewise constant; model
+  ``models[j]`` wins on ``[lams[j], lams[j + 1])`` (at a breakpoint the tie rule hands the win to the cheaper,
+  incoming model), ``lams[0] == 0``.
+- Sweep: the curve of (mean true cost, mean true score) over all ``lam >= 0`` has one point per distinct
+  breakpoint of the union of the per-query envelopes (plus ``lam = 0``).
+- Hull: upper convex hull of the points plus the null router ``(0, 0)``, cut after its highest score and
+  extended flat to the right (RouterBench's non-decreasing convex hull).
+- AUC: area under the hull over normalised cost ``c / c_max`` in ``[0, 1]`` (points beyond ``c_max`` are
+  clipped by the integration domain), in the units of the scores (x100 scores give AUC in ``[0, 100]``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "dense_grid_auc",
+    "dense_lambda_grid",
+    "envelope",
+    "hull_auc",
+    "nondecreasing_hull",
+    "route",
+    "sweep",
+    "sweep_grid",
+]
+
+
+def _as_2d(a: ArrayLike, name: str) -> NDArray[np.float64]:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 1-D or 2-D (queries, models); got shape {arr.shape}")
+    return arr
+
+
+def route(s_hat: ArrayLike, c_hat: ArrayLike, lams: ArrayLike) -> NDArray[np.int64]:
+    """Winning model per query and lambda.
+
+    Parameters
+    ----------
+    s_hat, c_hat : (B, M) float
+        Predicted (or true) scores and costs. NaN is not allowed.
+    lams : (L,) float, ``>= 0``
+
+    Returns
+    -------
+    (B, L) int64
+        ``argmax_m s_hat[b, m] - lams[l] * c_hat[b, m]``; ties to the lower cost, then the lower index.
+    """
+    s = _as_2d(s_hat, "s_hat")
+    c = _as_2d(c_hat, "c_hat")
+    lam = np.atleast_1d(np.asarray(lams, dtype=np.float64))
+    if s.shape != c.shape:
+        raise ValueError(f"s_hat {s.shape} and c_hat {c.shape} must have the same shape")
+    b, m = s.shape
+    # Pre-order models per query by (cost, index) so a stable argmax over that order implements the tie rule.
+    order = np.lexsort((np.broadcast_to(np.arange(m), (b, m)), c), axis=1)
+    s_o = np.take_along_axis(s, order, axis=1)
+    c_o = np.take_along_axis(c, order, axis=1)
+    util = s_o[:, None, :] - lam[None, :, None] * c_o[:, None, :]  # (B, L, M)
+    first = np.argmax(util, axis=2)  # argmax returns the first maximum: the cheapest, then lowest index
+    return np.take_along_axis(order, first, axis=1).astype(np.int64)
+
+
+def envelope(s_hat: ArrayLike, c_hat: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Upper envelope of the lines ``s[m] - lam * c[m]`` for ``lam >= 0`` (one query).
+
+    Returns
+    -------
+    lams : (J,) float64
+        ``lams[0] == 0``; strictly increasing.
+    models : (J,) int64
+        ``models[j]`` wins for ``lam`` in ``[lams[j], lams[j + 1])``; costs strictly decrease along it.
+    """
+    s = np.asarray(s_hat, dtype=np.float64).ravel()
+    c = np.asarray(c_hat, dtype=np.float64).ravel()
+    if s.shape != c.shape or s.size == 0:
+        raise ValueError("s_hat and c_hat must be non-empty vectors of the same length")
+    cur = int(route(s[None], c[None], [0.0])[0, 0])
+    lams = [0.0]
+    models = [cur]
+    while True:
+        cheaper = np.flatnonzero(c < c[cur])
+        if cheaper.size == 0:
+            break
+        # Line m overtakes the current one at lam = (s_cur - s_m) / (c_cur - c_m) (>= 0 on the envelope).
+        cross = (s[cur] - s[cheaper]) / (c[cur] - c[cheaper])
+        cross = np.maximum(cross, lams[-1])
+        best = cross.min()
+        tied = cheaper[cross == best]
+        # Several lines crossing at once: the cheapest wins at and after the crossing (then lowest index).
+        nxt = int(tied[np.lexsort((tied, c[tied]))[0]])
+        if best == lams[-1]:
+            # Only possible at lam = 0 when the argmax was already resolved; defensive, keeps J minimal.
+            models[-1] = nxt
+        else:
+            lams.append(float(best))
+            models.append(nxt)
+        cur = nxt
+    return np.asarray(lams, dtype=np.float64), np.asarray(models, dtype=np.int64)
+
+
+def _envelopes_batch(
+    s: NDArray[np.float64], c: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Envelopes of many queries at once (vectorised walk; at most M steps).
+
+    Returns the breakpoint events ``(lam, query, from_model, to_model)``, all with ``lam > 0``: the winner at
+    ``lam = 0`` is the cheapest maximiser, so every cheaper line is strictly below it there.
+    """
+    b, m = s.shape
+    cur = route(s, c, [0.0])[:, 0]
+    last = np.zeros(b)
+    active = np.ones(b, dtype=bool)
+    ev_lam: list[NDArray[np.float64]] = []
+    ev_q: list[NDArray[np.int64]] = []
+    ev_from: list[NDArray[np.int64]] = []
+    ev_to: list[NDArray[np.int64]] = []
+    rows = np.arange(b)
+    idx = np.broadcast_to(np.arange(m), (b, m))
+    for _ in range(m):
+        if not active.any():
+            break
+        sc = s[rows, cur][:, None]
+        cc = c[rows, cur][:, None]
+        cheaper = c < cc
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cross = np.where(cheaper, (sc - s) / (cc - c), np.inf)
+        cross = np.maximum(cross, last[:, None])
+        best = cross.min(axis=1)
+        has = np.isfinite(best) & active
+        # Among lines crossing at `best`, the cheapest (then lowest index) takes over.
+        key_c = np.where(cross == best[:, None], c, np.inf)
+        min_c = key_c.min(axis=1)
+        cand = np.where((cross == best[:, None]) & (c == min_c[:, None]), idx, m)
+        nxt = cand.min(axis=1)
+        # Rounding can put a crossing a hair below the previous breakpoint; the clamp above records it at
+        # that breakpoint, where events of one query telescope (a->b, b->c).
+        q = np.flatnonzero(has)
+        ev_lam.append(best[q])
+        ev_q.append(q)
+        ev_from.append(cur[q].copy())
+        ev_to.append(nxt[q])
+        cur = np.where(has, nxt, cur)
+        last = np.where(has, best, last)
+        active = has
+    if ev_lam:
+        return (
+            np.concatenate(ev_lam),
+            np.concatenate(ev_q).astype(np.int64),
+            np.concatenate(ev_from).astype(np.int64),
+            np.concatenate(ev_to).astype(np.int64),
+        )
+    empty_i = np.zeros(0, dtype=np.int64)
+    return np.zeros(0), empty_i, empty_i, empty_i
+
+
+def sweep(
+    s_hat: ArrayLike, c_hat: ArrayLike, true_scores: ArrayLike, true_costs: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Exact cost-quality curve of a router over all ``lam >= 0``.
+
+    Parameters
+    ----------
+    s_hat, c_hat : (B, M) float
+        The router's predictions (no NaN).
+    true_scores, true_costs : (B, M) float
+        What each model really scores and costs on each query (no NaN; fill missing cells first).
+
+    Returns
+    -------
+    lams : (P,) float64
+        ``0`` then every distinct breakpoint of the per-query envelopes, increasing.
+    mean_cost, mean_score : (P,) float64
+        Mean true cost and score over the queries when each is routed at ``lams[p]`` (constant until
+        ``lams[p + 1]``).
+    """
+    s = _as_2d(s_hat, "s_hat")
+    c = _as_2d(c_hat, "c_hat")
+    ts = _as_2d(true_scores, "true_scores")
+    tc = _as_2d(true_costs, "true_costs")
+    if not (s.shape == c.shape == ts.shape == tc.shape):
+        raise ValueError("s_hat, c_hat, true_scores and true_costs must share one (B, M) shape")
+    b = s.shape[0]
+    rows = np.arange(b)
+    start = route(s, c, [0.0])[:, 0]
+    lam, q, frm, to = _envelopes_batch(s, c)
+    d_cost = tc[q, to] - tc[q, frm]
+    d_score = ts[q, to] - ts[q, frm]
+    order = np.argsort(lam, kind="stable")
+    lam, d_cost, d_score = lam[order], d_cost[order], d_score[order]
+    uniq, first = np.unique(lam, return_index=True)
+    cost0 = tc[rows, start].sum()
+    score0 = ts[rows, start].sum()
+    cum_c = np.add.reduceat(d_cost, first) if lam.size else np.zeros(0)
+    cum_s = np.add.reduceat(d_score, first) if lam.size else np.zeros(0)
+    lams = np.concatenate([[0.0], uniq])
+    mean_cost = (cost0 + np.concatenate([[0.0], np.cumsum(cum_c)])) / b
+    mean_score = (score0 + np.concatenate([[0.0], np.cumsum(cum_s)])) / b
+    return lams, mean_cost, mean_score
+
+
+def sweep_grid(
+    s_hat: ArrayLike, c_hat: ArrayLike, true_scores: ArrayLike, true_costs: ArrayLike, lams: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The curve at given lambdas: ``(mean_cost (L,), mean_score (L,))`` of the routed true outcomes."""
+    ts = _as_2d(true_scores, "true_scores")
+    tc = _as_2d(true_costs, "true_costs")
+    idx = route(s_hat, c_hat, lams)  # (B, L)
+    rows = np.arange(ts.shape[0])[:, None]
+    return tc[rows, idx].mean(axis=0), ts[rows, idx].mean(axis=0)
+
+
+def nondecreasing_hull(
+    costs: ArrayLike, scores: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Vertices of the non-decreasing upper convex hull of the points plus ``(0, 0)``.
+
+    Returns ``(hull_costs, hull_scores)``: increasing costs starting at ``(0, 0)`` (or at cost 0 with the best
+    zero-cost score), strictly increasing scores, ending at the first point that reaches the highest score.
+    The hull is implicitly flat to the right of its last vertex. Points with negative cost are rejected.
+    """
+    c = np.asarray(costs, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if c.shape != s.shape:
+        raise ValueError(f"costs {c.shape} and scores {s.shape} must have the same length")
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(s))):
+        raise ValueError("costs and scores must be finite (fill missing values before building a hull)")
+    if np.any(c < 0):
+        raise ValueError("costs must be >= 0")
+    c = np.concatenate([[0.0], c])
+    s = np.concatenate([[0.0], s])
+    # Sort by cost, then by score descending so the best point at each cost comes first.
+    order = np.lexsort((-s, c))
+    c, s = c[order], s[order]
+    keep = np.concatenate([[True], c[1:] != c[:-1]])
+    c, s = c[keep], s[keep]
+    # Monotone chain, upper hull, left to right.
+    hc: list[float] = []
+    hs: list[float] = []
+    for ci, si in zip(c.tolist(), s.tolist()):
+        while len(hc) >= 2:
+            # Pop the middle point when it lies on or below the chord (cross product >= 0).
+            cross = (hc[-1] - hc[-2]) * (si - hs[-2]) - (hs[-1] - hs[-2]) * (ci - hc[-2])
+            if cross >= 0:
+                hc.pop()
+                hs.pop()
+            else:
+                break
+        hc.append(ci)
+        hs.append(si)
+    hc_a = np.asarray(hc)
+    hs_a = np.asarray(hs)
+    # Cut after the highest score (the first vertex reaching it); to its right the hull is flat.
+    top = int(np.argmax(hs_a))
+    return hc_a[: top + 1], hs_a[: top + 1]
+
+
+def hull_auc(costs: ArrayLike, scores: ArrayLike, c_max: float) -> float:
+    """Area under the non-decreasing convex hull of the points + ``(0, 0)``, cost normalised by ``c_max``.
+
+    Integrates over normalised cost ``[0, 1]``; the hull is extended flat to the right of its last vertex
+    and the part beyond ``c_max`` is cut off. The result is in score units (x100 scores: ``[0, 100]``).
+    """
+    if not np.isfinite(c_max) or c_max <= 0:
+        raise ValueError(f"c_max must be a positive finite cost; got {c_max}")
+    hc, hs = nondecreasing_hull(costs, scores)
+    x = hc / float(c_max)
+    # Extend flat to x = 1 and clip the piecewise-linear hull to [0, 1].
+    x = np.concatenate([x, [max(1.0, x[-1])]])
+    y = np.concatenate([hs, [hs[-1]]])
+    if x[-2] > 1.0:
+        # Cut inside a segment: interpolate the hull at x = 1.
+        j = int(np.searchsorted(x, 1.0))  # first vertex with x >= 1 (x[0] == 0 so j >= 1)
+        y1 = y[j - 1] + (y[j] - y[j - 1]) * (1.0 - x[j - 1]) / (x[j] - x[j - 1])
+        x = np.concatenate([x[:j], [1.0]])
+        y = np.concatenate([y[:j], [y1]])
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) * 0.5))
+
+
+def dense_lambda_grid(c_max: float, n: int = 1000, lo: float = 1e-3, hi: float = 1e5) -> NDArray[np.float64]:
+    """The dense-grid protocol's lambdas for scores on [0, 1] and costs in USD.
+
+    ``0`` followed by ``n - 1`` log-spaced values of the *normalised* trade-off ``lam * c_max`` in
+    ``[lo, hi]`` (score per unit of ``cost / c_max``), converted back to USD units by dividing by ``c_max``.
+    At ``lam * c_max = 1e5`` a model must be ``1e-5 * c_max`` cheaper to be worth a point of score, which on
+    every dataset here selects the cheapest model; at ``1e-3`` the best-score model wins unless scores tie.
+    The paper does not publish its grid; this is our reading of "varying lambda across a wide range".
+    """
+    if n < 2:
+        raise ValueError("n must be >= 2")
+    return np.concatenate([[0.0], np.geomspace(lo, hi, n - 1)]) / float(c_max)
+
+
+def dense_grid_auc(
+    s_hat: ArrayLike,
+    c_hat: ArrayLike,
+    true_scores: ArrayLike,
+    true_costs: ArrayLike,
+    c_max: float,
+    n: int = 1000,
+) -> float:
+    """AUC by the paper's protocol: route on a dense lambda grid, hull, AUC (scores x100)."""
+    lams = dense_lambda_grid(c_max, n)
+    mc, ms = sweep_grid(s_hat, c_hat, true_scores, true_costs, lams)
+    return hull_auc(mc, 100.0 * ms, c_max)
+
+
+def column_means(values: ArrayLike) -> NDArray[np.float64]:
+    """Per-column mean over observed (non-NaN) cells; a column with no observation gets 0."""
+    v = np.asarray(values, dtype=np.float64)
+    obs = ~np.isnan(v)
+    n = obs.sum(axis=0)
+    tot = np.where(obs, v, 0.0).sum(axis=0)
+    return np.divide(tot, n, out=np.zeros(v.shape[1]), where=n > 0)
+
+
+def aggregate(
+    idx: ArrayLike,
+    sim: ArrayLike,
+    scores: ArrayLike,
+    costs: ArrayLike,
+    weighting: str = "uniform",
+    temperature: float = 0.05,
+    shrinkage: float = 0.0,
+    prior_scores: ArrayLike | None = None,
+    prior_costs: ArrayLike | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Predicted score and cost per model from neighbours (NumPy reference of ``knnroute_core.aggregate``).
+
+    Weights: ``uniform`` 1; ``similarity`` ``max(sim, 0)``; ``softmax`` ``exp((sim - max sim) / temperature)``.
+    Per query and model, over neighbours whose cell is observed (not NaN):
+    ``(sum w v + shrinkage * prior) / (sum w + shrinkage)``; the prior (default: column means) when the
+    denominator is 0.
+
+    Parameters
+    ----------
+    idx : (B, k) int
+        Neighbour rows of ``scores``/``costs``.
+    sim : (B, k) float
+        Their cosine similarities.
+    scores, costs : (N, M) float, NaN = missing
+
+    Returns
+    -------
+    s_hat, c_hat : (B, M) float64
+    """
+    ids = np.asarray(idx, dtype=np.int64)
+    sm = np.asarray(sim, dtype=np.float64)
+    if ids.ndim != 2 or sm.shape != ids.shape:
+        raise ValueError(f"idx and sim must be (B, k) of one shape; got {ids.shape} and {sm.shape}")
+    if weighting == "uniform":
+        w = np.ones_like(sm)
+    elif weighting == "similarity":
+        w = np.maximum(sm, 0.0)
+    elif weighting == "softmax":
+        if not temperature > 0:
+            raise ValueError("temperature must be > 0")
+        w = np.exp((sm - sm.max(axis=1, keepdims=True)) / float(temperature))
+    else:
+        raise ValueError(f"weighting must be 'uniform', 'similarity' or 'softmax'; got {weighting!r}")
+    out = []
+    for table, prior in ((scores, prior_scores), (costs, prior_costs)):
+        t = np.asarray(table, dtype=np.float64)
+        p = column_means(t) if prior is None else np.asarray(prior, dtype=np.float64)
+        v = t[ids]  # (B, k, M)
+        obs = ~np.isnan(v)
+        wv = np.where(obs, v, 0.0) * w[:, :, None]
+        num = wv.sum(axis=1) + shrinkage * p
+        den = (obs * w[:, :, None]).sum(axis=1) + shrinkage
+        out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), p[None, :]))
+    return out[0], out[1]
+
+
+def topk_cosine(queries: ArrayLike, base: ArrayLike, k: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Exact cosine top-k (NumPy reference): higher similarity first, then lower index."""
+    q = np.asarray(queries, dtype=np.float64)
+    b = np.asarray(base, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    if not 1 <= k <= b.shape[0]:
+        raise ValueError(f"k must be in [1, {b.shape[0]}]; got {k}")
+    idx = np.empty((q.shape[0], k), dtype=np.int64)
+    out = np.empty((q.shape[0], k), dtype=np.float64)
+    step = max(1, 2**24 // max(1, b.shape[0]))  # bound the (rows, N) block to ~128 MB
+    for lo in range(0, q.shape[0], step):
+        sim = q[lo : lo + step] @ b.T
+        # A stable sort of -sim keeps equal similarities in index order: the tie rule.
+        order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        idx[lo : lo + step] = order
+        out[lo : lo + step] = np.take_along_axis(sim, order, axis=1)
+    return idx, out

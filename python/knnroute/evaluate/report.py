@@ -1,0 +1,171 @@
+"""Tables a person can read, and JSON with every number and the conventions behind it.
+
+JSON layout (``write_json``)::
+
+    {
+      "conventions": {...},            # how every number was computed (CONVENTIONS + run settings)
+      "results": [ {dataset, router, seed, auc, gain, ...}, ... ],   # flat: pandas.DataFrame(results)
+      "summary": [ {dataset, router, n_seeds, auc_mean, auc_std, gain_mean, gain_std, ...}, ... ],
+      "curves": [ {dataset, router, seed, c_max, auc, hull_cost, hull_score, [cost, score, lams]}, ... ],
+      "tuning": [ {dataset, seed, k, weighting, temperature, shrinkage, val_auc}, ... ],
+      "datasets": [ {name, n, n_models, models, generated, source}, ... ],
+      "diagnostics": [ ... ],          # when requested
+      "meta": {...}                    # versions, backend, embedder, runtime
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CONVENTIONS", "format_matrix", "format_table", "summarise", "to_jsonable", "write_json"]
+
+CONVENTIONS: dict[str, str] = {
+    "score": "true score on [0, 1] x100; a missing score counts as 0",
+    "cost": "true cost in USD per query; a missing cost counts as that model's mean observed test cost",
+    "curve": (
+        "for each lambda every test prompt goes to argmax_m s_hat - lambda c_hat (ties: cheaper model, then "
+        "lower index); a point is (mean true cost, mean true score x100) over the test prompts"
+    ),
+    "lambda": (
+        "exact: every breakpoint of the per-prompt upper envelopes (the limit of ever denser grids); "
+        "grid(L): the given normalised lambdas divided by c_max"
+    ),
+    "hull": (
+        "upper convex hull of the points and the null router (0, 0), cut after its highest score and "
+        "extended flat to the right (RouterBench's non-decreasing convex hull)"
+    ),
+    "c_max": "largest mean test cost of any single model (always using the most expensive model)",
+    "auc": "area under the hull over cost / c_max in [0, 1] (beyond c_max clipped), so AUC is in [0, 100]",
+    "oracle": "sweep of the true utilities (ties to the cheaper model)",
+    "random": (
+        "uniform model per prompt; one point per repeat, hulled with (0, 0): AUC = s (1 - c/(2 c_max)); "
+        "mean over 10 repeats"
+    ),
+    "best-single": "hull of the single models' (mean cost, mean score) points",
+    "single:<model>": "hull of one model's point with (0, 0)",
+    "gain": "(AUC - AUC_best_single) / (AUC_oracle - AUC_best_single), per seed",
+    "split": (
+        "seeded random 70/10/20 train/val/test unless the data ships a split; with a shipped train/test "
+        "split the test is used as is and validation is a seeded 1/8 of the shipped train"
+    ),
+    "support": "kNN routers search the train split only; validation is used for tuning only",
+    "tuning": (
+        "knn-tuned: k in {5,10,20,50,100,200} (capped at n_train) x weighting in {uniform, similarity, "
+        "softmax T in {0.01,0.05,0.1}} x shrinkage in {0,1,5,20}, chosen by validation AUC (ties: earlier)"
+    ),
+    "knn-10 / knn-100": "the paper's fixed rows: uniform mean of the k nearest training prompts (cosine)",
+    "selection": (
+        "appendix D: utility 100 * mean(s - lambda c) at lambda = 1.0, 0.5, 0.1 divided by c_max "
+        "(sel_1, sel_0.5, sel_0.1) and their mean (sel_mean); separate from the AUC"
+    ),
+    "seeds": "mean +- std (population, ddof=0) over the split seeds",
+}
+
+
+def to_jsonable(x: Any) -> Any:
+    """NumPy scalars/arrays to Python; NaN/inf to None (strict JSON)."""
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return to_jsonable(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _nan_stats(values: Sequence[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std())
+
+
+def summarise(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds per (dataset, router), in first-seen order."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["router"]), []).append(r)
+    out = []
+    for (ds, router), rs in groups.items():
+        row: dict[str, Any] = {"dataset": ds, "router": router, "n_seeds": len(rs)}
+        for key in ("auc", "gain", "sel_mean", "auc_oracle", "auc_best_single"):
+            if any(key in r for r in rs):
+                m, s = _nan_stats([r.get(key, float("nan")) for r in rs])
+                row[f"{key}_mean"], row[f"{key}_std"] = m, s
+        row["generated"] = bool(rs[0].get("generated", False))
+        out.append(row)
+    return out
+
+
+def _fmt(m: float, s: float, digits: int = 2) -> str:
+    if not math.isfinite(m):
+        return "n/a"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def format_table(summary: Sequence[Mapping[str, Any]], singles: bool = True) -> str:
+    """One block per dataset: router | AUC mean ± std | gain mean ± std | selection utility."""
+    lines: list[str] = []
+    by_ds: dict[str, list[Mapping[str, Any]]] = {}
+    for row in summary:
+        by_ds.setdefault(row["dataset"], []).append(row)
+    for ds, rows in by_ds.items():
+        gen = " [GENERATED demo data, not real results]" if rows[0].get("generated") else ""
+        lines.append(f"{ds}{gen}  ({rows[0]['n_seeds']} seeds)")
+        lines.append(f"  {'router':<28} {'AUC':>15}  {'gain':>15}  {'sel (App. D)':>15}")
+        main = [r for r in rows if not str(r["router"]).startswith("single:")]
+        single = [r for r in rows if str(r["router"]).startswith("single:")]
+        for r in main + ([] if not singles else single):
+            name = str(r["router"])
+            if name.startswith("single:"):
+                name = "  " + name.split(":", 1)[1].split("/")[-1]
+            lines.append(
+                f"  {name[:28]:<28} {_fmt(r['auc_mean'], r['auc_std']):>15}  "
+                f"{_fmt(r.get('gain_mean', float('nan')), r.get('gain_std', float('nan')), 3):>15}  "
+                f"{_fmt(r.get('sel_mean_mean', float('nan')), r.get('sel_mean_std', float('nan'))):>15}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def format_matrix(
+    summary: Sequence[Mapping[str, Any]], key: str = "auc", routers: Sequence[str] | None = None
+) -> str:
+    """Routers x datasets matrix of ``key`` means (compact overview; single models left out)."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
+    names = routers or list(
+        dict.fromkeys(r["router"] for r in summary if not str(r["router"]).startswith("single:"))
+    )
+    cell = {(r["dataset"], r["router"]): r.get(f"{key}_mean", float("nan")) for r in summary}
+    w = max(10, *(min(len(d), 22) for d in datasets)) if datasets else 10
+    head = f"{key.upper():<14}" + "".join(f"{d[-w:]:>{w + 2}}" for d in datasets)
+    lines = [head]
+    digits = 3 if key == "gain" else 2
+    for name in names:
+        vals = [cell.get((d, name), float("nan")) for d in datasets]
+        lines.append(
+            f"{name[:14]:<14}"
+            + "".join(f"{v:>{w + 2}.{digits}f}" if math.isfinite(v) else f"{'':>{w + 2}}" for v in vals)
+        )
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write strict JSON (NaN -> null), creating parent folders."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        json.dump(to_jsonable(payload), f, indent=1, allow_nan=False)
+        f.write("\n")
+    return p

@@ -1,0 +1,443 @@
+"""Evaluation: hull/AUC definition, exact sweep vs dense grids, reference rows, tuning, runner, diagnostics.
+
+The NumPy references in ``knnroute.evaluate.reference`` define the numbers; the compiled core must agree
+with them, so most tests run on both backends (``KNNROUTE_EVAL_BACKEND=numpy`` forces the references).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from knnroute.evaluate import curves, diagnostics, reference, references, selection, tuning
+from knnroute.evaluate.runner import EvalData, resolve_routers, run_one, split_indices
+
+HAS_CORE = importlib.util.find_spec("knnroute_core") is not None
+BACKENDS = ["numpy", pytest.param("core", marks=pytest.mark.skipif(not HAS_CORE, reason="core not built"))]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("KNNROUTE_EVAL_BACKEND", "numpy" if request.param == "numpy" else "core")
+    expected = "numpy" if request.param == "numpy" else "knnroute_core"
+    assert curves.backend() == expected
+    return request.param
+
+
+# --------------------------------------------------------------------------- hull and AUC by hand
+@pytest.mark.parametrize(
+    ("cost", "score", "c_max", "area"),
+    [
+        # One point (0.5, 80): triangle from (0, 0) then flat: 0.5*0.5*80 + 0.5*80.
+        ([0.5], [80.0], 1.0, 60.0),
+        # Same point in other cost units.
+        ([1.0], [80.0], 2.0, 60.0),
+        # Past c_max: the segment (0,0)-(2,80) is cut at x = 1 where it reaches 40.
+        ([2.0], [80.0], 1.0, 20.0),
+        # A dominated point (0.5, 40) changes nothing: (0,0),(0.2,50),(0.6,90), flat.
+        ([0.2, 0.5, 0.6], [50.0, 40.0, 90.0], 1.0, 0.2 * 50 / 2 + 0.4 * 140 / 2 + 0.4 * 90),
+        # Below the chord (not concave): (0.1, 10) is dropped.
+        ([0.1, 0.2], [10.0, 60.0], 1.0, 0.2 * 60 / 2 + 0.8 * 60),
+        # Duplicate costs: the better one counts.
+        ([0.5, 0.5], [30.0, 80.0], 1.0, 60.0),
+        # Cut after the highest score: a later, lower point is ignored; flat from (0.25, 90).
+        ([0.25, 0.5], [90.0, 85.0], 1.0, 0.25 * 90 / 2 + 0.75 * 90),
+        # A free point (0, 40) lifts the left end above the null router.
+        ([0.0, 0.5], [40.0, 80.0], 1.0, 0.5 * 120 / 2 + 0.5 * 80),
+        # Two points beyond c_max, the hull cut inside its second segment.
+        ([0.5, 3.0], [50.0, 100.0], 1.0, 0.5 * 50 / 2 + 0.5 * (50 + 60) / 2),
+        # A point exactly at c_max.
+        ([1.0], [100.0], 1.0, 50.0),
+    ],
+)
+def test_hull_auc_hand_computed(
+    backend: str, cost: list[float], score: list[float], c_max: float, area: float
+) -> None:
+    assert curves.hull_auc(cost, score, c_max) == pytest.approx(area, abs=1e-12)
+
+
+def test_hull_vertices_hand_computed(backend: str) -> None:
+    hc, hs = curves.nondecreasing_hull([0.2, 0.5, 0.6, 0.9, 0.1], [50.0, 40.0, 90.0, 90.0, 10.0])
+    np.testing.assert_allclose(hc, [0.0, 0.2, 0.6])
+    np.testing.assert_allclose(hs, [0.0, 50.0, 90.0])
+
+
+@pytest.mark.parametrize(
+    ("cost", "score", "c_max", "match"),
+    [
+        ([0.5], [80.0], 0.0, "c_max"),
+        ([-0.1], [80.0], 1.0, "cost"),
+        ([np.nan], [80.0], 1.0, "finite"),
+        ([0.5], [np.inf], 1.0, "finite"),
+    ],
+)
+def test_hull_auc_rejects_bad_input(
+    backend: str, cost: list[float], score: list[float], c_max: float, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        curves.hull_auc(cost, score, c_max)
+
+
+def test_random_row_is_one_point_with_the_null_anchor(backend: str) -> None:
+    rng = np.random.default_rng(3)
+    s = (rng.random((400, 4)) < np.array([0.3, 0.5, 0.7, 0.9])).astype(float)
+    c = rng.uniform(0.5, 1.5, (400, 4)) * np.array([1.0, 2.0, 4.0, 8.0])
+    c_max = curves.cost_scale(c)
+    rr = references.random_router(s, c, c_max, seed=7)
+    assert rr.aucs.shape == (references.N_RANDOM,)
+    x, y = rr.cost / c_max, rr.score
+    np.testing.assert_allclose(rr.aucs, y * (1 - x / 2), rtol=1e-12)
+    assert rr.auc == pytest.approx(float(np.mean(y * (1 - x / 2))))
+    # Reproducible, and a different seed draws differently.
+    assert references.random_router(s, c, c_max, seed=7).auc == rr.auc
+    assert references.random_router(s, c, c_max, seed=8).auc != rr.auc
+
+
+def test_best_single_and_single_rows(backend: str) -> None:
+    s = np.array([[1.0, 1.0], [0.0, 1.0]])
+    c = np.array([[1.0, 4.0], [1.0, 4.0]])
+    c_max = curves.cost_scale(c)
+    assert c_max == 4.0
+    singles = references.single_model_curves(s, c, c_max)
+    assert singles[0].auc == pytest.approx(0.25 * 50 / 2 + 0.75 * 50)
+    assert singles[1].auc == pytest.approx(50.0)
+    best = references.best_single_curve(s, c, c_max)
+    # Hull (0,0),(0.25,50),(1,100): 6.25 + 0.75*150/2.
+    assert best.auc == pytest.approx(6.25 + 56.25)
+
+
+def test_oracle_first_point_is_cheapest_correct_model(backend: str) -> None:
+    s = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    c = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    cv = references.oracle_curve(s, c, curves.cost_scale(c))
+    # lambda = 0: prompt 0 -> model 1 (cost 2), prompt 1 -> model 2 (cost 1), prompt 2 (nothing right) -> cheapest.
+    assert cv.cost[0] == pytest.approx((2 + 1 + 1) / 3)
+    assert cv.score[0] == pytest.approx(200 / 3)
+    # Large lambda: everything on the cheapest model.
+    assert cv.cost[-1] == pytest.approx(1.0)
+    assert cv.score[-1] == pytest.approx(100 / 3)
+
+
+def test_gain() -> None:
+    assert curves.gain(80.0, 70.0, 90.0) == pytest.approx(0.5)
+    assert curves.gain(60.0, 70.0, 90.0) == pytest.approx(-0.5)
+    assert np.isnan(curves.gain(70.0, 70.0, 70.0))
+
+
+def test_fill_missing_and_c_max() -> None:
+    s = np.array([[np.nan, 0.5], [1.0, np.nan]])
+    c = np.array([[1.0, np.nan], [3.0, 4.0]])
+    fs, fc = curves.fill_missing(s, c)
+    np.testing.assert_array_equal(fs, [[0.0, 0.5], [1.0, 0.0]])
+    np.testing.assert_array_equal(fc, [[1.0, 4.0], [3.0, 4.0]])  # missing cost -> the model's mean cost
+    assert curves.cost_scale(fc) == 4.0
+    with pytest.raises(ValueError, match="zero mean cost"):
+        curves.cost_scale(np.zeros((3, 2)))
+
+
+# --------------------------------------------------------------------------- routing and the exact sweep
+def test_route_and_envelope_tie_rules() -> None:
+    s = np.array([0.9, 0.8, 0.5])
+    c = np.array([3.0, 1.0, 2.0])
+    lams, models = reference.envelope(s, c)
+    np.testing.assert_allclose(lams, [0.0, 0.05])
+    np.testing.assert_array_equal(models, [0, 1])
+    # Equal utility: the cheaper model, then the lower index.
+    assert reference.route([[0.5, 0.5, 0.5]], [[2.0, 1.0, 1.0]], [0.0])[0, 0] == 1
+
+
+def _random_problem(seed: int, b: int = 80, m: int = 7):
+    rng = np.random.default_rng(seed)
+    s_hat = rng.random((b, m)).astype(np.float32)
+    c_hat = (rng.random((b, m)) * np.geomspace(1e-5, 1e-3, m)).astype(np.float32)
+    ts = (rng.random((b, m)) < np.linspace(0.3, 0.9, m)).astype(float)
+    tc = c_hat * rng.uniform(0.5, 1.5, (b, m))
+    return s_hat, c_hat, ts, tc
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_sweep_equals_dense_grid_with_every_breakpoint(backend: str, seed: int) -> None:
+    s_hat, c_hat, ts, tc = _random_problem(seed, b=int(20 + 30 * seed), m=int(2 + seed))
+    c_max = curves.cost_scale(tc)
+    exact = curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max)
+    lams = exact.lams
+    assert lams is not None and lams[0] == 0.0 and np.all(np.diff(lams) > 0)
+    # A dense grid holding every breakpoint. At a breakpoint the routed model is decided by a float
+    # comparison of two equal utilities, which rounding can tip either way; the midpoints make sure each
+    # constant piece of the curve is also sampled strictly inside.
+    dense = reference.dense_lambda_grid(c_max, 1000)
+    grid = np.unique(np.concatenate([dense, lams, (lams[:-1] + lams[1:]) / 2, [2 * lams[-1] + 1]]))
+    gridded = curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=grid)
+    assert gridded.auc == pytest.approx(exact.auc, abs=1e-6)
+    # A grid alone can only miss points: never above the exact AUC.
+    coarse = curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=dense)
+    assert coarse.auc <= exact.auc + 1e-9
+    assert reference.dense_grid_auc(s_hat, c_hat, ts, tc, c_max) == pytest.approx(coarse.auc, abs=1e-9)
+
+
+@pytest.mark.skipif(not HAS_CORE, reason="core not built")
+@pytest.mark.parametrize("seed", range(4))
+def test_core_matches_reference(seed: int) -> None:
+    import knnroute_core as core
+
+    s_hat, c_hat, ts, tc = _random_problem(seed, b=60, m=9)
+    if seed % 2:  # tied predictions (kNN means of 0/1 scores tie often)
+        s_hat = (np.round(s_hat * 4) / 4).astype(np.float32)
+    for a, b in zip(core.sweep(s_hat, c_hat, ts, tc), reference.sweep(s_hat, c_hat, ts, tc)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    lams = np.concatenate([[0.0], np.geomspace(1e-2, 1e5, 50)])
+    np.testing.assert_array_equal(core.route(s_hat, c_hat, lams), reference.route(s_hat, c_hat, lams))
+    for row in range(5):
+        for a, b in zip(core.envelope(s_hat[row], c_hat[row]), reference.envelope(s_hat[row], c_hat[row])):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+    mc, ms = ts.mean(0) * 0 + tc.mean(0), 100 * ts.mean(0)
+    assert core.hull_auc(mc, ms, 1e-3) == pytest.approx(reference.hull_auc(mc, ms, 1e-3), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- hypothesis properties
+_points = st.lists(
+    st.tuples(st.floats(0.0, 2.0, allow_subnormal=False), st.floats(0.0, 100.0, allow_subnormal=False)),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(_points)
+def test_hull_is_nondecreasing_and_concave(pts: list[tuple[float, float]]) -> None:
+    c, s = map(np.array, zip(*pts))
+    hc, hs = reference.nondecreasing_hull(c, s)
+    assert hc[0] == 0.0
+    assert np.all(np.diff(hc) > 0)
+    assert np.all(np.diff(hs) > 0)
+    # Concave: every consecutive triple turns clockwise (or is collinear within rounding).
+    dx1, dy1 = hc[1:-1] - hc[:-2], hs[1:-1] - hs[:-2]
+    dx2, dy2 = hc[2:] - hc[:-2], hs[2:] - hs[:-2]
+    assert np.all(dx1 * dy2 - dy1 * dx2 <= 1e-9 * (1 + np.abs(dx1 * dy2)))
+    assert hs[-1] == pytest.approx(max(0.0, s.max()))
+    # Every point lies on or below the hull (flat to the right).
+    below = np.interp(c, hc, hs, right=hs[-1])
+    assert np.all(s <= below + 1e-9 * (1 + np.abs(below)))
+    auc = reference.hull_auc(c, s, 1.0)
+    assert 0.0 <= auc <= s.max() + 1e-9
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    _points,
+    st.lists(st.floats(0.0, 20.0), min_size=25, max_size=25),
+    st.lists(st.floats(0.5, 1.0), min_size=25, max_size=25),
+    st.floats(0.05, 3.0),
+)
+def test_dominating_curve_has_no_smaller_auc(
+    pts: list[tuple[float, float]], lift: list[float], shrink: list[float], c_max: float
+) -> None:
+    c, s = map(np.array, zip(*pts))
+    n = c.size
+    better_s = s + np.array(lift[:n])
+    better_c = c * np.array(shrink[:n])
+    assert reference.hull_auc(better_c, better_s, c_max) >= reference.hull_auc(c, s, c_max) - 1e-9
+    # Adding points never lowers the AUC.
+    assert (
+        reference.hull_auc(np.r_[c, better_c], np.r_[s, better_s], c_max)
+        >= reference.hull_auc(better_c, better_s, c_max) - 1e-9
+    )
+
+
+# --------------------------------------------------------------------------- selection protocol
+def test_selection_utilities_hand_computed(backend: str) -> None:
+    s = np.array([[1.0, 0.0], [1.0, 1.0]])
+    c = np.array([[4.0, 1.0], [4.0, 1.0]])
+    c_max = curves.cost_scale(c)  # 4
+    out = selection.oracle_selection(s, c, c_max)
+    # lam_n = 1 (lam = 1/4): prompt 0: u = 1-1=0 vs 0-0.25 -> model 0 (0); prompt 1: 0 vs 0.75 -> model 1.
+    assert out["sel_1"] == pytest.approx(100 * (0.0 + 0.75) / 2)
+    # lam_n = 0.1: prompt 0 -> model 0 (0.9), prompt 1 -> model 1 (0.975).
+    assert out["sel_0.1"] == pytest.approx(100 * (0.9 + 0.975) / 2)
+    assert out["sel_mean"] == pytest.approx(np.mean([out["sel_1"], out["sel_0.5"], out["sel_0.1"]]))
+    single = selection.best_single_selection(s, c, c_max)
+    assert single["sel_1"] == pytest.approx(100 * max(1 - 1.0, 0.5 - 0.25))
+    assert selection.random_selection(s, c, c_max)["sel_mean"] <= out["sel_mean"]
+
+
+# --------------------------------------------------------------------------- tuning
+def _clustered(n: int = 400, d: int = 16, m: int = 4, seed: int = 0):
+    """Prompts in clusters; each cluster has its own best model, so neighbours carry information."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, d))
+    lab = rng.integers(0, 8, n)
+    X = (centres[lab] + 0.4 * rng.normal(size=(n, d))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    p = rng.uniform(0.1, 0.95, (8, m))[lab]
+    S = (rng.random((n, m)) < p).astype(float)
+    C = np.geomspace(1e-5, 1e-3, m) * rng.uniform(0.8, 1.2, (n, m))
+    S[rng.random((n, m)) < 0.03] = np.nan
+    return X, S, C
+
+
+def test_knn_grid() -> None:
+    g = tuning.knn_grid(60)
+    assert {c.k for c in g} == {5, 10, 20, 50, 60}
+    assert len(g) == 5 * len(tuning.WEIGHTINGS) * len(tuning.SHRINKAGES)
+    assert g[0] == tuning.KNNConfig(k=5)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_sliced_search_equals_a_router_with_that_k(backend: str, k: int) -> None:
+    X, S, C = _clustered()
+    idx, sim = tuning.neighbours(X[:300], X[300:], 60)
+    cfg = tuning.KNNConfig(k=k, weighting="softmax", temperature=0.05, shrinkage=5.0)
+    sh, ch = tuning.aggregate(idx, sim, S[:300].astype(np.float32), C[:300].astype(np.float32), cfg)
+    rs, rc = tuning.make_knn_router(cfg).fit(X[:300], S[:300], C[:300]).predict(X[300:])
+    np.testing.assert_allclose(sh, rs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ch, rc, rtol=1e-5, atol=1e-9)
+
+
+def test_tuned_knn_picks_the_best_validation_config(backend: str) -> None:
+    X, S, C = _clustered(seed=1)
+    tr, va = slice(0, 280), slice(280, 340)
+    res = tuning.tune_knn(X[tr], S[tr], C[tr], X[va], S[va], C[va])
+    aucs = [row["val_auc"] for row in res.table]
+    assert res.val_auc == max(aucs)
+    assert res.table[aucs.index(max(aucs))]["k"] == res.best.k
+    router = tuning.TunedKNNRouter(random_state=0).fit(
+        X[tr], S[tr], C[tr], X_val=X[va], scores_val=S[va], costs_val=C[va]
+    )
+    assert router.best_ == res.best
+    ref = tuning.make_knn_router(res.best).fit(X[tr], S[tr], C[tr])
+    np.testing.assert_array_equal(router.route(X[340:], 1e2), ref.route(X[340:], 1e2))
+    # Without validation arrays it holds out part of the training set itself.
+    assert tuning.TunedKNNRouter(random_state=0).fit(X[tr], S[tr], C[tr]).best_.k <= 245
+
+
+# --------------------------------------------------------------------------- runner
+def _eval_data(shipped: bool = False) -> EvalData:
+    X, S, C = _clustered(n=300, seed=2)
+    split = None
+    if shipped:
+        split = np.array(["train"] * 200 + ["val"] * 20 + ["test"] * 80, dtype=object)
+    return EvalData("clusters", X, S, C, [f"m{j}" for j in range(S.shape[1])], split=split, generated=True)
+
+
+def test_split_indices() -> None:
+    sp = split_indices(1000, 3)
+    assert (sp.train.size, sp.val.size, sp.test.size) == (700, 100, 200)
+    assert np.unique(np.concatenate([sp.train, sp.val, sp.test])).size == 1000
+    assert not np.array_equal(split_indices(1000, 4).test, sp.test)
+    lab = np.array(["train"] * 90 + ["val"] * 10 + ["test"] * 50, dtype=object)
+    a, b = split_indices(150, 0, lab), split_indices(150, 1, lab)
+    np.testing.assert_array_equal(a.test, np.arange(100, 150))  # the shipped test set, whatever the seed
+    np.testing.assert_array_equal(b.test, a.test)
+    assert a.val.size == 12 and not np.array_equal(a.val, b.val)  # 1/8 of the pooled 100, re-carved
+    assert a.shipped
+
+
+def _strip_timing(recs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in recs]
+
+
+@pytest.mark.parametrize("shipped", [False, True])
+def test_run_one_is_pure_and_complete(backend: str, shipped: bool) -> None:
+    data = _eval_data(shipped)
+    names = ["oracle", "random", "best-single", "single", "knn-10", "knn-100", "knn-tuned"]
+    out = {r: run_one(data, r, 1) for r in names}
+    for r in names:
+        again = run_one(data, r, 1)
+        assert _strip_timing(again.records) == _strip_timing(out[r].records)
+    recs = {rec["router"]: rec for o in out.values() for rec in o.records}
+    assert recs["oracle"]["gain"] == 1.0 and recs["best-single"]["gain"] == 0.0
+    assert {f"single:m{j}" for j in range(4)} <= set(recs)
+    for rec in recs.values():
+        assert {
+            "dataset",
+            "router",
+            "seed",
+            "auc",
+            "gain",
+            "auc_oracle",
+            "auc_best_single",
+            "c_max",
+            "sel_mean",
+        } <= set(rec)
+        assert 0.0 <= rec["auc"] <= recs["oracle"]["auc"] + 1e-9
+    assert recs["knn-100"]["k"] == min(100, recs["knn-100"]["n_train"])
+    assert "val_auc" in recs["knn-tuned"] and "tuning" in out["knn-tuned"].extra
+    # The clusters make routing pay: kNN beats the best single model.
+    assert recs["knn-100"]["gain"] > 0
+
+
+def test_grid_option_lowers_or_keeps_auc(backend: str) -> None:
+    data = _eval_data()
+    exact = run_one(data, "knn-10", 0).records[0]
+    coarse = run_one(data, "knn-10", 0, lams=[0.0, 1.0, 10.0]).records[0]
+    assert coarse["auc"] <= exact["auc"] + 1e-9 and coarse["sweep"] == "grid(3)"
+
+
+def test_resolve_routers() -> None:
+    assert resolve_routers("knn-10")[:4] == ["oracle", "random", "best-single", "single"]
+    assert "knn-tuned" in resolve_routers("all")
+    with pytest.raises(ValueError, match="unknown router"):
+        resolve_routers("knn-7,nope")
+
+
+# --------------------------------------------------------------------------- diagnostics
+def test_locality_and_twonn() -> None:
+    X, S, _ = _clustered(n=600, seed=4)
+    loc = diagnostics.locality(X, S, n_pairs=50_000)
+    assert loc.bin_distance.shape == (10,) and np.all(np.diff(loc.bin_distance) > 0)
+    assert loc.r < -0.5  # nearer pairs agree more
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(2000, 5)) @ rng.normal(size=(5, 40)) + 8.0 * rng.normal(size=(1, 40))
+    assert diagnostics.twonn(Z) == pytest.approx(5.0, rel=0.2)
+    # Scores with no relation to the embeddings: no locality.
+    flat = diagnostics.locality(X, rng.random(S.shape) < 0.5, n_pairs=50_000)
+    assert abs(flat.r_pairs) < 0.05
+
+
+@pytest.mark.skipif(not HAS_CORE, reason="core not built")
+def test_confidence_reference_matches_knn_router() -> None:
+    from knnroute.routers.knn import KNNRouter
+
+    X, S, C = _clustered(n=300, seed=5)
+    C[::7, 1] = np.nan
+    router = KNNRouter(k=12).fit(X[:250], S[:250], C[:250])
+    lam = 300.0
+    got = router.confidence(X[250:], lam)
+    idx, sim = router.kneighbors(X[250:])
+    ref = diagnostics.confidence(
+        sim,
+        S[:250][idx],
+        C[:250][idx],
+        got["model"],
+        lam,
+        prior_costs=reference.column_means(C[:250].astype(np.float32)),
+    )
+    np.testing.assert_allclose(got["kth_similarity"], ref["kth_similarity"], rtol=1e-6)
+    np.testing.assert_allclose(got["agreement"], ref["agreement"], atol=1e-6)
+
+
+def test_confidence_check_runs() -> None:
+    X, S, C = _clustered(n=400, seed=6)
+    out = diagnostics.confidence_check(X[:300], S[:300], C[:300], X[300:], S[300:], C[300:], k=20)
+    assert out["mean_regret"] >= 0 and 0 <= out["mean_agreement"] <= 1
+
+
+# --------------------------------------------------------------------------- real data: calibration
+PAPER_ORACLE = {"arc_challenge": 97.99, "mbpp": 85.02, "winograde": 99.48}
+
+
+@pytest.mark.realdata
+def test_oracle_calibration_on_routerbench_subset(real_data) -> None:
+    from knnroute.data import load_dataset
+
+    got = {}
+    for ds in load_dataset(real_data / "routerbench-0shot-subset"):
+        test = ds.split == "test"
+        ts, tc = curves.fill_missing(ds.scores[test], ds.costs[test])
+        got[ds.name] = references.oracle_curve(ts, tc, curves.cost_scale(tc)).auc
+    assert set(got) == set(PAPER_ORACLE)
+    for name, paper in PAPER_ORACLE.items():
+        assert abs(got[name] - paper) <= 1.5, (name, got[name], paper)
