@@ -300,7 +300,8 @@ def test_routellm_mmlu_counts(real_data: Path) -> None:
     assert int(np.isnan(ds.scores).sum()) == 0 and ds.split is None
     assert ds.meta["n_contaminated"] > 0
     (clean,) = load_routellm_mmlu(real_data / "routellm-evals", drop_contaminated=True)
-    assert clean.n == ds.n - ds.meta["n_contaminated"]
+    assert clean.n == ds.n - ds.meta["n_contaminated"] and not clean.meta["contaminated"].any()
+    assert ds.subset(np.arange(10)).meta["contaminated"].shape == (10,)
 
 
 @pytest.mark.realdata

@@ -214,7 +214,8 @@ class RoutingDataset:
         Parameters
         ----------
         index : bool mask (n,), integer indices, or a slice
-            Rows to keep, in the given order.
+            Rows to keep, in the given order. Arrays in ``meta`` whose first dimension is ``n`` are
+            indexed too.
         """
         idx = np.arange(self.n)[index] if isinstance(index, slice) else np.asarray(index)
         if idx.dtype == bool:
@@ -237,7 +238,11 @@ class RoutingDataset:
             embeddings=take(self.embeddings),
             groups=take(self.groups),
             split=take(self.split),
-            meta=dict(self.meta),
+            # per-prompt arrays in meta (token counts, flags) follow the rows
+            meta={
+                k: v[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (self.n,) else v
+                for k, v in self.meta.items()
+            },
         )
 
     def with_embeddings(self, embeddings: Any, **meta: Any) -> RoutingDataset:

@@ -576,9 +576,9 @@ ROUTELLM_PRICES: dict[str, tuple[float, float]] = {
     "mistralai/Mixtral-8x7B-Instruct-v0.1": (0.6, 0.6),
     "gpt-4-1106-preview": (10.0, 30.0),
 }
-# MMLU ships no responses. Its prompts end in "Answer:" and ask for a letter; RouterBench's responses of
-# the same two models to the same kind of prompt (ARC-C, "Print only a single choice") are a single letter,
-# so one output token per query for both models.
+# MMLU ships no responses. Its prompts are multiple choice ending in "Answer:"; in RouterBench's ARC-C
+# responses (also multiple choice) gpt-4-1106-preview and mixtral-8x7b-chat answer with a single letter
+# (plus a newline for Mixtral), so one output token per query for both models.
 MMLU_OUTPUT_TOKENS = 1.0
 
 
@@ -630,7 +630,6 @@ def _routellm_dataset(
             *ds.meta.get("notes", []),
             f"{int(flag.sum())} RouteLLM-contaminated prompts dropped",
         ]
-        ds.meta["contaminated"] = np.zeros(ds.n, dtype=bool)
     return ds
 
 
@@ -1023,6 +1022,7 @@ def load_routerarena(path: PathLike, **_: Any) -> list[RoutingDataset]:
             meta={
                 "score_mapping": "evaluation_result.score (0/1 and fractional metrics), clipped to [0, 1]",
                 "n_scores_clipped": clipped,
+                "notes": [f"{clipped} score cell(s) outside [0, 1] clipped"] if clipped else [],
                 "cost_model": "real: evaluation_result.inference_cost (USD); prices from model_cost/cost.json",
                 "input_tokens": tin,
                 "output_tokens": tout,
