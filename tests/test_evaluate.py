@@ -6,8 +6,6 @@ with them, so most tests run on both backends (``KNNROUTE_EVAL_BACKEND=numpy`` f
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,7 +13,12 @@ from hypothesis import strategies as st
 from knnroute.evaluate import curves, diagnostics, reference, references, selection, tuning
 from knnroute.evaluate.runner import EvalData, resolve_routers, run_one, split_indices
 
-HAS_CORE = importlib.util.find_spec("knnroute_core") is not None
+try:
+    import knnroute_core  # noqa: F401
+
+    HAS_CORE = True
+except ImportError:  # not built: the NumPy references still run
+    HAS_CORE = False
 BACKENDS = ["numpy", pytest.param("core", marks=pytest.mark.skipif(not HAS_CORE, reason="core not built"))]
 
 
@@ -441,3 +444,31 @@ def test_oracle_calibration_on_routerbench_subset(real_data) -> None:
     assert set(got) == set(PAPER_ORACLE)
     for name, paper in PAPER_ORACLE.items():
         assert abs(got[name] - paper) <= 1.5, (name, got[name], paper)
+
+
+class _CheapestAboveLambda:
+    """A selection router (route only): the best model at lam = 0, the cheapest beyond lam = 1 / c."""
+
+    selection = True
+
+    def __init__(self, switch: float) -> None:
+        self.switch = switch
+
+    def route(self, X: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
+        lam_arr = np.atleast_1d(lam)
+        out = np.where(lam_arr[None, :] < self.switch, 1, 0).repeat(len(X), axis=0)
+        return out[:, 0] if np.ndim(lam) == 0 else out
+
+
+def test_router_curve_for_predictors_and_selectors(backend: str) -> None:
+    X, S, C = _clustered(n=300, seed=7)
+    C = np.tile([1e-5, 1e-3, 5e-4, 2e-4], (300, 1))
+    router = tuning.make_knn_router(tuning.KNNConfig(k=15)).fit(X[:200], S[:200], C[:200])
+    cv = curves.router_curve(router, X[200:], S[200:], C[200:])
+    ts, tc = curves.fill_missing(S[200:], C[200:])
+    c_max = curves.cost_scale(tc)
+    s_hat, c_hat = router.predict(X[200:])
+    assert cv.auc == curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max).auc
+    # A selection router has no predictions: its curve is traced on the dense grid.
+    sel = curves.router_curve(_CheapestAboveLambda(50.0 / c_max), X[200:], S[200:], C[200:])
+    assert sel.cost.size == 1000 and set(np.round(sel.cost / c_max, 6)) == {0.01, 1.0}

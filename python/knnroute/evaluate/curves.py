@@ -33,6 +33,7 @@ __all__ = [
     "gain",
     "hull_auc",
     "nondecreasing_hull",
+    "router_curve",
 ]
 
 SCORE_SCALE = 100.0
@@ -251,6 +252,42 @@ def curve_from_routes(
     return curve_from_points(
         tc[rows, ix].mean(axis=0), SCORE_SCALE * ts[rows, ix].mean(axis=0), c_max, lams=lams
     )
+
+
+def router_curve(
+    router: Any,
+    X: ArrayLike,
+    scores: ArrayLike,
+    costs: ArrayLike,
+    *,
+    c_max: float | None = None,
+    lams: ArrayLike | None = None,
+) -> Curve:
+    """Any fitted router's curve on a test set.
+
+    Parameters
+    ----------
+    router : fitted router (``predict`` -> ``(s_hat, c_hat)``; selection routers: ``route`` only)
+    X : (n, d) float
+        Test prompt embeddings.
+    scores, costs : (n, M) float
+        True test outcomes (scores on [0, 1], costs USD; NaN = missing, filled by the conventions).
+    c_max : float, optional
+        Cost normalisation; default :func:`cost_scale` of the filled test costs.
+    lams : (L,) float, optional
+        Lambdas in score per USD. Default: the exact sweep for utility-prediction routers; the dense grid
+        (:func:`~knnroute.evaluate.reference.dense_lambda_grid`) for selection routers, which have no
+        predictions to sweep.
+    """
+    ts, tc = fill_missing(scores, costs)
+    cm = cost_scale(tc) if c_max is None else float(c_max)
+    if getattr(router, "selection", False):
+        grid = (
+            _ref.dense_lambda_grid(cm) if lams is None else np.atleast_1d(np.asarray(lams, dtype=np.float64))
+        )
+        return curve_from_routes(np.asarray(router.route(X, grid)), ts, tc, cm, lams=grid)
+    s_hat, c_hat = router.predict(X)
+    return curve_from_predictions(s_hat, c_hat, ts, tc, cm, lams=lams)
 
 
 def gain(auc: float, auc_best_single: float, auc_oracle: float) -> float:

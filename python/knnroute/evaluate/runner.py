@@ -297,25 +297,11 @@ def run_one(
         params = {**model.best_.kwargs(), "val_auc": model.val_auc_}
         extra["tuning"] = model.tuning_table_
     t0 = time.perf_counter()
-    if getattr(model, "selection", False):
-        # A selection router only routes: trace its curve on the grid (the dense protocol by default).
-        grid = lam_usd if lam_usd is not None else _refs_dense(c_max)
-        idx = np.asarray(model.route(X_te, grid))
-        cv = _curves.curve_from_routes(idx, ts, tc, c_max, lams=grid)
-        sel = _sel.selection_scores(lambda lam: np.asarray(model.route(X_te, lam)), ts, tc, c_max)
-    else:
-        s_hat, c_hat = model.predict(X_te)
-        cv = _curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=lam_usd)
-        sel = _sel.selection_from_predictions(s_hat, c_hat, ts, tc, c_max)
+    cv = _curves.router_curve(model, X_te, ts, tc, c_max=c_max, lams=lam_usd)
+    sel = _sel.selection_scores(lambda lam: np.asarray(model.route(X_te, lam)), ts, tc, c_max)
     eval_s = time.perf_counter() - t0
     rec = record(router, cv, **sel, **params, fit_seconds=fit_s, eval_seconds=eval_s)
     return RunOutput([rec], {router: cv}, extra)
-
-
-def _refs_dense(c_max: float) -> NDArray[np.float64]:
-    from knnroute.evaluate.reference import dense_lambda_grid
-
-    return dense_lambda_grid(c_max)
 
 
 @dataclass
