@@ -99,8 +99,22 @@ def _load(spec: str) -> list[Any]:
             for name in names:
                 out.extend(load_dataset(name))
         else:
-            out.extend(load_dataset(item))
+            out.extend(load_dataset(_resolve_item(item)))
     return out
+
+
+def _resolve_item(item: str) -> str:
+    """A registered name or an existing path as is; else a folder of that name under the data directory."""
+    from pathlib import Path
+
+    from knnroute.data import REAL_DATASETS, data_dir
+
+    if item == "demo" or item in REAL_DATASETS or Path(item).exists():
+        return item
+    root = data_dir(required=False)
+    if root is not None and (root / item).exists():
+        return str(root / item)
+    return item
 
 
 def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -> list[Any]:
