@@ -296,6 +296,8 @@ class ProductionRouter:
                 raise ValueError(f"price of {m!r} must be two finite numbers >= 0, got {p!r}")
             self.prices[m] = (pin, pout)
         self.embedder_info: dict[str, Any] = self._resolve_embedder_info(embedder)
+        if embedder is not None and not isinstance(embedder, (Mapping, str, os.PathLike)):
+            self._embedder_obj = embedder if hasattr(embedder, "encode") else None
         if prefix_stripper is not None:
             self.embedder_info["prefix_stripper"] = dict(prefix_stripper)
         self._stripper: Any = None
