@@ -15,6 +15,8 @@
 #include "knnroute/aggregate.hpp"
 #include "knnroute/hull.hpp"
 #include "knnroute/isa.hpp"
+#include "knnroute/pool.hpp"
+#include "knnroute/precision.hpp"
 #include "knnroute/route.hpp"
 #include "knnroute/router.hpp"
 #include "knnroute/search.hpp"
@@ -151,16 +153,30 @@ queries: float32 (B, d), base: float32 (N, d), C-contiguous; rows must be finite
 normalised internally). Returns (indices int64 (B, k), similarities float32 (B, k)), each row by
 similarity descending, ties to the lower index. O(B N d).)");
 
+    m.def("precisions", []() { return std::vector<std::string>{"f32", "bf16", "f16", "int8"}; },
+          "Storage precisions for the single-query scan (every one returns the f32 result exactly).");
+    m.def("pool_threads", &pool_threads, "Threads one query may use (the blocking worker pool + the caller).");
+    m.def("last_rerank_count", &last_rerank_count,
+          "Rows re-ranked exactly by this thread's last reduced-precision single-query search (diagnostic).");
+
     py::class_<SupportSet>(m, "SupportSet", "Unit-normalised float32 support rows, stored once, searched exactly.")
-        .def(py::init([](py::handle emb) {
+        .def(py::init([](py::handle emb, const std::string& precision, int query_threads) {
                  auto X = strict<float>(emb, "embeddings", 2);
                  if (X.shape(0) == 0) throw py::value_error("embeddings are empty: need at least one row");
+                 const Precision prec = parse_precision(precision);
+                 if (query_threads < 0) throw py::value_error("query_threads must be >= 0 (0: automatic)");
                  const float* p = X.data();
                  std::size_t n = X.shape(0), d = X.shape(1);
                  py::gil_scoped_release nogil;
-                 return new SupportSet(p, n, d);
+                 return new SupportSet(p, n, d, prec, query_threads);
              }),
-             py::arg("embeddings"))
+             py::arg("embeddings"), py::arg("precision") = "f32", py::arg("query_threads") = 0,
+             "precision: 'f32' | 'bf16' | 'f16' | 'int8' storage for the single-query scan (an exact float32 "
+             "re-rank makes every precision return the f32 result); query_threads: threads one query may use "
+             "(0: automatic, 1: calling thread only).")
+        .def_property_readonly("precision", [](const SupportSet& s) { return std::string(precision_name(s.precision())); })
+        .def_property_readonly("memory_bytes", &SupportSet::memory_bytes)
+        .def_property("query_threads", &SupportSet::query_threads, &SupportSet::set_query_threads)
         .def("__len__", &SupportSet::size)
         .def_property_readonly("size", &SupportSet::size)
         .def_property_readonly("dim", &SupportSet::dim)
@@ -355,8 +371,10 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
                        "Fused kNN router: support set + outcome tables + aggregation. Thread-safe: routing may run "
                        "concurrently with add/remove.")
         .def(py::init([](py::handle emb, py::handle scores, py::handle costs, long long k, const std::string& weighting,
-                         double temperature, double shrinkage) {
+                         double temperature, double shrinkage, const std::string& precision, int query_threads) {
                  auto X = strict<float>(emb, "embeddings", 2);
+                 const Precision prec = parse_precision(precision);
+                 if (query_threads < 0) throw py::value_error("query_threads must be >= 0 (0: automatic)");
                  auto S = strict<float>(scores, "scores", 2);
                  auto C = strict<float>(costs, "costs", 2);
                  const std::size_t n = X.shape(0), d = X.shape(1);
@@ -370,10 +388,14 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
                  const float *xp = X.data(), *sp = S.data(), *cp = C.data();
                  const std::size_t M = S.shape(1);
                  py::gil_scoped_release nogil;
-                 return new Router(xp, n, d, sp, cp, M, kk, p);
+                 return new Router(xp, n, d, sp, cp, M, kk, p, prec, query_threads);
              }),
              py::arg("embeddings"), py::arg("scores"), py::arg("costs"), py::arg("k") = 100,
-             py::arg("weighting") = "uniform", py::arg("temperature") = 0.05, py::arg("shrinkage") = 0.0)
+             py::arg("weighting") = "uniform", py::arg("temperature") = 0.05, py::arg("shrinkage") = 0.0,
+             py::arg("precision") = "f32", py::arg("query_threads") = 0)
+        .def_property_readonly("precision", [](const Router& r) { return std::string(precision_name(r.precision())); })
+        .def_property_readonly("query_threads", &Router::query_threads)
+        .def_property_readonly("memory_bytes", &Router::memory_bytes)
         .def_property_readonly("size", &Router::size)
         .def("__len__", &Router::size)
         .def_property_readonly("dim", &Router::dim)
@@ -543,6 +565,6 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
         .def("prior_scores", [](const Router& r) { auto v = r.prior_scores(); return py::array_t<float>(v.size(), v.data()); })
         .def("prior_costs", [](const Router& r) { auto v = r.prior_costs(); return py::array_t<float>(v.size(), v.data()); });
 
-    m.attr("__all__") = py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "aggregate",
+    m.attr("__all__") = py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "precisions", "pool_threads", "last_rerank_count", "aggregate",
                                        "route", "envelope", "sweep", "nondecreasing_hull", "hull_auc", "Router");
 }

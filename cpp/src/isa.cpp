@@ -32,19 +32,23 @@ bool cpu_has(Isa isa) {
     switch (isa) {
         case Isa::scalar: return true;
 #if defined(__x86_64__) || defined(__i386__)
-        case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case Isa::avx2:
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
         case Isa::avx512:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                   __builtin_cpu_supports("f16c");
 #endif
         default: return false;
     }
 }
 
 const Kernels kTable[] = {
-    {Isa::scalar, "scalar", dot_rows_f32_scalar, dot_block_f32_scalar},
-    {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2},
-    {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512},
+    {Isa::scalar, "scalar", dot_rows_f32_scalar, dot_block_f32_scalar, dot_rows_bf16_scalar, dot_rows_f16_scalar,
+     dot_rows_i8_scalar},
+    {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2, dot_rows_bf16_avx2, dot_rows_f16_avx2, dot_rows_i8_avx2},
+    {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512, dot_rows_f16_avx512,
+     dot_rows_i8_avx512},
 };
 
 Isa parse_isa(const std::string& name) {

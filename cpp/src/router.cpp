@@ -41,7 +41,11 @@ Scratch& tls_scratch() {
 
 Router::Router(const float* X, std::size_t n, std::size_t d, const float* scores, const float* costs, std::size_t M,
                std::size_t k, const AggregateParams& params)
-    : d_(d), m_(M), k_(k), params_(params), support_(X, n, d) {
+    : Router(X, n, d, scores, costs, M, k, params, Precision::f32, 0) {}
+
+Router::Router(const float* X, std::size_t n, std::size_t d, const float* scores, const float* costs, std::size_t M,
+               std::size_t k, const AggregateParams& params, Precision precision, int query_threads)
+    : d_(d), m_(M), k_(k), params_(params), support_(X, n, d, precision, query_threads) {
     if (M == 0) throw std::invalid_argument("need at least one model (scores/costs have 0 columns)");
     if (k < 1 || k > n)
         throw std::invalid_argument("k must be in [1, " + std::to_string(n) + "] (the support size), got " +
@@ -67,6 +71,11 @@ void Router::refresh_priors() {
 std::size_t Router::size() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     return support_.size();
+}
+
+std::size_t Router::memory_bytes() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return support_.memory_bytes() + (scores_.size() + costs_.size() + prior_s_.size() + prior_c_.size()) * sizeof(float);
 }
 
 std::size_t Router::n_models() const {

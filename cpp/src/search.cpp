@@ -3,11 +3,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
 #include "knnroute/isa.hpp"
+#include "knnroute/pool.hpp"
 
 namespace knnroute {
 
@@ -20,10 +23,7 @@ constexpr std::size_t kQueryTile = 16;
 // Below this many queries a batch stays on the calling thread.
 constexpr std::size_t kMinParallelBatch = 4;
 
-struct Cand {
-    float sim;
-    std::int64_t idx;
-};
+using Cand = Neighbor;
 
 // "a ranks before b": higher similarity, then lower index.
 inline bool better(const Cand& a, const Cand& b) { return a.sim > b.sim || (a.sim == b.sim && a.idx < b.idx); }
@@ -54,6 +54,22 @@ public:
                 worst = h_[0].sim;
             }
         }
+    }
+    // One candidate; indices must still arrive in increasing order.
+    void push_one(float s, std::int64_t id) {
+        if (size_ < k_) {
+            h_[size_++] = Cand{s, id};
+            std::push_heap(h_, h_ + size_, better);
+        } else if (s > h_[0].sim) {
+            std::pop_heap(h_, h_ + size_, better);
+            h_[size_ - 1] = Cand{s, id};
+            std::push_heap(h_, h_ + size_, better);
+        }
+    }
+    // Sorts the held candidates best first and appends them to out.
+    void sorted_into(std::vector<Cand>& out) {
+        std::sort(h_, h_ + size_, better);
+        out.insert(out.end(), h_, h_ + size_);
     }
     void write(std::int64_t* idx, float* sim) {
         std::sort(h_, h_ + size_, better);
@@ -120,18 +136,44 @@ void normalize_rows(const float* X, std::size_t n, std::size_t d, float* out) {
     }
 }
 
-SupportSet::SupportSet(const float* X, std::size_t n, std::size_t d) : n_(n), d_(d) {
+SupportSet::SupportSet(const float* X, std::size_t n, std::size_t d) : SupportSet(X, n, d, Precision::f32, 0) {}
+
+SupportSet::SupportSet(const float* X, std::size_t n, std::size_t d, Precision precision, int query_threads)
+    : n_(n), d_(d), precision_(precision), query_threads_(query_threads < 0 ? 0 : query_threads) {
     if (d == 0) throw std::invalid_argument("embeddings have dimension 0");
     check_rows(X, n, d, "embeddings");
     data_.resize(n * d);
     normalize_rows(X, n, d, data_.data());
+    encode_tail(0);
+}
+
+void SupportSet::encode_tail(std::size_t from) {
+    if (precision_ == Precision::f32) return;
+    const std::size_t add = n_ - from;
+    err_.resize(n_);
+    if (precision_ == Precision::int8) {
+        c8_.resize(n_ * d_);
+        scale_.resize(n_);
+        encode_rows(precision_, data_.data() + from * d_, add, d_, nullptr, c8_.data() + from * d_,
+                    scale_.data() + from, err_.data() + from);
+    } else {
+        c16_.resize(n_ * d_);
+        encode_rows(precision_, data_.data() + from * d_, add, d_, c16_.data() + from * d_, nullptr, nullptr,
+                    err_.data() + from);
+    }
+}
+
+std::size_t SupportSet::memory_bytes() const {
+    return data_.size() * sizeof(float) + c16_.size() * 2 + c8_.size() + (scale_.size() + err_.size()) * sizeof(float);
 }
 
 void SupportSet::add(const float* X, std::size_t n) {
     check_rows(X, n, d_, "new embeddings");
     data_.resize((n_ + n) * d_);
     normalize_rows(X, n, d_, data_.data() + n_ * d_);
+    const std::size_t from = n_;
     n_ += n;
+    encode_tail(from);
 }
 
 void SupportSet::remove(const std::vector<std::int64_t>& rows) {
@@ -141,29 +183,178 @@ void SupportSet::remove(const std::vector<std::int64_t>& rows) {
             ++next;
             continue;
         }
-        if (w != r) std::copy(data_.begin() + r * d_, data_.begin() + (r + 1) * d_, data_.begin() + w * d_);
+        if (w != r) {
+            std::copy(data_.begin() + r * d_, data_.begin() + (r + 1) * d_, data_.begin() + w * d_);
+            if (!c16_.empty()) std::copy(c16_.begin() + r * d_, c16_.begin() + (r + 1) * d_, c16_.begin() + w * d_);
+            if (!c8_.empty()) std::copy(c8_.begin() + r * d_, c8_.begin() + (r + 1) * d_, c8_.begin() + w * d_);
+            if (!scale_.empty()) scale_[w] = scale_[r];
+            if (!err_.empty()) err_[w] = err_[r];
+        }
         ++w;
     }
     n_ = w;
     data_.resize(n_ * d_);
+    if (!c16_.empty()) c16_.resize(n_ * d_);
+    if (!c8_.empty()) c8_.resize(n_ * d_);
+    if (!scale_.empty()) scale_.resize(n_);
+    if (!err_.empty()) err_.resize(n_);
+}
+
+namespace {
+thread_local std::size_t t_rerank = 0;
+// Below this many bytes scanned per query, one thread is faster than waking a worker (measured on
+// the project's 2-core EPYC VM: a blocking wake-up costs ~10-30 us; scanning 1 MiB takes ~40 us).
+constexpr std::size_t kMinParallelScanBytes = std::size_t{1} << 20;
+}  // namespace
+
+std::size_t last_rerank_count() { return t_rerank; }
+
+void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::size_t r1,
+                            std::vector<Cand>& out) const {
+    const Kernels& K = kernels();
+    const std::size_t kk = std::min(k, r1 - r0);
+    static thread_local std::vector<Cand> heap;
+    static thread_local std::vector<float> block;
+    if (heap.size() < kk) heap.resize(kk);
+    if (block.size() < kRowBlock) block.resize(kRowBlock);
+    TopK top;
+    top.reset(heap.data(), kk);
+    if (precision_ == Precision::f32) {
+        for (std::size_t b = r0; b < r1; b += kRowBlock) {
+            const std::size_t nb = std::min(kRowBlock, r1 - b);
+            K.dot_rows(q, data_.data() + b * d_, nb, d_, block.data());
+            top.push_block(block.data(), nb, static_cast<std::int64_t>(b));
+        }
+        top.sorted_into(out);
+        return;
+    }
+    // Stage 1: approximate scan of the compact copy. lbs: min-heap of the kk largest lower bounds
+    // (its top is the running threshold T); cands: rows whose upper bound reached T when seen, in
+    // index order, pruned when the buffer grows.
+    static thread_local std::vector<float> lbs;
+    static thread_local std::vector<Cand> cands;  // (upper bound, row)
+    lbs.clear();
+    cands.clear();
+    std::size_t cap = std::max<std::size_t>(4 * kk, 1024);
+    float T = -std::numeric_limits<float>::infinity();
+    const float* err = err_.data();
+    for (std::size_t b = r0; b < r1; b += kRowBlock) {
+        const std::size_t nb = std::min(kRowBlock, r1 - b);
+        switch (precision_) {
+            case Precision::bf16: K.dot_rows_bf16(q, c16_.data() + b * d_, nb, d_, block.data()); break;
+            case Precision::f16: K.dot_rows_f16(q, c16_.data() + b * d_, nb, d_, block.data()); break;
+            default: K.dot_rows_i8(q, c8_.data() + b * d_, scale_.data() + b, nb, d_, block.data()); break;
+        }
+        const float* a = block.data();
+        for (std::size_t i = 0; i < nb; ++i) {
+            const float e = err[b + i];
+            const float ub = a[i] + e;
+            if (ub < T) continue;
+            const float lb = a[i] - e;
+            if (lbs.size() < kk) {
+                lbs.push_back(lb);
+                std::push_heap(lbs.begin(), lbs.end(), std::greater<float>());
+                if (lbs.size() == kk) T = lbs.front();
+            } else if (lb > lbs.front()) {
+                std::pop_heap(lbs.begin(), lbs.end(), std::greater<float>());
+                lbs.back() = lb;
+                std::push_heap(lbs.begin(), lbs.end(), std::greater<float>());
+                T = lbs.front();
+            }
+            cands.push_back(Cand{ub, static_cast<std::int64_t>(b + i)});
+            if (cands.size() >= cap) {
+                std::size_t w = 0;
+                for (const Cand& c : cands)
+                    if (c.sim >= T) cands[w++] = c;
+                cands.resize(w);
+                if (2 * w > cap) cap *= 2;
+            }
+        }
+    }
+    // Stage 2: exact float32 similarities (the same kernel as the f32 scan, so bit-identical) of every
+    // row whose upper bound reaches the final T: a superset of the exact top-kk.
+    std::size_t reranked = 0;
+    for (const Cand& c : cands) {
+        if (c.sim < T) continue;
+        float s;
+        K.dot_rows(q, data_.data() + static_cast<std::size_t>(c.idx) * d_, 1, d_, &s);
+        top.push_one(s, c.idx);
+        ++reranked;
+    }
+    t_rerank += reranked;
+    top.sorted_into(out);
+}
+
+int SupportSet::threads_for_one() const {
+    if (query_threads_ == 1) return 1;
+    const int avail = pool_threads();
+    if (avail <= 1) return 1;
+    if (query_threads_ > 1) return std::min(query_threads_, avail);
+    const std::size_t vb = precision_ == Precision::f32 ? sizeof(float) : precision_value_bytes(precision_);
+    return n_ * d_ * vb >= kMinParallelScanBytes ? avail : 1;
 }
 
 void SupportSet::search_one_normalized(const float* q, std::size_t k, std::int64_t* idx, float* sim,
-                                       std::vector<float>& scratch) const {
+                                       std::vector<float>& /*scratch*/) const {
     check_k(k, n_);
-    const Kernels& K = kernels();
-    // scratch holds one block of similarities; the heap is per thread and grows once.
-    static thread_local std::vector<Cand> heap;
-    if (heap.size() < k) heap.resize(k);
-    if (scratch.size() < kRowBlock) scratch.resize(kRowBlock);
-    TopK top;
-    top.reset(heap.data(), k);
-    for (std::size_t b = 0; b < n_; b += kRowBlock) {
-        const std::size_t nb = std::min(kRowBlock, n_ - b);
-        K.dot_rows(q, data_.data() + b * d_, nb, d_, scratch.data());
-        top.push_block(scratch.data(), nb, static_cast<std::int64_t>(b));
+    t_rerank = 0;
+    static thread_local std::vector<Cand> merged;
+    merged.clear();
+    int T = threads_for_one();
+    // Each part must hold whole row blocks and enough rows to be worth a wake-up.
+    const std::size_t max_parts = std::max<std::size_t>(1, n_ / (4 * kRowBlock));
+    if (static_cast<std::size_t>(T) > max_parts) T = static_cast<int>(max_parts);
+    if (T > 64) T = 64;
+    if (T > 1) {
+        // Split rows into T contiguous, block-aligned parts; each part's sorted top-k goes to its own
+        // buffer, then a k-way merge by (similarity desc, index asc) gives exactly the global top-k.
+        static thread_local std::vector<std::vector<Cand>> parts;
+        static thread_local std::vector<std::size_t> worker_rerank;
+        if (parts.size() < static_cast<std::size_t>(T)) parts.resize(T);
+        worker_rerank.assign(T, 0);
+        const std::size_t blocks = (n_ + kRowBlock - 1) / kRowBlock;
+        struct Ctx {
+            const SupportSet* self;
+            const float* q;
+            std::size_t k, blocks, n;
+            int T;
+            std::vector<std::vector<Cand>>* parts;
+            std::size_t* wr;
+        } ctx{this, q, k, blocks, n_, T, &parts, worker_rerank.data()};
+        const Ctx* c = &ctx;
+        // One pointer captured: fits std::function's small buffer, so no allocation per query.
+        const std::function<void(int)> task = [c](int t) {
+            const std::size_t b0 = c->blocks * t / c->T, b1 = c->blocks * (t + 1) / c->T;
+            const std::size_t r0 = b0 * kRowBlock, r1 = std::min(c->n, b1 * kRowBlock);
+            (*c->parts)[t].clear();
+            const std::size_t before = t_rerank;
+            c->self->scan_range(c->q, c->k, r0, r1, (*c->parts)[t]);
+            c->wr[t] = t_rerank - before;
+        };
+        if (pool_try_run(T, task)) {
+            std::size_t total = 0;
+            for (int t = 0; t < T; ++t) total += worker_rerank[t];
+            t_rerank = total;
+            // Merge the sorted parts (T is tiny): repeatedly take the best head.
+            std::size_t pos[64] = {};
+            for (std::size_t j = 0; j < k; ++j) {
+                int best = -1;
+                for (int t = 0; t < T; ++t) {
+                    if (pos[t] >= parts[t].size()) continue;
+                    if (best < 0 || better(parts[t][pos[t]], parts[best][pos[best]])) best = t;
+                }
+                const Cand& c = parts[best][pos[best]++];
+                idx[j] = c.idx;
+                sim[j] = c.sim;
+            }
+            return;
+        }
     }
-    top.write(idx, sim);
+    scan_range(q, k, 0, n_, merged);
+    for (std::size_t j = 0; j < k; ++j) {
+        idx[j] = merged[j].idx;
+        sim[j] = merged[j].sim;
+    }
 }
 
 void SupportSet::search(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,
@@ -171,6 +362,17 @@ void SupportSet::search(const float* Q, std::size_t B, std::size_t k, std::int64
     check_k(k, n_);
     if (B == 0) return;
     check_rows(Q, B, d_, "queries");
+    t_rerank = 0;
+    if (B < kMinParallelBatch && (precision_ != Precision::f32 || threads_for_one() > 1)) {
+        // A few queries: the single-query path (compact-copy scan and/or rows split over cores) reads
+        // fewer bytes per query; its results equal the batch kernel's bit for bit.
+        std::vector<float> qn(d_), unused;
+        for (std::size_t b = 0; b < B; ++b) {
+            normalize_rows(Q + b * d_, 1, d_, qn.data());
+            search_one_normalized(qn.data(), k, idx + b * k, sim + b * k, unused);
+        }
+        return;
+    }
     const Kernels& K = kernels();
     const int t = batch_threads(B, n_threads);
     parallel_for(B, t, [&](std::size_t qb, std::size_t qe) {

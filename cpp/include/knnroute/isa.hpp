@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,12 @@ struct Kernels {
     // so each base row is read once per group of queries (the batch path).
     void (*dot_block)(const float* Q, std::size_t nq, const float* base, std::size_t n, std::size_t d,
                       float* out, std::size_t ldo);
+    // Approximate similarities over a compact copy (precision.hpp): out[i] ~ <q, dequant(base[i])>,
+    // q float32 (not rounded). int8: out[i] = scale[i] * sum_j q[j] * base[i][j].
+    void (*dot_rows_bf16)(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out);
+    void (*dot_rows_f16)(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out);
+    void (*dot_rows_i8)(const float* q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d,
+                        float* out);
 };
 
 const Kernels& kernels();                       // the active set
@@ -35,6 +42,15 @@ const char* isa_name(Isa isa);
 // Per-ISA kernel entry points (cpp/src/simd/*.cpp and cpp/src/isa.cpp for scalar).
 void dot_rows_f32_scalar(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+void dot_rows_bf16_scalar(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_f16_scalar(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_i8_scalar(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*);
+void dot_rows_bf16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_i8_avx2(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*);
+void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_i8_avx512(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*);
 void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_f32_avx512(const float*, const float*, std::size_t, std::size_t, float*);

@@ -24,12 +24,20 @@ public:
     // X (n, d) embeddings (normalised here); scores, costs (n, M), NaN = missing. 1 <= k <= n.
     Router(const float* X, std::size_t n, std::size_t d, const float* scores, const float* costs,
            std::size_t M, std::size_t k, const AggregateParams& params);
+    // Same with reduced-precision scan storage (results unchanged, see precision.hpp) and the number
+    // of threads one query may use (0: automatic; 1: the calling thread only).
+    Router(const float* X, std::size_t n, std::size_t d, const float* scores, const float* costs,
+           std::size_t M, std::size_t k, const AggregateParams& params, Precision precision, int query_threads);
 
     std::size_t size() const;
     std::size_t dim() const { return d_; }
     std::size_t n_models() const;
     std::size_t k() const { return k_; }
     const AggregateParams& params() const { return params_; }
+    Precision precision() const { return support_.precision(); }
+    int query_threads() const { return support_.query_threads(); }
+    // Bytes held: support rows (all copies) + outcome tables + priors.
+    std::size_t memory_bytes() const;
 
     // k_eff = min(k, size()) neighbours. Batch calls split over n_threads (<= 0: all cores).
     void search(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,

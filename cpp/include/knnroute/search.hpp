@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "knnroute/parallel.hpp"
+#include "knnroute/precision.hpp"
 
 namespace knnroute {
 
@@ -17,6 +18,12 @@ void check_rows(const float* X, std::size_t n, std::size_t d, const char* what);
 // norm is already 1 within 1e-6 are copied unchanged (normalising is idempotent).
 void normalize_rows(const float* X, std::size_t n, std::size_t d, float* out);
 
+// One search hit: cosine similarity and row index.
+struct Neighbor {
+    float sim;
+    std::int64_t idx;
+};
+
 // A support set: n unit rows of dimension d, stored once (normalised at construction), searched
 // exactly. Thread-safety: const methods may run concurrently; add/remove must not overlap them
 // (the Router serialises them with a shared mutex).
@@ -25,10 +32,20 @@ public:
     SupportSet() = default;
     // Copies and normalises X (n, d). Throws on zero / non-finite rows or d == 0.
     SupportSet(const float* X, std::size_t n, std::size_t d);
+    // Same, plus a compact copy in `precision` for the single-query scan (precision.hpp): results are
+    // identical to f32; memory grows by precision_value_bytes * d (+ 8 bytes for int8, + 4 otherwise)
+    // per row. query_threads: threads one query's scan may use (0: automatic, on when the scanned copy
+    // is large enough to pay for waking a worker; 1: always the calling thread).
+    SupportSet(const float* X, std::size_t n, std::size_t d, Precision precision, int query_threads = 0);
 
     std::size_t size() const { return n_; }
     std::size_t dim() const { return d_; }
     const float* data() const { return data_.data(); }
+    Precision precision() const { return precision_; }
+    int query_threads() const { return query_threads_; }
+    void set_query_threads(int t) { query_threads_ = t < 0 ? 0 : t; }
+    // Bytes held for the rows (float32 rows + compact copy + per-row scale/bound), excluding outcomes.
+    std::size_t memory_bytes() const;
 
     // Exact top-k by cosine similarity for B queries (B, d) (normalised here, so any non-zero
     // finite query works). Rows of idx/sim (B, k) are ordered by similarity descending, ties to the
@@ -46,9 +63,24 @@ public:
     void remove(const std::vector<std::int64_t>& sorted_unique_rows);
 
 private:
+    void encode_tail(std::size_t from);
+    // Exact top-min(k, r1 - r0) of rows [r0, r1), sorted best first, into out.
+    void scan_range(const float* q, std::size_t k, std::size_t r0, std::size_t r1, std::vector<Neighbor>& out) const;
+    int threads_for_one() const;
+
     std::size_t n_ = 0, d_ = 0;
     std::vector<float> data_;
+    Precision precision_ = Precision::f32;
+    int query_threads_ = 0;
+    std::vector<std::uint16_t> c16_;  // bf16 / f16 copy (n, d)
+    std::vector<std::int8_t> c8_;     // int8 copy (n, d)
+    std::vector<float> scale_;        // int8 row scales (n)
+    std::vector<float> err_;          // per-row error bound (n), see precision.hpp
 };
+
+// Rows re-ranked exactly by the last reduced-precision single-query search on this thread (a
+// diagnostic for benchmarks: the candidate-set size), 0 after an f32 search.
+std::size_t last_rerank_count();
 
 // One-shot exact cosine top-k of queries against an un-normalised base.
 void topk_cosine(const float* Q, std::size_t B, const float* X, std::size_t N, std::size_t d,

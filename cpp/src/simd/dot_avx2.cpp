@@ -4,9 +4,14 @@
 // d % 8 tail is a masked load (_mm256_maskload_ps) into the same accumulator; lanes are summed by a
 // fixed tree (hi+lo 128, then movehdup/movehl). Every path performs exactly this sequence per pair,
 // so equal rows give bit-equal similarities and batch/single searches agree bit for bit.
+//
+// Compact-copy kernels (bf16 / f16 / int8, approximate by design; see precision.hpp): values are
+// widened exactly to float32 (bf16: shift left 16; f16: vcvtph2ps; int8: sign-extend + convert) and
+// fed to two 8-lane FMA accumulators (even / odd 8-value steps) to hide FMA latency; the d % 16 tail
+// is decoded through a small zero-padded buffer.
 #if defined(__x86_64__)
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
 #include <cstddef>
@@ -119,17 +124,79 @@ void dot_block_f32_avx2(const float* Q, std::size_t nq, const float* base, std::
     for (; j0 < nq; ++j0) dot_rows_f32_avx2(Q + j0 * d, base, n, d, out + j0 * ldo);
 }
 
+
+// --- compact copies ------------------------------------------------------------------------------
+
+namespace {
+
+inline __m256 widen_bf16(const std::uint16_t* p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+inline __m256 widen_f16(const std::uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 widen_i8(const std::int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+template <class T, __m256 (*Widen)(const T*)>
+inline float dot_compact(const float* q, const T* x, std::size_t d16, std::size_t d) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    std::size_t j = 0;
+    for (; j < d16; j += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), Widen(x + j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), Widen(x + j + 8), a1);
+    }
+    if (j < d) {
+        alignas(32) T xt[16] = {};
+        alignas(32) float qt[16] = {};
+        for (std::size_t t = 0; j + t < d; ++t) {
+            xt[t] = x[j + t];
+            qt[t] = q[j + t];
+        }
+        a0 = _mm256_fmadd_ps(_mm256_load_ps(qt), Widen(xt), a0);
+        a1 = _mm256_fmadd_ps(_mm256_load_ps(qt + 8), Widen(xt + 8), a1);
+    }
+    return hsum(_mm256_add_ps(a0, a1));
+}
+
+}  // namespace
+
+void dot_rows_bf16_avx2(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out) {
+    const std::size_t d16 = d & ~std::size_t{15};
+    for (std::size_t i = 0; i < n; ++i) out[i] = dot_compact<std::uint16_t, widen_bf16>(q, base + i * d, d16, d);
+}
+
+void dot_rows_f16_avx2(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out) {
+    const std::size_t d16 = d & ~std::size_t{15};
+    for (std::size_t i = 0; i < n; ++i) out[i] = dot_compact<std::uint16_t, widen_f16>(q, base + i * d, d16, d);
+}
+
+void dot_rows_i8_avx2(const float* q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d,
+                      float* out) {
+    const std::size_t d16 = d & ~std::size_t{15};
+    for (std::size_t i = 0; i < n; ++i) out[i] = scale[i] * dot_compact<std::int8_t, widen_i8>(q, base + i * d, d16, d);
+}
+
 }  // namespace knnroute
 
 #pragma GCC pop_options
 #else
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 namespace knnroute {
 void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*) {
     throw std::logic_error("avx2 kernels not compiled for this architecture");
 }
 void dot_block_f32_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t) {
+    throw std::logic_error("avx2 kernels not compiled for this architecture");
+}
+void dot_rows_bf16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
+    throw std::logic_error("avx2 kernels not compiled for this architecture");
+}
+void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
+    throw std::logic_error("avx2 kernels not compiled for this architecture");
+}
+void dot_rows_i8_avx2(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*) {
     throw std::logic_error("avx2 kernels not compiled for this architecture");
 }
 }  // namespace knnroute

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import os
+
 import numpy as np
 
 import knnroute_core
@@ -18,6 +20,51 @@ from knnroute.routers._validation import (
 )
 
 _WEIGHTINGS = ("uniform", "similarity", "softmax")
+_PRECISIONS = ("f32", "bf16", "f16", "int8")
+_INDEXES = ("exact", "hnsw")
+
+
+class _HNSWIndex:
+    """Approximate cosine top-k with hnswlib (inner product on unit rows), seeded and thread-bounded.
+
+    Returns the same (indices int64, similarities float32) contract as the exact core search, rows
+    ordered by similarity descending; hnswlib breaks exact ties by graph order, not by index.
+    """
+
+    def __init__(self, X: np.ndarray, m: int, ef_construction: int, ef: int, n_threads: int, seed: int) -> None:
+        import hnswlib  # optional dependency (the "bench" extra); imported only for index="hnsw"
+
+        n, d = X.shape
+        Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+        self.index = hnswlib.Index(space="ip", dim=d)
+        self.index.init_index(max_elements=n, M=int(m), ef_construction=int(ef_construction), random_seed=int(seed))
+        self.index.set_num_threads(n_threads if n_threads > 0 else max(1, os.cpu_count() or 1))
+        self.index.add_items(np.ascontiguousarray(Xn, dtype=np.float32), np.arange(n))
+        self.ef = int(ef)
+        self.index.set_ef(self.ef)
+        self.m = int(m)
+        self.n = n
+        self.d = d
+
+    def search(self, Q: np.ndarray, k: int, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
+        self.index.set_ef(max(self.ef, k))
+        Q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+        labels, dist = self.index.knn_query(Q, k=k, num_threads=n_threads if n_threads > 0 else -1)
+        return labels.astype(np.int64, copy=False), np.ascontiguousarray(1.0 - dist, dtype=np.float32)
+
+    def memory_bytes(self) -> int:
+        # hnswlib's level-0 layout: per element the vector (4 d bytes), 2 M links (4 bytes each) plus a
+        # 4-byte count, the 8-byte label; upper levels add ~1/M of that on average.
+        per = 4 * self.d + (2 * self.m + 1) * 4 + 8
+        return int(self.n * per * (1.0 + 1.0 / self.m))
+
+
+def _column_means(A: np.ndarray) -> np.ndarray:
+    """Per-column mean over non-NaN cells (0 for an all-NaN column), float32: the core's priors."""
+    obs = ~np.isnan(A)
+    cnt = obs.sum(0)
+    tot = np.where(obs, A, 0.0).astype(np.float64).sum(0)
+    return np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0).astype(np.float32)
 
 
 class KNNRouter:
@@ -35,12 +82,29 @@ class KNNRouter:
         Pseudo-count toward each model's support-set mean: ``(sum w s + beta prior) / (sum w + beta)``.
         A model with no observed neighbour falls back to its mean whatever ``shrinkage`` is.
     n_threads : int, default 0
-        Threads for batch calls (0: all cores). A single query always runs on the calling thread.
+        Threads for batch calls (0: all cores). A single query runs on the calling thread, or is split
+        over the core's blocking worker pool when the support set is large (``n_threads=1``: never).
+    precision : {"f32", "bf16", "f16", "int8"}, default "f32"
+        Storage of the copy a single query scans (exact index only). Every precision returns the f32
+        neighbours exactly: the compact scan keeps each row whose error-bounded similarity can reach
+        the top k and re-ranks those candidates in float32 (see ``docs/internals.md``). bf16/f16 halve,
+        int8 quarters, the bytes a query reads; memory grows by 2 (1) bytes per value, since the
+        float32 rows stay for the re-rank.
+    index : {"exact", "hnsw"}, default "exact"
+        ``"hnsw"``: approximate neighbours from an hnswlib graph (for very large support sets);
+        aggregation and routing stay in the core. Live ``add``/``remove`` are exact-index only.
+    hnsw_m, hnsw_ef_construction, hnsw_ef : int, default 16, 100, 128
+        hnswlib graph degree, build beam and query beam (the beam is raised to k when smaller).
+    random_state : int, default 0
+        Seed of the hnswlib graph.
 
     Attributes
     ----------
     core_ : knnroute_core.Router
-        The fitted core router (support set, outcome tables, settings).
+        The fitted core router (support set, outcome tables, settings); for ``index="hnsw"`` it holds
+        only a one-row support set and is used for its outcome tables' priors and aggregation settings.
+    index_ : _HNSWIndex or None
+        The hnswlib index (``index="hnsw"``).
     model_names_ : list of str
     n_features_in_ : int
         Embedding dimension d.
@@ -61,12 +125,24 @@ class KNNRouter:
         temperature: float = 0.05,
         shrinkage: float = 0.0,
         n_threads: int = 0,
+        precision: str = "f32",
+        index: str = "exact",
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 100,
+        hnsw_ef: int = 128,
+        random_state: int = 0,
     ) -> None:
         self.k = k
         self.weighting = weighting
         self.temperature = temperature
         self.shrinkage = shrinkage
         self.n_threads = n_threads
+        self.precision = precision
+        self.index = index
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.hnsw_ef = hnsw_ef
+        self.random_state = random_state
 
     # -- fitting -----------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -78,6 +154,14 @@ class KNNRouter:
             raise ValueError(f"temperature must be > 0 for softmax weighting, got {self.temperature!r}")
         if not (np.isfinite(self.shrinkage) and self.shrinkage >= 0):
             raise ValueError(f"shrinkage must be finite and >= 0, got {self.shrinkage!r}")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        if self.index not in _INDEXES:
+            raise ValueError(f"index must be one of {_INDEXES}, got {self.index!r}")
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
     def fit(
         self,
@@ -117,11 +201,43 @@ class KNNRouter:
                 f"k={self.k} exceeds the support size n={n}; use k <= {n} (or add more labelled prompts)"
             )
         self.model_names_ = resolve_model_names(model_names, S32.shape[1])
-        self.core_ = knnroute_core.Router(
-            X32, S32, C32, int(self.k), self.weighting, float(self.temperature), float(self.shrinkage)
-        )
+        qt = 1 if int(self.n_threads) == 1 else 0
+        if self.index == "hnsw":
+            self.index_ = _HNSWIndex(X32, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef,
+                                     int(self.n_threads), int(self.random_state))
+            # The outcome tables live in Python; the core only aggregates and routes.
+            self._S = S32
+            self._C = C32
+            self._prior_s = _column_means(S32)
+            self._prior_c = _column_means(C32)
+            self.core_ = knnroute_core.Router(
+                X32[:1], S32[:1], C32[:1], 1, self.weighting, float(self.temperature), float(self.shrinkage)
+            )
+        else:
+            self.index_ = None
+            self.core_ = knnroute_core.Router(
+                X32, S32, C32, int(self.k), self.weighting, float(self.temperature), float(self.shrinkage),
+                self.precision, qt,
+            )
         self.n_features_in_ = d
+        self.n_support_ = n
         return self
+
+    # -- approximate path ------------------------------------------------------------------------
+    def _hnsw_predict(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = min(int(self.k), self.n_support_)
+        idx, sim = self.index_.search(Q, k, int(self.n_threads))
+        return knnroute_core.aggregate(
+            idx, sim, self._S, self._C, self.weighting, float(self.temperature), float(self.shrinkage),
+            self._prior_s, self._prior_c,
+        )
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the fitted router: support rows (every copy) or the hnswlib graph, plus outcomes."""
+        core = self._fitted()
+        if self.index_ is not None:
+            return self.index_.memory_bytes() + self._S.nbytes + self._C.nbytes
+        return int(core.memory_bytes)
 
     # -- queries -----------------------------------------------------------------------------
     def _fitted(self) -> knnroute_core.Router:
@@ -149,6 +265,8 @@ class KNNRouter:
         s_hat, c_hat : ndarray float32 (n, M)
         """
         Q = self._queries(X)
+        if self.index_ is not None:
+            return self._hnsw_predict(Q)
         return self._fitted().predict(Q, int(self.n_threads))
 
     def route(self, X: Any, lam: Any, return_names: bool = False) -> np.ndarray:
@@ -168,7 +286,11 @@ class KNNRouter:
         """
         Q = self._queries(X)
         lams, scalar = lam_array(lam)
-        out = self._fitted().route(Q, lams, int(self.n_threads))
+        if self.index_ is not None:
+            s_hat, c_hat = self._hnsw_predict(Q)
+            out = knnroute_core.route(s_hat, c_hat, lams)
+        else:
+            out = self._fitted().route(Q, lams, int(self.n_threads))
         if scalar:
             out = out[:, 0]
         if return_names:
@@ -181,12 +303,19 @@ class KNNRouter:
         No conversion is done here (a float64 or strided query raises ``TypeError``); use
         ``route`` for convenience.
         """
-        return self._fitted().route_one(x, float(lam))
+        core = self._fitted()
+        if self.index_ is not None:
+            s_hat, c_hat = self._hnsw_predict(x[None, :])
+            return int(knnroute_core.route(s_hat, c_hat, [float(lam)])[0, 0])
+        return core.route_one(x, float(lam))
 
     def kneighbors(self, X: Any, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosine neighbours: (indices int64 (n, k), similarities float32 (n, k))."""
         Q = self._queries(X)
         core = self._fitted()
+        if self.index_ is not None:
+            kk = min(self.k, self.n_support_) if k is None else k
+            return self.index_.search(Q, int(kk), int(self.n_threads))
         kk = min(self.k, core.size) if k is None else k
         return core.search(Q, int(kk), int(self.n_threads))
 
@@ -199,6 +328,8 @@ class KNNRouter:
         """
         Q = self._queries(X)
         core = self._fitted()
+        if self.index_ is not None:
+            raise NotImplementedError("confidence() needs index='exact'")
         out = {"model": np.empty(len(Q), np.int64), "kth_similarity": np.empty(len(Q), np.float32),
                "agreement": np.empty(len(Q), np.float32)}
         for i in range(len(Q)):
@@ -211,5 +342,5 @@ class KNNRouter:
     def __repr__(self) -> str:
         return (
             f"KNNRouter(k={self.k}, weighting={self.weighting!r}, temperature={self.temperature}, "
-            f"shrinkage={self.shrinkage})"
+            f"shrinkage={self.shrinkage}, precision={self.precision!r}, index={self.index!r})"
         )
