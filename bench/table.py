@@ -1,0 +1,100 @@
+"""Markdown table from a results dict (bench/results/latest.json): ``python -m bench.table [file]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+REFS = ("numpy", "faiss", "hnswlib-bf", "sklearn")
+
+
+def _f(x, nd=3):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def render(R: dict) -> str:
+    b = R.get("bounds", {})
+    out = []
+    if b:
+        out.append("### Bounds measured in this run\n")
+        out.append("| threads | read bandwidth GB/s | SGEMM GFLOP/s |\n|---|---|---|")
+        for t in (1, 2):
+            out.append(f"| {t} | {_f(b.get(f'read_GBps_{t}t'), 1)} | {_f(b.get(f'sgemm_GFLOPs_{t}t'), 1)} |")
+        out.append("")
+    cases = R.get("cases", {})
+    single = {k: v for k, v in cases.items() if k.startswith("single/")}
+    if single:
+        out.append("### Single-query route latency (search + aggregate + argmax), ms\n")
+        out.append(
+            "| case | f32 p50 / p99 | bf16 p50 | f16 p50 | int8 p50 | numpy | faiss | hnswlib BF | sklearn "
+            "| best ref ÷ best ours | f32 bound ms | bound ÷ f32 p50 | bound ÷ best p50 | agree vs f32 |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )
+        for case, e in single.items():
+            ours = {p: e.get(f"ours-{p}") for p in ("f32", "bf16", "f16", "int8")}
+            f32 = ours["f32"]
+            best_ours = min((v["p50_ms"] for v in ours.values() if v), default=None)
+            refs = [e[r]["p50_ms"] for r in REFS if r in e]
+            best_ref = min(refs) if refs else None
+            agree = None
+            if f32:
+                agree = min(
+                    sum(a == b for a, b in zip(v["routed"], f32["routed"])) / len(f32["routed"])
+                    for v in ours.values() if v
+                )
+            bound = f32["bound_ms"] if f32 else None
+
+            def p(name):
+                v = e.get(name)
+                return _f(v["p50_ms"]) if v else "-"
+
+            out.append(
+                f"| {case[7:]} | {_f(f32 and f32['p50_ms'])} / {_f(f32 and f32['p99_ms'])} | {p('ours-bf16')} | "
+                f"{p('ours-f16')} | {p('ours-int8')} | {p('numpy')} | {p('faiss')} | {p('hnswlib-bf')} | "
+                f"{p('sklearn')} | {_f(best_ref / best_ours if best_ref and best_ours else None, 2)}x | "
+                f"{_f(bound)} | {_f(bound / f32['p50_ms'] if f32 else None, 2)} | "
+                f"{_f(bound / best_ours if bound and best_ours else None, 2)} | {_f(agree, 4)} |"
+            )
+        out.append("")
+    for prefix, title in (("batch/", "Batch routing, 1,024 queries"), ("eval/", "Full evaluation")):
+        sel = {k: v for k, v in cases.items() if k.startswith(prefix)}
+        if not sel:
+            continue
+        out.append(f"### {title}\n")
+        out.append("| case | impl | p50 ms | p99 ms | queries/s | GFLOP/s | ÷ SGEMM | ours speed-up vs impl |\n"
+                   "|---|---|---|---|---|---|---|---|")
+        for case, e in sel.items():
+            ours = e.get("ours")
+            for impl, v in e.items():
+                sp = ours["p50_ms"] and v["p50_ms"] / ours["p50_ms"] if ours else None
+                out.append(
+                    f"| {case[len(prefix):]} | {impl} | {_f(v['p50_ms'], 2)} | {_f(v['p99_ms'], 2)} | "
+                    f"{_f(v.get('qps'), 0)} | {_f(v.get('gflops'), 1)} | {_f(v.get('sgemm_fraction'), 2)} | "
+                    f"{_f(sp, 1)}x |"
+                )
+        out.append("")
+    for key, title in (("memory", "Memory per support prompt"), ("precision", "Reduced precision: recall and agreement"),
+                       ("hnsw", "Approximate index (hnswlib)")):
+        sel = {k: v for k, v in cases.items() if k.startswith(key)}
+        if not sel:
+            continue
+        out.append(f"### {title}\n")
+        for case, e in sel.items():
+            cols = sorted({c for v in e.values() for c in v if not isinstance(v.get(c), list)})
+            out.append(f"**{case}**\n")
+            out.append("| impl | " + " | ".join(cols) + " |")
+            out.append("|---" * (len(cols) + 1) + "|")
+            for impl, v in e.items():
+                cells = []
+                for c in cols:
+                    x = v.get(c)
+                    cells.append(_f(x, 4) if isinstance(x, float) else ("-" if x is None else str(x)))
+                out.append(f"| {impl} | " + " | ".join(cells) + " |")
+            out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    path = sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json"
+    with open(path) as fh:
+        print(render(json.load(fh)))
