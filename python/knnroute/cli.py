@@ -32,6 +32,8 @@ COMMANDS: list[Command] = [
         "evaluate routers on benchmarks: AUC tables, gain over the best single model, JSON and plots",
         "knnroute.evaluate.command",
     ),
+    Command("fit", "embed a dataset, fit the tuned kNN router and save it to a router file", "knnroute.commands.fit"),
+    Command("serve", "serve a router file over HTTP (POST /route, /metrics, /health)", "knnroute.commands.serve"),
 ]
 
 

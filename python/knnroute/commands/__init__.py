@@ -1,0 +1,1 @@
+"""Production subcommands of the ``knnroute`` CLI: ``fit`` (fit and save a router) and ``serve``."""

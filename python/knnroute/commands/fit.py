@@ -1,0 +1,159 @@
+"""``knnroute fit``: embed a dataset, fit the tuned kNN router, measure its budget table, save it.
+
+The support set is the training split; k, weighting and shrinkage are chosen on the validation split
+(``knn-tuned``); the budget table (lambda -> mean cost, score and share per model) and any fallback
+threshold are measured on the same validation prompts; the test split is only used to report the saved
+router's AUC. The file is written atomically (see ``docs/service.md`` for the format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+__all__ = ["configure", "run", "fit_router"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="dataset name (routerbench, llmrouter, ...), folder or file; several datasets "
+                   "from one spec (e.g. RouterBench's tasks) are pooled into one router")
+    p.add_argument("--out", required=True, metavar="ROUTER_FILE", help="router file to write")
+    p.add_argument("--embedder", default="minilm", help="embedder spec (default minilm)")
+    p.add_argument("--seed", type=int, default=0, help="split seed for data without a shipped split")
+    p.add_argument("--k", type=int, default=None, help="fixed k (uniform weighting) instead of tuning")
+    p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],
+                   help="storage precision of the embeddings in the file (default f32)")
+    p.add_argument("--default-lambda", type=float, default=0.0,
+                   help="lambda used when a request names none (score per USD; default 0 = best quality)")
+    p.add_argument("--fallback-model", default=None, help="model to use when the router is unsure")
+    p.add_argument("--fallback-distance-quantile", type=float, default=None, metavar="Q",
+                   help="fall back for prompts farther from their k-th neighbour than a share Q of "
+                   "validation prompts (e.g. 0.95)")
+    p.add_argument("--fallback-min-agreement", type=float, default=None, metavar="A",
+                   help="fall back when fewer than A of the neighbours agree with the routed model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _pool(spec: str, seed: int) -> Any:
+    from knnroute.data import concat, ensure_split, load_dataset
+
+    kw = {"seed": seed} if spec not in ("demo", "demo-generated") else {}
+    parts = load_dataset(spec, **kw)
+    ds = parts[0] if len(parts) == 1 else concat(parts, name=spec)
+    return ensure_split(ds, seed)
+
+
+def fit_router(
+    data: str,
+    embedder: str = "minilm",
+    seed: int = 0,
+    k: int | None = None,
+    default_lambda: float = 0.0,
+    fallback_model: str | None = None,
+    fallback_distance_quantile: float | None = None,
+    fallback_min_agreement: float | None = None,
+    progress: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict."""
+    from knnroute.data.splits import carve_validation
+    from knnroute.embed import embed_dataset
+    from knnroute.evaluate import curves
+    from knnroute.evaluate.tuning import KNNConfig, TunedKNNRouter
+    from knnroute.production import FallbackPolicy, ProductionRouter
+    from knnroute.routers.knn import KNNRouter
+
+    t0 = time.perf_counter()
+    ds = _pool(data, seed)
+    if ds.embeddings is None:
+        ds = embed_dataset(ds, embedder, progress=progress)
+    t_embed = time.perf_counter() - t0
+    if not (ds.split == "val").any():
+        ds = ds.with_split(carve_validation(ds.split, seed=seed))
+    tr, va, te = (ds.split_index(s) for s in ("train", "val", "test"))
+    X, S, C = ds.embeddings, ds.scores, ds.costs
+    t1 = time.perf_counter()
+    if k is None:
+        tuned = TunedKNNRouter(random_state=seed).fit(
+            X[tr], S[tr], C[tr], model_names=ds.model_names, X_val=X[va], scores_val=S[va], costs_val=C[va]
+        )
+        knn, best = tuned.router_, tuned.best_
+        val_auc = tuned.val_auc_
+    else:
+        knn = KNNRouter(k=min(k, tr.size)).fit(X[tr], S[tr], C[tr], model_names=ds.model_names)
+        best, val_auc = KNNConfig(k=knn.k), None
+    t_fit = time.perf_counter() - t1
+    prod = ProductionRouter(
+        knn,
+        ids=[str(i) for i in ds.ids[tr]],
+        prices=ds.prices,
+        embedder=ds.meta.get("embedder") and {"identity": ds.meta["embedder"], "spec": _spec(embedder)},
+        prefix_stripper=ds.meta.get("prefix_stripper"),
+        default_lambda=default_lambda,
+    )
+    prod.budget_table(X[va], S[va], C[va], source=f"{ds.name}: validation split ({va.size} prompts)")
+    if fallback_model is not None:
+        if fallback_distance_quantile is not None:
+            prod.calibrate_fallback(fallback_model, X[va], distance_quantile=fallback_distance_quantile)
+        if fallback_min_agreement is not None or fallback_distance_quantile is None:
+            cur = prod.fallback
+            prod.set_fallback(FallbackPolicy(fallback_model, cur.max_distance if cur else None, fallback_min_agreement))
+    # the saved router's test AUC, for the record (never used to choose anything)
+    report: dict[str, Any] = {
+        "dataset": ds.name,
+        "generated": bool(ds.generated),
+        "n_train": int(tr.size),
+        "n_val": int(va.size),
+        "n_test": int(te.size),
+        "models": ds.model_names,
+        "config": best.kwargs(),
+        "val_auc": val_auc,
+        "budget_points": len(prod.budget.lams) if prod.budget is not None else 0,
+        "embedder": ds.meta.get("embedder"),
+        "embed_seconds": round(t_embed, 2),
+        "fit_seconds": round(t_fit, 2),
+    }
+    if te.size:
+        ts, tc = curves.fill_missing(S[te], C[te])
+        sh, ch = prod.predict(X[te])
+        report["test_auc"] = curves.curve_from_predictions(sh, ch, ts, tc, curves.cost_scale(tc)).auc
+    if prod.fallback is not None:
+        report["fallback"] = prod.fallback.to_dict()
+    prod.meta = {k: v for k, v in report.items() if k not in ("embed_seconds", "fit_seconds")}
+    prod.meta["split_source"] = ds.meta.get("split_source")
+    return prod, report
+
+
+def _spec(embedder: str) -> str:
+    return "minilm" if embedder in ("minilm", "all-MiniLM-L6-v2") else embedder
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        prod, report = fit_router(
+            args.data,
+            embedder=args.embedder,
+            seed=args.seed,
+            k=args.k,
+            default_lambda=args.default_lambda,
+            fallback_model=args.fallback_model,
+            fallback_distance_quantile=args.fallback_distance_quantile,
+            fallback_min_agreement=args.fallback_min_agreement,
+            progress=not args.no_progress,
+        )
+        t0 = time.perf_counter()
+        path = prod.save(args.out, precision=args.precision)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"knnroute fit: error: {e}", file=sys.stderr)
+        return 2
+    report["file"] = str(path)
+    report["file_bytes"] = path.stat().st_size
+    report["save_seconds"] = round(time.perf_counter() - t0, 3)
+    if report["generated"]:
+        print("NOTE: fitted on the GENERATED demo benchmark (not real data)")
+    print(f"fitted {prod!r}")
+    print(json.dumps(report, indent=2))
+    return 0

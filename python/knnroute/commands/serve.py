@@ -1,0 +1,47 @@
+"""``knnroute serve``: serve a saved router over HTTP (FastAPI on uvicorn).
+
+POST /route, POST /route/batch, GET /health, GET /metrics (Prometheus), /openapi.json, /docs. See
+``docs/service.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["configure", "run"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--router", required=True, metavar="ROUTER_FILE", help="router file from 'knnroute fit'")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413 (default 1 MiB)")
+    p.add_argument("--max-batch", type=int, default=1024, help="most items per /route/batch request")
+    p.add_argument("--no-embedder", action="store_true",
+                   help="do not load the router's embedder: route embeddings only (fast start, no torch)")
+    p.add_argument("--no-verify", action="store_true", help="skip the payload checksum at load")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def run(args: argparse.Namespace) -> int:
+    from knnroute.persist import RouterFileError
+    from knnroute.serve import serve
+
+    try:
+        serve(
+            args.router,
+            args.host,
+            args.port,
+            max_body_bytes=args.max_body_bytes,
+            max_batch=args.max_batch,
+            load_embedder=not args.no_embedder,
+            verify=not args.no_verify,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    except (RouterFileError, FileNotFoundError, ValueError) as e:
+        print(f"knnroute serve: error: {e}", file=sys.stderr)
+        return 2
+    return 0
