@@ -297,8 +297,14 @@ def run_one(
         params = {**model.best_.kwargs(), "val_auc": model.val_auc_}
         extra["tuning"] = model.tuning_table_
     t0 = time.perf_counter()
-    cv = _curves.router_curve(model, X_te, ts, tc, c_max=c_max, lams=lam_usd)
-    sel = _sel.selection_scores(lambda lam: np.asarray(model.route(X_te, lam)), ts, tc, c_max)
+    if getattr(model, "selection", False):
+        cv = _curves.router_curve(model, X_te, ts, tc, c_max=c_max, lams=lam_usd)
+        lam_sel = np.asarray(_sel.SELECTION_LAMBDAS) / c_max
+        sel = _sel.selection_from_routes(np.asarray(model.route(X_te, lam_sel)), ts, tc, c_max)
+    else:  # predict once; the curve and the selection protocol both route from these predictions
+        s_hat, c_hat = model.predict(X_te)
+        cv = _curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=lam_usd)
+        sel = _sel.selection_from_predictions(s_hat, c_hat, ts, tc, c_max)
     eval_s = time.perf_counter() - t0
     rec = record(router, cv, **sel, **params, fit_seconds=fit_s, eval_seconds=eval_s)
     return RunOutput([rec], {router: cv}, extra)

@@ -24,6 +24,7 @@ __all__ = [
     "oracle_selection",
     "random_selection",
     "selection_from_predictions",
+    "selection_from_routes",
     "selection_scores",
     "utility",
 ]
@@ -56,7 +57,22 @@ def selection_scores(
     ``route_at(lam)`` returns the picked model per test prompt at ``lam`` in USD units (score on [0, 1]
     per USD), i.e. it is called with ``lam_n / c_max``.
     """
-    out = {_key(ln): utility(route_at(ln / c_max), scores, costs, ln, c_max) for ln in lambdas}
+    picks = np.stack([np.asarray(route_at(ln / c_max)).ravel() for ln in lambdas], axis=1)
+    return selection_from_routes(picks, scores, costs, c_max, lambdas)
+
+
+def selection_from_routes(
+    picks: ArrayLike,
+    scores: ArrayLike,
+    costs: ArrayLike,
+    c_max: float,
+    lambdas: Sequence[float] = SELECTION_LAMBDAS,
+) -> dict[str, float]:
+    """Utilities from the picks ``(n, L)`` made at ``lambdas[l] / c_max``, plus their mean."""
+    p = np.asarray(picks, dtype=np.int64)
+    if p.ndim != 2 or p.shape[1] != len(lambdas):
+        raise ValueError(f"picks must be (n, {len(lambdas)}), one column per lambda; got {p.shape}")
+    out = {_key(ln): utility(p[:, j], scores, costs, ln, c_max) for j, ln in enumerate(lambdas)}
     out["sel_mean"] = float(np.mean([out[_key(ln)] for ln in lambdas]))
     return out
 
