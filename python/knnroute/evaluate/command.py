@@ -224,12 +224,15 @@ def run(args: argparse.Namespace) -> int:
 
         for ed in data:
             cvs = {r: cv for (d, r, s), cv in res.curves.items() if d == ed.name and s == plotted}
+            n_test = next(
+                (r["n_test"] for r in res.records if r["dataset"] == ed.name and r["seed"] == plotted), 0
+            )
             path = plot_dataset(
                 ed.name,
                 cvs,
                 args.plot_dir,
                 generated=ed.generated,
-                subtitle=f"seed {plotted}, {ed.n} prompts x {ed.n_models} models; "
+                subtitle=f"seed {plotted}: {n_test} test prompts (of {ed.n}) x {ed.n_models} models; "
                 + ("exact lambda sweep" if lams is None else f"{len(lams)}-point lambda grid"),
             )
             print(f"plot: {path}")
