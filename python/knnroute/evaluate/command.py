@@ -117,8 +117,13 @@ def _resolve_item(item: str) -> str:
     return item
 
 
-def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -> list[Any]:
-    """Load ``spec`` (see ``--data``), embed what has no embeddings, return :class:`EvalData` objects."""
+def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -> list[tuple[Any, Any]]:
+    """Load ``spec`` (see ``--data``) and embed what has no embeddings.
+
+    Returns ``(EvalData, RoutingDataset)`` pairs; duplicate names get a ``#2``, ``#3``... suffix.
+    """
+    import dataclasses
+
     from knnroute.evaluate.runner import EvalData
 
     datasets = _load(spec)
@@ -132,7 +137,7 @@ def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -
         ed = EvalData.from_dataset(ds)
         if ed.name in seen:  # two datasets with one name (e.g. the same task from two sources)
             seen[ed.name] += 1
-            ed = EvalData(**{**ed.__dict__, "name": f"{ed.name}#{seen[ed.name]}"})
+            ed = dataclasses.replace(ed, name=f"{ed.name}#{seen[ed.name]}")
         else:
             seen[ed.name] = 1
         out.append((ed, ds))

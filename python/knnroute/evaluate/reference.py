@@ -102,7 +102,7 @@ def envelope(s_hat: ArrayLike, c_hat: ArrayLike) -> tuple[NDArray[np.float64], N
         # Several lines crossing at once: the cheapest wins at and after the crossing (then lowest index).
         nxt = int(tied[np.lexsort((tied, c[tied]))[0]])
         if best == lams[-1]:
-            # Only possible at lam = 0 when the argmax was already resolved; defensive, keeps J minimal.
+            # Rounding put the crossing at (or, clamped, below) the last breakpoint: the winner there changes.
             models[-1] = nxt
         else:
             lams.append(float(best))
