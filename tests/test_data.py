@@ -429,7 +429,7 @@ def test_common_prefix_boundaries() -> None:
     assert common_prefix(["only one"]) == ""
     # never leaves a text empty: the cut backs off to the previous blank line
     assert common_prefix(["A\n\nB\n\n", "A\n\nB\n\nC"]) == "A\n\n"
-    out, st = strip_common_prefix(texts, min_chars=10)
+    out, st = strip_common_prefix(texts, min_chars=10, min_group_size=2)
     assert out == ["Question alpha?", "Question beta?", "Qu"]
     assert "2" not in st.describe() or "chars" in st.describe()
 
@@ -438,13 +438,14 @@ def test_prefix_stripper_groups_and_persistence() -> None:
     pa, pb = "A-shots " * 20 + "\n\n", "B-shots " * 20 + "\n\n"
     texts = [pa + "q1", pa + "q2", pb + "q3", pb + "q4", "lonely"]
     groups = ["a", "a", "b", "b", "c"]
-    st = PrefixStripper().fit(texts, groups)
+    st = PrefixStripper(min_chars=64, min_group_size=2).fit(texts, groups)
     assert st.prefixes_ == {"a": pa, "b": pb}
     assert st.transform(texts, groups) == ["q1", "q2", "q3", "q4", "lonely"]
     # a new prompt (serving) is stripped by whichever learned prefix it starts with
     st2 = PrefixStripper.from_dict(json.loads(json.dumps(st.to_dict())))
     assert st2.transform([pb + "new question", "no prefix"]) == ["new question", "no prefix"]
-    assert PrefixStripper(min_chars=1000).fit(texts, groups).prefixes_ == {}
+    assert PrefixStripper(min_chars=1000, min_group_size=2).fit(texts, groups).prefixes_ == {}
+    assert PrefixStripper(min_chars=64).fit(texts, groups).prefixes_ == {}  # groups of 2 < 20
     with pytest.raises(ValueError, match="not fitted"):
         PrefixStripper().transform(["x"])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from knnroute.data import RoutingDataset, load_routerbench, make_demo
+from knnroute.data import PrefixStripper, RoutingDataset, load_routerbench, make_demo
 from knnroute.data.hygiene import strip_common_prefix
 from knnroute.embed import (
     EMBEDDERS,
@@ -48,6 +48,12 @@ class Counting:
     @property
     def n(self) -> int:
         return sum(self.calls)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes to the user's embedding cache, even one that forgets cache_dir."""
+    monkeypatch.setenv("KNNROUTE_CACHE", str(tmp_path_factory.mktemp("default-cache")))
 
 
 def _nn_cosine(X: np.ndarray) -> float:
@@ -169,7 +175,7 @@ def test_get_embedder_errors_and_registry(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_embed_dataset_strips_prefix_and_records_it(tmp_path: Path) -> None:
-    shots = "Q: 1+1?\nA: 2\n\nQ: 2+2?\nA: 4\n\nQ: 3+3?\nA: 6\n\n" * 3
+    shots = "Q: 1+1?\nA: 2\n\nQ: 2+2?\nA: 4\n\nQ: 3+3?\nA: 6\n\n" * 8
     prompts = [shots + f"Q: {i}+{i}?\nA:" for i in range(20)]
     ds = RoutingDataset("fewshot", ["m"], np.ones((20, 1)), np.ones((20, 1)), prompts=prompts)
     seen: list[str] = []
@@ -187,6 +193,14 @@ def test_embed_dataset_strips_prefix_and_records_it(tmp_path: Path) -> None:
     seen.clear()
     raw = embed_dataset(ds, get_embedder(fn, identity="fn-v1"), strip_prefix=False, cache_dir=tmp_path)
     assert seen == prompts and raw.meta["prefix_stripped"].startswith("raw prompts")
+    seen.clear()
+    strict = embed_dataset(
+        ds,
+        get_embedder(fn, identity="fn-v1"),
+        strip_prefix=PrefixStripper(min_chars=10_000),
+        cache_dir=tmp_path,
+    )
+    assert seen == [] and strict.meta["prefix_stripper"]["prefixes"] == {}  # raw texts: already cached
 
 
 def test_embed_dataset_precomputed_and_no_prompts() -> None:

@@ -99,8 +99,12 @@ class PrefixStripper:
         Cut only right after this separator (default a blank line), so a partial example or word is
         never left behind.
     min_chars : int
-        Ignore shared prefixes shorter than this (a short shared instruction does not crowd the 256-token
-        window; stripping it would only change the text for nothing).
+        Ignore shared prefixes shorter than this. The default (256 characters, about 64 tokens, a quarter
+        of MiniLM's window) keeps short shared instructions such as a benchmark's answer-format line: they
+        do not crowd the window, and they tell task formats apart.
+    min_group_size : int
+        Only strip within groups of at least this many prompts: in a handful of prompts a shared opening
+        paragraph can be content, not a template.
 
     Attributes
     ----------
@@ -108,9 +112,10 @@ class PrefixStripper:
         Group label (``"*"`` for an ungrouped dataset) -> prefix removed from that group's prompts.
     """
 
-    def __init__(self, boundary: str = BOUNDARY, min_chars: int = 64) -> None:
+    def __init__(self, boundary: str = BOUNDARY, min_chars: int = 256, min_group_size: int = 20) -> None:
         self.boundary = boundary
         self.min_chars = min_chars
+        self.min_group_size = min_group_size
 
     def fit(self, texts: Sequence[str], groups: Iterable[Any] | None = None) -> PrefixStripper:
         """Find the prefix common to ``texts`` (within each group when ``groups`` is given)."""
@@ -125,6 +130,8 @@ class PrefixStripper:
                 by_group.setdefault(g, []).append(t)
         self.prefixes_: dict[str, str] = {}
         for g, ts in by_group.items():
+            if len(ts) < max(2, self.min_group_size):
+                continue
             p = common_prefix(ts, self.boundary)
             if len(p) >= self.min_chars:
                 self.prefixes_[g] = p
@@ -167,23 +174,28 @@ class PrefixStripper:
         return {
             "boundary": self.boundary,
             "min_chars": self.min_chars,
+            "min_group_size": self.min_group_size,
             "prefixes": dict(getattr(self, "prefixes_", {})),
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> PrefixStripper:
-        obj = cls(boundary=state.get("boundary", BOUNDARY), min_chars=int(state.get("min_chars", 64)))
+        obj = cls(
+            boundary=state.get("boundary", BOUNDARY),
+            min_chars=int(state.get("min_chars", 256)),
+            min_group_size=int(state.get("min_group_size", 20)),
+        )
         obj.prefixes_ = dict(state.get("prefixes", {}))
         obj.group_sizes_ = {}
         return obj
 
 
 def strip_common_prefix(
-    texts: Sequence[str], groups: Iterable[Any] | None = None, min_chars: int = 64
+    texts: Sequence[str], groups: Iterable[Any] | None = None, min_chars: int = 256, min_group_size: int = 20
 ) -> tuple[list[str], PrefixStripper]:
     """Strip the prefix common to ``texts`` (per group); returns the stripped texts and the fitted stripper."""
     glist = None if groups is None else [str(g) for g in groups]
-    stripper = PrefixStripper(min_chars=min_chars).fit(texts, glist)
+    stripper = PrefixStripper(min_chars=min_chars, min_group_size=min_group_size).fit(texts, glist)
     out = stripper.transform(texts, glist)
     if stripper.prefixes_:
         log.info("stripping shared prompt prefix: %s", stripper.describe())

@@ -150,7 +150,7 @@ def embed_texts(
 def embed_dataset(
     ds: Any,
     embedder: Any = DEFAULT_EMBEDDER,
-    strip_prefix: bool = True,
+    strip_prefix: Any = True,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -164,9 +164,10 @@ def embed_dataset(
         Needs ``prompts`` unless ``embedder`` is a precomputed (n, d) array.
     embedder : spec or array
         Anything :func:`get_embedder` accepts, or a precomputed (n, d) array (used as is, normalised).
-    strip_prefix : bool
+    strip_prefix : bool or PrefixStripper
         Embed each prompt minus the prefix shared by the dataset's prompts (per group), cut at a blank
-        line (see :mod:`knnroute.data.hygiene`). The raw prompts stay in ``ds.prompts``.
+        line (see :mod:`knnroute.data.hygiene`); pass an unfitted ``PrefixStripper(...)`` to change its
+        thresholds. The raw prompts stay in ``ds.prompts``.
     cache, cache_dir, progress, batch_size
         As in :func:`embed_texts`.
 
@@ -188,8 +189,8 @@ def embed_dataset(
             "(embed_dataset(ds, embedder=X) or ds.with_embeddings(X))"
         )
     texts = list(ds.prompts)
-    stripper = PrefixStripper()
-    if strip_prefix:
+    stripper = strip_prefix if isinstance(strip_prefix, PrefixStripper) else PrefixStripper()
+    if strip_prefix is not False:
         texts = stripper.fit_transform(texts, None if ds.groups is None else list(ds.groups))
         if stripper.prefixes_:
             log.info("%s: embedding %s", ds.name, stripper.describe())
@@ -209,6 +210,8 @@ def embed_dataset(
         X,
         embedder=stats["identity"],
         prefix_stripper=stripper.to_dict(),
-        prefix_stripped=stripper.describe() if strip_prefix else "raw prompts (prefix stripping off)",
+        prefix_stripped=(
+            stripper.describe() if strip_prefix is not False else "raw prompts (prefix stripping off)"
+        ),
         embed_stats=stats,
     )
