@@ -95,7 +95,7 @@ def test_rerank_candidates_are_few_on_clustered_data(precision):
 def test_memory_and_properties():
     rng = np.random.default_rng(0)
     X = clustered(rng, 100, 32)
-    expect = {"f32": 4 * 32, "bf16": 6 * 32 + 4, "f16": 6 * 32 + 4, "int8": 5 * 32 + 8}
+    expect = {"f32": 4 * 32, "bf16": 6 * 32 + 4, "f16": 6 * 32 + 4, "int8": 5 * 32 + 12}
     for p, per in expect.items():
         ss = kc.SupportSet(X, precision=p)
         assert ss.precision == p and ss.memory_bytes == 100 * per

@@ -1,10 +1,12 @@
 // Reduced-precision encodings (scalar, portable) and the scalar reference kernels over them.
 //
 // Scalar kernels decode each value exactly to float32 and sum q[j] * x[j] in index order into a float32
-// accumulator (int8: the sum of q[j] * q8[j], times the row scale at the end). The SIMD files sum in
+// accumulator; int8 sums integers exactly (see isa.hpp, QuantQuery). The SIMD files sum in
 // another order; the search only uses these values through the rigorous bound in precision.hpp, so
 // the order never changes a search result.
 #include "knnroute/precision.hpp"
+
+#include "knnroute/isa.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -160,13 +162,16 @@ void dot_rows_f16_scalar(const float* q, const std::uint16_t* base, std::size_t 
     }
 }
 
-void dot_rows_i8_scalar(const float* q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d,
-                        float* out) {
+void dot_rows_i8_scalar(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t*,
+                        std::size_t n, std::size_t d, float* out) {
     for (std::size_t i = 0; i < n; ++i) {
         const std::int8_t* x = base + i * d;
-        float acc = 0.f;
-        for (std::size_t j = 0; j < d; ++j) acc += q[j] * static_cast<float>(x[j]);
-        out[i] = acc * scale[i];
+        std::int32_t h = 0, l = 0;
+        for (std::size_t j = 0; j < d; ++j) {
+            h += static_cast<std::int32_t>(q.hi[j]) * x[j];
+            l += static_cast<std::int32_t>(q.lo[j]) * x[j];
+        }
+        out[i] = scale[i] * q.sq * (static_cast<float>(h) + static_cast<float>(l) * (1.f / 254.f));
     }
 }
 

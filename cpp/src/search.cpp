@@ -47,6 +47,16 @@ public:
         if (i == n) return;
         float worst = h_[0].sim;
         for (; i < n; ++i) {
+            // Most blocks of 16 hold nothing better than the worst held candidate: test them with a
+            // branch-free (vectorisable) count before the per-element loop.
+            if ((i & 15) == 0 && i + 16 <= n) {
+                int hits = 0;
+                for (std::size_t t = 0; t < 16; ++t) hits += sims[i + t] > worst;
+                if (hits == 0) {
+                    i += 15;
+                    continue;
+                }
+            }
             if (sims[i] > worst) {
                 std::pop_heap(h_, h_ + size_, better);
                 h_[size_ - 1] = Cand{sims[i], first_idx + static_cast<std::int64_t>(i)};
@@ -154,8 +164,14 @@ void SupportSet::encode_tail(std::size_t from) {
     if (precision_ == Precision::int8) {
         c8_.resize(n_ * d_);
         scale_.resize(n_);
+        rowsum_.resize(n_);
         encode_rows(precision_, data_.data() + from * d_, add, d_, nullptr, c8_.data() + from * d_,
                     scale_.data() + from, err_.data() + from);
+        for (std::size_t i = from; i < n_; ++i) {
+            std::int32_t t = 0;
+            for (std::size_t j = 0; j < d_; ++j) t += c8_[i * d_ + j];
+            rowsum_[i] = t;
+        }
     } else {
         c16_.resize(n_ * d_);
         encode_rows(precision_, data_.data() + from * d_, add, d_, c16_.data() + from * d_, nullptr, nullptr,
@@ -164,7 +180,8 @@ void SupportSet::encode_tail(std::size_t from) {
 }
 
 std::size_t SupportSet::memory_bytes() const {
-    return data_.size() * sizeof(float) + c16_.size() * 2 + c8_.size() + (scale_.size() + err_.size()) * sizeof(float);
+    return data_.size() * sizeof(float) + c16_.size() * 2 + c8_.size() +
+           (scale_.size() + err_.size() + rowsum_.size()) * sizeof(float);
 }
 
 void SupportSet::add(const float* X, std::size_t n) {
@@ -188,6 +205,7 @@ void SupportSet::remove(const std::vector<std::int64_t>& rows) {
             if (!c16_.empty()) std::copy(c16_.begin() + r * d_, c16_.begin() + (r + 1) * d_, c16_.begin() + w * d_);
             if (!c8_.empty()) std::copy(c8_.begin() + r * d_, c8_.begin() + (r + 1) * d_, c8_.begin() + w * d_);
             if (!scale_.empty()) scale_[w] = scale_[r];
+            if (!rowsum_.empty()) rowsum_[w] = rowsum_[r];
             if (!err_.empty()) err_[w] = err_[r];
         }
         ++w;
@@ -197,6 +215,7 @@ void SupportSet::remove(const std::vector<std::int64_t>& rows) {
     if (!c16_.empty()) c16_.resize(n_ * d_);
     if (!c8_.empty()) c8_.resize(n_ * d_);
     if (!scale_.empty()) scale_.resize(n_);
+    if (!rowsum_.empty()) rowsum_.resize(n_);
     if (!err_.empty()) err_.resize(n_);
 }
 
@@ -238,16 +257,56 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
     std::size_t cap = std::max<std::size_t>(4 * kk, 1024);
     float T = -std::numeric_limits<float>::infinity();
     const float* err = err_.data();
+    // int8: the query is quantised too (two int8 digits); its rounding adds eq * |x^_r| <= eq * (1 + err_r)
+    // to each row's bound (Cauchy-Schwarz again), with eq = ||q - q^||_2.
+    float eq = 0.f;
+    QuantQuery qq{};
+    if (precision_ == Precision::int8) {
+        static thread_local std::vector<std::int8_t> qs;
+        static thread_local std::vector<std::uint8_t> qu;
+        const std::size_t dp = (d_ + 63) & ~std::size_t{63};
+        qs.assign(2 * dp, 0);
+        qu.assign(2 * dp, 128);
+        float mx = 0.f;
+        for (std::size_t j = 0; j < d_; ++j) mx = std::max(mx, std::fabs(q[j]));
+        const float sq = mx > 0.f ? mx / 127.f : 1.f;
+        double e2 = 0.0;
+        for (std::size_t j = 0; j < d_; ++j) {
+            const double v = static_cast<double>(q[j]) / sq;
+            const long hi = std::min(127L, std::max(-127L, std::lrint(v)));
+            const long lo = std::min(127L, std::max(-127L, std::lrint((v - hi) * 254.0)));
+            qs[j] = static_cast<std::int8_t>(hi);
+            qs[dp + j] = static_cast<std::int8_t>(lo);
+            qu[j] = static_cast<std::uint8_t>(hi + 128);
+            qu[dp + j] = static_cast<std::uint8_t>(lo + 128);
+            const double r = static_cast<double>(q[j]) - static_cast<double>(sq) * (hi + lo / 254.0);
+            e2 += r * r;
+        }
+        qq = QuantQuery{qs.data(), qs.data() + dp, qu.data(), qu.data() + dp, sq};
+        eq = static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6) + 1e-9);
+    }
     for (std::size_t b = r0; b < r1; b += kRowBlock) {
         const std::size_t nb = std::min(kRowBlock, r1 - b);
         switch (precision_) {
             case Precision::bf16: K.dot_rows_bf16(q, c16_.data() + b * d_, nb, d_, block.data()); break;
             case Precision::f16: K.dot_rows_f16(q, c16_.data() + b * d_, nb, d_, block.data()); break;
-            default: K.dot_rows_i8(q, c8_.data() + b * d_, scale_.data() + b, nb, d_, block.data()); break;
+            default:
+                K.dot_rows_i8(qq, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_, block.data());
+                break;
         }
         const float* a = block.data();
+        const float* eb = err + b;
         for (std::size_t i = 0; i < nb; ++i) {
-            const float e = err[b + i];
+            // Skip 16 rows at once when none can reach T (branch-free, vectorisable test).
+            if ((i & 15) == 0 && i + 16 <= nb) {
+                int hits = 0;
+                for (std::size_t t = 0; t < 16; ++t) hits += a[i + t] + (eb[i + t] + eq * (1.f + eb[i + t])) >= T;
+                if (hits == 0) {
+                    i += 15;
+                    continue;
+                }
+            }
+            const float e = err[b + i] + eq * (1.f + err[b + i]);
             const float ub = a[i] + e;
             if (ub < T) continue;
             const float lb = a[i] - e;
@@ -274,8 +333,17 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
     // Stage 2: exact float32 similarities (the same kernel as the f32 scan, so bit-identical) of every
     // row whose upper bound reaches the final T: a superset of the exact top-kk.
     std::size_t reranked = 0;
-    for (const Cand& c : cands) {
-        if (c.sim < T) continue;
+    std::size_t w = 0;
+    for (const Cand& c : cands)
+        if (c.sim >= T) cands[w++] = c;
+    cands.resize(w);
+    const std::size_t row_bytes = d_ * sizeof(float);
+    for (std::size_t ci = 0; ci < cands.size(); ++ci) {
+        const Cand& c = cands[ci];
+        if (ci + 2 < cands.size()) {  // rows are scattered: fetch the row after next while this one is summed
+            const char* nx = reinterpret_cast<const char*>(data_.data() + static_cast<std::size_t>(cands[ci + 2].idx) * d_);
+            for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off);
+        }
         float s;
         K.dot_rows(q, data_.data() + static_cast<std::size_t>(c.idx) * d_, 1, d_, &s);
         top.push_one(s, c.idx);

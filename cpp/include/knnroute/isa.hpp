@@ -14,6 +14,18 @@ namespace knnroute {
 
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 
+// A unit query quantised for the int8 scan: q ~ sq * (hi + lo / 254), hi and lo integers in
+// [-127, 127] (two int8 digits, so the query's own rounding error is ~1/254 of one digit's).
+// u8 copies are hi + 128 / lo + 128 (the unsigned operand of VNNI's u8 x s8 product). All four
+// arrays are padded with zeros (s8) / 128 (u8) to a multiple of 64 values.
+struct QuantQuery {
+    const std::int8_t* hi;
+    const std::int8_t* lo;
+    const std::uint8_t* hi_u8;
+    const std::uint8_t* lo_u8;
+    float sq;
+};
+
 // Similarity kernels. All pointers are to float32 rows of length d, rows contiguous (stride d).
 struct Kernels {
     Isa isa;
@@ -25,11 +37,13 @@ struct Kernels {
     void (*dot_block)(const float* Q, std::size_t nq, const float* base, std::size_t n, std::size_t d,
                       float* out, std::size_t ldo);
     // Approximate similarities over a compact copy (precision.hpp): out[i] ~ <q, dequant(base[i])>,
-    // q float32 (not rounded). int8: out[i] = scale[i] * sum_j q[j] * base[i][j].
+    // q float32 (not rounded) for bf16/f16. int8: the integer sums H = sum_j hi[j] x[j] and
+    // L = sum_j lo[j] x[j] are exact on every ISA (VNNI uses the u8 copies and subtracts
+    // 128 * rowsum[i]); out[i] = scale[i] * sq * (float(H) + float(L) / 254).
     void (*dot_rows_bf16)(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out);
     void (*dot_rows_f16)(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out);
-    void (*dot_rows_i8)(const float* q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d,
-                        float* out);
+    void (*dot_rows_i8)(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t* rowsum,
+                        std::size_t n, std::size_t d, float* out);
 };
 
 const Kernels& kernels();                       // the active set
@@ -44,13 +58,13 @@ void dot_rows_f32_scalar(const float*, const float*, std::size_t, std::size_t, f
 void dot_block_f32_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_bf16_scalar(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_scalar(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
-void dot_rows_i8_scalar(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*);
+void dot_rows_i8_scalar(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
 void dot_rows_bf16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
-void dot_rows_i8_avx2(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*);
+void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
 void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
-void dot_rows_i8_avx512(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*);
+void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
 void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_f32_avx512(const float*, const float*, std::size_t, std::size_t, float*);

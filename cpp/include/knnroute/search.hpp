@@ -33,7 +33,7 @@ public:
     // Copies and normalises X (n, d). Throws on zero / non-finite rows or d == 0.
     SupportSet(const float* X, std::size_t n, std::size_t d);
     // Same, plus a compact copy in `precision` for the single-query scan (precision.hpp): results are
-    // identical to f32; memory grows by precision_value_bytes * d (+ 8 bytes for int8, + 4 otherwise)
+    // identical to f32; memory grows by precision_value_bytes * d (+ 12 bytes for int8, + 4 otherwise)
     // per row. query_threads: threads one query's scan may use (0: automatic, on when the scanned copy
     // is large enough to pay for waking a worker; 1: always the calling thread).
     SupportSet(const float* X, std::size_t n, std::size_t d, Precision precision, int query_threads = 0);
@@ -75,6 +75,7 @@ private:
     std::vector<std::uint16_t> c16_;  // bf16 / f16 copy (n, d)
     std::vector<std::int8_t> c8_;     // int8 copy (n, d)
     std::vector<float> scale_;        // int8 row scales (n)
+    std::vector<std::int32_t> rowsum_;  // int8 row sums (n), for VNNI's unsigned-operand offset
     std::vector<float> err_;          // per-row error bound (n), see precision.hpp
 };
 

@@ -6,9 +6,9 @@
 // so equal rows give bit-equal similarities and batch/single searches agree bit for bit.
 //
 // Compact-copy kernels (bf16 / f16 / int8, approximate by design; see precision.hpp): values are
-// widened exactly to float32 (bf16: shift left 16; f16: vcvtph2ps; int8: sign-extend + convert) and
+// widened exactly to float32 (bf16: shift left 16; f16: vcvtph2ps) and
 // fed to two 8-lane FMA accumulators (even / odd 8-value steps) to hide FMA latency; the d % 16 tail
-// is decoded through a small zero-padded buffer.
+// is decoded through a small zero-padded buffer. int8 sums integers exactly (vpmaddwd).
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -16,6 +16,8 @@
 
 #include <cstddef>
 #include <cstdint>
+
+#include "knnroute/isa.hpp"
 
 namespace knnroute {
 
@@ -133,9 +135,6 @@ inline __m256 widen_bf16(const std::uint16_t* p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 inline __m256 widen_f16(const std::uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline __m256 widen_i8(const std::int8_t* p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
 
 template <class T, __m256 (*Widen)(const T*)>
 inline float dot_compact(const float* q, const T* x, std::size_t d16, std::size_t d) {
@@ -170,10 +169,33 @@ void dot_rows_f16_avx2(const float* q, const std::uint16_t* base, std::size_t n,
     for (std::size_t i = 0; i < n; ++i) out[i] = dot_compact<std::uint16_t, widen_f16>(q, base + i * d, d16, d);
 }
 
-void dot_rows_i8_avx2(const float* q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d,
-                      float* out) {
+void dot_rows_i8_avx2(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t*,
+                      std::size_t n, std::size_t d, float* out) {
+    // Exact integer sums: 16 int8 values widened to int16, vpmaddwd pairs into int32 lanes.
     const std::size_t d16 = d & ~std::size_t{15};
-    for (std::size_t i = 0; i < n; ++i) out[i] = scale[i] * dot_compact<std::int8_t, widen_i8>(q, base + i * d, d16, d);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::int8_t* x = base + i * d;
+        __m256i h = _mm256_setzero_si256(), l = _mm256_setzero_si256();
+        std::size_t j = 0;
+        for (; j < d16; j += 16) {
+            const __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + j)));
+            h = _mm256_add_epi32(h, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q.hi + j))), xv));
+            l = _mm256_add_epi32(l, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q.lo + j))), xv));
+        }
+        alignas(32) std::int32_t th[8], tl[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(th), h);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tl), l);
+        std::int32_t sh = 0, sl = 0;
+        for (int t = 0; t < 8; ++t) {
+            sh += th[t];
+            sl += tl[t];
+        }
+        for (; j < d; ++j) {
+            sh += static_cast<std::int32_t>(q.hi[j]) * x[j];
+            sl += static_cast<std::int32_t>(q.lo[j]) * x[j];
+        }
+        out[i] = scale[i] * q.sq * (static_cast<float>(sh) + static_cast<float>(sl) * (1.f / 254.f));
+    }
 }
 
 }  // namespace knnroute
@@ -196,7 +218,8 @@ void dot_rows_bf16_avx2(const float*, const std::uint16_t*, std::size_t, std::si
 void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
     throw std::logic_error("avx2 kernels not compiled for this architecture");
 }
-void dot_rows_i8_avx2(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*) {
+void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t,
+                      float*) {
     throw std::logic_error("avx2 kernels not compiled for this architecture");
 }
 }  // namespace knnroute

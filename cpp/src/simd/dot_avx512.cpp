@@ -1,16 +1,19 @@
 // AVX-512 (F/BW/VL/DQ) float32 dot-product kernels.
 //
 // Precision: each (query, row) pair owns one 16-lane accumulator fed by FMA in steps of 16 floats;
-// the d % 16 tail is a masked load into the same accumulator; the 16 lanes are then summed by
-// _mm512_reduce_add_ps. Every code path (4-row groups, single rows, the 4x2 batch micro-kernel)
-// performs exactly this sequence per pair, so equal rows give bit-equal similarities (ties are exact)
-// and batch and single-query searches agree bit for bit. Differs from scalar (sequential sum, no
+// the d % 16 tail is a masked load into the same accumulator; the 16 lanes are then summed by one
+// fixed tree, hsum16: (lane i + lane i+8), then (+4), then (+2), then (+1). The batch micro-kernel
+// (4 queries x 4 rows) sums its 16 accumulators with a transposed version of the same tree (16 sums
+// in 15 vector adds instead of 16 horizontal reductions), pairing the same lanes in the same order.
+// Every code path performs exactly this sequence per pair, so equal rows give bit-equal similarities
+// (ties are exact) and batch and single-query searches agree bit for bit. Differs from scalar (sequential sum, no
 // FMA) in the last bits only.
 //
 // Compact-copy kernels (bf16 / f16 / int8, approximate by design; see precision.hpp): values are
-// widened exactly to float32 (bf16: shift left 16; f16: vcvtph2ps; int8: sign-extend + convert) and
+// widened exactly to float32 (bf16: shift left 16; f16: vcvtph2ps) and
 // fed to two 16-lane FMA accumulators (even / odd 16-value steps) to hide FMA latency; the tail is a
-// masked load.
+// masked load. int8 sums integers exactly: VNNI vpdpbusd (u8 query digits x s8 rows, minus 128 x the
+// row sum) where the CPU has it, else int16 vpmaddwd; both give the same integers as scalar.
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
@@ -21,17 +24,42 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "knnroute/isa.hpp"
+
 namespace knnroute {
 
 namespace {
 
 inline __mmask16 tail_mask(std::size_t r) { return static_cast<__mmask16>((1u << r) - 1u); }
 
+// The horizontal sum every f32 path uses (see the header comment).
+inline float hsum16(__m512 a) {
+    const __m256 t3 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    const __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
+    const __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+}
+
+// hsum16 of 16 accumulators at once: r[4 * (p % 4) + p / 4] = hsum16(v[p]), bit for bit.
+inline __m512 hsum16_x16(const __m512* v) {
+    __m512 w[8], u[4], s[2];
+    for (int m = 0; m < 8; ++m)  // lane i + lane i+8 of two sources: 256-bit halves side by side
+        w[m] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0xEE));
+    for (int m = 0; m < 4; ++m)  // + lane i+4: 128-bit block j of u[m] holds source 4m + j
+        u[m] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * m], w[2 * m + 1], 0x88),
+                             _mm512_shuffle_f32x4(w[2 * m], w[2 * m + 1], 0xDD));
+    for (int m = 0; m < 2; ++m)  // + lane i+2, within 128-bit blocks
+        s[m] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * m], u[2 * m + 1], 0x44),
+                             _mm512_shuffle_ps(u[2 * m], u[2 * m + 1], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_ps(s[0], s[1], 0x88), _mm512_shuffle_ps(s[0], s[1], 0xDD));  // + lane i+1
+}
+
 inline float dot1(const float* q, const float* x, std::size_t d16, std::size_t d, __mmask16 m) {
     __m512 a = _mm512_setzero_ps();
     for (std::size_t j = 0; j < d16; j += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), _mm512_loadu_ps(x + j), a);
     if (d16 < d) a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d16), _mm512_maskz_loadu_ps(m, x + d16), a);
-    return _mm512_reduce_add_ps(a);
+    return hsum16(a);
 }
 
 }  // namespace
@@ -50,73 +78,57 @@ void dot_block_f32_avx512(const float* Q, std::size_t nq, const float* base, std
     const std::size_t d16 = d & ~std::size_t{15};
     const __mmask16 m = tail_mask(d - d16);
     std::size_t j0 = 0;
-    // 4 queries x 2 rows: 8 accumulators; each row load is shared by 4 queries.
+    // 4 queries x 4 rows: 16 accumulators, 4 row + 4 query loads per 16 FMAs.
     for (; j0 + 4 <= nq; j0 += 4) {
-        const float* q0 = Q + j0 * d;
-        const float* q1 = q0 + d;
-        const float* q2 = q1 + d;
-        const float* q3 = q2 + d;
-        float* o0 = out + j0 * ldo;
-        float* o1 = o0 + ldo;
-        float* o2 = o1 + ldo;
-        float* o3 = o2 + ldo;
+        const float* q[4] = {Q + j0 * d, Q + (j0 + 1) * d, Q + (j0 + 2) * d, Q + (j0 + 3) * d};
+        float* o[4] = {out + j0 * ldo, out + (j0 + 1) * ldo, out + (j0 + 2) * ldo, out + (j0 + 3) * ldo};
         std::size_t i = 0;
-        for (; i + 2 <= n; i += 2) {
+        for (; i + 4 <= n; i += 4) {
             const float* x0 = base + i * d;
             const float* x1 = x0 + d;
-            __m512 a00 = _mm512_setzero_ps(), a01 = _mm512_setzero_ps(), a10 = _mm512_setzero_ps(),
-                   a11 = _mm512_setzero_ps(), a20 = _mm512_setzero_ps(), a21 = _mm512_setzero_ps(),
-                   a30 = _mm512_setzero_ps(), a31 = _mm512_setzero_ps();
+            const float* x2 = x1 + d;
+            const float* x3 = x2 + d;
+            __m512 acc[16];
+            for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
             for (std::size_t j = 0; j < d16; j += 16) {
-                const __m512 r0 = _mm512_loadu_ps(x0 + j), r1 = _mm512_loadu_ps(x1 + j);
-                __m512 qv = _mm512_loadu_ps(q0 + j);
-                a00 = _mm512_fmadd_ps(qv, r0, a00);
-                a01 = _mm512_fmadd_ps(qv, r1, a01);
-                qv = _mm512_loadu_ps(q1 + j);
-                a10 = _mm512_fmadd_ps(qv, r0, a10);
-                a11 = _mm512_fmadd_ps(qv, r1, a11);
-                qv = _mm512_loadu_ps(q2 + j);
-                a20 = _mm512_fmadd_ps(qv, r0, a20);
-                a21 = _mm512_fmadd_ps(qv, r1, a21);
-                qv = _mm512_loadu_ps(q3 + j);
-                a30 = _mm512_fmadd_ps(qv, r0, a30);
-                a31 = _mm512_fmadd_ps(qv, r1, a31);
+                const __m512 r0 = _mm512_loadu_ps(x0 + j), r1 = _mm512_loadu_ps(x1 + j), r2 = _mm512_loadu_ps(x2 + j),
+                             r3 = _mm512_loadu_ps(x3 + j);
+                for (int a = 0; a < 4; ++a) {
+                    const __m512 qv = _mm512_loadu_ps(q[a] + j);
+                    acc[4 * a + 0] = _mm512_fmadd_ps(qv, r0, acc[4 * a + 0]);
+                    acc[4 * a + 1] = _mm512_fmadd_ps(qv, r1, acc[4 * a + 1]);
+                    acc[4 * a + 2] = _mm512_fmadd_ps(qv, r2, acc[4 * a + 2]);
+                    acc[4 * a + 3] = _mm512_fmadd_ps(qv, r3, acc[4 * a + 3]);
+                }
             }
             if (d16 < d) {
-                const __m512 r0 = _mm512_maskz_loadu_ps(m, x0 + d16), r1 = _mm512_maskz_loadu_ps(m, x1 + d16);
-                __m512 qv = _mm512_maskz_loadu_ps(m, q0 + d16);
-                a00 = _mm512_fmadd_ps(qv, r0, a00);
-                a01 = _mm512_fmadd_ps(qv, r1, a01);
-                qv = _mm512_maskz_loadu_ps(m, q1 + d16);
-                a10 = _mm512_fmadd_ps(qv, r0, a10);
-                a11 = _mm512_fmadd_ps(qv, r1, a11);
-                qv = _mm512_maskz_loadu_ps(m, q2 + d16);
-                a20 = _mm512_fmadd_ps(qv, r0, a20);
-                a21 = _mm512_fmadd_ps(qv, r1, a21);
-                qv = _mm512_maskz_loadu_ps(m, q3 + d16);
-                a30 = _mm512_fmadd_ps(qv, r0, a30);
-                a31 = _mm512_fmadd_ps(qv, r1, a31);
+                const __m512 r0 = _mm512_maskz_loadu_ps(m, x0 + d16), r1 = _mm512_maskz_loadu_ps(m, x1 + d16),
+                             r2 = _mm512_maskz_loadu_ps(m, x2 + d16), r3 = _mm512_maskz_loadu_ps(m, x3 + d16);
+                for (int a = 0; a < 4; ++a) {
+                    const __m512 qv = _mm512_maskz_loadu_ps(m, q[a] + d16);
+                    acc[4 * a + 0] = _mm512_fmadd_ps(qv, r0, acc[4 * a + 0]);
+                    acc[4 * a + 1] = _mm512_fmadd_ps(qv, r1, acc[4 * a + 1]);
+                    acc[4 * a + 2] = _mm512_fmadd_ps(qv, r2, acc[4 * a + 2]);
+                    acc[4 * a + 3] = _mm512_fmadd_ps(qv, r3, acc[4 * a + 3]);
+                }
             }
-            o0[i] = _mm512_reduce_add_ps(a00);
-            o0[i + 1] = _mm512_reduce_add_ps(a01);
-            o1[i] = _mm512_reduce_add_ps(a10);
-            o1[i + 1] = _mm512_reduce_add_ps(a11);
-            o2[i] = _mm512_reduce_add_ps(a20);
-            o2[i + 1] = _mm512_reduce_add_ps(a21);
-            o3[i] = _mm512_reduce_add_ps(a30);
-            o3[i + 1] = _mm512_reduce_add_ps(a31);
+            alignas(64) float r[16];
+            _mm512_store_ps(r, hsum16_x16(acc));
+            // source p = 4 a + b (query a, row b) sits at lane 4 b + a
+            for (int a = 0; a < 4; ++a)
+                for (int b = 0; b < 4; ++b) o[a][i + b] = r[4 * b + a];
         }
         for (; i < n; ++i) {
             const float* x = base + i * d;
-            o0[i] = dot1(q0, x, d16, d, m);
-            o1[i] = dot1(q1, x, d16, d, m);
-            o2[i] = dot1(q2, x, d16, d, m);
-            o3[i] = dot1(q3, x, d16, d, m);
+            for (int a = 0; a < 4; ++a) o[a][i] = dot1(q[a], x, d16, d, m);
         }
     }
     for (; j0 < nq; ++j0) dot_rows_f32_avx512(Q + j0 * d, base, n, d, out + j0 * ldo);
 }
 
+}  // namespace knnroute
+
+namespace knnroute {
 
 // --- compact copies ------------------------------------------------------------------------------
 
@@ -124,41 +136,29 @@ namespace {
 
 inline __m512 widen_bf16(__m256i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)); }
 inline __m512 widen_f16(__m256i v) { return _mm512_cvtph_ps(v); }
-inline __m512 widen_i8(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
 
 inline __m256i ld16(const std::uint16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-inline __m128i ld8(const std::int8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+template <bool Bf16>
+inline __m512 widen(__m256i v) {
+    if constexpr (Bf16) return widen_bf16(v);
+    else return widen_f16(v);
+}
 
 template <bool Bf16>
 inline float dot_u16(const float* q, const std::uint16_t* x, std::size_t d, __mmask16 m) {
-    auto widen = [](__m256i v) { return Bf16 ? widen_bf16(v) : widen_f16(v); };
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     std::size_t j = 0;
     for (; j + 32 <= d; j += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), widen(ld16(x + j)), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), widen(ld16(x + j + 16)), a1);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), widen<Bf16>(ld16(x + j)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), widen<Bf16>(ld16(x + j + 16)), a1);
     }
     if (j + 16 <= d) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), widen(ld16(x + j)), a0);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), widen<Bf16>(ld16(x + j)), a0);
         j += 16;
     }
     if (j < d)
-        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + j), widen(_mm256_maskz_loadu_epi16(m, x + j)), a1);
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-}
-
-inline float dot_i8(const float* q, const std::int8_t* x, std::size_t d, __mmask16 m) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    std::size_t j = 0;
-    for (; j + 32 <= d; j += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), widen_i8(ld8(x + j)), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), widen_i8(ld8(x + j + 16)), a1);
-    }
-    if (j + 16 <= d) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), widen_i8(ld8(x + j)), a0);
-        j += 16;
-    }
-    if (j < d) a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + j), widen_i8(_mm_maskz_loadu_epi8(m, x + j)), a1);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + j), widen<Bf16>(_mm256_maskz_loadu_epi16(m, x + j)), a1);
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
@@ -174,10 +174,65 @@ void dot_rows_f16_avx512(const float* q, const std::uint16_t* base, std::size_t 
     for (std::size_t i = 0; i < n; ++i) out[i] = dot_u16<false>(q, base + i * d, d, m);
 }
 
-void dot_rows_i8_avx512(const float* q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d,
-                        float* out) {
-    const __mmask16 m = tail_mask(d & 15);
-    for (std::size_t i = 0; i < n; ++i) out[i] = scale[i] * dot_i8(q, base + i * d, d, m);
+namespace {
+
+// VNNI: 64 u8 x s8 products summed into 16 int32 lanes per instruction (exact).
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni(const QuantQuery& q, const std::int8_t* base,
+                                                                    const float* scale, const std::int32_t* rowsum,
+                                                                    std::size_t n, std::size_t d, float* out) {
+    const std::size_t d64 = d & ~std::size_t{63};
+    const __mmask64 m = (d - d64) ? ((~0ULL) >> (64 - (d - d64))) : 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::int8_t* x = base + i * d;
+        __m512i h = _mm512_setzero_si512(), l = _mm512_setzero_si512();
+        std::size_t j = 0;
+        for (; j < d64; j += 64) {
+            const __m512i xv = _mm512_loadu_si512(x + j);
+            h = _mm512_dpbusd_epi32(h, _mm512_loadu_si512(q.hi_u8 + j), xv);
+            l = _mm512_dpbusd_epi32(l, _mm512_loadu_si512(q.lo_u8 + j), xv);
+        }
+        if (j < d) {  // masked-off x bytes are 0, so the padded query bytes add nothing
+            const __m512i xv = _mm512_maskz_loadu_epi8(m, x + j);
+            h = _mm512_dpbusd_epi32(h, _mm512_loadu_si512(q.hi_u8 + j), xv);
+            l = _mm512_dpbusd_epi32(l, _mm512_loadu_si512(q.lo_u8 + j), xv);
+        }
+        const std::int32_t off = 128 * rowsum[i];
+        const std::int32_t sh = _mm512_reduce_add_epi32(h) - off, sl = _mm512_reduce_add_epi32(l) - off;
+        out[i] = scale[i] * q.sq * (static_cast<float>(sh) + static_cast<float>(sl) * (1.f / 254.f));
+    }
+}
+
+// Without VNNI: int8 -> int16, vpmaddwd (exact, same integers).
+void i8_bw(const QuantQuery& q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d, float* out) {
+    const std::size_t d32 = d & ~std::size_t{31};
+    const __mmask32 m = (d - d32) ? ((~0u) >> (32 - (d - d32))) : 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::int8_t* x = base + i * d;
+        __m512i h = _mm512_setzero_si512(), l = _mm512_setzero_si512();
+        std::size_t j = 0;
+        for (; j < d32; j += 32) {
+            const __m512i xv = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j)));
+            h = _mm512_add_epi32(h, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.hi + j))), xv));
+            l = _mm512_add_epi32(l, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.lo + j))), xv));
+        }
+        if (j < d) {
+            const __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, x + j));
+            h = _mm512_add_epi32(h, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.hi + j))), xv));
+            l = _mm512_add_epi32(l, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.lo + j))), xv));
+        }
+        const std::int32_t sh = _mm512_reduce_add_epi32(h), sl = _mm512_reduce_add_epi32(l);
+        out[i] = scale[i] * q.sq * (static_cast<float>(sh) + static_cast<float>(sl) * (1.f / 254.f));
+    }
+}
+
+const bool kHasVnni = __builtin_cpu_supports("avx512vnni");
+
+}  // namespace
+
+void dot_rows_i8_avx512(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t* rowsum,
+                        std::size_t n, std::size_t d, float* out) {
+    if (kHasVnni) i8_vnni(q, base, scale, rowsum, n, d, out);
+    else i8_bw(q, base, scale, n, d, out);
 }
 
 }  // namespace knnroute
@@ -200,7 +255,8 @@ void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
-void dot_rows_i8_avx512(const float*, const std::int8_t*, const float*, std::size_t, std::size_t, float*) {
+void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
+                        std::size_t, float*) {
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
 }  // namespace knnroute
