@@ -47,7 +47,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from knnroute.production import ProductionRouter
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "PRECISIONS", "RouterFileError", "save", "load", "read_metadata"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "PRECISIONS", "RouterFileError", "save", "load", "loads", "read_metadata"]
 
 MAGIC = b"KNNROUTE"
 FORMAT_VERSION = 1
@@ -340,12 +340,11 @@ def _check_meta(meta: dict[str, Any], size: int, path: Any) -> None:
     spans = []
     for name, (dt, shape) in want.items():
         a = _get(arrays, name, dict, path)
-        try:
-            got_dt = np.dtype(_get(a, "dtype", str, path))
-        except TypeError:
-            raise _fail(path, f"array {name!r}: unknown dtype {a['dtype']!r}") from None
-        if got_dt != dt:
-            raise _fail(path, f"array {name!r} has dtype {got_dt.str}, expected {dt.str} for precision {prec!r}")
+        # compare the string: never hand an untrusted dtype string to np.dtype (its parser can raise
+        # SyntaxError and more; found by fuzz/fuzz_loader.py)
+        got_dt = _get(a, "dtype", str, path)
+        if got_dt != dt.str:
+            raise _fail(path, f"array {name!r} has dtype {got_dt!r}, expected {dt.str!r} for precision {prec!r}")
         shp = _get(a, "shape", list, path)
         if [int(x) if isinstance(x, int) and not isinstance(x, bool) else None for x in shp] != list(shape):
             raise _fail(path, f"array {name!r} has shape {shp}, expected {list(shape)} (n={n}, dim={d}, M={M})")
@@ -358,6 +357,49 @@ def _check_meta(meta: dict[str, Any], size: int, path: Any) -> None:
     for (a0, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
         if b0 < a1:
             raise _fail(path, f"arrays {an!r} and {bn!r} overlap")
+
+
+def loads(data: bytes, verify: bool = True, *, expect_dim: int | None = None) -> ProductionRouter:
+    """Load a router from the bytes of a router file (same checks as :func:`load`)."""
+    if len(data) == 0:
+        raise RouterFileError("<bytes>: file is empty")
+    return _from_buffer(memoryview(data), len(data), "<bytes>", verify, expect_dim)
+
+
+def _from_buffer(buf: Any, size: int, path: Any, verify: bool, expect_dim: int | None) -> ProductionRouter:
+    from knnroute.production import ProductionRouter
+
+    meta = _parse_header(buf, size, path)
+    if expect_dim is not None and meta["dim"] != expect_dim:
+        raise _fail(path, f"wrong dimension: the router has dim={meta['dim']}, expected {expect_dim}")
+    p0, psize = meta["payload_offset"], meta["payload_size"]
+    if verify:
+        h = hashlib.sha256()
+        view = memoryview(buf)
+        try:
+            step = 1 << 24
+            for s in range(p0, p0 + psize, step):
+                h.update(view[s : min(s + step, p0 + psize)])
+        finally:
+            view.release()
+        if h.hexdigest() != meta["payload_sha256"]:
+            raise _fail(path, "corrupt payload: its SHA-256 does not match the header")
+    arrs = {}
+    for name in ("embeddings", "scores", "costs"):
+        spec = meta["arrays"][name]
+        shape = tuple(spec["shape"])
+        arrs[name] = np.frombuffer(
+            buf, dtype=np.dtype(spec["dtype"]), count=shape[0] * shape[1], offset=spec["offset"]
+        ).reshape(shape)
+    X = _from_storage(arrs["embeddings"], meta["precision"])
+    try:
+        return ProductionRouter.from_state(meta, X, arrs["scores"], arrs["costs"])
+    except RouterFileError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+        raise _fail(path, f"invalid contents: {e}") from None
+    finally:
+        del X, arrs  # the core has copied the arrays: release the buffer exports
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -400,8 +442,6 @@ def load(
         Truncated, corrupt, wrong version, wrong dimension, unknown precision, inconsistent metadata.
     FileNotFoundError
     """
-    from knnroute.production import ProductionRouter
-
     path = Path(path)
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -409,38 +449,7 @@ def load(
             raise _fail(path, "file is empty")
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        meta = _parse_header(mm, size, path)
-        if expect_dim is not None and meta["dim"] != expect_dim:
-            raise _fail(path, f"wrong dimension: the router has dim={meta['dim']}, expected {expect_dim}")
-        p0, psize = meta["payload_offset"], meta["payload_size"]
-        if verify:
-            h = hashlib.sha256()
-            view = memoryview(mm)
-            try:
-                step = 1 << 24
-                for s in range(p0, p0 + psize, step):
-                    h.update(view[s : min(s + step, p0 + psize)])
-            finally:
-                view.release()
-            if h.hexdigest() != meta["payload_sha256"]:
-                raise _fail(path, "corrupt payload: its SHA-256 does not match the header")
-        arrs = {}
-        for name, spec in meta["arrays"].items():
-            if name not in ("embeddings", "scores", "costs"):
-                continue
-            shape = tuple(spec["shape"])
-            arrs[name] = np.frombuffer(
-                mm, dtype=np.dtype(spec["dtype"]), count=shape[0] * shape[1], offset=spec["offset"]
-            ).reshape(shape)
-        X = _from_storage(arrs["embeddings"], meta["precision"])
-        try:
-            prod = ProductionRouter.from_state(meta, X, arrs["scores"], arrs["costs"])
-        except RouterFileError:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError) as e:
-            raise _fail(path, f"invalid contents: {e}") from None
-        finally:
-            del X, arrs  # the core has copied the arrays: release the mapping's buffer exports
+        prod = _from_buffer(mm, size, path, verify, expect_dim)
     finally:
         try:
             mm.close()
