@@ -24,7 +24,8 @@ import inspect
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,54 @@ class RouteDecision:
 
 
 # ------------------------------------------------------------------------------------------- router
+class _RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation).
+
+    Guards the one update that changes the number of models (``add_model``) against queries: the core's
+    ``predict`` / ``route_one_detail`` bindings size their (M,) outputs before taking the core's lock, so
+    a concurrent ``add_model`` made them write past the buffer (heap-buffer-overflow found by the
+    ASan run of the concurrency stress test). Row updates (add/remove) do not change output sizes and
+    need no Python lock on the query path.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 def _embedder_spec(emb: Any) -> str | None:
     """A portable spec that rebuilds ``emb`` (a registered name when it is the bundled MiniLM)."""
     name = getattr(emb, "name", None)
@@ -274,8 +323,12 @@ class ProductionRouter:
         core = getattr(inner, "core_", None)
         if core is None:
             raise ValueError(f"{type(router).__name__} is not a fitted KNNRouter (no core_): fit it first")
+        if getattr(inner, "index_", None) is not None or getattr(inner, "index", "exact") != "exact":
+            raise ValueError("ProductionRouter needs an exact-index KNNRouter (index='exact'): live updates, "
+                             "confidence and the fused single-query path run on the core's exact index")
         self.knn = inner
         self._update_lock = threading.RLock()
+        self._width_lock = _RWLock()  # see _RWLock: add_model vs queries whose outputs are (M,)
         self._embed_lock = threading.Lock()
         self._embedder_obj: Any = None
         n = core.size
@@ -469,7 +522,8 @@ class ProductionRouter:
         if not q.any():
             raise ValueError("query is a zero vector: it has no cosine similarity")
         lam_v, bp = self.resolve_lambda(lam, max_cost)
-        d = self.core.route_one_detail(q, lam_v)
+        with self._width_lock.read():
+            d = self.core.route_one_detail(q, lam_v)
         names = self._names
         idx = int(d["model"])
         routed = names[idx]
@@ -520,7 +574,8 @@ class ProductionRouter:
 
     def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """(s_hat, c_hat) float32 (n, M)."""
-        return self.knn.predict(X)
+        with self._width_lock.read():
+            return self.knn.predict(X)
 
     # ------------------------------------------------------------------------------ updates
     def add(self, X: Any, scores: Any, costs: Any, ids: Sequence[str] | None = None) -> list[str]:
@@ -578,14 +633,15 @@ class ProductionRouter:
                 raise ValueError("new model outcomes must be finite (NaN = missing) and costs >= 0")
             if np.isnan(s_col).all():
                 raise ValueError(f"model {name!r} has no observed score on the support set")
-            # Publish the name before the core grows a column, so a concurrent router never sees an
-            # index without a name.
-            self._names.append(name)
-            try:
-                self.core.add_model(s_col, c_col)
-            except BaseException:
-                self._names.pop()
-                raise
+            # No query runs while the core grows a column (outputs sized (M,) must not change under
+            # it); the name is published first so no routed index is ever without a name.
+            with self._width_lock.write():
+                self._names.append(name)
+                try:
+                    self.core.add_model(s_col, c_col)
+                except BaseException:
+                    self._names.pop()
+                    raise
             self.knn.model_names_ = list(self._names)
             if price is not None:
                 self.prices[name] = (float(price[0]), float(price[1]))
@@ -704,7 +760,8 @@ class ProductionRouter:
         least-agreeing 5% fall back.
         """
         lam_v, _ = self.resolve_lambda(lam)
-        conf = self.knn.confidence(X_val, lam_v)
+        with self._width_lock.read():
+            conf = self.knn.confidence(X_val, lam_v)
         dist = None if distance_quantile is None else float(np.quantile(1.0 - conf["kth_similarity"], distance_quantile))
         agr = None if agreement_quantile is None else float(np.quantile(conf["agreement"], agreement_quantile))
         policy = FallbackPolicy(model, dist, agr)
