@@ -12,9 +12,8 @@ from __future__ import annotations
 import sys
 
 import atheris
-import numpy as np
-
 import knnroute_core as kc
+import numpy as np
 
 OK = (ValueError, TypeError)
 

@@ -22,7 +22,6 @@ import atheris
 
 with atheris.instrument_imports(include=["knnroute"]):
     import numpy as np
-
     from knnroute.persist import MAGIC, PREAMBLE_SIZE, loads
     from knnroute.production import ProductionRouter
     from knnroute.routers.knn import KNNRouter

@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import knnroute
 import numpy as np
 import pytest
-
-import knnroute
 from knnroute.persist import FORMAT_VERSION, MAGIC, PREAMBLE_SIZE, RouterFileError, load, read_metadata, save
 from knnroute.production import FallbackPolicy, ProductionRouter
 from knnroute.routers.knn import KNNRouter

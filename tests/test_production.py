@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from knnroute.embed import CallableEmbedder
 from knnroute.production import BudgetTable, FallbackPolicy, ProductionRouter
 from knnroute.routers.knn import KNNRouter

@@ -22,8 +22,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
-from knnroute.production import FallbackPolicy, ProductionRouter  # noqa: E402
-from knnroute.routers.knn import KNNRouter  # noqa: E402
+from knnroute.production import FallbackPolicy, ProductionRouter
+from knnroute.routers.knn import KNNRouter
 
 D, M = 16, 3
 NAMES = ["cheap", "mid", "best"]
@@ -173,7 +173,7 @@ def test_batch_endpoint(synth) -> None:  # type: ignore[no-untyped-def]
     ],
 )
 def test_bad_requests_get_4xx_and_service_keeps_serving(synth, body: bytes, status: int, needle: str) -> None:  # type: ignore[no-untyped-def]
-    _, Q, url = synth
+    _, _, url = synth
     r = httpx.post(url + "/route", content=body, headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == status, r.text
     assert needle in r.text
@@ -204,7 +204,7 @@ def test_oversized_bodies_get_413(synth) -> None:  # type: ignore[no-untyped-def
 
 
 def test_health_openapi_and_metrics(synth) -> None:  # type: ignore[no-untyped-def]
-    p, Q, url = synth
+    _, Q, url = synth
     with httpx.Client(base_url=url, timeout=10) as c:
         h = c.get("/health").json()
         assert h["status"] == "ok" and h["dim"] == D and h["models"] == NAMES and h["prompts"] is False

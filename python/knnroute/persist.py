@@ -24,7 +24,7 @@ target, so a reader sees either the old file or the new one, never a partial one
 
 Reading memory-maps the file, checks every structural fact (magic, version, header digest, JSON types,
 sizes, offsets, alignment, shapes, payload length) before touching the arrays, verifies the payload
-digest (``verify=True``; costs one SHA-256 pass over the payload, ~0.1 s per 150 MB here), and hands
+digest (``verify=True``; one SHA-256 pass over the payload, measured 0.14 s for 163 MB), and hands
 the mapped arrays to the core, which copies them into its own storage. Any problem raises
 :class:`RouterFileError` (a ``ValueError``) naming it.
 """
@@ -32,6 +32,7 @@ the mapped arrays to the core, which copies them into its own storage. Any probl
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import mmap
 import os
@@ -47,7 +48,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from knnroute.production import ProductionRouter
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "PRECISIONS", "RouterFileError", "save", "load", "loads", "read_metadata"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "PRECISIONS", "RouterFileError", "load", "loads", "read_metadata", "save"]
 
 MAGIC = b"KNNROUTE"
 FORMAT_VERSION = 1
@@ -354,7 +355,7 @@ def _check_meta(meta: dict[str, Any], size: int, path: Any) -> None:
             raise _fail(path, f"array {name!r}: offset {off} (+{nbytes} bytes) lies outside the payload")
         spans.append((off, off + nbytes, name))
     spans.sort()
-    for (a0, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
+    for (_, a1, an), (b0, _, bn) in itertools.pairwise(spans):
         if b0 < a1:
             raise _fail(path, f"arrays {an!r} and {bn!r} overlap")
 

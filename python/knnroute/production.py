@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ProductionRouter", "FallbackPolicy", "BudgetTable", "BudgetPoint", "RouteDecision"]
+__all__ = ["BudgetPoint", "BudgetTable", "FallbackPolicy", "ProductionRouter", "RouteDecision"]
 
 # Budget tables longer than this are thinned (keeping every Pareto point) before being stored.
 MAX_BUDGET_POINTS = 2048

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["configure", "run", "fit_router"]
+__all__ = ["configure", "fit_router", "run"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
