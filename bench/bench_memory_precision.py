@@ -51,14 +51,15 @@ def test_precision_synthetic():
     lams = np.concatenate([[0.0], np.geomspace(1e-1, 1e5, 99)])
     ref = kc.Router(X, S, C, k=100, query_threads=1)
     ref_idx = np.stack([ref.search(q[None], 100)[0][0] for q in Q])
-    ref_route = np.stack([[ref.route_one(q, lam) for lam in lams] for q in Q])
+    # route(q[None], lams): a batch of one query takes the single-query (compact-scan) path
+    ref_route = np.stack([ref.route(q[None], lams, 1)[0] for q in Q])
     for p in PRECISIONS[1:]:
         r = kc.Router(X, S, C, k=100, precision=p, query_threads=1)
         idx, rer = [], []
         for q in Q:
             idx.append(r.search(q[None], 100)[0][0])
             rer.append(kc.last_rerank_count())
-        routed = np.stack([[r.route_one(q, lam) for lam in lams] for q in Q])
+        routed = np.stack([r.route(q[None], lams, 1)[0] for q in Q])
         record(f"precision/synthetic/N={n}/k=100/200 queries x 100 lambdas", f"ours-{p}",
                recall_at_100=_recall(np.stack(idx), ref_idx), identical_ids=bool((np.stack(idx) == ref_idx).all()),
                routed_agreement=float((routed == ref_route).mean()), reranked_mean=float(np.mean(rer)),
@@ -82,7 +83,7 @@ def test_precision_real_routerbench():
     k = 100
     ref = kc.Router(np.ascontiguousarray(X), S, C, k=k, query_threads=1)
     ref_idx = np.stack([ref.search(q[None], k)[0][0] for q in Q])
-    ref_route = ref.route(Q, lams, 1)
+    ref_route = ref.route(Q, lams, 1)  # the float32 batch path: the reference
     case = f"precision/routerbench-0shot (MiniLM)/support={len(X)}/test={len(Q)}/k={k}/200 lambdas"
     for p in PRECISIONS[1:]:
         r = kc.Router(np.ascontiguousarray(X), S, C, k=k, precision=p, query_threads=1)
@@ -90,7 +91,7 @@ def test_precision_real_routerbench():
         for q in Q:
             idx.append(r.search(q[None], k)[0][0])
             rer.append(kc.last_rerank_count())
-        routed = np.stack([[r.route_one(q, lam) for lam in lams] for q in Q])
+        routed = np.stack([r.route(q[None], lams, 1)[0] for q in Q])
         record(case, f"ours-{p}", recall_at_100=_recall(np.stack(idx), ref_idx),
                identical_ids=bool((np.stack(idx) == ref_idx).all()),
                routed_agreement=float((routed == ref_route).mean()), reranked_mean=float(np.mean(rer)))

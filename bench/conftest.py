@@ -84,7 +84,7 @@ def outcomes(n: int, seed: int = SEED + 1) -> tuple[np.ndarray, np.ndarray]:
 
 # --- results ------------------------------------------------------------------------------------------
 
-RESULTS: dict = {"cases": {}, "bounds": {}, "meta": {}}
+RESULTS: dict = {"cases": {}, "bounds": {}, "meta": {"loadavg_at_start": os.getloadavg()}}
 
 
 def stats(times: list[float]) -> dict:
