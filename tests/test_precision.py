@@ -176,3 +176,33 @@ def test_hnsw_index_recall_and_routing():
     assert approx.memory_bytes() > 0
     with pytest.raises(ValueError, match="index must be one of"):
         KNNRouter(index="ivf").fit(X, S, C)
+
+
+def test_forked_child_searches_without_the_pool():
+    # A child forked after the worker pool started has no workers: it must fall back to one thread.
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(6)
+    X = clustered(rng, 5000, 97)
+    Q = clustered(rng, 2, 97)
+    ss = kc.SupportSet(X, precision="int8", query_threads=2)
+    expect = ss.search(Q[:1], 10)[0]  # starts the pool in the parent
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_child_search, (X, Q[:1])).get(timeout=60)
+    np.testing.assert_array_equal(got, expect)
+
+
+def _child_search(X, Q):
+    assert kc.pool_threads() == 1
+    return kc.SupportSet(X, precision="int8", query_threads=2).search(Q, 10)[0]
+
+
+def test_unpickled_float32_arrays_are_accepted():
+    import pickle
+
+    rng = np.random.default_rng(1)
+    X = pickle.loads(pickle.dumps(clustered(rng, 50, 8)))
+    assert kc.SupportSet(X).size == 50
+    with pytest.raises(TypeError, match="float32"):
+        kc.SupportSet(X.astype(">f4"))

@@ -38,7 +38,9 @@ py::array_t<T> strict(py::handle obj, const char* name, int ndim) {
                              (std::is_same<T, float>::value ? "float32" : "float64") + ")");
     py::array a = py::reinterpret_borrow<py::array>(obj);
     const char* want = std::is_same<T, float>::value ? "float32" : (std::is_same<T, double>::value ? "float64" : "int64");
-    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    // Equivalent dtype (PyArray_EquivTypes: same kind, size and byte order), not the identical dtype
+    // object: arrays unpickled in another process (multiprocessing, Ray) carry their own float32 dtype.
+    if (!py::isinstance<py::array_t<T>>(a))
         throw py::type_error(std::string(name) + " must have dtype " + want + ", got " + dtype_name(a) +
                              "; convert once with np.ascontiguousarray(x, dtype=np." + want + ")");
     if (!(a.flags() & py::array::c_style))

@@ -7,13 +7,15 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 namespace knnroute {
 
 namespace {
 
 class Pool {
 public:
-    Pool() {
+    Pool() : pid_(getpid()) {
         unsigned hc = std::thread::hardware_concurrency();
         const int workers = hc > 1 ? static_cast<int>(hc) - 1 : 0;
         for (int w = 0; w < workers; ++w) threads_.emplace_back([this, w] { loop(w + 1); });
@@ -27,6 +29,8 @@ public:
         for (auto& t : threads_) t.join();
     }
     int size() const { return static_cast<int>(threads_.size()) + 1; }
+    // A forked child inherits this object but not its threads: it must never wait for them.
+    bool usable() const { return getpid() == pid_; }
 
     bool try_run(int n_tasks, const std::function<void(int)>& fn) {
         std::unique_lock<std::mutex> job(job_mu_, std::try_to_lock);
@@ -80,6 +84,7 @@ private:
         }
     }
 
+    const pid_t pid_;
     std::vector<std::thread> threads_;
     std::mutex job_mu_, mu_, err_mu_;
     std::condition_variable cv_, done_cv_;
@@ -98,14 +103,16 @@ Pool& pool() {
 
 }  // namespace
 
-int pool_threads() { return pool().size(); }
+int pool_threads() { return pool().usable() ? pool().size() : 1; }
 
 bool pool_try_run(int n_tasks, const std::function<void(int)>& fn) {
     if (n_tasks <= 1) {
         fn(0);
         return true;
     }
-    return pool().try_run(n_tasks, fn);
+    Pool& p = pool();
+    if (!p.usable()) return false;  // forked child: the caller runs alone
+    return p.try_run(n_tasks, fn);
 }
 
 }  // namespace knnroute

@@ -4,6 +4,8 @@
 // pool steals the core another process's query needs). The caller runs task 0 itself and waits for
 // the rest. One job at a time: if another thread holds the pool, try_run returns false and the caller
 // does the work alone (concurrent route_one calls from many threads never queue behind each other).
+// In a process forked after the workers started (multiprocessing "fork"), the pool reports one thread
+// and every job runs on the caller: the child has no workers to wait for.
 #pragma once
 
 #include <functional>
