@@ -10,13 +10,15 @@ This module also holds the helpers shared by every learned router (``torch_route
 
 Target scaling
 --------------
-Scores are used as given (already on [0, 1]). Costs are USD per query (about 1e-5 .. 1e-2), far too small
-for an unscaled squared loss next to the scores, and their scale differs ~50x between models. Every
-router therefore fits the per-model z-score ``(c - mean_m) / std_m`` (mean and standard deviation over the
-model's observed training cells) and maps predictions back with ``mean_m + std_m * z``. The per-model
-mean is then free (an intercept), and each model's cost variation weighs the same in the loss. A linear
-scale, not log-cost, keeps ``c_hat`` an estimate of the *expected* cost, which is what the routing
-objective uses. Predicted costs are clipped at 0 (costs are non-negative by contract).
+Costs are USD per query (from about 1e-5 to a few 1e-2 on the RouterBench subset), far too small for an
+unscaled squared loss next to scores on [0, 1], and there the most expensive model costs 50x (ARC-C,
+Winogrande) to 190x (MBPP) the cheapest on average. Every router therefore fits the per-model z-score
+``(c - mean_m) / std_m`` (mean and standard deviation over the model's observed training cells) and maps
+predictions back with ``mean_m + std_m * z``. The per-model mean
+is then free (an intercept), and each model's cost variation weighs the same in the loss. A linear scale,
+not log-cost, keeps ``c_hat`` an estimate of the *expected* cost, which is what the routing objective
+uses. Predicted costs are clipped at 0 (costs are non-negative by contract). Scores are used as given,
+except in :class:`MLPRouter`, which z-scores them too so that its two outputs weigh the same.
 
 Missing cells
 -------------
@@ -446,8 +448,9 @@ class LinearRouter(_UtilityRouterMixin, _ParamsMixin):
 
     The estimator is :class:`sklearn.linear_model.Ridge` (same objective, unpenalised intercept; the tests
     check the coefficients against it), solved here in closed form from one centred Gram matrix per set of
-    observed rows, with a Cholesky solve per penalty. Going through sklearn meant one solver call per
-    (model, target, penalty), the dominant cost of the fit; the closed form shares the Gram matrix.
+    observed rows, with a Cholesky solve per penalty. On 1,400 x 384 prompts, 11 models and 7 penalties
+    with validation, one sklearn ``Ridge`` per (model, target) took 1.5-1.7 s against 0.33-0.37 s here
+    (measured on the 2-core dev machine).
 
     Parameters
     ----------

@@ -103,6 +103,12 @@ def _nets() -> dict[str, type]:
     nn = torch.nn
     F = torch.nn.functional
 
+    def _rows(table: Any, idx: Any) -> Any:
+        """``table[idx]`` for a row index tensor: ``F.embedding`` (a plain gather) measured ~7x faster
+        than advanced indexing for these shapes on CPU, forward, and faster backward too."""
+        flat = F.embedding(idx, table.reshape(table.shape[0], -1))
+        return flat.reshape(*idx.shape, *table.shape[1:])
+
     class _Net(nn.Module):
         """Base: forward(xq (B, d), nb (B, k) int64 or None, support) -> (score (B, M), cost z (B, M))."""
 
@@ -187,13 +193,13 @@ def _nets() -> dict[str, type]:
             Xs, outcomes = support["X"], support["edges"]  # (N, d), (N, M, 3)
             B, k = nb.shape
             M = self.emb.shape[0]
-            E = outcomes[nb]  # (B, k, M, 3)
+            E = _rows(outcomes, nb)  # (B, k, M, 3)
             hq = self.proj(xq)  # (B, h)
             hm = self.emb.expand(B, M, -1)  # (B, M, h)
             # Layer-0 neighbour states are proj(x_i), query-independent: project each distinct support row
             # of the batch once, gather later. hn holds the states after layer 0 (None before).
             uniq, inv = torch.unique(nb, return_inverse=True)
-            pu = self.proj(Xs[uniq])  # (U, h)
+            pu = self.proj(Xs.index_select(0, uniq))  # (U, h)
             hn = None
             e_to_model = E.sum(1) / (k + 1)  # mean over the k neighbours and the query (query edge = 0)
             e_to_nb = E.mean(2)  # (B, k, 3): mean over models
@@ -202,7 +208,7 @@ def _nets() -> dict[str, type]:
             for layer in range(L):
                 msg, edge, skip, bns = self.msg[layer], self.edge[layer], self.skip[layer], self.bn[layer]
                 if hn is None:
-                    hn_mean = pu[inv].mean(1)
+                    hn_mean = F.embedding(inv, pu).mean(1)
                 else:
                     hn_mean = hn.mean(1)
                 src_for_models = (hn_mean * k + hq) / (k + 1)  # (B, h)
@@ -211,7 +217,7 @@ def _nets() -> dict[str, type]:
                 new_q = msg(model_mean) + edge(zero_edge) + skip(hq)
                 if layer < L - 1:  # the last layer's neighbour states feed nothing
                     if hn is None:
-                        self_n = skip(pu)[inv]
+                        self_n = F.embedding(inv, skip(pu))
                     else:
                         self_n = skip(hn)
                     new_n = msg(model_mean)[:, None, :] + edge(e_to_nb) + self_n
@@ -257,22 +263,19 @@ def _nets() -> dict[str, type]:
             B, k = nb.shape
             H, dh, h = self.heads, self.head_dim, self.hidden
 
-            def per_row(rows: Any) -> Any:
-                p = self.proj(Xs[rows])
-                e = p + self.out_enc(flat[rows])
-                return torch.cat([e, self.sa_qkv(e), self.ca_k(p)], dim=-1)  # (U, 5h)
-
+            # per distinct support row of the batch, then gathered: each part separately (splitting the
+            # gathered (B, k, 5h) block instead made its backward concatenate the five gradients)
             uniq, inv = torch.unique(nb, return_inverse=True)
-            table = per_row(uniq)[inv]  # (B, k, 5h)
-            e, q, kk, v, ck = table.split(h, dim=-1)
+            p = self.proj(Xs.index_select(0, uniq))
+            e_u = p + self.out_enc(flat.index_select(0, uniq))
+            q_u, k_u, v_u = self.sa_qkv(e_u).split(h, dim=-1)
+            e, q, kk, v, ck = (F.embedding(inv, t) for t in (e_u, q_u, k_u, v_u, self.ca_k(p)))  # (B, k, h)
 
             def heads_first(t: Any) -> Any:
                 return t.reshape(B, k, H, dh).transpose(1, 2)  # (B, H, k, dh)
 
-            # explicit softmax(q k^T / sqrt(dh)) v: for these small shapes torch's CPU flash-attention kernel
-            # measured several times slower than two batched matmuls
-            att = torch.softmax((heads_first(q) * dh**-0.5) @ heads_first(kk).transpose(-1, -2), dim=-1)
-            sa = (att @ heads_first(v)).transpose(1, 2).reshape(B, k, h)
+            sa = F.scaled_dot_product_attention(heads_first(q), heads_first(kk), heads_first(v))
+            sa = sa.transpose(1, 2).reshape(B, k, h)
             return e, sa, heads_first(ck)
 
         def _pool(self, a: Any, e: Any, sa: Any) -> Any:
@@ -284,9 +287,13 @@ def _nets() -> dict[str, type]:
             B, k = e.shape[0], e.shape[1]
             H, dh = self.heads, self.head_dim
             a_flat = a.reshape(B, -1, k)  # (B, X, k): X = H (Attn) or M * H (D-Attn)
-            z_bar = torch.einsum("bxk,bkd->bxd", a_flat, e) + self.sa_o(
-                torch.einsum("bxk,bkd->bxd", a_flat, sa)
-            )
+            # sum_i a_i (e_i + W_o sa_i + b_o) with the weights summing to 1: apply W_o before or after
+            # pooling, whichever touches fewer rows (k per prompt before, X after); the result is the same
+            if a_flat.shape[1] < k:
+                pooled_sa = torch.einsum("bxk,bkd->bxd", a_flat, sa)
+                z_bar = torch.einsum("bxk,bkd->bxd", a_flat, e) + self.sa_o(pooled_sa)
+            else:
+                z_bar = torch.einsum("bxk,bkd->bxd", a_flat, e + self.sa_o(sa))
             z_bar = z_bar.reshape(*a.shape[:-1], e.shape[-1])  # (B, ..., H, h)
             w = self.ca_v.weight.reshape(H, dh, -1)  # (H, dh, h)
             v = torch.einsum("...jd,jed->...je", z_bar, w) + self.ca_v.bias.reshape(H, dh)
@@ -339,7 +346,7 @@ def _nets() -> dict[str, type]:
             M = self.emb.shape[0]
             H, dh, h = self.heads, self.head_dim, self.hidden
             e, sa, ck = self._encode(nb, support)
-            cells = support["edges"][nb]  # (B, k, M, 3)
+            cells = _rows(support["edges"], nb)  # (B, k, M, 3)
             pq = self.proj(xq)
             cq = self.ca_q(pq[:, None, :] + self.emb[None]).reshape(B, M, H, dh)
             a = torch.softmax(torch.einsum("bmhd,bhkd->bmhk", cq, ck) / dh**0.5, dim=-1)  # (B, M, H, k)
@@ -655,7 +662,6 @@ class LinearMFRouter(_TorchRouter, _CommonInit):
         Model-embedding dimension d_m."""
         + _COMMON_PARAMS_DOC.format(batch_size=256, max_epochs=200, patience=10)
         + _ATTRS_DOC
-        + '    """'
     )
     _net_name = "LinearMFNet"
 
@@ -706,7 +712,6 @@ class MLPMFRouter(_TorchRouter, _CommonInit):
         Hidden units per layer (two hidden layers)."""
         + _COMMON_PARAMS_DOC.format(batch_size=256, max_epochs=200, patience=10)
         + _ATTRS_DOC
-        + '    """'
     )
     _net_name = "MLPMFNet"
 
@@ -760,9 +765,8 @@ class GraphRouter(_TorchRouter, _CommonInit):
         Support neighbours per prompt (the paper: 10 or 100).
     hidden : int, default 128
     n_layers : int, default 2"""
-        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=40, patience=5)
+        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=30, patience=4)
         + _ATTRS_DOC
-        + '    """'
     )
     _net_name = "GraphNet"
 
@@ -774,8 +778,8 @@ class GraphRouter(_TorchRouter, _CommonInit):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         batch_size: int = 128,
-        max_epochs: int = 40,
-        patience: int = 5,
+        max_epochs: int = 30,
+        patience: int = 4,
         validation_fraction: float = 0.1,
         cost_weight: float = 1.0,
         grad_clip: float = 5.0,
@@ -821,9 +825,8 @@ class AttnRouter(_TorchRouter, _CommonInit):
         Support neighbours per prompt (the paper: 10 or 100).
     heads : int, default 4
     head_dim : int, default 32"""
-        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=40, patience=5)
+        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=30, patience=4)
         + _ATTRS_DOC
-        + '    """'
     )
     _net_name = "AttnNet"
 
@@ -835,8 +838,8 @@ class AttnRouter(_TorchRouter, _CommonInit):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         batch_size: int = 128,
-        max_epochs: int = 40,
-        patience: int = 5,
+        max_epochs: int = 30,
+        patience: int = 4,
         validation_fraction: float = 0.1,
         cost_weight: float = 1.0,
         grad_clip: float = 5.0,
@@ -882,8 +885,7 @@ class DAttnRouter(AttnRouter):
         Support neighbours per prompt (the paper: 10 or 100).
     heads : int, default 4
     head_dim : int, default 32"""
-        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=40, patience=5)
+        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=30, patience=4)
         + _ATTRS_DOC
-        + '    """'
     )
     _net_name = "DAttnNet"
