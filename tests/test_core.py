@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
+import knnroute_core as kc
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import knnroute_core as kc
 from tests import core_reference as ref
 
 ISAS = kc.available_isas()
@@ -136,7 +136,7 @@ def test_env_var_selects_isa(name):
 def test_env_var_rejects_unknown_isa():
     code = "import numpy as np, knnroute_core as k; k.topk_cosine(np.ones((1,4),np.float32), np.ones((2,4),np.float32), 1)"
     env = {**os.environ, "KNNROUTE_ISA": "sse9"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown ISA 'sse9'" in out.stderr
 
 
@@ -226,7 +226,7 @@ def test_sweep_equals_dense_grid_with_all_breakpoints():
     s_hat = rng.random((B, M)).astype(np.float32)
     c_hat = (rng.random((B, M)) * 1e-3).astype(np.float32)
     ts, tc = _fill(B, M, rng)
-    lams, mc, ms = kc.sweep(s_hat, c_hat, ts, tc)
+    _lams, mc, ms = kc.sweep(s_hat, c_hat, ts, tc)
     bps = np.unique(np.concatenate([kc.envelope(s_hat[b], c_hat[b])[0] for b in range(B)]))
     grid = np.unique(np.concatenate([bps, (bps[:-1] + bps[1:]) / 2, [bps[-1] * 2 + 1]]))
     choice = ref.route(s_hat, c_hat, grid)
@@ -245,7 +245,7 @@ def test_sweep_equals_dense_grid_with_all_breakpoints():
 def test_sweep_oracle_first_point_is_best_score():
     ts = np.array([[100.0, 0.0], [0.0, 100.0]])
     tc = np.array([[2.0, 1.0], [2.0, 1.0]])
-    lams, mc, ms = kc.sweep(ts.astype(np.float32), tc.astype(np.float32), ts, tc)
+    _lams, mc, ms = kc.sweep(ts.astype(np.float32), tc.astype(np.float32), ts, tc)
     assert ms[0] == 100.0 and mc[0] == 1.5
     assert ms[-1] == 50.0 and mc[-1] == 1.0
 
@@ -427,3 +427,55 @@ def test_bad_inputs_raise_clear_errors():
         kc.hull_auc([1.0], [3.0], 0.0)
     with pytest.raises(ValueError, match="cannot remove every row"):
         r.remove(list(range(10)))
+
+
+def test_add_model_concurrent_with_predict() -> None:
+    """Queries racing add_model on the bare core: every output has the width of one consistent state.
+
+    The bindings once sized (M,) outputs before the core took its lock, so a concurrent add_model made
+    the core write past them (found by ASan). Now the width is checked under the lock; each result must
+    equal a serial query against the router with either the old or the new number of models.
+    """
+    import threading
+
+    rng = np.random.default_rng(7)
+    n, d, M, extra = 400, 32, 3, 6
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    S = rng.random((n, M)).astype(np.float32)
+    C = (rng.random((n, M)) * 1e-3).astype(np.float32)
+    cols = [(rng.random(n).astype(np.float32), (rng.random(n) * 1e-3).astype(np.float32)) for _ in range(extra)]
+    Q = rng.standard_normal((8, d)).astype(np.float32)
+    # Serial references: the prediction for every number of models the router passes through.
+    refs = {}
+    serial = kc.Router(X, S, C, k=20)
+    for m in range(M, M + extra + 1):
+        refs[m] = serial.predict(Q)
+        if m < M + extra:
+            serial.add_model(*cols[m - M])
+    live = kc.Router(X, S, C, k=20)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            s_hat, c_hat = live.predict(Q, n_threads=1)
+            m = s_hat.shape[1]
+            if c_hat.shape != s_hat.shape or not np.array_equal(s_hat, refs[m][0]):
+                errors.append(f"predict width {m} differs from the serial router")
+            det = live.route_one_detail(Q[0], 0.0)
+            m1 = det["s_hat"].shape[0]
+            if not np.array_equal(det["s_hat"], refs[m1][0][0]) or not 0 <= det["model"] < m1:
+                errors.append(f"route_one_detail width {m1} differs from the serial router")
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for s_col, c_col in cols:
+        live.add_model(s_col, c_col)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert live.n_models == M + extra
+    assert not errors, errors[:3]
+    s_tab = live.scores()
+    assert s_tab.shape == (n, M + extra)

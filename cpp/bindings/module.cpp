@@ -430,17 +430,22 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
             [](const Router& r, py::handle queries, int n_threads) {
                 auto Q = strict<float>(queries, "queries", 2);
                 check_dim(Q.shape(1), r.dim(), "queries");
-                const std::size_t B = Q.shape(0), M = r.n_models();
-                py::array_t<float> sh({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
-                py::array_t<float> ch({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+                const std::size_t B = Q.shape(0);
                 const float* qp = Q.data();
-                float* shp = sh.mutable_data();
-                float* chp = ch.mutable_data();
-                {
-                    py::gil_scoped_release nogil;
-                    r.predict(qp, B, shp, chp, n_threads);
+                // The width is re-checked under the core's lock (a concurrent add_model may change it).
+                for (;;) {
+                    const std::size_t M = r.n_models();
+                    py::array_t<float> sh({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+                    py::array_t<float> ch({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+                    float* shp = sh.mutable_data();
+                    float* chp = ch.mutable_data();
+                    bool ok;
+                    {
+                        py::gil_scoped_release nogil;
+                        ok = r.predict(qp, B, M, shp, chp, n_threads);
+                    }
+                    if (ok) return py::make_tuple(sh, ch);
                 }
-                return py::make_tuple(sh, ch);
             },
             py::arg("queries"), py::arg("n_threads") = 0,
             "(s_hat float32 (B, M), c_hat float32 (B, M)) for queries float32 (B, d).")
@@ -486,15 +491,21 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
                 auto q = strict<float>(q_o, "query", 1);
                 check_dim(q.shape(0), r.dim(), "query");
                 if (!std::isfinite(lam)) throw py::value_error("lam must be finite");
-                const std::size_t M = r.n_models();
-                py::array_t<float> sh(static_cast<py::ssize_t>(M)), ch(static_cast<py::ssize_t>(M));
                 const float* qp = q.data();
-                float* shp = sh.mutable_data();
-                float* chp = ch.mutable_data();
                 RouteDetail d;
-                {
-                    py::gil_scoped_release nogil;
-                    d = r.route_one_detail(qp, lam, shp, chp);
+                py::array_t<float> sh, ch;
+                for (;;) {  // width re-checked under the core's lock, as in predict
+                    const std::size_t M = r.n_models();
+                    sh = py::array_t<float>(static_cast<py::ssize_t>(M));
+                    ch = py::array_t<float>(static_cast<py::ssize_t>(M));
+                    float* shp = sh.mutable_data();
+                    float* chp = ch.mutable_data();
+                    bool ok;
+                    {
+                        py::gil_scoped_release nogil;
+                        ok = r.route_one_detail(qp, lam, M, shp, chp, d);
+                    }
+                    if (ok) break;
                 }
                 py::dict out;
                 out["model"] = d.model;
@@ -551,15 +562,15 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
             return out;
         })
         .def("scores", [](const Router& r) {
-            auto v = r.scores();
-            const std::size_t M = r.n_models();
+            std::size_t M = 0;
+            auto v = r.scores(&M);  // M read under the same lock as the table
             py::array_t<float> out({static_cast<py::ssize_t>(v.size() / M), static_cast<py::ssize_t>(M)});
             std::copy(v.begin(), v.end(), out.mutable_data());
             return out;
         })
         .def("costs", [](const Router& r) {
-            auto v = r.costs();
-            const std::size_t M = r.n_models();
+            std::size_t M = 0;
+            auto v = r.costs(&M);  // M read under the same lock as the table
             py::array_t<float> out({static_cast<py::ssize_t>(v.size() / M), static_cast<py::ssize_t>(M)});
             std::copy(v.begin(), v.end(), out.mutable_data());
             return out;

@@ -101,9 +101,12 @@ void Router::predict_unlocked(const float* Q, std::size_t B, float* s_hat, float
     });
 }
 
-void Router::predict(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const {
+bool Router::predict(const float* Q, std::size_t B, std::size_t m, float* s_hat, float* c_hat,
+                     int n_threads) const {
     std::shared_lock<std::shared_mutex> lock(mu_);
+    if (m != m_) return false;
     predict_unlocked(Q, B, s_hat, c_hat, n_threads);
+    return true;
 }
 
 void Router::route(const float* Q, std::size_t B, const double* lams, std::size_t L, std::int64_t* out,
@@ -114,8 +117,10 @@ void Router::route(const float* Q, std::size_t B, const double* lams, std::size_
     knnroute::route(s.data(), c.data(), B, m_, lams, L, out);
 }
 
-RouteDetail Router::route_one_detail(const float* q, double lam, float* s_out, float* c_out) const {
+bool Router::route_one_detail(const float* q, double lam, std::size_t m_out, float* s_out, float* c_out,
+                              RouteDetail& out) const {
     std::shared_lock<std::shared_mutex> lock(mu_);
+    if ((s_out || c_out) && m_out != m_) return false;
     check_rows(q, 1, d_, "query");
     Scratch& S = tls_scratch();
     const std::size_t n = support_.size();
@@ -158,7 +163,8 @@ RouteDetail Router::route_one_detail(const float* q, double lam, float* s_out, f
         if (best == r.model) ++agree;
     }
     r.agreement = static_cast<float>(agree) / static_cast<float>(k);
-    return r;
+    out = r;
+    return true;
 }
 
 std::int64_t Router::route_one(const float* q, double lam) const {
@@ -242,12 +248,14 @@ std::vector<float> Router::embeddings() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     return std::vector<float>(support_.data(), support_.data() + support_.size() * d_);
 }
-std::vector<float> Router::scores() const {
+std::vector<float> Router::scores(std::size_t* m) const {
     std::shared_lock<std::shared_mutex> lock(mu_);
+    if (m) *m = m_;
     return scores_;
 }
-std::vector<float> Router::costs() const {
+std::vector<float> Router::costs(std::size_t* m) const {
     std::shared_lock<std::shared_mutex> lock(mu_);
+    if (m) *m = m_;
     return costs_;
 }
 std::vector<float> Router::prior_scores() const {

@@ -227,11 +227,13 @@ class RouteDecision:
 class _RWLock:
     """Many readers or one writer; a waiting writer blocks new readers (no writer starvation).
 
-    Guards the one update that changes the number of models (``add_model``) against queries: the core's
-    ``predict`` / ``route_one_detail`` bindings size their (M,) outputs before taking the core's lock, so
-    a concurrent ``add_model`` made them write past the buffer (heap-buffer-overflow found by the
-    ASan run of the concurrency stress test). Row updates (add/remove) do not change output sizes and
-    need no Python lock on the query path.
+    Guards the one update that changes the number of models (``add_model``) against queries, so that a
+    query's (M,) predictions, its routed index and the model-name list it is reported with all belong
+    to the same M. (The core itself is safe on its own: its ``predict`` / ``route_one_detail`` check the
+    output width under the core's lock and retry; an earlier binding sized outputs outside it, a
+    heap-buffer-overflow found by the ASan run of the concurrency stress test and now fixed in C++,
+    see tests/test_core.py::test_add_model_concurrent_with_predict.) Row updates (add/remove) do not
+    change output sizes and need no Python lock on the query path.
     """
 
     def __init__(self) -> None:
@@ -633,8 +635,8 @@ class ProductionRouter:
                 raise ValueError("new model outcomes must be finite (NaN = missing) and costs >= 0")
             if np.isnan(s_col).all():
                 raise ValueError(f"model {name!r} has no observed score on the support set")
-            # No query runs while the core grows a column (outputs sized (M,) must not change under
-            # it); the name is published first so no routed index is ever without a name.
+            # No query runs while the core grows a column, so a response's predictions, routed index
+            # and names agree on M; the name is published first so no routed index is ever without one.
             with self._width_lock.write():
                 self._names.append(name)
                 try:

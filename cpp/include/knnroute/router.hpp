@@ -42,13 +42,20 @@ public:
     // k_eff = min(k, size()) neighbours. Batch calls split over n_threads (<= 0: all cores).
     void search(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,
                 int n_threads) const;
-    void predict(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const;
+    // Outputs (B, m) sized by the caller for m models. A concurrent add_model can change the number
+    // of models between the caller reading n_models() and this call taking the lock: the width is
+    // therefore checked under the lock, and on a mismatch nothing is written and false is returned
+    // (the caller re-reads n_models() and retries).
+    bool predict(const float* Q, std::size_t B, std::size_t m, float* s_hat, float* c_hat, int n_threads) const;
     void route(const float* Q, std::size_t B, const double* lams, std::size_t L, std::int64_t* out,
                int n_threads) const;
     // Fused single query: normalise, search, aggregate, argmax on the calling thread, reusing
     // thread-local scratch (no allocation after the first call on a thread).
     std::int64_t route_one(const float* q, double lam) const;
-    RouteDetail route_one_detail(const float* q, double lam, float* s_hat, float* c_hat) const;
+    // s_hat/c_hat (m,) may be null (then only the detail is returned); with buffers, m is checked
+    // under the lock as for predict and false means nothing was written.
+    bool route_one_detail(const float* q, double lam, std::size_t m, float* s_hat, float* c_hat,
+                          RouteDetail& out) const;
 
     // Live updates. add: n new rows with outcomes for every current model (NaN allowed).
     void add(const float* X, std::size_t n, const float* scores, const float* costs);
@@ -60,8 +67,9 @@ public:
 
     // Copies of the state (for persistence): embeddings (normalised), scores, costs, priors.
     std::vector<float> embeddings() const;
-    std::vector<float> scores() const;
-    std::vector<float> costs() const;
+    // Outcome tables (n, m) row-major with m (the number of models) read under the same lock.
+    std::vector<float> scores(std::size_t* m = nullptr) const;
+    std::vector<float> costs(std::size_t* m = nullptr) const;
     std::vector<float> prior_scores() const;
     std::vector<float> prior_costs() const;
 
