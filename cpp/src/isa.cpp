@@ -45,10 +45,11 @@ bool cpu_has(Isa isa) {
 
 const Kernels kTable[] = {
     {Isa::scalar, "scalar", dot_rows_f32_scalar, dot_block_f32_scalar, dot_rows_bf16_scalar, dot_rows_f16_scalar,
-     dot_rows_i8_scalar},
-    {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2, dot_rows_bf16_avx2, dot_rows_f16_avx2, dot_rows_i8_avx2},
+     dot_rows_i8_scalar, select_ub_scalar},
+    {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2, dot_rows_bf16_avx2, dot_rows_f16_avx2, dot_rows_i8_avx2,
+     select_ub_avx2},
     {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512, dot_rows_f16_avx512,
-     dot_rows_i8_avx512},
+     dot_rows_i8_avx512, select_ub_avx512},
 };
 
 Isa parse_isa(const std::string& name) {

@@ -175,4 +175,13 @@ void dot_rows_i8_scalar(const QuantQuery& q, const std::int8_t* base, const floa
     }
 }
 
+std::size_t select_ub_scalar(const float* a, const float* err, float eq, float T, std::size_t n,
+                             std::uint32_t* idx) {
+    const float t = select_margin_threshold(T);
+    std::size_t w = 0;
+    for (std::size_t i = 0; i < n; ++i)
+        if (a[i] + (err[i] + eq * (1.f + err[i])) >= t) idx[w++] = static_cast<std::uint32_t>(i);
+    return w;
+}
+
 }  // namespace knnroute

@@ -252,6 +252,8 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
     // index order, pruned when the buffer grows.
     static thread_local std::vector<float> lbs;
     static thread_local std::vector<Cand> cands;  // (upper bound, row)
+    static thread_local std::vector<std::uint32_t> sel;  // rows of a block passing the prefilter
+    if (sel.size() < kRowBlock + 16) sel.resize(kRowBlock + 16);  // + 16: select_ub's vector stores
     lbs.clear();
     cands.clear();
     std::size_t cap = std::max<std::size_t>(4 * kk, 1024);
@@ -295,17 +297,11 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
                 break;
         }
         const float* a = block.data();
-        const float* eb = err + b;
-        for (std::size_t i = 0; i < nb; ++i) {
-            // Skip 16 rows at once when none can reach T (branch-free, vectorisable test).
-            if ((i & 15) == 0 && i + 16 <= nb) {
-                int hits = 0;
-                for (std::size_t t = 0; t < 16; ++t) hits += a[i + t] + (eb[i + t] + eq * (1.f + eb[i + t])) >= T;
-                if (hits == 0) {
-                    i += 15;
-                    continue;
-                }
-            }
+        // SIMD prefilter at the block's starting T (T only rises, so this passes a superset), then the
+        // exact per-row test below at the current T: most blocks leave a handful of rows, or none.
+        const std::size_t ns = K.select_ub(a, err + b, eq, T, nb, sel.data());
+        for (std::size_t si = 0; si < ns; ++si) {
+            const std::size_t i = sel[si];
             const float e = err[b + i] + eq * (1.f + err[b + i]);
             const float ub = a[i] + e;
             if (ub < T) continue;

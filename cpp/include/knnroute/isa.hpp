@@ -44,7 +44,18 @@ struct Kernels {
     void (*dot_rows_f16)(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out);
     void (*dot_rows_i8)(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t* rowsum,
                         std::size_t n, std::size_t d, float* out);
+    // Candidate prefilter of the compact scans: writes, in increasing order, every i in [0, n) with
+    // a[i] + e[i] >= T, e[i] = err[i] + eq * (1 + err[i]) (row i's error bound), and returns how many.
+    // Callers re-test each returned row with the exact scalar formula, so a kernel may return extra
+    // rows but must never drop one: SIMD versions compare against T minus a margin (select_margin)
+    // that absorbs any difference from FMA contraction or evaluation order. idx must have room for
+    // n + 16 entries (vector stores may write past the count).
+    std::size_t (*select_ub)(const float* a, const float* err, float eq, float T, std::size_t n, std::uint32_t* idx);
 };
+
+// Threshold used by the select_ub kernels: far below T by many ulps of any value in play (|a|, e <= ~4),
+// far above T by nothing that matters (a few extra rows re-tested exactly).
+inline float select_margin_threshold(float T) { return T - (1e-5f + 1e-5f * (T < 0 ? -T : T)); }
 
 const Kernels& kernels();                       // the active set
 const Kernels& kernels_for(Isa isa);            // a specific set (throws if unsupported)
@@ -65,6 +76,9 @@ void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const
 void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
+std::size_t select_ub_scalar(const float*, const float*, float, float, std::size_t, std::uint32_t*);
+std::size_t select_ub_avx2(const float*, const float*, float, float, std::size_t, std::uint32_t*);
+std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_f32_avx512(const float*, const float*, std::size_t, std::size_t, float*);

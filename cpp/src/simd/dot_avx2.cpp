@@ -169,6 +169,24 @@ void dot_rows_f16_avx2(const float* q, const std::uint16_t* base, std::size_t n,
     for (std::size_t i = 0; i < n; ++i) out[i] = dot_compact<std::uint16_t, widen_f16>(q, base + i * d, d16, d);
 }
 
+std::size_t select_ub_avx2(const float* a, const float* err, float eq, float T, std::size_t n, std::uint32_t* idx) {
+    const float ts = select_margin_threshold(T);
+    const __m256 t = _mm256_set1_ps(ts), vq = _mm256_set1_ps(eq), one = _mm256_set1_ps(1.f);
+    std::size_t w = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = _mm256_loadu_ps(err + i);
+        const __m256 ub = _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_add_ps(e, _mm256_mul_ps(vq, _mm256_add_ps(one, e))));
+        unsigned k = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(ub, t, _CMP_GE_OQ)));
+        while (k) {
+            idx[w++] = static_cast<std::uint32_t>(i + static_cast<std::size_t>(__builtin_ctz(k)));
+            k &= k - 1;
+        }
+    }
+    for (; i < n; ++i)
+        if (a[i] + (err[i] + eq * (1.f + err[i])) >= ts) idx[w++] = static_cast<std::uint32_t>(i);
+    return w;
+}
+
 void dot_rows_i8_avx2(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t*,
                       std::size_t n, std::size_t d, float* out) {
     // Exact integer sums: 16 int8 values widened to int16, vpmaddwd pairs into int32 lanes.
@@ -216,6 +234,9 @@ void dot_rows_bf16_avx2(const float*, const std::uint16_t*, std::size_t, std::si
     throw std::logic_error("avx2 kernels not compiled for this architecture");
 }
 void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
+    throw std::logic_error("avx2 kernels not compiled for this architecture");
+}
+std::size_t select_ub_avx2(const float*, const float*, float, float, std::size_t, std::uint32_t*) {
     throw std::logic_error("avx2 kernels not compiled for this architecture");
 }
 void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t,
