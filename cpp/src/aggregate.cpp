@@ -28,7 +28,15 @@ void aggregate(const std::int64_t* idx, const float* sim, std::size_t B, std::si
         throw std::invalid_argument("temperature must be > 0 for softmax weighting");
     if (!(p.shrinkage >= 0.f)) throw std::invalid_argument("shrinkage must be >= 0");
     const double beta = p.shrinkage;
-    std::vector<double> w(k), ss(M), sw(M), cs(M), cw(M);
+    // Per-thread scratch: this runs once per routed query, so no allocation after the first call.
+    static thread_local std::vector<double> w, ss, sw, cs, cw;
+    if (w.size() < k) w.resize(k);
+    if (ss.size() < M) {
+        ss.resize(M);
+        sw.resize(M);
+        cs.resize(M);
+        cw.resize(M);
+    }
     for (std::size_t b = 0; b < B; ++b) {
         const std::int64_t* ib = idx + b * k;
         const float* sb = sim + b * k;
@@ -51,15 +59,14 @@ void aggregate(const std::int64_t* idx, const float* sim, std::size_t B, std::si
             const float* srow = scores + static_cast<std::size_t>(r) * M;
             const float* crow = costs + static_cast<std::size_t>(r) * M;
             const double wj = w[j];
+            // Branch-free NaN skip (vectorisable): adding +0.0 leaves a sum bit-identical to skipping.
             for (std::size_t m = 0; m < M; ++m) {
-                if (!std::isnan(srow[m])) {
-                    ss[m] += wj * srow[m];
-                    sw[m] += wj;
-                }
-                if (!std::isnan(crow[m])) {
-                    cs[m] += wj * crow[m];
-                    cw[m] += wj;
-                }
+                const double sv = srow[m], cv = crow[m];
+                const bool so_ = sv == sv, co_ = cv == cv;
+                ss[m] += so_ ? wj * sv : 0.0;
+                sw[m] += so_ ? wj : 0.0;
+                cs[m] += co_ ? wj * cv : 0.0;
+                cw[m] += co_ ? wj : 0.0;
             }
         }
         float* so = s_hat + b * M;
