@@ -4,6 +4,9 @@ dense-grid protocol (1,000 lambdas; knnroute.evaluate.reference).
 Two timings per side:
 - end-to-end: kNN predictions (search k = 100 + aggregation) for the test prompts, then curve, hull and AUC;
 - curve only: from given predictions (s_hat, c_hat) and true outcomes to the AUC (the evaluation step).
+``ours-int8`` is the same router with int8 storage: its batch search (one-digit int8 queries on VNNI over
+shared row blocks, then an exact float32 re-rank) returns the float32 neighbours exactly, so its
+predictions and AUC are identical to ``ours`` (checked here).
 """
 
 from __future__ import annotations
@@ -54,16 +57,19 @@ def numpy_curve(sh, ch, TS, TC, c_max):
 
 
 @pytest.mark.parametrize("stage", ["curve", "end-to-end"])
-@pytest.mark.parametrize("impl", ["ours", "numpy-grid"])
+@pytest.mark.parametrize("impl", ["ours", "ours-int8", "numpy-grid"])
 def test_full_evaluation(benchmark, bounds, impl, stage):
     from threadpoolctl import threadpool_limits
 
     P = problem()
     X, S, C, Xt, TS, TC, c_max = (P[k] for k in ("X", "S", "C", "Xt", "TS", "TC", "c_max"))
-    r = kc.Router(X, S, C, k=K)
+    r = kc.Router(X, S, C, k=K, precision="int8" if impl == "ours-int8" else "f32")
     sh, ch = r.predict(Xt)
+    if impl == "ours-int8":
+        sh32, ch32 = kc.Router(X, S, C, k=K).predict(Xt)
+        assert np.array_equal(sh, sh32) and np.array_equal(ch, ch32), "int8 predictions differ from f32"
     with threadpool_limits(limits=2):
-        if impl == "ours":
+        if impl.startswith("ours"):
             if stage == "curve":
                 fn = lambda: ours_curve(sh, ch, TS, TC, c_max)  # noqa: E731
             else:

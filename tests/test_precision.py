@@ -81,6 +81,46 @@ def test_near_ties_below_compact_resolution(isa, precision):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("d", [7, 64, 97, 384])
+def test_batch_search_equals_f32(isa, precision, d):
+    # Batches take another path than single queries (int8: query tiles over shared row blocks with
+    # one-digit queries and the 4x4 VNNI kernel). Odd sizes exercise every tail: 37 queries (not a
+    # multiple of 4 or 16), 1003 rows (not a multiple of 4 or of the 256-row block).
+    rng = np.random.default_rng(200 + d)
+    X = clustered(rng, 1003, d)
+    Q = clustered(rng, 37, d)
+    ref = kc.SupportSet(X, query_threads=1)
+    ss = kc.SupportSet(X, precision=precision)
+    for k in (1, 10, 1003):
+        i0, s0 = ref.search(Q, k, n_threads=1)
+        for t in (1, 2):
+            i1, s1 = ss.search(Q, k, n_threads=t)
+            np.testing.assert_array_equal(i1, i0)
+            np.testing.assert_array_equal(s1, s0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_batch_near_ties_below_compact_resolution(isa, precision):
+    rng = np.random.default_rng(19)
+    d = 64
+    base = rng.standard_normal(d).astype(np.float32)
+    base /= np.linalg.norm(base)
+    X = np.repeat(base[None], 601, axis=0)
+    X[::3] += 1e-5 * rng.standard_normal((201, d)).astype(np.float32)
+    X[1::3] += 3e-4 * rng.standard_normal((200, d)).astype(np.float32)
+    X = np.ascontiguousarray(X)
+    Q = np.ascontiguousarray(base + 1e-3 * rng.standard_normal((9, d)).astype(np.float32))
+    Q[0] = base
+    ref = kc.SupportSet(X, query_threads=1)
+    ss = kc.SupportSet(X, precision=precision)
+    for k in (1, 7, 150, 600):
+        i0, s0 = ref.search(Q, k, n_threads=1)
+        i1, s1 = ss.search(Q, k, n_threads=2)
+        np.testing.assert_array_equal(i1, i0)
+        np.testing.assert_array_equal(s1, s0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_rerank_candidates_are_few_on_clustered_data(precision):
     rng = np.random.default_rng(3)
     X = clustered(rng, 4000, 384, centers=50)

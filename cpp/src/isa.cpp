@@ -43,13 +43,22 @@ bool cpu_has(Isa isa) {
     }
 }
 
+// Batch int8 over one-digit queries without a dedicated kernel: the ISA's own row kernel per query
+// (bit-identical by construction).
+template <void (*Rows)(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
+                       std::size_t, float*)>
+void dot_block_i8_rows(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
+                       const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo) {
+    for (std::size_t j = 0; j < nq; ++j) Rows(qs[j], base, scale, rowsum, n, d, out + j * ldo);
+}
+
 const Kernels kTable[] = {
     {Isa::scalar, "scalar", dot_rows_f32_scalar, dot_block_f32_scalar, dot_rows_bf16_scalar, dot_rows_f16_scalar,
-     dot_rows_i8_scalar, select_ub_scalar},
+     dot_rows_i8_scalar, dot_block_i8_rows<dot_rows_i8_scalar>, select_ub_scalar},
     {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2, dot_rows_bf16_avx2, dot_rows_f16_avx2, dot_rows_i8_avx2,
-     select_ub_avx2},
+     dot_block_i8_rows<dot_rows_i8_avx2>, select_ub_avx2},
     {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512, dot_rows_f16_avx512,
-     dot_rows_i8_avx512, select_ub_avx512},
+     dot_rows_i8_avx512, dot_block_i8_avx512, select_ub_avx512},
 };
 
 Isa parse_isa(const std::string& name) {

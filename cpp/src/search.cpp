@@ -25,6 +25,23 @@ constexpr std::size_t kMinParallelBatch = 4;
 
 using Cand = Neighbor;
 
+// Replaces the top of a heap (ordered by comp, as std::push_heap builds it) with v and restores the
+// heap by one sift-down: half the work of pop_heap + push_heap, and the same held set (the top is
+// always the unique worst element under a strict total order).
+template <class T, class Comp>
+inline void replace_top(T* h, std::size_t n, const T& v, Comp comp) {
+    std::size_t i = 0;
+    for (;;) {
+        std::size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && comp(h[c], h[c + 1])) ++c;  // the child that should be nearer the top
+        if (!comp(v, h[c])) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = v;
+}
+
 // "a ranks before b": higher similarity, then lower index.
 inline bool better(const Cand& a, const Cand& b) { return a.sim > b.sim || (a.sim == b.sim && a.idx < b.idx); }
 
@@ -58,9 +75,7 @@ public:
                 }
             }
             if (sims[i] > worst) {
-                std::pop_heap(h_, h_ + size_, better);
-                h_[size_ - 1] = Cand{sims[i], first_idx + static_cast<std::int64_t>(i)};
-                std::push_heap(h_, h_ + size_, better);
+                replace_top(h_, size_, Cand{sims[i], first_idx + static_cast<std::int64_t>(i)}, better);
                 worst = h_[0].sim;
             }
         }
@@ -71,9 +86,7 @@ public:
             h_[size_++] = Cand{s, id};
             std::push_heap(h_, h_ + size_, better);
         } else if (s > h_[0].sim) {
-            std::pop_heap(h_, h_ + size_, better);
-            h_[size_ - 1] = Cand{s, id};
-            std::push_heap(h_, h_ + size_, better);
+            replace_top(h_, size_, Cand{s, id}, better);
         }
     }
     // Sorts the held candidates best first and appends them to out.
@@ -228,6 +241,107 @@ constexpr std::size_t kMinParallelScanBytes = std::size_t{1} << 20;
 
 std::size_t last_rerank_count() { return t_rerank; }
 
+namespace {
+
+// Quantises a unit query for the int8 scan: q ~ sq * (hi + lo / 254) (two digits) or q ~ sq * hi
+// (one digit: lo = 0, the batch path, whose kernel reads only hi). Writes the s8/u8 digit arrays
+// (padded to dp values with 0 / 128) and returns eq, a rigorous upper bound of ||q - q^||_2: the
+// query's own rounding adds eq * |x^_r| <= eq * (1 + err_r) to row r's bound (Cauchy-Schwarz).
+float quantize_query(const float* q, std::size_t d, std::size_t dp, bool two_digits, std::int8_t* qs,
+                     std::uint8_t* qu, QuantQuery& out) {
+    std::fill(qs, qs + 2 * dp, std::int8_t{0});
+    std::fill(qu, qu + 2 * dp, std::uint8_t{128});
+    float mx = 0.f;
+    for (std::size_t j = 0; j < d; ++j) mx = std::max(mx, std::fabs(q[j]));
+    const float sq = mx > 0.f ? mx / 127.f : 1.f;
+    double e2 = 0.0;
+    for (std::size_t j = 0; j < d; ++j) {
+        const double v = static_cast<double>(q[j]) / sq;
+        const long hi = std::min(127L, std::max(-127L, std::lrint(v)));
+        const long lo = two_digits ? std::min(127L, std::max(-127L, std::lrint((v - hi) * 254.0))) : 0L;
+        qs[j] = static_cast<std::int8_t>(hi);
+        qs[dp + j] = static_cast<std::int8_t>(lo);
+        qu[j] = static_cast<std::uint8_t>(hi + 128);
+        qu[dp + j] = static_cast<std::uint8_t>(lo + 128);
+        const double r = static_cast<double>(q[j]) - static_cast<double>(sq) * (hi + lo / 254.0);
+        e2 += r * r;
+    }
+    out = QuantQuery{qs, qs + dp, qu, qu + dp, sq};
+    return static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6) + 1e-9);
+}
+
+// Stage 1 of a compact-copy scan for one query. lbs: min-heap of the kk largest lower bounds (its top
+// is the running threshold T); cands: rows whose upper bound reached T when seen, in increasing row
+// order, pruned when the buffer grows. Every true top-kk row ends in cands (its upper bound is never
+// below the final T), so an exact re-rank of cands gives the exact top-kk.
+struct CompactScan {
+    std::vector<float> lbs;
+    std::vector<Cand> cands;  // (upper bound, row)
+    std::size_t kk = 0, cap = 0;
+    float T = -std::numeric_limits<float>::infinity();
+
+    void reset(std::size_t k) {
+        lbs.clear();
+        cands.clear();
+        kk = k;
+        cap = std::max<std::size_t>(4 * kk, 1024);
+        T = -std::numeric_limits<float>::infinity();
+    }
+    // a: approximate similarities of rows [b, b + nb); err: those rows' error norms; eq: the query's
+    // quantisation error (0 for bf16/f16); sel: scratch of nb + 16 entries.
+    void offer(const Kernels& K, const float* a, const float* err, float eq, std::size_t nb, std::size_t b,
+               std::uint32_t* sel) {
+        // SIMD prefilter at the block's starting T (T only rises, so this passes a superset), then the
+        // exact per-row test below at the current T: most blocks leave a handful of rows, or none.
+        const std::size_t ns = K.select_ub(a, err, eq, T, nb, sel);
+        for (std::size_t si = 0; si < ns; ++si) {
+            const std::size_t i = sel[si];
+            const float e = err[i] + eq * (1.f + err[i]);
+            const float ub = a[i] + e;
+            if (ub < T) continue;
+            const float lb = a[i] - e;
+            if (lbs.size() < kk) {
+                lbs.push_back(lb);
+                std::push_heap(lbs.begin(), lbs.end(), std::greater<float>());
+                if (lbs.size() == kk) T = lbs.front();
+            } else if (lb > lbs.front()) {
+                replace_top(lbs.data(), lbs.size(), lb, std::greater<float>());
+                T = lbs.front();
+            }
+            cands.push_back(Cand{ub, static_cast<std::int64_t>(b + i)});
+            if (cands.size() >= cap) {
+                std::size_t w = 0;
+                for (const Cand& c : cands)
+                    if (c.sim >= T) cands[w++] = c;
+                cands.resize(w);
+                if (2 * w > cap) cap *= 2;
+            }
+        }
+    }
+    // Stage 2: exact float32 similarities (the same kernel as the f32 scan, so bit-identical) of every
+    // candidate whose upper bound reaches the final T, into top. Returns the number re-ranked.
+    std::size_t rerank(const Kernels& K, const float* q, const float* data, std::size_t d, TopK& top) {
+        std::size_t w = 0;
+        for (const Cand& c : cands)
+            if (c.sim >= T) cands[w++] = c;
+        cands.resize(w);
+        const std::size_t row_bytes = d * sizeof(float);
+        for (std::size_t ci = 0; ci < w; ++ci) {
+            const Cand& c = cands[ci];
+            if (ci + 2 < w) {  // rows are scattered: fetch the row after next while this one is summed
+                const char* nx = reinterpret_cast<const char*>(data + static_cast<std::size_t>(cands[ci + 2].idx) * d);
+                for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off);
+            }
+            float s;
+            K.dot_rows(q, data + static_cast<std::size_t>(c.idx) * d, 1, d, &s);
+            top.push_one(s, c.idx);
+        }
+        return w;
+    }
+};
+
+}  // namespace
+
 void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::size_t r1,
                             std::vector<Cand>& out) const {
     const Kernels& K = kernels();
@@ -247,45 +361,20 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
         top.sorted_into(out);
         return;
     }
-    // Stage 1: approximate scan of the compact copy. lbs: min-heap of the kk largest lower bounds
-    // (its top is the running threshold T); cands: rows whose upper bound reached T when seen, in
-    // index order, pruned when the buffer grows.
-    static thread_local std::vector<float> lbs;
-    static thread_local std::vector<Cand> cands;  // (upper bound, row)
+    static thread_local CompactScan scan;
     static thread_local std::vector<std::uint32_t> sel;  // rows of a block passing the prefilter
     if (sel.size() < kRowBlock + 16) sel.resize(kRowBlock + 16);  // + 16: select_ub's vector stores
-    lbs.clear();
-    cands.clear();
-    std::size_t cap = std::max<std::size_t>(4 * kk, 1024);
-    float T = -std::numeric_limits<float>::infinity();
-    const float* err = err_.data();
-    // int8: the query is quantised too (two int8 digits); its rounding adds eq * |x^_r| <= eq * (1 + err_r)
-    // to each row's bound (Cauchy-Schwarz again), with eq = ||q - q^||_2.
+    scan.reset(kk);
+    // int8: the query is quantised too (two int8 digits).
     float eq = 0.f;
     QuantQuery qq{};
     if (precision_ == Precision::int8) {
         static thread_local std::vector<std::int8_t> qs;
         static thread_local std::vector<std::uint8_t> qu;
         const std::size_t dp = (d_ + 63) & ~std::size_t{63};
-        qs.assign(2 * dp, 0);
-        qu.assign(2 * dp, 128);
-        float mx = 0.f;
-        for (std::size_t j = 0; j < d_; ++j) mx = std::max(mx, std::fabs(q[j]));
-        const float sq = mx > 0.f ? mx / 127.f : 1.f;
-        double e2 = 0.0;
-        for (std::size_t j = 0; j < d_; ++j) {
-            const double v = static_cast<double>(q[j]) / sq;
-            const long hi = std::min(127L, std::max(-127L, std::lrint(v)));
-            const long lo = std::min(127L, std::max(-127L, std::lrint((v - hi) * 254.0)));
-            qs[j] = static_cast<std::int8_t>(hi);
-            qs[dp + j] = static_cast<std::int8_t>(lo);
-            qu[j] = static_cast<std::uint8_t>(hi + 128);
-            qu[dp + j] = static_cast<std::uint8_t>(lo + 128);
-            const double r = static_cast<double>(q[j]) - static_cast<double>(sq) * (hi + lo / 254.0);
-            e2 += r * r;
-        }
-        qq = QuantQuery{qs.data(), qs.data() + dp, qu.data(), qu.data() + dp, sq};
-        eq = static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6) + 1e-9);
+        qs.resize(2 * dp);
+        qu.resize(2 * dp);
+        eq = quantize_query(q, d_, dp, true, qs.data(), qu.data(), qq);
     }
     for (std::size_t b = r0; b < r1; b += kRowBlock) {
         const std::size_t nb = std::min(kRowBlock, r1 - b);
@@ -296,56 +385,9 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
                 K.dot_rows_i8(qq, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_, block.data());
                 break;
         }
-        const float* a = block.data();
-        // SIMD prefilter at the block's starting T (T only rises, so this passes a superset), then the
-        // exact per-row test below at the current T: most blocks leave a handful of rows, or none.
-        const std::size_t ns = K.select_ub(a, err + b, eq, T, nb, sel.data());
-        for (std::size_t si = 0; si < ns; ++si) {
-            const std::size_t i = sel[si];
-            const float e = err[b + i] + eq * (1.f + err[b + i]);
-            const float ub = a[i] + e;
-            if (ub < T) continue;
-            const float lb = a[i] - e;
-            if (lbs.size() < kk) {
-                lbs.push_back(lb);
-                std::push_heap(lbs.begin(), lbs.end(), std::greater<float>());
-                if (lbs.size() == kk) T = lbs.front();
-            } else if (lb > lbs.front()) {
-                std::pop_heap(lbs.begin(), lbs.end(), std::greater<float>());
-                lbs.back() = lb;
-                std::push_heap(lbs.begin(), lbs.end(), std::greater<float>());
-                T = lbs.front();
-            }
-            cands.push_back(Cand{ub, static_cast<std::int64_t>(b + i)});
-            if (cands.size() >= cap) {
-                std::size_t w = 0;
-                for (const Cand& c : cands)
-                    if (c.sim >= T) cands[w++] = c;
-                cands.resize(w);
-                if (2 * w > cap) cap *= 2;
-            }
-        }
+        scan.offer(K, block.data(), err_.data() + b, eq, nb, b, sel.data());
     }
-    // Stage 2: exact float32 similarities (the same kernel as the f32 scan, so bit-identical) of every
-    // row whose upper bound reaches the final T: a superset of the exact top-kk.
-    std::size_t reranked = 0;
-    std::size_t w = 0;
-    for (const Cand& c : cands)
-        if (c.sim >= T) cands[w++] = c;
-    cands.resize(w);
-    const std::size_t row_bytes = d_ * sizeof(float);
-    for (std::size_t ci = 0; ci < cands.size(); ++ci) {
-        const Cand& c = cands[ci];
-        if (ci + 2 < cands.size()) {  // rows are scattered: fetch the row after next while this one is summed
-            const char* nx = reinterpret_cast<const char*>(data_.data() + static_cast<std::size_t>(cands[ci + 2].idx) * d_);
-            for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off);
-        }
-        float s;
-        K.dot_rows(q, data_.data() + static_cast<std::size_t>(c.idx) * d_, 1, d_, &s);
-        top.push_one(s, c.idx);
-        ++reranked;
-    }
-    t_rerank += reranked;
+    t_rerank += scan.rerank(K, q, data_.data(), d_, top);
     top.sorted_into(out);
 }
 
@@ -439,6 +481,10 @@ void SupportSet::search(const float* Q, std::size_t B, std::size_t k, std::int64
     }
     const Kernels& K = kernels();
     const int t = batch_threads(B, n_threads);
+    if (precision_ == Precision::int8) {
+        search_batch_int8(Q, B, k, idx, sim, t);
+        return;
+    }
     parallel_for(B, t, [&](std::size_t qb, std::size_t qe) {
         // Normalise this range's queries once.
         std::vector<float> qn((qe - qb) * d_);
@@ -466,6 +512,52 @@ void topk_cosine(const float* Q, std::size_t B, const float* X, std::size_t N, s
     check_k(k, N);
     SupportSet s(X, N, d);
     s.search(Q, B, k, idx, sim, n_threads);
+}
+
+// Batch search over the int8 copy: query tiles share each block of int8 rows (dot_block_i8, one-digit
+// queries: half the integer work of the two-digit single-query scan, a looser bound), each query keeps
+// its own candidate state, then an exact float32 re-rank per query. Same results as the f32 search.
+void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,
+                                   int threads) const {
+    const Kernels& K = kernels();
+    const std::size_t dp = (d_ + 63) & ~std::size_t{63};
+    std::vector<std::size_t> reranked(B, 0);
+    parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
+        const std::size_t nq = qe - qb;
+        std::vector<float> qn(nq * d_);
+        normalize_rows(Q + qb * d_, nq, d_, qn.data());
+        std::vector<std::int8_t> qs(nq * 2 * dp);
+        std::vector<std::uint8_t> qu(nq * 2 * dp);
+        std::vector<QuantQuery> qq(nq);
+        std::vector<float> eq(nq);
+        for (std::size_t j = 0; j < nq; ++j)
+            eq[j] = quantize_query(qn.data() + j * d_, d_, dp, false, qs.data() + j * 2 * dp, qu.data() + j * 2 * dp,
+                                   qq[j]);
+        std::vector<CompactScan> scans(nq);
+        for (auto& sc : scans) sc.reset(k);
+        std::vector<float> block(kQueryTile * kRowBlock);
+        std::vector<std::uint32_t> sel(kRowBlock + 16);
+        for (std::size_t b = 0; b < n_; b += kRowBlock) {
+            const std::size_t nb = std::min(kRowBlock, n_ - b);
+            for (std::size_t t0 = 0; t0 < nq; t0 += kQueryTile) {
+                const std::size_t nt = std::min(kQueryTile, nq - t0);
+                K.dot_block_i8(qq.data() + t0, nt, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_,
+                               block.data(), kRowBlock);
+                for (std::size_t j = 0; j < nt; ++j)
+                    scans[t0 + j].offer(K, block.data() + j * kRowBlock, err_.data() + b, eq[t0 + j], nb, b, sel.data());
+            }
+        }
+        std::vector<Cand> heap(k);
+        for (std::size_t j = 0; j < nq; ++j) {
+            TopK top;
+            top.reset(heap.data(), k);
+            reranked[qb + j] = scans[j].rerank(K, qn.data() + j * d_, data_.data(), d_, top);
+            top.write(idx + (qb + j) * k, sim + (qb + j) * k);
+        }
+    });
+    std::size_t total = 0;
+    for (std::size_t r : reranked) total += r;
+    t_rerank = total;
 }
 
 }  // namespace knnroute

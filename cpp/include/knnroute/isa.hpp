@@ -44,6 +44,10 @@ struct Kernels {
     void (*dot_rows_f16)(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out);
     void (*dot_rows_i8)(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t* rowsum,
                         std::size_t n, std::size_t d, float* out);
+    // Batch form of dot_rows_i8 for nq one-digit queries (lo == 0 for every query, so only hi counts):
+    // out[j * ldo + i] equals dot_rows_i8(qs[j], ...)[i] bit for bit.
+    void (*dot_block_i8)(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
+                         const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo);
     // Candidate prefilter of the compact scans: writes, in increasing order, every i in [0, n) with
     // a[i] + e[i] >= T, e[i] = err[i] + eq * (1 + err[i]) (row i's error bound), and returns how many.
     // Callers re-test each returned row with the exact scalar formula, so a kernel may return extra
@@ -76,6 +80,8 @@ void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const
 void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
+void dot_block_i8_avx512(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
+                         std::size_t, std::size_t, float*, std::size_t);
 std::size_t select_ub_scalar(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx2(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*);

@@ -67,6 +67,8 @@ private:
     // Exact top-min(k, r1 - r0) of rows [r0, r1), sorted best first, into out.
     void scan_range(const float* q, std::size_t k, std::size_t r0, std::size_t r1, std::vector<Neighbor>& out) const;
     int threads_for_one() const;
+    void search_batch_int8(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,
+                           int threads) const;
 
     std::size_t n_ = 0, d_ = 0;
     std::vector<float> data_;

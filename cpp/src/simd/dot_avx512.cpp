@@ -263,6 +263,70 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni(const QuantQ
     }
 }
 
+// Four one-digit queries (lo == 0) x four rows per step: 16 independent vpdpbusd chains, each 64-byte
+// row chunk loaded once for four queries. Per row, the value equals i8_vnni's for lo == 0 bit for bit
+// (fma(0, 1/254, H) == H and the same (scale * sq) * H product); leftover rows go through i8_vnni.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni_4q(const QuantQuery* qs, const std::int8_t* base,
+                                                                       const float* scale, const std::int32_t* rowsum,
+                                                                       std::size_t n, std::size_t d, float* out,
+                                                                       std::size_t ldo) {
+    const std::size_t d64 = d & ~std::size_t{63};
+    const __mmask64 m = (d - d64) ? ((~0ULL) >> (64 - (d - d64))) : 0;
+    const std::uint8_t* q0 = qs[0].hi_u8;
+    const std::uint8_t* q1 = qs[1].hi_u8;
+    const std::uint8_t* q2 = qs[2].hi_u8;
+    const std::uint8_t* q3 = qs[3].hi_u8;
+    const __m128 s0 = _mm_set1_ps(qs[0].sq), s1 = _mm_set1_ps(qs[1].sq), s2 = _mm_set1_ps(qs[2].sq),
+                 s3 = _mm_set1_ps(qs[3].sq);
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const std::int8_t* x0 = base + i * d;
+        const std::int8_t* x1 = x0 + d;
+        const std::int8_t* x2 = x1 + d;
+        const std::int8_t* x3 = x2 + d;
+        __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00;
+        __m512i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        __m512i a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+        __m512i a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        auto step = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3, std::size_t j) {
+            const __m512i u0 = _mm512_loadu_si512(q0 + j), u1 = _mm512_loadu_si512(q1 + j);
+            const __m512i u2 = _mm512_loadu_si512(q2 + j), u3 = _mm512_loadu_si512(q3 + j);
+            a00 = _mm512_dpbusd_epi32(a00, u0, v0);
+            a01 = _mm512_dpbusd_epi32(a01, u0, v1);
+            a02 = _mm512_dpbusd_epi32(a02, u0, v2);
+            a03 = _mm512_dpbusd_epi32(a03, u0, v3);
+            a10 = _mm512_dpbusd_epi32(a10, u1, v0);
+            a11 = _mm512_dpbusd_epi32(a11, u1, v1);
+            a12 = _mm512_dpbusd_epi32(a12, u1, v2);
+            a13 = _mm512_dpbusd_epi32(a13, u1, v3);
+            a20 = _mm512_dpbusd_epi32(a20, u2, v0);
+            a21 = _mm512_dpbusd_epi32(a21, u2, v1);
+            a22 = _mm512_dpbusd_epi32(a22, u2, v2);
+            a23 = _mm512_dpbusd_epi32(a23, u2, v3);
+            a30 = _mm512_dpbusd_epi32(a30, u3, v0);
+            a31 = _mm512_dpbusd_epi32(a31, u3, v1);
+            a32 = _mm512_dpbusd_epi32(a32, u3, v2);
+            a33 = _mm512_dpbusd_epi32(a33, u3, v3);
+        };
+        std::size_t j = 0;
+        for (; j < d64; j += 64)
+            step(_mm512_loadu_si512(x0 + j), _mm512_loadu_si512(x1 + j), _mm512_loadu_si512(x2 + j),
+                 _mm512_loadu_si512(x3 + j), j);
+        if (j < d)  // masked-off x bytes are 0, so the padded query bytes add nothing
+            step(_mm512_maskz_loadu_epi8(m, x0 + j), _mm512_maskz_loadu_epi8(m, x1 + j),
+                 _mm512_maskz_loadu_epi8(m, x2 + j), _mm512_maskz_loadu_epi8(m, x3 + j), j);
+        const __m128i off = _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rowsum + i)), 7);
+        const __m128 sc = _mm_loadu_ps(scale + i);
+        _mm_storeu_ps(out + i, _mm_mul_ps(_mm_mul_ps(sc, s0), _mm_cvtepi32_ps(_mm_sub_epi32(reduce4_epi32(a00, a01, a02, a03), off))));
+        _mm_storeu_ps(out + ldo + i, _mm_mul_ps(_mm_mul_ps(sc, s1), _mm_cvtepi32_ps(_mm_sub_epi32(reduce4_epi32(a10, a11, a12, a13), off))));
+        _mm_storeu_ps(out + 2 * ldo + i, _mm_mul_ps(_mm_mul_ps(sc, s2), _mm_cvtepi32_ps(_mm_sub_epi32(reduce4_epi32(a20, a21, a22, a23), off))));
+        _mm_storeu_ps(out + 3 * ldo + i, _mm_mul_ps(_mm_mul_ps(sc, s3), _mm_cvtepi32_ps(_mm_sub_epi32(reduce4_epi32(a30, a31, a32, a33), off))));
+    }
+    if (i < n)
+        for (std::size_t jq = 0; jq < 4; ++jq)
+            i8_vnni(qs[jq], base + i * d, scale + i, rowsum + i, n - i, d, out + jq * ldo + i);
+}
+
 // Without VNNI: int8 -> int16, vpmaddwd (exact, same integers).
 void i8_bw(const QuantQuery& q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d, float* out) {
     const std::size_t d32 = d & ~std::size_t{31};
@@ -294,6 +358,17 @@ void dot_rows_i8_avx512(const QuantQuery& q, const std::int8_t* base, const floa
                         std::size_t n, std::size_t d, float* out) {
     if (kHasVnni) i8_vnni(q, base, scale, rowsum, n, d, out);
     else i8_bw(q, base, scale, n, d, out);
+}
+
+void dot_block_i8_avx512(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
+                         const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo) {
+    if (!kHasVnni || d < 64) {
+        for (std::size_t j = 0; j < nq; ++j) dot_rows_i8_avx512(qs[j], base, scale, rowsum, n, d, out + j * ldo);
+        return;
+    }
+    std::size_t j = 0;
+    for (; j + 4 <= nq; j += 4) i8_vnni_4q(qs + j, base, scale, rowsum, n, d, out + j * ldo, ldo);
+    for (; j < nq; ++j) i8_vnni(qs[j], base, scale, rowsum, n, d, out + j * ldo);
 }
 
 std::size_t select_ub_avx512(const float* a, const float* err, float eq, float T, std::size_t n, std::uint32_t* idx) {
@@ -339,6 +414,10 @@ void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::s
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
 std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*) {
+    throw std::logic_error("avx512 kernels not compiled for this architecture");
+}
+void dot_block_i8_avx512(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
+                         std::size_t, std::size_t, float*, std::size_t) {
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
 void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
