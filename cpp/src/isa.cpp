@@ -48,7 +48,8 @@ bool cpu_has(Isa isa) {
 template <void (*Rows)(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
                        std::size_t, float*)>
 void dot_block_i8_rows(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
-                       const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo) {
+                       const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo,
+                       I8Pack*) {
     for (std::size_t j = 0; j < nq; ++j) Rows(qs[j], base, scale, rowsum, n, d, out + j * ldo);
 }
 

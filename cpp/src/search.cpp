@@ -266,7 +266,9 @@ float quantize_query(const float* q, std::size_t d, std::size_t dp, bool two_dig
         const double r = static_cast<double>(q[j]) - static_cast<double>(sq) * (hi + lo / 254.0);
         e2 += r * r;
     }
-    out = QuantQuery{qs, qs + dp, qu, qu + dp, sq};
+    std::int32_t hs = 0;
+    for (std::size_t j = 0; j < d; ++j) hs += qs[j];
+    out = QuantQuery{qs, qs + dp, qu, qu + dp, sq, hs};
     return static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6) + 1e-9);
 }
 
@@ -537,12 +539,13 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
         for (auto& sc : scans) sc.reset(k);
         std::vector<float> block(kQueryTile * kRowBlock);
         std::vector<std::uint32_t> sel(kRowBlock + 16);
+        I8Pack pack;
         for (std::size_t b = 0; b < n_; b += kRowBlock) {
             const std::size_t nb = std::min(kRowBlock, n_ - b);
             for (std::size_t t0 = 0; t0 < nq; t0 += kQueryTile) {
                 const std::size_t nt = std::min(kQueryTile, nq - t0);
                 K.dot_block_i8(qq.data() + t0, nt, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_,
-                               block.data(), kRowBlock);
+                               block.data(), kRowBlock, &pack);
                 for (std::size_t j = 0; j < nt; ++j)
                     scans[t0 + j].offer(K, block.data() + j * kRowBlock, err_.data() + b, eq[t0 + j], nb, b, sel.data());
             }

@@ -24,6 +24,16 @@ struct QuantQuery {
     const std::uint8_t* hi_u8;
     const std::uint8_t* lo_u8;
     float sq;
+    std::int32_t hi_sum = 0;  // sum of the hi digits (the packed batch kernel's u8 offset correction)
+};
+
+// Scratch of the packed batch int8 kernel: a row block re-laid out for VNNI with the query as the
+// broadcast operand (groups of 16 rows, 4 bytes per row per step, bytes as x + 128). Reused while
+// src/n stay the same (one row block serves many query tiles); owned by the calling thread.
+struct I8Pack {
+    const std::int8_t* src = nullptr;
+    std::size_t n = 0;
+    std::vector<std::uint8_t> buf;
 };
 
 // Similarity kernels. All pointers are to float32 rows of length d, rows contiguous (stride d).
@@ -46,8 +56,10 @@ struct Kernels {
                         std::size_t n, std::size_t d, float* out);
     // Batch form of dot_rows_i8 for nq one-digit queries (lo == 0 for every query, so only hi counts):
     // out[j * ldo + i] equals dot_rows_i8(qs[j], ...)[i] bit for bit.
+    // pack: scratch a kernel may use to re-lay out base once for all the tiles of queries that share it.
     void (*dot_block_i8)(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
-                         const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo);
+                         const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo,
+                         I8Pack* pack);
     // Candidate prefilter of the compact scans: writes, in increasing order, every i in [0, n) with
     // a[i] + e[i] >= T, e[i] = err[i] + eq * (1 + err[i]) (row i's error bound), and returns how many.
     // Callers re-test each returned row with the exact scalar formula, so a kernel may return extra
@@ -81,7 +93,7 @@ void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
 void dot_block_i8_avx512(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
-                         std::size_t, std::size_t, float*, std::size_t);
+                         std::size_t, std::size_t, float*, std::size_t, I8Pack*);
 std::size_t select_ub_scalar(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx2(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*);

@@ -22,6 +22,8 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 #include <cstddef>
 #include <cstdint>
 
@@ -327,6 +329,95 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni_4q(const Qua
             i8_vnni(qs[jq], base + i * d, scale + i, rowsum + i, n - i, d, out + jq * ldo + i);
 }
 
+// Packed layout for the batch kernel: groups of 16 rows; per group, for each 4-byte step c of the
+// row, the 16 rows' 4 bytes side by side (64 bytes = one vector), each byte x stored as x + 128 (u8,
+// = x ^ 0x80). Bytes past d and rows past n are x = 0 (0x80). vpdpbusd then takes the row bytes as
+// its unsigned operand and the query's 4 hi digits broadcast as the signed one, so the 16 int32 lanes
+// are 16 rows and no horizontal sum is needed: sum (x + 128) q = <q, x> + 128 * sum(q).
+void pack_i8_block(const std::int8_t* base, std::size_t n, std::size_t d, std::size_t d4, std::vector<std::uint8_t>& buf) {
+    const std::size_t groups = (n + 15) / 16;
+    buf.resize(groups * d4 * 64);
+    std::uint32_t* out = reinterpret_cast<std::uint32_t*>(buf.data());
+    const std::size_t full = d / 4;  // 4-byte steps entirely inside the row
+    for (std::size_t g = 0; g < groups; ++g) {
+        std::uint32_t* og = out + g * d4 * 16;
+        for (std::size_t r = 0; r < 16; ++r) {
+            const std::size_t row = g * 16 + r;
+            if (row >= n) {
+                for (std::size_t c = 0; c < d4; ++c) og[c * 16 + r] = 0x80808080u;
+                continue;
+            }
+            const std::int8_t* x = base + row * d;
+            for (std::size_t c = 0; c < full; ++c) {
+                std::uint32_t v;
+                std::memcpy(&v, x + 4 * c, 4);
+                og[c * 16 + r] = v ^ 0x80808080u;
+            }
+            if (full < d4) {
+                std::uint8_t t[4] = {0x80, 0x80, 0x80, 0x80};
+                for (std::size_t b = 0; 4 * full + b < d; ++b) t[b] = static_cast<std::uint8_t>(x[4 * full + b]) ^ 0x80u;
+                std::uint32_t v;
+                std::memcpy(&v, t, 4);
+                og[full * 16 + r] = v;
+            }
+        }
+    }
+}
+
+// NJ one-digit queries x 16 packed rows per step: NJ accumulators whose lanes are rows; each packed
+// vector is loaded once for NJ queries, each query step is a 4-byte broadcast. H = acc - 128 * hi_sum
+// is the same exact integer as the row kernels', and the value (scale * sq) * float(H) the same float.
+template <int NJ>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_packed_tile(const QuantQuery* qs, const std::uint8_t* pk,
+                                                                           const float* scale, std::size_t n,
+                                                                           std::size_t d4, float* out, std::size_t ldo) {
+    const std::int8_t* qp[NJ];
+    __m512i corr[NJ];
+    __m512 sq[NJ];
+    for (int t = 0; t < NJ; ++t) {
+        qp[t] = qs[t].hi;
+        corr[t] = _mm512_set1_epi32(128 * qs[t].hi_sum);
+        sq[t] = _mm512_set1_ps(qs[t].sq);
+    }
+    const std::size_t groups = (n + 15) / 16;
+    for (std::size_t g = 0; g < groups; ++g) {
+        const std::uint8_t* p = pk + g * d4 * 64;
+        __m512i acc[NJ];
+        for (int t = 0; t < NJ; ++t) acc[t] = _mm512_setzero_si512();
+        for (std::size_t c = 0; c < d4; ++c) {
+            const __m512i rv = _mm512_loadu_si512(p + c * 64);
+            for (int t = 0; t < NJ; ++t) {
+                std::int32_t q4;
+                std::memcpy(&q4, qp[t] + 4 * c, 4);
+                acc[t] = _mm512_dpbusd_epi32(acc[t], rv, _mm512_set1_epi32(q4));
+            }
+        }
+        const std::size_t rows = std::min<std::size_t>(16, n - g * 16);
+        const __mmask16 mk = static_cast<__mmask16>((1u << rows) - 1u);
+        const __m512 sc = _mm512_maskz_loadu_ps(mk, scale + g * 16);
+        for (int t = 0; t < NJ; ++t) {
+            const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[t], corr[t]));
+            _mm512_mask_storeu_ps(out + t * ldo + g * 16, mk, _mm512_mul_ps(_mm512_mul_ps(sc, sq[t]), f));
+        }
+    }
+}
+
+void i8_vnni_packed(const QuantQuery* qs, std::size_t nq, const std::uint8_t* pk, const float* scale, std::size_t n,
+                    std::size_t d4, float* out, std::size_t ldo) {
+    std::size_t j = 0;
+    for (; j + 8 <= nq; j += 8) i8_packed_tile<8>(qs + j, pk, scale, n, d4, out + j * ldo, ldo);
+    switch (nq - j) {
+        case 7: i8_packed_tile<7>(qs + j, pk, scale, n, d4, out + j * ldo, ldo); break;
+        case 6: i8_packed_tile<6>(qs + j, pk, scale, n, d4, out + j * ldo, ldo); break;
+        case 5: i8_packed_tile<5>(qs + j, pk, scale, n, d4, out + j * ldo, ldo); break;
+        case 4: i8_packed_tile<4>(qs + j, pk, scale, n, d4, out + j * ldo, ldo); break;
+        case 3: i8_packed_tile<3>(qs + j, pk, scale, n, d4, out + j * ldo, ldo); break;
+        case 2: i8_packed_tile<2>(qs + j, pk, scale, n, d4, out + j * ldo, ldo); break;
+        case 1: i8_packed_tile<1>(qs + j, pk, scale, n, d4, out + j * ldo, ldo); break;
+        default: break;
+    }
+}
+
 // Without VNNI: int8 -> int16, vpmaddwd (exact, same integers).
 void i8_bw(const QuantQuery& q, const std::int8_t* base, const float* scale, std::size_t n, std::size_t d, float* out) {
     const std::size_t d32 = d & ~std::size_t{31};
@@ -361,14 +452,25 @@ void dot_rows_i8_avx512(const QuantQuery& q, const std::int8_t* base, const floa
 }
 
 void dot_block_i8_avx512(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
-                         const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo) {
+                         const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo,
+                         I8Pack* pack) {
     if (!kHasVnni || d < 64) {
         for (std::size_t j = 0; j < nq; ++j) dot_rows_i8_avx512(qs[j], base, scale, rowsum, n, d, out + j * ldo);
         return;
     }
-    std::size_t j = 0;
-    for (; j + 4 <= nq; j += 4) i8_vnni_4q(qs + j, base, scale, rowsum, n, d, out + j * ldo, ldo);
-    for (; j < nq; ++j) i8_vnni(qs[j], base, scale, rowsum, n, d, out + j * ldo);
+    if (pack == nullptr) {
+        std::size_t j = 0;
+        for (; j + 4 <= nq; j += 4) i8_vnni_4q(qs + j, base, scale, rowsum, n, d, out + j * ldo, ldo);
+        for (; j < nq; ++j) i8_vnni(qs[j], base, scale, rowsum, n, d, out + j * ldo);
+        return;
+    }
+    const std::size_t d4 = (d + 3) / 4;
+    if (pack->src != base || pack->n != n) {
+        pack_i8_block(base, n, d, d4, pack->buf);
+        pack->src = base;
+        pack->n = n;
+    }
+    i8_vnni_packed(qs, nq, pack->buf.data(), scale, n, d4, out, ldo);
 }
 
 std::size_t select_ub_avx512(const float* a, const float* err, float eq, float T, std::size_t n, std::uint32_t* idx) {
@@ -417,7 +519,7 @@ std::size_t select_ub_avx512(const float*, const float*, float, float, std::size
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
 void dot_block_i8_avx512(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
-                         std::size_t, std::size_t, float*, std::size_t) {
+                         std::size_t, std::size_t, float*, std::size_t, I8Pack*) {
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
 void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
