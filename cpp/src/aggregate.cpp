@@ -51,6 +51,18 @@ void aggregate(const std::int64_t* idx, const float* sim, std::size_t B, std::si
             for (std::size_t j = 0; j < k; ++j) w[j] = std::exp((static_cast<double>(sb[j]) - mx) / p.temperature);
         }
         for (std::size_t m = 0; m < M; ++m) ss[m] = sw[m] = cs[m] = cw[m] = 0.0;
+        // The k outcome rows are scattered over the table: request them all first, so their cache
+        // misses overlap instead of being paid one after another in the loop below.
+        for (std::size_t j = 0; j < k; ++j) {
+            const std::int64_t r = ib[j];
+            if (r < 0 || static_cast<std::size_t>(r) >= N) continue;  // reported below
+            const char* sr = reinterpret_cast<const char*>(scores + static_cast<std::size_t>(r) * M);
+            const char* cr = reinterpret_cast<const char*>(costs + static_cast<std::size_t>(r) * M);
+            __builtin_prefetch(sr);
+            __builtin_prefetch(sr + M * sizeof(float) - 1);
+            __builtin_prefetch(cr);
+            __builtin_prefetch(cr + M * sizeof(float) - 1);
+        }
         for (std::size_t j = 0; j < k; ++j) {
             const std::int64_t r = ib[j];
             if (r < 0 || static_cast<std::size_t>(r) >= N)
