@@ -39,7 +39,7 @@ def _call(fn, *a):  # type: ignore[no-untyped-def]
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     n = fdp.ConsumeIntInRange(0, 40)
-    d = fdp.ConsumeIntInRange(0, 40)
+    d = fdp.ConsumeIntInRange(0, 80)  # >= 64 reaches the VNNI block kernels
     M = fdp.ConsumeIntInRange(0, 6)
     k = fdp.ConsumeIntInRange(-2, 50)
     nice = fdp.ConsumeIntInRange(0, 3) != 0
@@ -52,7 +52,9 @@ def TestOneInput(data: bytes) -> None:
     if fdp.ConsumeBool() and S.size:
         S[fdp.ConsumeIntInRange(0, n - 1), fdp.ConsumeIntInRange(0, M - 1)] = np.nan
     lam = [0.0, 1.0, 1e6, -5.0, float("nan"), float("inf")][fdp.ConsumeIntInRange(0, 5)]
-    Q = _floats(fdp, 3 * d, nice).reshape(3, d) if d else np.zeros((3, 0), np.float32)
+    nq = fdp.ConsumeIntInRange(3, 6)  # >= 4 takes the batch path (int8: the packed batch kernel)
+    Q = _floats(fdp, nq * d, nice).reshape(nq, d) if d else np.zeros((nq, 0), np.float32)
+    precision = ["f32", "bf16", "f16", "int8"][fdp.ConsumeIntInRange(0, 3)]
 
     # free functions
     res = _call(kc.topk_cosine, Q, X, k, 1)
@@ -75,13 +77,19 @@ def TestOneInput(data: bytes) -> None:
     _call(kc.hull_auc, pts[:4], pts[4:], [1.0, 0.0, -1.0, float("nan")][fdp.ConsumeIntInRange(0, 3)])
 
     # the fused router and its updates
-    r = _call(kc.Router, X, S, C, k, weighting, temp, shrink)
+    r = _call(kc.Router, X, S, C, k, weighting, temp, shrink, precision)
     if r is None:
         return
     for _ in range(fdp.ConsumeIntInRange(1, 6)):
         op = fdp.ConsumeIntInRange(0, 8)
         if op == 0:
-            _call(r.search, Q, fdp.ConsumeIntInRange(-1, 60), fdp.ConsumeIntInRange(0, 3))
+            kq, nt = fdp.ConsumeIntInRange(-1, 60), fdp.ConsumeIntInRange(0, 3)
+            got = _call(r.search, Q, kq, nt)
+            if got is not None and precision != "f32":
+                # Differential check: compact storage must return the float32 neighbours exactly.
+                ref = kc.SupportSet(r.embeddings()).search(Q, kq, 1)
+                if not (np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])):
+                    raise AssertionError(f"{precision} search differs from f32 (n={r.size}, d={d}, k={kq})")
         elif op == 1:
             _call(r.predict, Q, fdp.ConsumeIntInRange(0, 3))
         elif op == 2:
