@@ -8,6 +8,13 @@ Endpoints (see ``docs/service.md``; the OpenAPI schema is at ``/openapi.json``, 
 * ``POST /route/batch`` -- ``{"items": [<route request>, ...]}`` -> ``{"results": [...]}``.
 * ``GET /health`` -- liveness and what is loaded.
 * ``GET /metrics`` -- Prometheus text: requests, latency histogram, routed model counts, fallbacks.
+* ``POST /admin/reload`` -- re-read the router file and swap it in atomically (services started from a
+  file; ``Authorization: Bearer <token>`` when an admin token is set).
+
+Reloading: the live router sits in a :class:`RouterSlot`. A reload (admin endpoint, the file watcher of
+``watch_interval``, or a Ray Serve ``reconfigure``) loads and checks the new file completely, then replaces
+the slot's state in one assignment; each request reads the state once, so it is answered wholly by the
+old router or wholly by the new one, and a file that fails to load leaves the old router serving.
 
 Errors: malformed JSON -> 400; unknown fields, wrong types, wrong embedding size, NaN, a prompt without
 an embedder -> 422 with a message; a body over ``max_body_bytes`` -> 413 (read no further). Routing
@@ -26,6 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from knnroute.production import ProductionRouter, RouteDecision
 
-__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "RouterSlot", "create_app", "serve"]
 
 log = logging.getLogger("knnroute.serve")
 
@@ -240,6 +248,177 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+# ------------------------------------------------------------------------------------------ reload
+def _file_signature(path: str) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime_ns): changes when the file is replaced (atomic save) or rewritten."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """One loaded router and what the service reports about it (replaced as a whole on reload)."""
+
+    router: ProductionRouter
+    prompt_ok: bool  # prompts are accepted (the embedder is loaded and warm)
+    generation: int  # 1 for the first router, +1 per reload
+    digest: str | None  # the file's payload SHA-256 (None for an in-memory router)
+    signature: tuple[int, int, int, int] | None
+    loaded_at: float  # UNIX time
+
+
+class RouterSlot:
+    """The live router of a service, swapped atomically on reload.
+
+    Parameters
+    ----------
+    router : ProductionRouter
+    path : router file it came from (needed for :meth:`reload` and :meth:`watch`)
+    verify : check the payload checksum on reload
+    load_embedder : load (and warm) the router's recorded embedder so prompts are accepted; a reload keeps
+        the loaded embedder when the new file records the same embedder identity
+    """
+
+    def __init__(self, router: ProductionRouter, *, path: str | os.PathLike | None = None, verify: bool = True,
+                 load_embedder: bool = True, digest: str | None = None,
+                 signature: tuple[int, int, int, int] | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.verify = bool(verify)
+        self.load_embedder = bool(load_embedder)
+        self.last_error: str | None = None
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.watch_interval: float | None = None
+        self._failed_signature: tuple[int, int, int, int] | None = None
+        self._state = self._prepare(router, None, 1, digest, signature)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, *, verify: bool = True, load_embedder: bool = True) -> RouterSlot:
+        """Load ``path`` (see :func:`knnroute.persist.load`) into a new slot."""
+        router, digest, sig = cls._load(str(path), verify)
+        return cls(router, path=path, verify=verify, load_embedder=load_embedder, digest=digest, signature=sig)
+
+    @staticmethod
+    def _load(path: str, verify: bool) -> tuple[ProductionRouter, str | None, tuple[int, int, int, int]]:
+        """Load the file; its digest and signature are those of the file that was loaded (retried when the
+        file is replaced during the load)."""
+        from knnroute.persist import load, read_metadata
+
+        for _ in range(5):
+            before = _file_signature(path)
+            digest = read_metadata(path).get("payload_sha256")
+            router = load(path, verify=verify)
+            if _file_signature(path) == before:
+                return router, digest, before
+        return router, None, _file_signature(path)  # pragma: no cover - replaced on every attempt
+
+    def _prepare(self, router: ProductionRouter, old: SlotState | None, generation: int, digest: str | None,
+                 signature: tuple[int, int, int, int] | None) -> SlotState:
+        prompt_ok = False
+        if self.load_embedder and router.has_embedder:
+            prev = None if old is None else old.router._embedder_obj
+            if prev is not None and getattr(prev, "identity", None) == router.embedder_info.get("identity"):
+                router.set_embedder(prev)  # same model: keep the loaded weights
+            emb = router.embedder()
+            t0 = time.perf_counter()
+            router.embed(["warm-up"])  # loads the weights (torch) once, before the first request
+            prompt_ok = True
+            log.info("embedder %s ready in %.1f s", emb.identity, time.perf_counter() - t0)
+        return SlotState(router, prompt_ok, generation, digest, signature, time.time())
+
+    @property
+    def state(self) -> SlotState:
+        """The current state; read it once per request."""
+        return self._state
+
+    @property
+    def router(self) -> ProductionRouter:
+        return self._state.router
+
+    @property
+    def size(self) -> int:
+        return self._state.router.size
+
+    @property
+    def model_names(self) -> list[str]:
+        return self._state.router.model_names
+
+    def reload(self, path: str | os.PathLike | None = None) -> SlotState:
+        """Load the router file (``path`` switches to another file) and swap it in; returns the new state.
+
+        Raises what :func:`knnroute.persist.load` raises; the old router keeps serving then.
+        """
+        with self._reload_lock:
+            target = str(path) if path is not None else self.path
+            if target is None:
+                raise ValueError("this service was started from an in-memory router: there is no file to reload")
+            t0 = time.perf_counter()
+            try:
+                router, digest, sig = self._load(target, self.verify)
+                state = self._prepare(router, self._state, self._state.generation + 1, digest, sig)
+            except Exception as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                raise
+            self._state = state  # the swap: one reference assignment
+            self.path = target
+            self.last_error = None
+            self._failed_signature = None
+            log.info("reloaded %r from %s (generation %d) in %.2f s", router, target, state.generation,
+                     time.perf_counter() - t0)
+            return state
+
+    def changed(self) -> bool:
+        """Whether the file differs (by device, inode, size, mtime) from the one loaded."""
+        if self.path is None:
+            return False
+        try:
+            sig = _file_signature(self.path)
+        except OSError:
+            return False  # replaced right now, or gone: keep serving the loaded router
+        return sig != self._state.signature and sig != self._failed_signature
+
+    def check(self) -> bool:
+        """Reload when the file changed; True when a new router was swapped in. Load errors are logged
+        (the old router keeps serving) and not retried until the file changes again."""
+        if not self.changed():
+            return False
+        try:
+            self.reload()
+            return True
+        except Exception:
+            try:
+                self._failed_signature = _file_signature(self.path)  # type: ignore[arg-type]
+            except OSError:
+                pass
+            log.exception("reload of %s failed; still serving generation %d", self.path, self._state.generation)
+            return False
+
+    def watch(self, interval: float = 2.0) -> None:
+        """Poll the file every ``interval`` seconds in a daemon thread and reload it when it changes."""
+        if self.path is None:
+            raise ValueError("cannot watch an in-memory router: start the service from a file")
+        if not (interval > 0 and math.isfinite(interval)):
+            raise ValueError(f"watch interval must be a positive number of seconds, got {interval!r}")
+        if self._watcher is not None:
+            return
+        self.watch_interval = float(interval)
+
+        def loop() -> None:
+            while not self._stop.wait(self.watch_interval):
+                self.check()
+
+        self._watcher = threading.Thread(target=loop, name="knnroute-router-watch", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        """Stop the watcher thread (if any)."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+            self._watcher = None
+
+
 # ---------------------------------------------------------------------------------------------- app
 def _response(router: ProductionRouter, d: RouteDecision, max_cost: float | None) -> dict[str, Any]:
     names = router.model_names
@@ -270,18 +449,19 @@ class _Unprocessable(Exception):
 
 
 def create_app(
-    router: ProductionRouter,
+    router: ProductionRouter | RouterSlot,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_batch: int = DEFAULT_MAX_BATCH,
     load_embedder: bool = True,
     source: str | None = None,
+    admin_token: str | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``router``.
 
     Parameters
     ----------
-    router : ProductionRouter
+    router : ProductionRouter, or a RouterSlot (reloadable: ``POST /admin/reload``, file watching)
     max_body_bytes : int
         Larger request bodies get 413.
     max_batch : int
@@ -290,18 +470,14 @@ def create_app(
         Load the router's recorded embedder now (so the first prompt request is not slow) when it has
         one; with False, prompt requests get 422 and only embeddings are routed.
     source : str, optional
-        Where the router came from (shown by ``/health``).
+        Where the router came from (shown by ``/health``; default: the slot's file).
+    admin_token : str, optional
+        Require ``Authorization: Bearer <admin_token>`` on ``POST /admin/reload``.
     """
     from knnroute import __version__
 
-    prompt_ok = False
-    if load_embedder and router.has_embedder:
-        emb = router.embedder()
-        t0 = time.perf_counter()
-        router.embed(["warm-up"])  # loads the weights (torch) once, before the first request
-        prompt_ok = True
-        log.info("embedder %s ready in %.1f s", emb.identity, time.perf_counter() - t0)
-    metrics = Metrics(router)
+    slot = router if isinstance(router, RouterSlot) else RouterSlot(router, load_embedder=load_embedder)
+    metrics = Metrics(slot)  # type: ignore[arg-type]  # size / model_names of the current router
     started = time.time()
     counter_lock = threading.Lock()
 
@@ -310,7 +486,7 @@ def create_app(
         version=__version__,
         description="Route each prompt to the best LLM for its cost weight: exact kNN over labelled prompts.",
     )
-    app.state.router = router
+    app.state.slot = slot
     app.state.metrics = metrics
 
     @app.exception_handler(RequestValidationError)
@@ -333,6 +509,8 @@ def create_app(
         return JSONResponse({"detail": exc.message}, status_code=422)
 
     def _decide_many(items: list[RouteRequest]) -> list[dict[str, Any]]:
+        st = slot.state  # one router for the whole request, even if a reload swaps it meanwhile
+        router, prompt_ok = st.router, st.prompt_ok
         d = router.dim
         vecs: list[np.ndarray | None] = [None] * len(items)
         prompt_pos = []
@@ -386,22 +564,52 @@ def create_app(
     @app.get("/health")
     def health() -> dict[str, Any]:
         """Liveness and what this service routes with."""
+        st = slot.state
+        router = st.router
         return {
             "status": "ok",
             "version": __version__,
-            "source": source,
+            "source": source if source is not None else slot.path,
             "size": router.size,
             "dim": router.dim,
             "models": router.model_names,
             "k": int(router.core.k),
             "weighting": str(router.core.weighting),
             "embedder": router.embedder_info.get("identity"),
-            "prompts": prompt_ok,
+            "prompts": st.prompt_ok,
             "budget_points": 0 if router.budget is None else len(router.budget.lams),
             "fallback": None if router.fallback is None else router.fallback.to_dict(),
             "default_lambda": router.default_lambda,
             "uptime_seconds": round(time.time() - started, 3),
+            "router_generation": st.generation,
+            "router_sha256": st.digest,
+            "router_loaded_at": st.loaded_at,
+            "watch_interval": slot.watch_interval,
+            "last_reload_error": slot.last_error,
+            "pid": os.getpid(),
         }
+
+    @app.post("/admin/reload", responses={403: {"description": "Missing or wrong admin token"},
+                                          409: {"description": "No router file to reload"},
+                                          500: {"description": "The file failed to load (old router kept)"}})
+    def admin_reload(request: Request) -> JSONResponse:
+        """Re-read the router file and swap it in atomically (the old router serves until then)."""
+        if admin_token is not None:
+            import hmac
+
+            got = request.headers.get("authorization", "")
+            if not hmac.compare_digest(got.encode(), f"Bearer {admin_token}".encode()):
+                return JSONResponse({"detail": "admin token required: Authorization: Bearer <token>"}, status_code=403)
+        if slot.path is None:
+            return JSONResponse({"detail": "this service was started from an in-memory router: no file to reload"},
+                                status_code=409)
+        try:
+            st = slot.reload()
+        except (OSError, ValueError, ImportError, RuntimeError) as e:
+            return JSONResponse({"detail": f"reload failed, still serving generation {slot.state.generation}: "
+                                           f"{type(e).__name__}: {e}"}, status_code=500)
+        return JSONResponse({"status": "reloaded", "router_generation": st.generation, "router_sha256": st.digest,
+                             "size": st.router.size, "models": st.router.model_names, "pid": os.getpid()})
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus_metrics() -> PlainTextResponse:
@@ -409,7 +617,7 @@ def create_app(
         body, ctype = metrics.render()
         return PlainTextResponse(body, media_type=ctype)
 
-    endpoints = {"/route", "/route/batch", "/health", "/metrics", "/openapi.json", "/docs"}
+    endpoints = {"/route", "/route/batch", "/health", "/metrics", "/openapi.json", "/docs", "/admin/reload"}
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=endpoints)
     return app
@@ -426,19 +634,29 @@ def serve(
     verify: bool = True,
     log_level: str = "info",
     access_log: bool = False,
+    watch_interval: float | None = None,
+    admin_token: str | None = None,
 ) -> None:
-    """Load a router file and serve it with uvicorn until interrupted (SIGINT/SIGTERM)."""
+    """Load a router file and serve it with uvicorn until interrupted (SIGINT/SIGTERM).
+
+    ``watch_interval``: reload the file when it changes (polled every that many seconds);
+    ``admin_token``: required by ``POST /admin/reload`` (which is open on the bound address without it).
+    """
     import uvicorn
 
-    from knnroute.persist import load
-
     t0 = time.perf_counter()
-    router = load(router_path, verify=verify)
-    t_load = time.perf_counter() - t0
-    app = create_app(router, max_body_bytes=max_body_bytes, max_batch=max_batch, load_embedder=load_embedder,
-                     source=str(router_path))
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s: %(message)s")
-    log.info("loaded %r from %s in %.2f s (ready in %.2f s)", router, router_path, t_load, time.perf_counter() - t0)
     if not math.isfinite(port) or not 0 <= port < 65536:
         raise ValueError(f"port must be in [0, 65535], got {port}")
-    uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s: %(message)s")
+    slot = RouterSlot.from_path(router_path, verify=verify, load_embedder=load_embedder)
+    t_load = time.perf_counter() - t0
+    app = create_app(slot, max_body_bytes=max_body_bytes, max_batch=max_batch, source=str(router_path),
+                     admin_token=admin_token)
+    if watch_interval:
+        slot.watch(float(watch_interval))
+    log.info("loaded %r from %s in %.2f s (ready in %.2f s)", slot.router, router_path, t_load,
+             time.perf_counter() - t0)
+    try:
+        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log)
+    finally:
+        slot.stop()

@@ -7,6 +7,7 @@ POST /route, POST /route/batch, GET /health, GET /metrics (Prometheus), /openapi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["configure", "run"]
@@ -23,6 +24,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the payload checksum at load")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="reload the router file when it changes (polled every SECONDS; atomic swap)")
+    p.add_argument("--admin-token", default=os.environ.get("KNNROUTE_ADMIN_TOKEN"),
+                   help="bearer token required by POST /admin/reload (default: $KNNROUTE_ADMIN_TOKEN; "
+                   "without one the endpoint is open to whoever reaches the bound address)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
             verify=not args.no_verify,
             log_level=args.log_level,
             access_log=args.access_log,
+            watch_interval=args.watch,
+            admin_token=args.admin_token,
         )
     except (RouterFileError, FileNotFoundError, ValueError) as e:
         print(f"knnroute serve: error: {e}", file=sys.stderr)
