@@ -34,6 +34,8 @@ COMMANDS: list[Command] = [
     ),
     Command("fit", "embed a dataset, fit the tuned kNN router and save it to a router file", "knnroute.commands.fit"),
     Command("serve", "serve a router file over HTTP (POST /route, /metrics, /health)", "knnroute.commands.serve"),
+    Command("route-batch", "route prompts or embeddings from Parquet/CSV/JSONL files to Parquet decisions "
+            "(in process or on Ray Data)", "knnroute.commands.route_batch"),
 ]
 
 

@@ -64,6 +64,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--no-singles", action="store_true", help="leave the single-model rows out of the printed table"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--ray", action="store_true",
+        help="run the (dataset x router x seed) grid as Ray tasks (the 'ray' extra); same numbers as locally",
+    )
+    p.add_argument("--ray-address", help="with --ray: the Ray cluster to connect to (default: start a local one)")
 
 
 def parse_lambdas(spec: str) -> list[float] | None:
@@ -191,7 +196,13 @@ def run(args: argparse.Namespace) -> int:
     data = [ed for ed, _ in pairs]
     seeds = list(range(args.seeds))
     t_eval = time.perf_counter()
-    res = evaluate(data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress)
+    if getattr(args, "ray", False):
+        from knnroute.distributed import evaluate_ray
+
+        res = evaluate_ray(data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress,
+                           address=getattr(args, "ray_address", None))
+    else:
+        res = evaluate(data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress)
     eval_seconds = time.perf_counter() - t_eval
     summary = report.summarise(res.records)
 

@@ -1,0 +1,696 @@
+"""Beyond one machine: batch routing with Ray Data, the evaluation grid as Ray tasks, Ray Serve replicas.
+
+Everything here is optional (the ``ray`` extra: ``pip install 'knnroute[ray]'``); ``ray`` is imported
+inside the functions that need it, and a missing install raises an ``ImportError`` that says so.
+
+* :func:`route_batch` -- read prompts or precomputed embeddings from Parquet / CSV / JSONL (one file, a
+  glob, a folder, or a list of them), embed (text) and route them, write the decisions to Parquet. With
+  ``use_ray=True`` the work runs in Ray Data ``map_batches`` on an actor pool of ``workers`` actors, each
+  of which loads the router file once (in its constructor, :class:`RouteBatch`), not once per batch;
+  without Ray the same :class:`RouteBatch` runs in this process over the files in order. Both give the
+  decisions of :meth:`ProductionRouter.decide <knnroute.production.ProductionRouter.decide>`.
+* :func:`evaluate_ray` -- the ``knnroute eval`` grid (dataset x router x seed) as Ray tasks, one
+  :func:`~knnroute.evaluate.runner.run_one` per cell, gathered into the same
+  :class:`~knnroute.evaluate.runner.EvalResult` as the serial loop (``knnroute eval --ray``).
+* :func:`serve_deployment` -- a Ray Serve application of ``num_replicas`` replicas of the HTTP service
+  (:mod:`knnroute.serve`), each loading one router file, reloading it on file change and/or when the
+  deployment's ``user_config`` changes.
+
+Decision columns written by :func:`route_batch` (one row per input row, in input order, after the
+pass-through columns): ``model`` (chosen model, the fallback model when the policy fired),
+``routed_model`` (the router's own argmax), ``fallback`` (``"distance"`` / ``"agreement"`` / null),
+``lambda``, ``predicted_score`` and ``predicted_cost`` (of the chosen model: score on [0, 1], USD per
+query), ``kth_similarity`` and ``agreement`` (confidence; null with ``confidence=False``), and with
+``all_models=True`` one ``score:<model>`` and ``cost:<model>`` column per model.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "RouteBatch",
+    "decide_batch",
+    "evaluate_ray",
+    "init_ray",
+    "require_ray",
+    "resolve_inputs",
+    "route_batch",
+    "serve_deployment",
+]
+
+DECISION_COLUMNS: tuple[str, ...] = (
+    "model",
+    "routed_model",
+    "fallback",
+    "lambda",
+    "predicted_score",
+    "predicted_cost",
+    "kth_similarity",
+    "agreement",
+)
+_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json",
+            ".ndjson": "json"}
+# Rows per map_batches call (and per in-process chunk): big enough to amortise the call, small enough to
+# keep a worker's memory flat.
+DEFAULT_BATCH_SIZE = 4096
+
+
+def require_ray() -> Any:
+    """Import and return :mod:`ray`, or raise an ``ImportError`` naming the extra to install."""
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - CI installs the extra
+        raise ImportError(
+            "this needs Ray, which is not installed: pip install 'knnroute[ray]' (ray[data,serve])"
+        ) from e
+    return ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kw: Any) -> Any:
+    """Connect to (``address``, e.g. ``"auto"`` or ``"ray://head:10001"``) or start a local Ray; no-op when
+    Ray is already initialised in this process. Returns the ``ray`` module."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        opts.update(kw)
+        if address is not None:
+            opts["address"] = address
+        elif num_cpus is not None:
+            opts["num_cpus"] = int(num_cpus)
+        ray.init(**opts)
+    return ray
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def resolve_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], str]:
+    """Expand files, globs and folders into a sorted file list of one format.
+
+    Returns ``(paths, fmt)`` with ``fmt`` in ``parquet`` / ``csv`` / ``json`` (JSON lines). Remote URIs
+    (``s3://...``, ``gs://...``) are passed through (format from the extension) for Ray to read.
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items:
+        raise ValueError("no input given")
+    paths: list[str] = []
+    for item in items:
+        s = str(item)
+        if "://" in s:
+            paths.append(s)
+            continue
+        p = Path(s).expanduser()
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in _FORMATS)
+            if not found:
+                raise FileNotFoundError(f"folder {s!r} holds no .parquet/.csv/.jsonl files")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(str(p))
+        else:
+            found = sorted(_glob.glob(str(p)))
+            found = [f for f in found if Path(f).is_file()]
+            if not found:
+                raise FileNotFoundError(f"no input file matches {s!r}")
+            paths.extend(found)
+    fmts = set()
+    for f in paths:
+        ext = Path(f.split("?")[0]).suffix.lower()
+        if ext not in _FORMATS:
+            raise ValueError(f"{f!r}: unsupported input format {ext or '(no extension)'!r}; use .parquet, .csv or .jsonl")
+        fmts.add(_FORMATS[ext])
+    if len(fmts) != 1:
+        raise ValueError(f"inputs mix formats {sorted(fmts)}: route one format per run")
+    return paths, fmts.pop()
+
+
+def _as_matrix(col: Any, name: str) -> np.ndarray:
+    """An embedding column (2-D array, object array of vectors, or JSON strings as in CSV) -> float32 (n, d)."""
+    a = np.asarray(col) if not isinstance(col, np.ndarray) else col
+    if a.dtype != object and a.ndim == 2:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim != 1:
+        raise ValueError(f"column {name!r}: expected one embedding per row, got shape {a.shape}")
+    rows = []
+    for i, v in enumerate(a):
+        if isinstance(v, (str, bytes)):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                raise ValueError(f"column {name!r} row {i}: not a JSON list of numbers") from None
+        if v is None:
+            raise ValueError(f"column {name!r} row {i}: missing embedding")
+        rows.append(np.asarray(v, dtype=np.float32))
+    if not rows:
+        return np.zeros((0, 0), np.float32)
+    dims = {r.shape for r in rows}
+    if len(dims) != 1 or rows[0].ndim != 1:
+        raise ValueError(f"column {name!r}: embeddings of different shapes {sorted(map(str, dims))[:3]}")
+    return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------ routing
+def decide_batch(
+    router: Any,
+    X: np.ndarray,
+    lam: float | None = None,
+    max_cost: float | None = None,
+    *,
+    confidence: bool = True,
+    all_models: bool = False,
+) -> dict[str, np.ndarray]:
+    """Route embeddings ``X`` (n, d) with a :class:`~knnroute.production.ProductionRouter`; decision columns.
+
+    With ``confidence=True`` (or a fallback policy) every row goes through ``router.decide`` (the fused
+    single-query path with confidence and fallback). With ``confidence=False`` and no fallback policy the
+    batch path is used (``router.predict`` + argmax as in ``KNNRouter.route``: multi-threaded, several
+    times faster) and the confidence columns are NaN.
+    """
+    names = router.model_names
+    n = int(X.shape[0])
+    lam_v, _ = router.resolve_lambda(lam, max_cost)
+    out: dict[str, np.ndarray] = {}
+    if confidence or router.fallback is not None:
+        M = router.n_models
+        S = np.empty((n, M), np.float32)
+        C = np.empty((n, M), np.float32)
+        idx = np.empty(n, np.int64)
+        routed = np.empty(n, np.int64)
+        kth = np.empty(n, np.float32)
+        agr = np.empty(n, np.float32)
+        fb = np.empty(n, dtype=object)
+        Q = np.ascontiguousarray(X, dtype=np.float32)
+        for i in range(n):
+            d = router.decide(Q[i], lam_v)
+            S[i], C[i] = d.s_hat, d.c_hat
+            idx[i] = d.index
+            routed[i] = d.index if d.fallback is None else names.index(d.routed_model)
+            kth[i], agr[i] = d.kth_similarity, d.agreement
+            fb[i] = d.fallback
+    else:
+        import knnroute_core
+
+        S, C = router.predict(X)
+        idx = np.asarray(knnroute_core.route(S, C, np.asarray([lam_v], np.float64)))[:, 0]
+        routed = idx
+        kth = np.full(n, np.nan, np.float32)
+        agr = np.full(n, np.nan, np.float32)
+        fb = np.full(n, None, dtype=object)
+    name_arr = np.asarray(names, dtype=object)
+    rows = np.arange(n)
+    out["model"] = name_arr[idx] if n else np.empty(0, object)
+    out["routed_model"] = name_arr[routed] if n else np.empty(0, object)
+    out["fallback"] = fb
+    out["lambda"] = np.full(n, lam_v, np.float64)
+    out["predicted_score"] = S[rows, idx].astype(np.float64) if n else np.empty(0)
+    out["predicted_cost"] = C[rows, idx].astype(np.float64) if n else np.empty(0)
+    out["kth_similarity"] = kth.astype(np.float64)
+    out["agreement"] = agr.astype(np.float64)
+    if all_models:
+        for j, m in enumerate(names):
+            out[f"score:{m}"] = S[:, j].astype(np.float64)
+            out[f"cost:{m}"] = C[:, j].astype(np.float64)
+    return out
+
+
+# Per-process count of router loads, so a test (and ``diagnostics=True``) can show that a worker loads the
+# router file once, not once per batch.
+_LOADS = {"n": 0}
+
+
+class RouteBatch:
+    """The ``map_batches`` callable: loads the router file once (constructor), routes each batch.
+
+    Ray Data builds one instance per actor of the pool, so each worker process pays the load (mmap,
+    checksum, one copy into the core) once and then routes every batch it is given. Also used as is for
+    in-process batch routing.
+
+    Parameters
+    ----------
+    router_path : path to a router file (``knnroute fit`` / ``ProductionRouter.save``)
+    lam, max_cost : the cost weight, or a budget (mean USD per query) looked up in the file's budget table;
+        neither: the file's ``default_lambda``
+    embedding_column, prompt_column : which column to route (exactly one is set)
+    keep_columns : input columns copied to the output in front of the decisions
+    embedder : embedder spec or object to embed prompts with (default: the one recorded in the file; its
+        identity must match the recorded one)
+    confidence, all_models : see :func:`decide_batch`
+    n_threads : core threads per worker (1 under Ray: one actor per CPU)
+    verify : check the file's payload checksum at load
+    diagnostics : add ``worker_pid`` and ``router_loads`` (loads in this process so far) columns
+    """
+
+    def __init__(
+        self,
+        router_path: str,
+        lam: float | None = None,
+        max_cost: float | None = None,
+        *,
+        embedding_column: str | None = None,
+        prompt_column: str | None = None,
+        keep_columns: Sequence[str] = (),
+        embedder: Any = None,
+        confidence: bool = True,
+        all_models: bool = False,
+        n_threads: int = 0,
+        verify: bool = True,
+        diagnostics: bool = False,
+    ) -> None:
+        from knnroute.persist import load
+
+        if (embedding_column is None) == (prompt_column is None):
+            raise ValueError("give exactly one of embedding_column or prompt_column")
+        self.router = load(router_path, verify=verify)
+        _LOADS["n"] += 1
+        self.router.knn.n_threads = int(n_threads)
+        if embedder is not None:
+            self.router.set_embedder(embedder)
+        self.router.resolve_lambda(lam, max_cost)  # fail now on a bad lam / missing budget table
+        self.lam, self.max_cost = lam, max_cost
+        self.embedding_column, self.prompt_column = embedding_column, prompt_column
+        self.keep_columns = list(keep_columns)
+        self.confidence, self.all_models, self.diagnostics = confidence, all_models, diagnostics
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self.prompt_column is not None:
+            texts = batch[self.prompt_column]
+            bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+            if bad:
+                raise ValueError(f"column {self.prompt_column!r} row {bad[0]}: not a string ({texts[bad[0]]!r})")
+            X = self.router.embed([str(t) for t in texts]) if len(texts) else np.zeros((0, self.router.dim), np.float32)
+        else:
+            X = _as_matrix(batch[self.embedding_column], self.embedding_column)
+        if len(X) and X.shape[1] != self.router.dim:
+            raise ValueError(
+                f"embeddings have dimension {X.shape[1]}, the router has {self.router.dim} "
+                "(embed with the router's embedder)"
+            )
+        out: dict[str, np.ndarray] = {c: np.asarray(batch[c]) for c in self.keep_columns}
+        out.update(decide_batch(self.router, X, self.lam, self.max_cost, confidence=self.confidence,
+                                all_models=self.all_models))
+        if self.diagnostics:
+            out["worker_pid"] = np.full(len(X), os.getpid(), np.int64)
+            out["router_loads"] = np.full(len(X), _LOADS["n"], np.int64)
+        return out
+
+
+@dataclass
+class BatchRouteResult:
+    """What :func:`route_batch` did."""
+
+    output: str
+    rows: int
+    files_in: int
+    seconds: float
+    workers: int
+    engine: str  # "ray" or "local"
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "rows_per_second": self.rows_per_second}
+
+
+def _columns_of(paths: list[str], fmt: str) -> list[str]:
+    """Column names of the first input (cheap: Parquet schema, or the first rows)."""
+    p = paths[0]
+    if "://" in p:
+        return []
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(p).names)
+    import pandas as pd
+
+    if fmt == "csv":
+        return list(pd.read_csv(p, nrows=1).columns)
+    return list(pd.read_json(p, lines=True, nrows=1).columns)
+
+
+def _choose_columns(columns: list[str], embedding_column: str | None, prompt_column: str | None,
+                    keep_columns: Sequence[str] | None) -> tuple[str | None, str | None, list[str]]:
+    if embedding_column is not None and prompt_column is not None:
+        raise ValueError("give at most one of embedding_column / prompt_column")
+    if embedding_column is None and prompt_column is None:
+        if "embedding" in columns:
+            embedding_column = "embedding"
+        elif "prompt" in columns:
+            prompt_column = "prompt"
+        else:
+            raise ValueError(
+                f"no 'embedding' or 'prompt' column in the input (columns: {columns}); name one with "
+                "embedding_column= / prompt_column= (--embedding-column / --prompt-column)"
+            )
+    want = embedding_column or prompt_column
+    if columns and want not in columns:
+        raise ValueError(f"column {want!r} is not in the input (columns: {columns})")
+    if keep_columns is None:
+        keep = [c for c in ("id",) if c in columns]
+    else:
+        keep = list(keep_columns)
+        missing = [c for c in keep if columns and c not in columns]
+        if missing:
+            raise ValueError(f"keep columns {missing} are not in the input (columns: {columns})")
+    clash = [c for c in keep if c in DECISION_COLUMNS]
+    if clash:
+        raise ValueError(f"keep columns {clash} clash with decision column names")
+    return embedding_column, prompt_column, keep
+
+
+def _iter_local(paths: list[str], fmt: str, columns: list[str], batch_size: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(file index, numpy batch) over the inputs in order, ``batch_size`` rows at a time."""
+    import pyarrow as pa
+
+    for fi, p in enumerate(paths):
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(p)
+            batches: Iterable[Any] = pf.iter_batches(batch_size=batch_size, columns=columns)
+        else:
+            import pandas as pd
+
+            df = pd.read_csv(p, usecols=columns) if fmt == "csv" else pd.read_json(p, lines=True)[columns]
+            tbl = pa.Table.from_pandas(df, preserve_index=False)
+            batches = tbl.to_batches(max_chunksize=batch_size)
+        for rb in batches:
+            yield fi, {name: _arrow_to_numpy(rb.column(name)) for name in columns}
+
+
+def _arrow_to_numpy(col: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    t = col.type
+    if pa.types.is_fixed_size_list(t) and col.null_count == 0:
+        return col.values.to_numpy(zero_copy_only=False).reshape(len(col), t.list_size)
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and col.null_count == 0 and len(col):
+        lens = np.diff(col.offsets.to_numpy())
+        if (lens == lens[0]).all():
+            return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), int(lens[0]))
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _to_arrow_table(out: dict[str, np.ndarray]) -> Any:
+    import pyarrow as pa
+
+    arrays = {}
+    for k, v in out.items():
+        if v.dtype == object:
+            arrays[k] = pa.array(list(v), from_pandas=True)
+        else:
+            arrays[k] = pa.array(v)
+    if "fallback" in arrays and pa.types.is_null(arrays["fallback"].type):
+        arrays["fallback"] = arrays["fallback"].cast(pa.string())
+    return pa.table(arrays)
+
+
+def route_batch(
+    router_path: str | os.PathLike,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    lam: float | None = None,
+    max_cost: float | None = None,
+    *,
+    embedding_column: str | None = None,
+    prompt_column: str | None = None,
+    keep_columns: Sequence[str] | None = None,
+    use_ray: bool = False,
+    workers: int = 2,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    embedder: Any = None,
+    confidence: bool = True,
+    all_models: bool = False,
+    verify: bool = True,
+    diagnostics: bool = False,
+    preserve_order: bool = True,
+    progress: bool = True,
+    ray_address: str | None = None,
+) -> BatchRouteResult:
+    """Route every row of ``inputs`` with the router file; write the decisions as Parquet under ``output``.
+
+    Parameters
+    ----------
+    router_path : router file
+    inputs : file, glob (``logs/*.parquet``), folder, or a list of them; one format (Parquet, CSV, JSONL)
+    output : folder for the Parquet output (created; ``part-*.parquet`` / Ray's block files)
+    lam, max_cost : cost weight, or a budget via the file's budget table (neither: the file's default)
+    embedding_column / prompt_column : the column to route (default: ``embedding`` if present, else
+        ``prompt``). Embeddings: a list / fixed-size-list column (Parquet, JSONL) or JSON-list strings (CSV).
+    keep_columns : input columns copied to the output (default: ``id`` when present)
+    use_ray : run in Ray Data (``workers`` actors, each loading the file once); else in this process
+    workers : Ray actor-pool size (one CPU each)
+    batch_size : rows per batch
+    embedder : embedder spec / object for prompts (default: the file's recorded embedder)
+    confidence, all_models : see :func:`decide_batch`
+    preserve_order : Ray: keep output rows in input order (slightly less overlap between stages)
+    ray_address : connect to this Ray cluster (default: the running one, or start a local one)
+
+    Returns
+    -------
+    BatchRouteResult (rows, seconds, rows per second, output folder)
+    """
+    router_path = str(Path(router_path).expanduser())
+    if not Path(router_path).is_file():
+        raise FileNotFoundError(f"router file {router_path!r} not found")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    paths, fmt = resolve_inputs(inputs)
+    cols = _columns_of(paths, fmt)
+    emb_col, prompt_col, keep = _choose_columns(cols, embedding_column, prompt_column, keep_columns)
+    out_dir = Path(output).expanduser()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"output folder {str(out_dir)!r} exists and is not empty")
+    kwargs: dict[str, Any] = {
+        "embedding_column": emb_col, "prompt_column": prompt_col, "keep_columns": keep, "embedder": embedder,
+        "confidence": confidence, "all_models": all_models, "verify": verify, "diagnostics": diagnostics,
+    }
+    read_cols = [*keep, emb_col or prompt_col]
+    t0 = time.perf_counter()
+    if not use_ray:
+        udf = RouteBatch(router_path, lam, max_cost, n_threads=0, **kwargs)
+        import pyarrow.parquet as pq
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = 0
+        writers: dict[int, Any] = {}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="route", unit="row", dynamic_ncols=True)
+        try:
+            for fi, batch in _iter_local(paths, fmt, read_cols, batch_size):
+                tbl = _to_arrow_table(udf(batch))
+                if fi not in writers:
+                    writers[fi] = pq.ParquetWriter(str(out_dir / f"part-{fi:05d}.parquet"), tbl.schema)
+                writers[fi].write_table(tbl)
+                rows += tbl.num_rows
+                if bar is not None:
+                    bar.update(tbl.num_rows)
+        finally:
+            for w in writers.values():
+                w.close()
+            if bar is not None:
+                bar.close()
+        return BatchRouteResult(str(out_dir), rows, len(paths), time.perf_counter() - t0, 1, "local")
+
+    ray = init_ray(ray_address)
+    from ray import data as rdata
+
+    # Ray Data's file listing task needs one whole CPU: a pool holding every CPU would starve it and the
+    # pipeline would never start. So the pool reserves at most all-but-one CPU of the cluster (a logical
+    # reservation: each actor routes on one thread either way).
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    cpus_per_worker = min(1.0, max(total - 1.0, 0.0) / workers)
+    if cpus_per_worker <= 0:
+        raise RuntimeError(f"the Ray cluster has {total:g} CPU(s): batch routing on Ray needs at least 2 "
+                           "(one for reading and writing, the rest for the routing actors)")
+
+    ctx = rdata.DataContext.get_current()
+    ctx.execution_options.preserve_order = bool(preserve_order)
+    ctx.enable_progress_bars = bool(progress)
+    readers = {"parquet": rdata.read_parquet, "csv": rdata.read_csv, "json": rdata.read_json}
+    # Read and write tasks reserve no CPU (I/O and (de)serialisation only) so they run beside the pool.
+    # At least a few blocks per worker so the pool shares the work (small inputs would be one block).
+    ds = readers[fmt](paths, num_cpus=0, override_num_blocks=max(len(paths), 4 * int(workers)))
+    ds = ds.select_columns(read_cols)  # pushed down into the Parquet read by Ray's optimiser
+    ds = ds.map_batches(
+        RouteBatch,
+        fn_constructor_args=(router_path, lam, max_cost),
+        fn_constructor_kwargs={**kwargs, "n_threads": 1},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=rdata.ActorPoolStrategy(size=int(workers)),
+        num_cpus=cpus_per_worker,
+    )
+    ds.write_parquet(str(out_dir), ray_remote_args={"num_cpus": 0})
+    seconds = time.perf_counter() - t0
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(out_dir.glob("*.parquet")))
+    return BatchRouteResult(str(out_dir), rows, len(paths), seconds, int(workers), "ray")
+
+
+def read_decisions(output: str | os.PathLike) -> Any:
+    """The decisions under ``output`` as one pandas DataFrame (files in name order)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(output).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {str(output)!r}")
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def evaluate_ray(
+    datasets: Iterable[Any],
+    routers: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    lams: Sequence[float] | None = None,
+    n_random: int | None = None,
+    progress: bool = True,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_task: float = 1.0,
+) -> Any:
+    """The evaluation grid with one Ray task per (dataset, router, seed) cell.
+
+    Each dataset's arrays go to the object store once (``ray.put``); each task runs
+    :func:`~knnroute.evaluate.runner.run_one` (pure: same inputs, same outputs) and the results are
+    assembled by :func:`~knnroute.evaluate.runner.evaluate` in the serial order, so the records, curves and
+    extras are those of the local run (timings aside).
+    """
+    from knnroute.evaluate import references as _refs
+    from knnroute.evaluate.runner import evaluate
+
+    ray = init_ray(address, num_cpus)
+    data = list(datasets)
+    names = [d.name for d in data]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset names must be unique, got {names}")
+    nr = _refs.N_RANDOM if n_random is None else int(n_random)
+    refs = {d.name: ray.put(d) for d in data}
+    task = ray.remote(num_cpus=cpus_per_task)(_run_cell)
+    cells = [(d.name, r, s) for d in data for s in seeds for r in routers]
+    futures = {task.remote(refs[dn], r, s, lams, nr): (dn, r, s) for dn, r, s in cells}
+    outs: dict[tuple[str, str, int], Any] = {}
+    pending = list(futures)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cells), desc="fit + evaluate (ray)", unit="run", dynamic_ncols=True)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for f in done:
+                outs[futures[f]] = ray.get(f)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    def lookup(d: Any, r: str, s: int, **_: Any) -> Any:
+        return outs[(d.name, r, s)]
+
+    return evaluate(data, routers, seeds, lams=lams, n_random=nr, progress=False, runner=lookup)
+
+
+def _run_cell(data: Any, router: str, seed: int, lams: Sequence[float] | None, n_random: int) -> Any:
+    from knnroute.evaluate.runner import run_one
+
+    return run_one(data, router, seed, lams=lams, n_random=n_random)
+
+
+# ------------------------------------------------------------------------------------------- serving
+def serve_deployment(
+    router_path: str | os.PathLike,
+    *,
+    num_replicas: int = 2,
+    watch_interval: float | None = 2.0,
+    load_embedder: bool = True,
+    verify: bool = True,
+    admin_token: str | None = None,
+    max_batch: int | None = None,
+    max_body_bytes: int | None = None,
+    num_cpus_per_replica: float = 1.0,
+    user_config: dict[str, Any] | None = None,
+    name: str = "knnroute",
+) -> Any:
+    """A Ray Serve application: ``num_replicas`` replicas of the knnroute HTTP service on one router file.
+
+    Each replica loads ``router_path`` (which every node must see at that path: a shared file system, or
+    the same file copied to each node) into its own :class:`~knnroute.serve.RouterSlot` and serves the
+    FastAPI app of :func:`knnroute.serve.create_app`. A router update reaches every replica by either:
+
+    * the file watcher (``watch_interval`` seconds; write the new router with ``ProductionRouter.save``,
+      which replaces the file atomically), or
+    * a new ``user_config`` (``serve.run(serve_deployment(..., user_config={"generation": 2}))`` or
+      ``serve deploy`` with a changed ``user_config``): Ray Serve calls every replica's ``reconfigure``,
+      which reloads the file (``{"router_path": ...}`` in the config switches to another file).
+
+    Returns the bound application for ``ray.serve.run(app, route_prefix="/")``.
+    """
+    require_ray()
+    from ray import serve
+
+    path = str(Path(router_path).expanduser().resolve())
+    opts = {"watch_interval": watch_interval, "load_embedder": load_embedder, "verify": verify,
+            "admin_token": admin_token, "max_batch": max_batch, "max_body_bytes": max_body_bytes}
+
+    @serve.ingress()
+    class KnnrouteReplica:
+        def __init__(self, router_path: str, options: dict[str, Any]) -> None:
+            from knnroute.serve import RouterSlot
+
+            self.options = options
+            self.slot = RouterSlot.from_path(router_path, verify=options["verify"],
+                                             load_embedder=options["load_embedder"])
+            self._config: Any = None
+            if options["watch_interval"]:
+                self.slot.watch(float(options["watch_interval"]))
+
+        def __serve_build_asgi_app__(self) -> Any:
+            from knnroute.serve import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, create_app
+
+            o = self.options
+            return create_app(
+                self.slot,
+                max_batch=o["max_batch"] or DEFAULT_MAX_BATCH,
+                max_body_bytes=o["max_body_bytes"] or DEFAULT_MAX_BODY_BYTES,
+                admin_token=o["admin_token"],
+            )
+
+        def reconfigure(self, config: dict[str, Any]) -> None:
+            config = dict(config or {})
+            first = self._config is None
+            self._config = config
+            if first and not config.get("router_path"):
+                return  # the constructor just loaded the file
+            self.slot.reload(path=config.get("router_path"))
+
+    dep = serve.deployment(
+        KnnrouteReplica,
+        name=name,
+        num_replicas=int(num_replicas),
+        ray_actor_options={"num_cpus": float(num_cpus_per_replica)},
+        user_config=dict(user_config or {}),
+    )
+    return dep.bind(path, opts)
+
