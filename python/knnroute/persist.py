@@ -423,6 +423,7 @@ def load(
     *,
     expect_dim: int | None = None,
     load_embedder: bool = False,
+    embedder: Any = None,
 ) -> ProductionRouter:
     """Load a router file into a :class:`~knnroute.production.ProductionRouter`.
 
@@ -436,6 +437,9 @@ def load(
         Refuse a file whose embedding dimension differs (e.g. the dimension of the embedder you serve).
     load_embedder : bool
         Build the recorded embedder now (loads torch for MiniLM) instead of on first ``route_prompts``.
+    embedder : spec or Embedder, optional
+        Use this embedder for prompts (e.g. ``"wordllama"``); refused with a ``ValueError`` ("embedder
+        mismatch") unless its identity equals the one recorded in the file.
 
     Raises
     ------
@@ -456,6 +460,8 @@ def load(
             mm.close()
         except BufferError:  # pragma: no cover - an array view still alive; the map closes with it
             pass
-    if load_embedder:
+    if embedder is not None:
+        prod.set_embedder(embedder)  # refuses an embedder other than the recorded one
+    elif load_embedder:
         prod.embedder()
     return prod

