@@ -3,7 +3,9 @@
 Ours: ``Router.route(Q, lam, n_threads)`` (search with the register-blocked batch kernel, aggregation,
 argmax). References: their batch top-k, then NumPy aggregation (mean over neighbours) and argmax.
 GFLOP/s counts 2 N d flops per query (the similarity GEMM); the bound is the SGEMM rate measured in
-this run with the same thread count.
+this run with the same thread count. ``ours-int8`` is the same router with int8 storage: its batch search
+runs one-digit int8 queries on VNNI over shared row blocks, then re-ranks the candidates in float32, so it
+routes exactly as ``ours`` (checked here); its GFLOP/s are the float32-equivalent work (2 N d per query).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ B = 1024 if not QUICK else 128
 K = 100
 NS = [10000, 100000] if not QUICK else [5000]
 CASES = [(n, t) for n in NS for t in (1, 2)]
-IMPLS = ["ours", "numpy", "faiss", "hnswlib-bf", "sklearn"]
+IMPLS = ["ours", "ours-int8", "numpy", "faiss", "hnswlib-bf", "sklearn"]
 _cache: dict = {}
 
 
@@ -39,8 +41,8 @@ def make(impl, X, S, C, t):
     def agg(idx):  # idx (B, k)
         return np.argmax(S[idx].mean(1) - LAM * C[idx].mean(1), axis=1)
 
-    if impl == "ours":
-        r = kc.Router(X, S, C, k=K)
+    if impl in ("ours", "ours-int8"):
+        r = kc.Router(X, S, C, k=K, precision="int8" if impl == "ours-int8" else "f32")
         return lambda Q: r.route(Q, np.array([LAM]), t)[:, 0]
     if impl == "numpy":
         def f(Q):
@@ -78,6 +80,9 @@ def test_batch_route(benchmark, bounds, impl, n, threads):
     with threadpool_limits(limits=threads):
         f = make(impl, X, S, C, threads)
         routed = f(Q)
+        if impl == "ours-int8":
+            ref = kc.Router(X, S, C, k=K).route(Q, np.array([LAM]), threads)[:, 0]
+            assert np.array_equal(routed, ref), "int8 batch routing differs from f32"
         rounds = 5 if n >= 100000 else 9
         if QUICK:
             rounds = 2
