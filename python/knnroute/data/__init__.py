@@ -39,10 +39,12 @@ from knnroute.data.loaders import (
     save_long,
     to_long,
 )
+from knnroute.data.mathv import MATHV_PRICES, load_mathv  # registers "math-v"
 from knnroute.data.splits import carve_validation, cross_task_split, ensure_split, random_split, split_dataset
 
 __all__ = [
     "DEMO_NAME",
+    "MATHV_PRICES",
     "REAL_DATASETS",
     "SPLIT_LABELS",
     "DatasetSpec",
@@ -61,6 +63,7 @@ __all__ = [
     "load_dataset",
     "load_llmrouter",
     "load_long",
+    "load_mathv",
     "load_routellm",
     "load_routellm_gsm8k",
     "load_routellm_mmlu",

@@ -31,17 +31,30 @@ from knnroute.embed.encoders import (
     minilm_path,
     register_embedder,
 )
+from knnroute.embed.image import (  # registers "efficientnet-lite0"
+    EfficientNetLite0Embedder,
+    ImageRef,
+    embed_images,
+)
+from knnroute.embed.multimodal import MultimodalEmbedder, MultimodalInput, embed_blocks, fuse  # "multimodal"
 
 __all__ = [
     "DEFAULT_EMBEDDER",
     "EMBEDDERS",
     "CallableEmbedder",
+    "EfficientNetLite0Embedder",
     "Embedder",
     "EmbeddingCache",
+    "ImageRef",
+    "MultimodalEmbedder",
+    "MultimodalInput",
     "SentenceTransformerEmbedder",
     "default_cache_dir",
+    "embed_blocks",
     "embed_dataset",
+    "embed_images",
     "embed_texts",
+    "fuse",
     "get_embedder",
     "minilm_path",
     "register_embedder",

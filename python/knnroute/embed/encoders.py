@@ -327,6 +327,9 @@ for _d in (256, 128, 64):
     register_embedder(f"wordllama-{_d}", lambda _d=_d, **kw: _make_wordllama(dim=_d, **kw))
 
 _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Embedder] = {}
+#: parameterised specs: ``"<prefix>:<args>"`` -> ``EMBEDDER_PARSERS[prefix](spec, **kw)`` (e.g. the
+#: ``"multimodal:w=0.2:text=minilm:image=efficientnet-lite0"`` spec of :mod:`knnroute.embed.multimodal`)
+EMBEDDER_PARSERS: dict[str, Callable[..., Embedder]] = {}
 
 
 def get_embedder(spec: Any = DEFAULT_EMBEDDER, **kw: Any) -> Embedder:
@@ -340,6 +343,11 @@ def get_embedder(spec: Any = DEFAULT_EMBEDDER, **kw: Any) -> Embedder:
         key = (spec, tuple(sorted(kw.items())))
         if key not in _instances:
             _instances[key] = EMBEDDERS[spec](**kw)
+        return _instances[key]
+    if isinstance(spec, str) and spec.split(":", 1)[0] in EMBEDDER_PARSERS:  # "multimodal:w=0.2:..."
+        key = (spec, tuple(sorted(kw.items())))
+        if key not in _instances:
+            _instances[key] = EMBEDDER_PARSERS[spec.split(":", 1)[0]](spec, **kw)
         return _instances[key]
     if isinstance(spec, (str, os.PathLike)) and Path(spec).expanduser().is_dir():
         key = (str(Path(spec).expanduser().resolve()), tuple(sorted(kw.items())))
