@@ -477,11 +477,14 @@ class ProductionRouter:
     def has_embedder(self) -> bool:
         return bool(self.embedder_info.get("identity")) or self._embedder_obj is not None
 
-    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+    def embed(self, prompts: Sequence[str], images: Sequence[Any] | None = None) -> np.ndarray:
         """Embed prompts like the support set: strip the learned shared prefix, then encode.
 
-        Returns (n, d) float32 unit rows. Encoding is serialised by a lock (fast tokenizers are not
-        safe to share between threads).
+        ``images`` (optional, one entry per prompt: None, one image or a list of images; an image is a
+        file path, bytes or base64 text) needs a multimodal embedder
+        (:class:`~knnroute.embed.multimodal.MultimodalEmbedder`); a prompt without images is embedded by
+        its text alone. Returns (n, d) float32 unit rows. Encoding is serialised by a lock (fast
+        tokenizers are not safe to share between threads).
         """
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of str, not one str")
@@ -494,11 +497,32 @@ class ProductionRouter:
 
                 self._stripper = PrefixStripper.from_dict(state)
             texts = self._stripper.transform(texts)
+        items: list[Any] = texts
+        if images is not None:
+            items = self._with_images(emb, texts, images)
         with self._embed_lock:
-            X = emb.encode(texts, batch_size=64, progress=False)
+            X = emb.encode(items, batch_size=64, progress=False)
         if X.shape[1] != self.dim:
             raise ValueError(f"embedder gives dimension {X.shape[1]}, the router has {self.dim}")
         return X
+
+    @staticmethod
+    def _with_images(emb: Any, texts: list[str], images: Sequence[Any]) -> list[Any]:
+        """Pair texts with their images as MultimodalInput items (the embedder must take images)."""
+        if getattr(emb, "modality", "text") != "multimodal":
+            raise ValueError(
+                f"this router's embedder {emb.identity!r} takes text only: images need a router fitted on "
+                "multimodal embeddings (knnroute.embed.multimodal.MultimodalEmbedder)"
+            )
+        if isinstance(images, (str, bytes)) or len(images) != len(texts):
+            raise ValueError("images must be a sequence with one entry (None, an image or a list) per prompt")
+        from knnroute.embed.multimodal import MultimodalInput
+
+        out: list[Any] = []
+        for t, im in zip(texts, images):
+            imgs = () if im is None else tuple(im) if isinstance(im, (list, tuple)) else (im,)
+            out.append(MultimodalInput(t, imgs))
+        return out
 
     def embed_one(self, prompt: str) -> np.ndarray:
         """One prompt -> (d,) float32 unit vector: the single-prompt path of :meth:`embed`.
@@ -522,8 +546,12 @@ class ProductionRouter:
             raise ValueError(f"embedder gives dimension {x.shape[-1]}, the router has {self.dim}")
         return x
 
-    def route_prompt(self, prompt: str, lam: float | None = None, max_cost: float | None = None) -> RouteDecision:
-        """Prompt text -> :class:`RouteDecision` (single prompt, single thread: the low-latency path)."""
+    def route_prompt(self, prompt: str, lam: float | None = None, max_cost: float | None = None,
+                     image: Any = None) -> RouteDecision:
+        """Prompt text (and optionally an image or a list of images: path, bytes or base64) ->
+        :class:`RouteDecision` (single prompt, single thread: the low-latency path)."""
+        if image is not None:
+            return self.decide(self.embed([prompt], [image])[0], lam, max_cost)
         return self.decide(self.embed_one(prompt), lam, max_cost)
 
     # ------------------------------------------------------------------------------ routing
@@ -598,9 +626,10 @@ class ProductionRouter:
         return idx
 
     def route_prompts(self, prompts: Sequence[str], lam: float | None = None,
-                      max_cost: float | None = None) -> list[str]:
-        """Embed ``prompts`` with the router's recorded embedder, route them, return model names."""
-        X = self.embed(prompts)
+                      max_cost: float | None = None, images: Sequence[Any] | None = None) -> list[str]:
+        """Embed ``prompts`` (and ``images``, one entry per prompt; see :meth:`embed`) with the router's
+        recorded embedder, route them, return model names."""
+        X = self.embed(prompts, images)
         return [str(m) for m in self.route(X, lam, max_cost, return_names=True)]
 
     def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:

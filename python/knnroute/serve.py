@@ -52,6 +52,7 @@ log = logging.getLogger("knnroute.serve")
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_BATCH = 1024
 MAX_PROMPT_CHARS = 200_000
+MAX_IMAGES = 16
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,11 +75,21 @@ class RouteRequest(BaseModel):
     max_cost: float | None = Field(
         None, ge=0, description="Budget: mean USD per query; lambda from the held-out budget table."
     )
+    image: str | None = Field(
+        None,
+        description="An image sent with the prompt: base64 or a data:image/...;base64, URL (a file path "
+        "under the service's image_dir when it has one). Needs a router with a multimodal embedder.",
+    )
+    images: list[str] | None = Field(
+        None, max_length=MAX_IMAGES, description="Several images with the prompt (as 'image'); averaged."
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> RouteRequest:
         if (self.prompt is None) == (self.embedding is None):
             raise ValueError("give exactly one of 'prompt' or 'embedding'")
+        if self.prompt is None and (self.image is not None or self.images):
+            raise ValueError("'image'/'images' go with a 'prompt' (an embedding already includes them)")
         if self.lambda_ is not None and self.max_cost is not None:
             raise ValueError("give at most one of 'lambda' or 'max_cost'")
         return self
@@ -442,6 +453,28 @@ def _response(router: ProductionRouter, d: RouteDecision, max_cost: float | None
     return out
 
 
+def _request_images(it: RouteRequest, image_root: str | None) -> list[Any]:
+    """The images of one request as ImageRef (bytes): base64, or a file under ``image_root``."""
+    from knnroute.embed.image import ImageRef, decode_base64_image
+
+    raw = ([it.image] if it.image is not None else []) + list(it.images or [])
+    out: list[Any] = []
+    for j, s in enumerate(raw):
+        if image_root is not None and len(s) < 4096 and not s.startswith("data:"):
+            p = os.path.realpath(os.path.join(image_root, s))
+            if os.path.isfile(p):
+                if os.path.commonpath([p, image_root]) != image_root:
+                    raise _Unprocessable(f"image {j}: path is outside the service's image folder")
+                with open(p, "rb") as fh:
+                    out.append(ImageRef(fh.read(), os.path.basename(p)))
+                continue
+        try:
+            out.append(ImageRef(decode_base64_image(s), f"image {j}"))
+        except ValueError as e:
+            raise _Unprocessable(f"image {j}: {e}") from None
+    return out
+
+
 class _Unprocessable(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -456,6 +489,7 @@ def create_app(
     load_embedder: bool = True,
     source: str | None = None,
     admin_token: str | None = None,
+    image_dir: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``router``.
 
@@ -473,9 +507,14 @@ def create_app(
         Where the router came from (shown by ``/health``; default: the slot's file).
     admin_token : str, optional
         Require ``Authorization: Bearer <admin_token>`` on ``POST /admin/reload``.
+    image_dir : path, optional
+        Let requests name images by a file path inside this folder (paths resolving outside it are
+        refused). Without it, ``image`` / ``images`` are base64 only: clients never make the service
+        read its own files.
     """
     from knnroute import __version__
 
+    image_root = None if image_dir is None else os.path.realpath(os.fspath(image_dir))
     slot = router if isinstance(router, RouterSlot) else RouterSlot(router, load_embedder=load_embedder)
     metrics = Metrics(slot)  # type: ignore[arg-type]  # size / model_names of the current router
     started = time.time()
@@ -527,7 +566,14 @@ def create_app(
                     "this service routes embeddings only (the router has no embedder, or it was started "
                     "without one): send 'embedding'"
                 )
-            X = router.embed([items[i].prompt for i in prompt_pos])  # type: ignore[misc]
+            imgs = [_request_images(items[i], image_root) for i in prompt_pos]
+            try:
+                X = router.embed(
+                    [items[i].prompt for i in prompt_pos],  # type: ignore[misc]
+                    imgs if any(imgs) else None,
+                )
+            except (ValueError, FileNotFoundError) as e:
+                raise _Unprocessable(str(e)) from None
             for j, i in enumerate(prompt_pos):
                 vecs[i] = X[j]
         out = []

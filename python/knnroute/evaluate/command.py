@@ -21,6 +21,9 @@ from typing import Any
 
 __all__ = ["configure", "load_eval_data", "parse_lambdas", "run"]
 
+# With images in the data (MATH-V) the default also adds knn-100 / knn-tuned @image and @fused rows.
+_DEFAULT_ROUTERS = "knn-10,knn-100,knn-tuned"
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the ``eval`` options to ``p``."""
@@ -33,11 +36,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--routers",
-        default="knn-10,knn-100,knn-tuned",
+        default=_DEFAULT_ROUTERS,
         metavar="LIST",
         help="comma list or 'all' (reference rows oracle, random, best-single and single models always "
         "included); names: oracle, random, best-single, knn-10, knn-100, knn-tuned, and the learned "
-        "baselines when installed",
+        "baselines when installed; on data with images, <router>@text|image|fused picks the input view "
+        "(fused: image weight chosen on validation)",
     )
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="split seeds 0..N-1 (default 5)")
     p.add_argument(
@@ -135,11 +139,16 @@ def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -
     seen: dict[str, int] = {}
     out = []
     for ds in datasets:
-        if ds.embeddings is None:
-            from knnroute.embed import embed_dataset
+        from knnroute.evaluate import multimodal
 
-            ds = embed_dataset(ds, embedder=embedder, progress=progress)
-        ed = EvalData.from_dataset(ds)
+        if multimodal.is_multimodal(ds):  # text + image (MATH-V): text block as X, image block in meta
+            ed, ds = multimodal.eval_data(ds, embedder=embedder, progress=progress)
+        else:
+            if ds.embeddings is None:
+                from knnroute.embed import embed_dataset
+
+                ds = embed_dataset(ds, embedder=embedder, progress=progress)
+            ed = EvalData.from_dataset(ds)
         if ed.name in seen:  # two datasets with one name (e.g. the same task from two sources)
             seen[ed.name] += 1
             ed = dataclasses.replace(ed, name=f"{ed.name}#{seen[ed.name]}")
@@ -194,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"knnroute eval: error: {exc}", file=sys.stderr)
         return 2
     data = [ed for ed, _ in pairs]
+    if args.routers == _DEFAULT_ROUTERS and any("image_X" in ed.meta for ed in data):
+        from knnroute.evaluate.multimodal import MULTIMODAL_ROUTERS  # image-only and fused rows
+
+        routers = [*routers, *[r for r in MULTIMODAL_ROUTERS if r not in routers]]
     seeds = list(range(args.seeds))
     t_eval = time.perf_counter()
     if getattr(args, "ray", False):

@@ -172,7 +172,9 @@ def resolve_routers(spec: str | Sequence[str]) -> list[str]:
     known = available_routers()
     if "all" in names:
         return known
-    bad = [s for s in names if s not in known]
+    # "<router>@text|image|fused": a learned router on one view of a multimodal dataset (evaluate.multimodal)
+    bad = [s for s in names if s not in known and not (
+        "@" in s and s.rpartition("@")[0] in known and s.rpartition("@")[2] in ("text", "image", "fused"))]
     if bad:
         raise ValueError(f"unknown router(s) {bad}; choose from {', '.join(known)} or 'all'")
     return [*REFERENCE_ROUTERS, *[s for s in names if s not in REFERENCE_ROUTERS]]
@@ -221,6 +223,10 @@ def run_one(
     tuning_grid : sequence of KNNConfig, optional
         The ``knn-tuned`` search grid (default :func:`knnroute.evaluate.tuning.knn_grid`).
     """
+    if "@" in router:  # a view of a multimodal dataset: text, image or fused (knnroute.evaluate.multimodal)
+        from knnroute.evaluate.multimodal import run_view
+
+        return run_view(data, router, seed, lams=lams, n_random=n_random, tuning_grid=tuning_grid)
     sp = split_indices(data.n, seed, data.split)
     ts, tc, c_max = _truth(data, sp.test)
     lam_usd = None if lams is None else np.asarray(lams, dtype=np.float64) / c_max
