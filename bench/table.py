@@ -61,10 +61,11 @@ def render(R: dict) -> str:
         if not sel:
             continue
         out.append(f"### {title}\n")
-        out.append("| case | impl | p50 ms | p99 ms | queries/s | GFLOP/s | ÷ SGEMM | ours speed-up vs impl |\n"
+        out.append("| case | impl | p50 ms | p99 ms | queries/s | GFLOP/s | ÷ SGEMM | best ours speed-up vs impl |\n"
                    "|---|---|---|---|---|---|---|---|")
         for case, e in sel.items():
-            ours = e.get("ours")
+            mine = [v for i, v in e.items() if i.startswith("ours") and v.get("p50_ms")]
+            ours = min(mine, key=lambda v: v["p50_ms"]) if mine else None
             for impl, v in e.items():
                 sp = ours["p50_ms"] and v["p50_ms"] / ours["p50_ms"] if ours else None
                 out.append(
