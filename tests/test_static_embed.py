@@ -215,6 +215,8 @@ def test_router_file_records_and_refuses(wl: WordLlamaEmbedder, wl_router, tmp_p
 
 
 def test_service_routes_prompts_with_the_recorded_embedder(wl_router) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("fastapi", reason="the service needs the 'serve' extra")
+    pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
     import httpx
     from knnroute.serve import create_app
 

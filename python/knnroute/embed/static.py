@@ -50,7 +50,7 @@ def wordllama_dir() -> Path:
 
     spec = importlib.util.find_spec("wordllama")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the static embedder needs the 'wordllama' package: pip install wordllama")
+        raise ImportError("the static embedder needs the 'wordllama' package: pip install 'knnroute[static]'")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -74,7 +74,7 @@ def _import_wordllama() -> Any:
     try:
         import wordllama
     except ImportError as e:
-        raise ImportError("the static embedder needs the 'wordllama' package: pip install wordllama") from e
+        raise ImportError("the static embedder needs the 'wordllama' package: pip install 'knnroute[static]'") from e
     finally:
         for h in list(root.handlers):
             if h not in handlers:
