@@ -22,7 +22,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="dataset name (routerbench, llmrouter, ...), folder or file; several datasets "
                    "from one spec (e.g. RouterBench's tasks) are pooled into one router")
     p.add_argument("--out", required=True, metavar="ROUTER_FILE", help="router file to write")
-    p.add_argument("--embedder", default="minilm", help="embedder spec (default minilm)")
+    p.add_argument("--embedder", default="minilm",
+                   help="minilm (default), wordllama (static: sub-millisecond prompt-to-decision), or a "
+                   "sentence-transformers model folder; recorded in the router file")
     p.add_argument("--seed", type=int, default=0, help="split seed for data without a shipped split")
     p.add_argument("--k", type=int, default=None, help="fixed k (uniform weighting) instead of tuning")
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],

@@ -56,7 +56,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--json", dest="json_path", metavar="PATH", help="write all results and conventions as JSON"
     )
     p.add_argument("--plot", dest="plot_dir", metavar="DIR", help="write one cost-quality PNG per dataset")
-    p.add_argument("--embedder", default="minilm", help="embedder for datasets without embeddings (minilm)")
+    p.add_argument("--embedder", default="minilm",
+                   help="embedder for datasets without embeddings: minilm (default), wordllama (static, fast), "
+                   "or a sentence-transformers model folder")
     p.add_argument("--n-random", type=int, default=10, help="repeats of the random router (default 10)")
     p.add_argument(
         "--diagnostics",
