@@ -286,14 +286,15 @@ def test_fit_cli_with_wordllama_writes_a_routable_file(subset_csv, tmp_path: Pat
 
     path, ds = subset_csv
     f = tmp_path / "arc.knnr"
-    rc = main(["fit", "--data", str(path), "--out", str(f), "--embedder", "wordllama", "--k", "20", "--no-progress"])
+    rc = main(["fit", "--data", str(path), "--out", str(f), "--embedder", "wordllama", "--k", "20",
+               "--scan-precision", "int8", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     wl = get_embedder("wordllama")
     assert report["embedder"] == wl.identity
     prod = persist.load(f)
     assert prod.embedder_info == {**prod.embedder_info, "identity": wl.identity, "spec": "wordllama"}
-    assert prod.dim == 256
+    assert prod.dim == 256 and prod.knn.precision == "int8" and report["scan_precision"] == "int8"
     # routing raw prompt text through the file equals routing our own stripped, embedded prompt
     stripper = PrefixStripper()
     texts = stripper.fit_transform(list(ds.prompts), list(ds.groups))

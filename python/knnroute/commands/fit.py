@@ -29,6 +29,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="fixed k (uniform weighting) instead of tuning")
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],
                    help="storage precision of the embeddings in the file (default f32)")
+    p.add_argument("--scan-precision", default="f32", choices=["f32", "bf16", "f16", "int8"],
+                   help="copy a single query scans when serving (exact results for every choice; int8 is the "
+                   "fastest, see bench/README.md); recorded in the file (default f32)")
     p.add_argument("--default-lambda", type=float, default=0.0,
                    help="lambda used when a request names none (score per USD; default 0 = best quality)")
     p.add_argument("--fallback-model", default=None, help="model to use when the router is unsure")
@@ -59,6 +62,7 @@ def fit_router(
     fallback_distance_quantile: float | None = None,
     fallback_min_agreement: float | None = None,
     progress: bool = True,
+    scan_precision: str = "f32",
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict."""
     from knnroute.data.splits import carve_validation
@@ -87,6 +91,9 @@ def fit_router(
     else:
         knn = KNNRouter(k=min(k, tr.size)).fit(X[tr], S[tr], C[tr], model_names=ds.model_names)
         best, val_auc = KNNConfig(k=knn.k), None
+    if scan_precision != "f32":  # same neighbours (exact), faster single-query scans when serving
+        knn = KNNRouter(k=knn.k, weighting=knn.weighting, temperature=knn.temperature, shrinkage=knn.shrinkage,
+                        precision=scan_precision).fit(X[tr], S[tr], C[tr], model_names=ds.model_names)
     t_fit = time.perf_counter() - t1
     prod = ProductionRouter(
         knn,
@@ -112,6 +119,7 @@ def fit_router(
         "n_test": int(te.size),
         "models": ds.model_names,
         "config": best.kwargs(),
+        "scan_precision": scan_precision,
         "val_auc": val_auc,
         "budget_points": len(prod.budget.lams) if prod.budget is not None else 0,
         "embedder": ds.meta.get("embedder"),
@@ -145,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             fallback_distance_quantile=args.fallback_distance_quantile,
             fallback_min_agreement=args.fallback_min_agreement,
             progress=not args.no_progress,
+            scan_precision=args.scan_precision,
         )
         t0 = time.perf_counter()
         path = prod.save(args.out, precision=args.precision)
