@@ -230,5 +230,8 @@ class WordLlamaEmbedder(Embedder):
         if not isinstance(text, str):
             raise TypeError(f"expected str, got {type(text).__name__}")
         v = self._pool(self.token_ids(text))
-        v /= np.float32(np.sqrt(v @ v))
+        n = float(np.sqrt(v @ v))
+        if not (n > 0.0 and np.isfinite(n)):  # tokens whose rows cancel out: no direction of their own
+            return self._empty_vector().copy()
+        v /= np.float32(n)
         return v
