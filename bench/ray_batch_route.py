@@ -32,8 +32,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--lam", type=float, default=1000.0)
-    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--runs", default="local:1:1,local:1:0,ray:1:1,ray:1:0,ray:2:1,ray:2:0",
+                    help="comma list of engine:workers:confidence (1/0)")
     ap.add_argument("--out", default="bench/results/ray_batch_route.json")
+    ap.add_argument("--support", type=int, default=0,
+                    help="0: the RouterBench training split; N: N support rows resampled from RouterBench "
+                    "(MiniLM vectors + noise, outcomes of the source row), k=100")
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -47,6 +51,17 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         prod, _report = fit_router("routerbench", progress=False)
+        if args.support:
+            from knnroute.production import ProductionRouter
+            from knnroute.routers.knn import KNNRouter
+
+            src = embed_dataset(concat(load_dataset("routerbench")), progress=False)
+            r0 = np.random.default_rng(1)
+            pick = r0.integers(0, src.n, size=args.support)
+            Xs = src.embeddings[pick] + r0.normal(scale=0.02, size=(args.support, src.embeddings.shape[1]))
+            Xs = (Xs / np.linalg.norm(Xs, axis=1, keepdims=True)).astype(np.float32)
+            knn = KNNRouter(k=100).fit(Xs, src.scores[pick], src.costs[pick], model_names=list(src.model_names))
+            prod = ProductionRouter(knn, embedder=prod.embedder_info)
         path = prod.save(tmp / "routerbench.knnr")
         print(f"router: {prod!r}, file {path.stat().st_size / 1e6:.1f} MB, fit {time.perf_counter() - t0:.1f} s")
         ds = embed_dataset(concat(load_dataset("routerbench")), progress=False)
@@ -102,9 +117,12 @@ def main() -> int:
             same_cost = int((df["predicted_cost"].to_numpy() == C[rows, j].astype(np.float64)).sum())
             return {"rows": len(df), "same_model": same_model, "same_score": same_score, "same_cost": same_cost}
 
-        runs = [("local", 1, True), ("local", 1, False)]
-        for w in [int(x) for x in args.workers.split(",")]:
-            runs += [("ray", w, True), ("ray", w, False)]
+        # fixed cost of one Ray job (actor start, router load, tiny read/write): 1,000 rows
+        (tmp / "tiny").mkdir()
+        tiny = pa.table({"id": pa.array(list(ids[:1000])),
+                         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(Q[:1000].ravel()), d)})
+        pq.write_table(tiny, tmp / "tiny" / "tiny.parquet")
+        runs = [(e, int(w), c == "1") for e, w, c in (r.split(":") for r in args.runs.split(","))]
         started_ray = False
         for engine, w, conf in runs:
             if engine == "ray" and not started_ray:
@@ -115,6 +133,11 @@ def main() -> int:
                          object_store_memory=1 << 30)
                 results["ray_init_seconds"] = time.perf_counter() - t0
                 started_ray = True
+            if engine == "ray" and conf:
+                r = route_batch(path, tmp / "tiny", tmp / f"tiny-out-{w}", lam=args.lam, use_ray=True, workers=w,
+                                confidence=False, progress=False)
+                results[f"ray_1000_rows_seconds_{w}_workers"] = r.seconds
+                print(f"ray, {w} worker(s): 1,000 rows in {r.seconds:.2f} s (fixed cost per job)")
             out_dir = tmp / f"out-{engine}-{w}-{int(conf)}"
             r = route_batch(path, str(inp / "*.parquet"), out_dir, lam=args.lam, use_ray=engine == "ray",
                             workers=w, confidence=conf, progress=False)

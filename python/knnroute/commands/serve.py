@@ -29,12 +29,46 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-token", default=os.environ.get("KNNROUTE_ADMIN_TOKEN"),
                    help="bearer token required by POST /admin/reload (default: $KNNROUTE_ADMIN_TOKEN; "
                    "without one the endpoint is open to whoever reaches the bound address)")
+    p.add_argument("--replicas", type=int, metavar="N",
+                   help="serve N replicas with Ray Serve (the 'ray' extra) on --host/--port instead of one process")
+    p.add_argument("--ray-address", help="with --replicas: the Ray cluster to use (default: start a local one)")
+
+
+def _run_replicas(args: argparse.Namespace) -> int:
+    from knnroute.distributed import init_ray, serve_deployment
+    from knnroute.serve import DEFAULT_MAX_BATCH
+
+    init_ray(args.ray_address)
+    from ray import serve as ray_serve
+
+    ray_serve.start(http_options={"host": args.host, "port": args.port})
+    app = serve_deployment(
+        args.router, num_replicas=args.replicas, watch_interval=args.watch, load_embedder=not args.no_embedder,
+        verify=not args.no_verify, admin_token=args.admin_token, max_batch=args.max_batch or DEFAULT_MAX_BATCH,
+        max_body_bytes=args.max_body_bytes,
+    )
+    print(f"knnroute serve: {args.replicas} Ray Serve replica(s) of {args.router} on http://{args.host}:{args.port}",
+          file=sys.stderr)
+    try:
+        ray_serve.run(app, name="knnroute", route_prefix="/", blocking=True)
+    except KeyboardInterrupt:
+        ray_serve.shutdown()
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from knnroute.persist import RouterFileError
     from knnroute.serve import serve
 
+    if args.replicas is not None:
+        if args.replicas < 1:
+            print("knnroute serve: error: --replicas must be >= 1", file=sys.stderr)
+            return 2
+        try:
+            return _run_replicas(args)
+        except (RouterFileError, FileNotFoundError, ValueError, ImportError) as e:
+            print(f"knnroute serve: error: {e}", file=sys.stderr)
+            return 2
     try:
         serve(
             args.router,
