@@ -16,8 +16,8 @@ inside the functions that need it, and a missing install raises an ``ImportError
   (:mod:`knnroute.serve`), each loading one router file, reloading it on file change and/or when the
   deployment's ``user_config`` changes.
 
-Decision columns written by :func:`route_batch` (one row per input row, in input order, after the
-pass-through columns): ``model`` (chosen model, the fallback model when the policy fired),
+Decision columns written by :func:`route_batch` (one row per input row, after the pass-through columns;
+in input order without Ray; on Ray the order is not guaranteed, so keep an id column to join on): ``model`` (chosen model, the fallback model when the policy fired),
 ``routed_model`` (the router's own argmax), ``fallback`` (``"distance"`` / ``"agreement"`` / null),
 ``lambda``, ``predicted_score`` and ``predicted_cost`` (of the chosen model: score on [0, 1], USD per
 query), ``kth_similarity`` and ``agreement`` (confidence; null with ``confidence=False``), and with
@@ -447,13 +447,15 @@ def route_batch(
     lam, max_cost : cost weight, or a budget via the file's budget table (neither: the file's default)
     embedding_column / prompt_column : the column to route (default: ``embedding`` if present, else
         ``prompt``). Embeddings: a list / fixed-size-list column (Parquet, JSONL) or JSON-list strings (CSV).
-    keep_columns : input columns copied to the output (default: ``id`` when present)
+    keep_columns : input columns copied to the output (default: ``id`` when present; carry one to join on)
     use_ray : run in Ray Data (``workers`` actors, each loading the file once); else in this process
     workers : Ray actor-pool size (one CPU each)
     batch_size : rows per batch
     embedder : embedder spec / object for prompts (default: the file's recorded embedder)
     confidence, all_models : see :func:`decide_batch`
-    preserve_order : Ray: keep output rows in input order (slightly less overlap between stages)
+    preserve_order : Ray: ask Ray Data to keep the input order (``DataContext...preserve_order``). Best effort
+        only: the order of the written rows was not always the input order in our tests, so join the
+        decisions to the input on a kept id column
     ray_address : connect to this Ray cluster (default: the running one, or start a local one)
 
     Returns
