@@ -137,6 +137,7 @@ def main() -> int:
                 r = route_batch(path, tmp / "tiny", tmp / f"tiny-out-{w}", lam=args.lam, use_ray=True, workers=w,
                                 confidence=False, progress=False)
                 results[f"ray_1000_rows_seconds_{w}_workers"] = r.seconds
+                shutil.rmtree(tmp / f"tiny-out-{w}")
                 print(f"ray, {w} worker(s): 1,000 rows in {r.seconds:.2f} s (fixed cost per job)")
             out_dir = tmp / f"out-{engine}-{w}-{int(conf)}"
             r = route_batch(path, str(inp / "*.parquet"), out_dir, lam=args.lam, use_ray=engine == "ray",
