@@ -443,3 +443,20 @@ def test_real_data_every_router_beats_random(arc_c) -> None:
             assert (u > random_u).all(), (name, u, random_u)
             assert (u - random_u).mean() > 0.05, (name, u - random_u)
     assert len(results) >= 4
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch extra not installed")
+@pytest.mark.parametrize("name", ["linear-mf", "graph-10"])
+def test_max_train_rows_caps_the_training_targets(name: str, problem: dict) -> None:
+    capped = _fit(name, problem, max_train_rows=40)
+    assert capped.n_train_rows_ == 40
+    full = _fit(name, problem, max_train_rows=None)
+    assert full.n_train_rows_ == problem["X"].shape[0]
+    if capped.k_ is not None:  # the support set is never subsampled
+        assert capped.support_X_.shape[0] == problem["X"].shape[0] and capped.k_ == full.k_
+    s_hat, c_hat = capped.predict(problem["Xt"])
+    assert np.isfinite(s_hat).all() and np.isfinite(c_hat).all()
+    # a cap at or above the training size changes nothing
+    big = _fit(name, problem, max_train_rows=10_000)
+    for x, y in zip(big.predict(problem["Xt"]), full.predict(problem["Xt"])):
+        np.testing.assert_array_equal(x, y)

@@ -339,7 +339,7 @@ def test_split_indices() -> None:
 
 
 def _strip_timing(recs: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in recs]
+    return [{k: v for k, v in r.items() if not (k.endswith("_seconds") or "_us_" in k)} for r in recs]
 
 
 @pytest.mark.parametrize("shipped", [False, True])
@@ -472,3 +472,85 @@ def test_router_curve_for_predictors_and_selectors(backend: str) -> None:
     # A selection router has no predictions: its curve is traced on the dense grid.
     sel = curves.router_curve(_CheapestAboveLambda(50.0 / c_max), X[200:], S[200:], C[200:])
     assert sel.cost.size == 1000 and set(np.round(sel.cost / c_max, 6)) == {0.01, 1.0}
+
+
+# --------------------------------------------------------------------------- tuning: fast grid, LOO
+def test_grid_predictions_equal_the_reference_aggregate() -> None:
+    X, S, C = _clustered(n=260, seed=4)
+    idx, sim = tuning.neighbours(X[:200], X[200:], 50)
+    cfgs = tuning.knn_grid(50)
+    assert any(c.shrinkage >= 1e6 for c in cfgs)  # the best-single fallback is in the grid
+    for cfg, (sh, ch) in zip(cfgs, tuning.grid_predictions(idx, sim, S[:200], C[:200], cfgs)):
+        rs, rc = reference.aggregate(
+            idx[:, : cfg.k], sim[:, : cfg.k], S[:200], C[:200], cfg.weighting, cfg.temperature, cfg.shrinkage
+        )
+        np.testing.assert_allclose(sh, rs, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ch, rc, rtol=1e-9, atol=1e-15)
+
+
+def test_loo_neighbours_match_brute_force_without_self() -> None:
+    X, _, _ = _clustered(n=120, seed=5)
+    X = np.concatenate([X, X[:3]])  # exact duplicates: a row's twin may outrank the row itself
+    idx, sim = tuning.loo_neighbours(X, 10)
+    n = X.shape[0]
+    s = X.astype(np.float64) @ X.astype(np.float64).T
+    np.fill_diagonal(s, -np.inf)
+    for i in range(n):
+        assert i not in idx[i]
+        np.testing.assert_allclose(sim[i], np.sort(s[i])[::-1][:10], atol=1e-5)
+    with pytest.raises(ValueError, match="leave-one-out"):
+        tuning.loo_neighbours(X, n)
+
+
+def test_tuning_pool_with_and_without_loo(backend: str) -> None:
+    X, S, C = _clustered(seed=6)
+    tr, va = slice(0, 280), slice(280, 340)
+    plain = tuning.tune_knn(X[tr], S[tr], C[tr], X[va], S[va], C[va], loo=False)
+    pooled = tuning.tune_knn(X[tr], S[tr], C[tr], X[va], S[va], C[va])
+    # without LOO the score of a config is its validation AUC: recompute one independently
+    cfg = tuning.KNNConfig(k=20, weighting="similarity", shrinkage=5.0)
+    row = next(r for r in plain.table if tuning.KNNConfig(**{k: r[k] for k in cfg.kwargs()}) == cfg)
+    sh, ch = tuning.make_knn_router(cfg).fit(X[tr], S[tr], C[tr]).predict(X[va])
+    ts, tc = curves.fill_missing(S[va], C[va])
+    assert row["val_auc"] == pytest.approx(curves.curve_from_predictions(sh, ch, ts, tc, curves.cost_scale(tc)).auc, abs=1e-6)
+    assert pooled.val_auc == max(r["val_auc"] for r in pooled.table)
+    assert max(c["k"] for c in pooled.table) <= 279  # leave-one-out sees n_train - 1 prompts
+
+
+# --------------------------------------------------------------------------- cross-task (ID / OOD)
+def test_ood_fit_once_equals_run_one_on_the_stacked_pair(backend: str) -> None:
+    from knnroute.evaluate import ood
+
+    X, S, C = _clustered(n=500, seed=7)
+    a = EvalData("taskA", X[:260], S[:260], C[:260], ["m0", "m1", "m2", "m3"])
+    b = EvalData("taskB", X[260:], S[260:], C[260:], ["m0", "m1", "m2", "m3"])
+    recs = ood.evaluate_ood([a, b], ["oracle", "best-single", "knn-10", "knn-tuned"], [0, 1], progress=False)
+    got = {(r["train_task"], r["test_task"], r["router"], r["seed"]): r for r in recs}
+    assert len(got) == len(recs) == 2 * 2 * 4 * 2
+    for s in (0, 1):
+        for tr_d, te_d in ((a, b), (b, a)):
+            data, split = ood.cross_task_pair(tr_d, te_d, s)
+            for router in ("knn-10", "knn-tuned", "oracle"):
+                ref = run_one(data, router, s, split=split).records[0]
+                rec = got[(tr_d.name, te_d.name, router, s)]
+                assert rec["auc"] == pytest.approx(ref["auc"], abs=1e-9) and rec["id"] is False
+        # the ID pair is the plain per-dataset run
+        assert got[("taskA", "taskA", "knn-10", s)]["auc"] == pytest.approx(run_one(a, "knn-10", s).records[0]["auc"])
+    summ = {r["router"]: r for r in ood.summarise_ood(recs)}
+    assert summ["oracle"]["id_mean"] == pytest.approx(summ["oracle"]["ood_mean"])  # test sets only
+    assert summ["knn-10"]["n_id_pairs"] == 2 and summ["knn-10"]["n_ood_pairs"] == 2
+    assert "knn-tuned" in ood.format_ood(list(summ.values()), recs)
+    c = EvalData("taskC", X[:50], S[:50, :3], C[:50, :3], ["m0", "m1", "m2"])
+    with pytest.raises(ValueError, match="different models"):
+        ood.evaluate_ood([a, c], ["knn-10"], [0], progress=False)
+
+
+def test_records_carry_fit_and_route_times(backend: str) -> None:
+    from knnroute.evaluate import report
+
+    d = _eval_data()
+    rec = run_one(d, "knn-10", 0).records[0]
+    assert rec["route_seconds"] >= 0 and rec["fit_seconds"] >= 0 and rec["route_us_per_query"] >= 0
+    summ = report.summarise([rec, run_one(d, "oracle", 0).records[0]])
+    table = report.format_timing(summ)
+    assert "knn-10" in table and "oracle" not in table

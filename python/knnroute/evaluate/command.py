@@ -75,6 +75,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="run the (dataset x router x seed) grid as Ray tasks (the 'ray' extra); same numbers as locally",
     )
     p.add_argument("--ray-address", help="with --ray: the Ray cluster to connect to (default: start a local one)")
+    p.add_argument(
+        "--ood",
+        action="store_true",
+        help="also the cross-task table (paper Table 4): train on each dataset of --data, test on each "
+        "(they must share one model pool, e.g. --data routerbench); ID = same task, OOD = the others",
+    )
 
 
 def parse_lambdas(spec: str) -> list[float] | None:
@@ -234,6 +240,28 @@ def run(args: argparse.Namespace) -> int:
     print(report.format_matrix(summary, "auc"))
     print()
     print(report.format_matrix(summary, "gain"))
+    timing = report.format_timing(summary)
+    if timing:
+        print("\nfit and routing time per router (s; mean over seeds, summed over datasets; route = one "
+              "route(X_test, lambda) call per test set)")
+        print(timing)
+
+    ood_records: list[dict[str, Any]] = []
+    ood_summary: list[dict[str, Any]] = []
+    if getattr(args, "ood", False):
+        from knnroute.evaluate import ood as _ood
+
+        try:
+            ood_records = _ood.evaluate_ood(
+                data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress
+            )
+        except ValueError as exc:
+            print(f"knnroute eval: error: --ood: {exc}", file=sys.stderr)
+            return 2
+        ood_summary = _ood.summarise_ood(ood_records)
+        print("\nin-distribution vs out-of-distribution AUC (paper Table 4): mean over (train, test) pairs, "
+              "mean ± std over seeds")
+        print(_ood.format_ood(ood_summary, ood_records))
 
     diags: list[dict[str, Any]] = []
     if args.diagnostics:
@@ -310,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
                 for ed, ds in pairs
             ],
             "diagnostics": diags,
+            **({"ood": {"summary": ood_summary, "results": ood_records}} if ood_records else {}),
             "meta": {
                 "knnroute_version": __version__,
                 "numerics": _curves.backend(),

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONVENTIONS", "format_matrix", "format_table", "summarise", "to_jsonable", "write_json"]
+__all__ = ["CONVENTIONS", "format_matrix", "format_table", "format_timing", "summarise", "to_jsonable", "write_json"]
 
 CONVENTIONS: dict[str, str] = {
     "score": "true score on [0, 1] x100; a missing score counts as 0",
@@ -57,8 +57,15 @@ CONVENTIONS: dict[str, str] = {
     ),
     "support": "kNN routers search the train split only; validation is used for tuning only",
     "tuning": (
-        "knn-tuned: k in {5,10,20,50,100,200} (capped at n_train) x weighting in {uniform, similarity, "
-        "softmax T in {0.01,0.05,0.1}} x shrinkage in {0,1,5,20}, chosen by validation AUC (ties: earlier)"
+        "knn-tuned: k in {5,10,20,50,100,200} (capped at n_train - 1) x weighting in {uniform, similarity, "
+        "softmax T in {0.01,0.05,0.1}} x shrinkage toward the training column means in {0,1,5,20,100,1e6} "
+        "(1e6 = the best-single fallback: constant predictions), chosen by the AUC over the validation "
+        "prompts plus the training prompts routed leave-one-out (ties: earlier); never the test set"
+    ),
+    "selection-curves": "selection routers: curve over a 101-point dense lambda grid (one classifier per label vector)",
+    "timing": (
+        "fit_seconds: fit incl. tuning; route_seconds: one route(X_test, 0.5/c_max) call on the whole test "
+        "set (Table 3 style; fit excluded); wall clock on the machine of the run"
     ),
     "knn-10 / knn-100": "the paper's fixed rows: uniform mean of the k nearest training prompts (cosine)",
     "selection": (
@@ -99,7 +106,7 @@ def summarise(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (ds, router), rs in groups.items():
         row: dict[str, Any] = {"dataset": ds, "router": router, "n_seeds": len(rs)}
-        for key in ("auc", "gain", "sel_mean", "auc_oracle", "auc_best_single"):
+        for key in ("auc", "gain", "sel_mean", "auc_oracle", "auc_best_single", "fit_seconds", "route_seconds"):
             if any(key in r for r in rs):
                 m, s = _nan_stats([r.get(key, float("nan")) for r in rs])
                 row[f"{key}_mean"], row[f"{key}_std"] = m, s
@@ -149,15 +156,35 @@ def format_matrix(
     )
     cell = {(r["dataset"], r["router"]): r.get(f"{key}_mean", float("nan")) for r in summary}
     w = max(10, *(min(len(d), 22) for d in datasets)) if datasets else 10
+    avg = len(datasets) > 1
     head = f"{key.upper():<14}" + "".join(f"{d[-w:]:>{w + 2}}" for d in datasets)
-    lines = [head]
+    lines = [head + (f"{'avg':>{w + 2}}" if avg else "")]
     digits = 3 if key == "gain" else 2
     for name in names:
         vals = [cell.get((d, name), float("nan")) for d in datasets]
+        if avg:  # unweighted mean over the datasets (blank when a dataset lacks this router)
+            vals.append(float(np.mean(vals)) if all(math.isfinite(v) for v in vals) else float("nan"))
         lines.append(
             f"{name[:14]:<14}"
             + "".join(f"{v:>{w + 2}.{digits}f}" if math.isfinite(v) else f"{'':>{w + 2}}" for v in vals)
         )
+    return "\n".join(lines)
+
+
+def format_timing(summary: Sequence[Mapping[str, Any]]) -> str:
+    """Table-3 style: per router, fit time and the time to route each test set (means over seeds), summed
+    over the datasets (routers that are not fitted, such as the Oracle, are left out)."""
+    names = list(
+        dict.fromkeys(r["router"] for r in summary if math.isfinite(r.get("route_seconds_mean", float("nan"))))
+    )
+    if not names:
+        return ""
+    lines = [f"{'TIMING':<14}{'fit s (sum)':>14}{'route s (sum)':>15}{'route s (max)':>15}"]
+    for name in names:
+        rows = [r for r in summary if r["router"] == name]
+        fit = [r.get("fit_seconds_mean", float("nan")) for r in rows]
+        route = [r.get("route_seconds_mean", float("nan")) for r in rows]
+        lines.append(f"{name[:14]:<14}{np.nansum(fit):>14.3f}{np.nansum(route):>15.4f}{np.nanmax(route):>15.4f}")
     return "\n".join(lines)
 
 

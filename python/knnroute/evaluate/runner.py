@@ -7,7 +7,9 @@ can be fanned out (Ray, processes) with results identical to the serial loop in 
 
 Records are flat dicts (``pandas.DataFrame(records)`` works): ``dataset``, ``router``, ``seed``, ``auc``,
 ``gain``, the reference AUCs used for the gain, ``c_max``, split sizes, the selection-protocol utilities
-(``sel_1``, ``sel_0.5``, ``sel_0.1``, ``sel_mean``), timings, and router-specific fields (``k``,
+(``sel_1``, ``sel_0.5``, ``sel_0.1``, ``sel_mean``), timings (``fit_seconds``: fit including any
+validation tuning; ``eval_seconds``: predict + curve + selection protocol; ``route_seconds``: one
+``route(X_test, 0.5 / c_max)`` call, the Table-3 latency), and router-specific fields (``k``,
 ``weighting``, ``temperature``, ``shrinkage``, ``val_auc`` for kNN).
 """
 
@@ -25,6 +27,7 @@ from knnroute.evaluate import curves as _curves
 from knnroute.evaluate import references as _refs
 from knnroute.evaluate import selection as _sel
 from knnroute.evaluate import tuning as _tuning
+from knnroute.evaluate.reference import dense_lambda_grid
 
 __all__ = [
     "DEFAULT_ROUTERS",
@@ -46,6 +49,7 @@ REFERENCE_ROUTERS: tuple[str, ...] = ("oracle", "random", "best-single", "single
 KNN_ROUTERS: tuple[str, ...] = ("knn-10", "knn-100", "knn-tuned")
 DEFAULT_ROUTERS: tuple[str, ...] = REFERENCE_ROUTERS + KNN_ROUTERS
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+SELECTION_GRID = 101  # lambda-grid points for the selection routers' curves when no grid is given
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,7 @@ def run_one(
     lams: Sequence[float] | None = None,
     n_random: int = _refs.N_RANDOM,
     tuning_grid: Sequence[_tuning.KNNConfig] | None = None,
+    split: Split | None = None,
 ) -> RunOutput:
     """Evaluate one router on one dataset under one split seed. Pure: same inputs, same outputs.
 
@@ -222,12 +227,15 @@ def run_one(
         Repeats of the random router.
     tuning_grid : sequence of KNNConfig, optional
         The ``knn-tuned`` search grid (default :func:`knnroute.evaluate.tuning.knn_grid`).
+    split : Split, optional
+        Row indices to use instead of the seed's split (the cross-task evaluation of
+        :mod:`knnroute.evaluate.ood` trains on one task's rows and tests on another's).
     """
     if "@" in router:  # a view of a multimodal dataset: text, image or fused (knnroute.evaluate.multimodal)
         from knnroute.evaluate.multimodal import run_view
 
         return run_view(data, router, seed, lams=lams, n_random=n_random, tuning_grid=tuning_grid)
-    sp = split_indices(data.n, seed, data.split)
+    sp = split if split is not None else split_indices(data.n, seed, data.split)
     ts, tc, c_max = _truth(data, sp.test)
     lam_usd = None if lams is None else np.asarray(lams, dtype=np.float64) / c_max
     oracle = _refs.oracle_curve(ts, tc, c_max, lams=lam_usd)
@@ -304,7 +312,11 @@ def run_one(
         extra["tuning"] = model.tuning_table_
     t0 = time.perf_counter()
     if getattr(model, "selection", False):
-        cv = _curves.router_curve(model, X_te, ts, tc, c_max=c_max, lams=lam_usd)
+        # A selection router trains one classifier per distinct label vector along the lambda grid; the
+        # evaluator's default for them is a SELECTION_GRID-point dense grid (0 and log-spaced 1e-3..1e5
+        # per c_max) rather than the 1000-point one, which bounds the number of trainings per run.
+        grid = lam_usd if lam_usd is not None else dense_lambda_grid(c_max, SELECTION_GRID)
+        cv = _curves.router_curve(model, X_te, ts, tc, c_max=c_max, lams=grid)
         lam_sel = np.asarray(_sel.SELECTION_LAMBDAS) / c_max
         sel = _sel.selection_from_routes(np.asarray(model.route(X_te, lam_sel)), ts, tc, c_max)
     else:  # predict once; the curve and the selection protocol both route from these predictions
@@ -312,7 +324,20 @@ def run_one(
         cv = _curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=lam_usd)
         sel = _sel.selection_from_predictions(s_hat, c_hat, ts, tc, c_max)
     eval_s = time.perf_counter() - t0
-    rec = record(router, cv, **sel, **params, fit_seconds=fit_s, eval_seconds=eval_s)
+    # Table-3 latency: one routing decision per test prompt at one lambda (0.5 per c_max), fit excluded
+    t0 = time.perf_counter()
+    model.route(X_te, 0.5 / c_max)
+    route_s = time.perf_counter() - t0
+    rec = record(
+        router,
+        cv,
+        **sel,
+        **params,
+        fit_seconds=fit_s,
+        eval_seconds=eval_s,
+        route_seconds=route_s,
+        route_us_per_query=1e6 * route_s / max(1, int(sp.test.size)),
+    )
     return RunOutput([rec], {router: cv}, extra)
 
 

@@ -1,5 +1,9 @@
 """The "tuned kNN" router: k, weighting and shrinkage chosen by validation AUC, never on test.
 
+The tuning AUC is computed over the validation prompts plus the training prompts routed leave-one-out
+(:func:`tune_knn`). The grid includes a shrinkage of 1e6, which makes every prediction the training
+column means: the "best single model" fallback the tuner picks when validation says kNN does not help.
+
 The search retrieves the ``k_max`` nearest training prompts of every validation prompt once and slices the
 first ``k`` columns for each smaller ``k`` (neighbour lists are nested: the top-k is a prefix of the
 top-k_max under the search's tie rule), so the whole grid costs one search plus one aggregation and one
@@ -8,7 +12,7 @@ sweep per configuration.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,7 +31,9 @@ __all__ = [
     "TunedKNNRouter",
     "TuningResult",
     "aggregate",
+    "grid_predictions",
     "knn_grid",
+    "loo_neighbours",
     "make_knn_router",
     "neighbours",
     "tune_knn",
@@ -42,7 +48,9 @@ WEIGHTINGS: tuple[tuple[str, float], ...] = (
     ("softmax", 0.05),
     ("softmax", 0.1),
 )
-SHRINKAGES: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0)
+# 1e6 is the "best-single" fallback: the neighbours' weight (at most k) is negligible next to the prior, so
+# every prompt gets the training column means and the sweep routes like the best single models on train.
+SHRINKAGES: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0, 100.0, 1e6)
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,74 @@ def aggregate(
     return sh.astype(np.float32), ch.astype(np.float32)
 
 
+def grid_predictions(
+    idx: NDArray[np.int64],
+    sim: NDArray[np.float32],
+    scores: ArrayLike,
+    costs: ArrayLike,
+    configs: Sequence[KNNConfig],
+) -> Iterator[tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """``aggregate(idx, sim, scores, costs, cfg)`` for every ``cfg`` of ``configs``, in order, fast.
+
+    Per weighting, one cumulative sum over the neighbour axis gives the weighted sums of every ``k`` at
+    once; each (k, shrinkage) is then O(queries x models). Same definition as
+    :func:`knnroute.evaluate.reference.aggregate` (weights ``1``, ``max(sim, 0)`` or
+    ``exp((sim - sim_max) / T)``; NaN cells skipped; ``(sum w v + b prior) / (sum w + b)``, the prior when
+    the denominator is 0; prior = training column means), in float64.
+    """
+    sm = np.asarray(sim, dtype=np.float64)
+    ids = np.asarray(idx, dtype=np.int64)
+    tables = []
+    for table in (scores, costs):
+        t = np.asarray(table, dtype=np.float64)
+        v = t[ids]  # (B, K, M)
+        obs = ~np.isnan(v)
+        tables.append((_ref.column_means(t), np.where(obs, v, 0.0), obs.astype(np.float64)))
+    ks = sorted({int(c.k) for c in configs})
+    if ks and not 1 <= ks[0] <= ks[-1] <= ids.shape[1]:
+        raise ValueError(f"configs ask for k in [{ks[0]}, {ks[-1]}] but {ids.shape[1]} neighbours were given")
+    cache: dict[tuple[str, float], list[dict[int, tuple[NDArray[np.float64], NDArray[np.float64]]]]] = {}
+    for cfg in configs:
+        key = (cfg.weighting, float(cfg.temperature) if cfg.weighting == "softmax" else 0.0)
+        if key not in cache:
+            if cfg.weighting == "uniform":
+                w = np.ones_like(sm)
+            elif cfg.weighting == "similarity":
+                w = np.maximum(sm, 0.0)
+            elif cfg.weighting == "softmax":
+                if not cfg.temperature > 0:
+                    raise ValueError("temperature must be > 0")
+                w = np.exp((sm - sm.max(axis=1, keepdims=True)) / float(cfg.temperature))
+            else:
+                raise ValueError(f"unknown weighting {cfg.weighting!r}")
+            cache.clear()  # one weighting's partial sums in memory at a time
+            cache[key] = [_prefix_sums(w, v0, obs, ks) for _, v0, obs in tables]
+        out = []
+        for (prior, _, _), sums in zip(tables, cache[key]):
+            cnum, cden = sums[cfg.k]
+            num = cnum + cfg.shrinkage * prior
+            den = cden + cfg.shrinkage
+            out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), prior[None, :]))
+        yield out[0], out[1]
+
+
+def _prefix_sums(
+    w: NDArray[np.float64], v0: NDArray[np.float64], obs: NDArray[np.float64], ks: Sequence[int]
+) -> dict[int, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """``k -> (sum_{j<k} w_j v_j, sum_{j<k} w_j obs_j)`` per query and model, one pass over the neighbours."""
+    out = {}
+    num = np.zeros((v0.shape[0], v0.shape[2]))
+    den = np.zeros_like(num)
+    lo = 0
+    for k in ks:
+        if k > lo:
+            num = num + np.einsum("bk,bkm->bm", w[:, lo:k], v0[:, lo:k, :])
+            den = den + np.einsum("bk,bkm->bm", w[:, lo:k], obs[:, lo:k, :])
+            lo = k
+        out[k] = (num, den)
+    return out
+
+
 @dataclass(frozen=True)
 class TuningResult:
     """The chosen configuration, its validation AUC and the whole grid's validation AUCs."""
@@ -128,6 +204,23 @@ class TuningResult:
     best: KNNConfig
     val_auc: float
     table: list[dict[str, Any]]
+
+
+def loo_neighbours(X: ArrayLike, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Leave-one-out top-``k`` of every row of ``X`` among the other rows (needs ``k < len(X)``).
+
+    Searches ``k + 1`` and drops each row's own entry (the last column when an exact duplicate pushed the
+    row itself out of its top ``k + 1``), so column order (nearest first) is kept.
+    """
+    n = np.shape(X)[0]
+    if not 1 <= k < n:
+        raise ValueError(f"leave-one-out needs 1 <= k < n, got k={k}, n={n}")
+    idx, sim = neighbours(X, X, k + 1)
+    is_self = idx == np.arange(n)[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones(idx.shape, dtype=bool)
+    keep[np.arange(n), drop] = False
+    return idx[keep].reshape(n, k), sim[keep].reshape(n, k)
 
 
 def tune_knn(
@@ -138,29 +231,46 @@ def tune_knn(
     scores_val: ArrayLike,
     costs_val: ArrayLike,
     grid: Sequence[KNNConfig] | None = None,
+    loo: bool = True,
 ) -> TuningResult:
-    """Choose the kNN configuration with the highest AUC on the validation prompts.
+    """Choose the kNN configuration with the highest AUC on the tuning prompts.
 
-    The validation truth is filled and normalised by the same conventions as the test set (its own
-    ``c_max``). Ties go to the earlier configuration of the grid (uniform, no shrinkage, small k first).
+    The tuning prompts are the validation prompts and, with ``loo`` (default), every training prompt
+    routed leave-one-out (its neighbours among the other training prompts, never itself): one AUC over
+    the pooled predictions. The validation sets are small (37 prompts on MBPP, 16 on MT-Bench), and a
+    choice among ~180 configurations on them alone is noisy; the leave-one-out predictions add the whole
+    training set without touching the test set. The pooled truth is filled and normalised by the same
+    conventions as the test set (its own ``c_max``). Ties go to the earlier configuration of the grid
+    (uniform, no shrinkage, small k first).
     """
     s_tr = np.ascontiguousarray(scores_train, dtype=np.float32)
     c_tr = np.ascontiguousarray(costs_train, dtype=np.float32)
     n_train = s_tr.shape[0]
-    configs = list(grid) if grid is not None else knn_grid(n_train)
+    configs = list(grid) if grid is not None else knn_grid(n_train - 1 if loo else n_train)
     if not configs:
         raise ValueError("empty tuning grid")
     k_max = max(cfg.k for cfg in configs)
     if k_max > n_train:
         raise ValueError(f"grid asks for k={k_max} but there are only {n_train} training prompts")
-    ts, tc = _curves.fill_missing(scores_val, costs_val)
-    c_max = _curves.cost_scale(tc)
     idx, sim = neighbours(X_train, X_val, k_max)
+    s_pool, c_pool = np.asarray(scores_val, dtype=np.float64), np.asarray(costs_val, dtype=np.float64)
+    if loo and k_max < n_train:
+        li, ls = loo_neighbours(X_train, k_max)
+        idx, sim = np.concatenate([idx, li]), np.concatenate([sim, ls])
+        s_pool = np.concatenate([s_pool, np.asarray(scores_train, dtype=np.float64)])
+        c_pool = np.concatenate([c_pool, np.asarray(costs_train, dtype=np.float64)])
+    ts, tc = _curves.fill_missing(s_pool, c_pool)
+    c_max = _curves.cost_scale(tc)
     table = []
     best_i, best_auc = 0, -np.inf
+    # Group by weighting so each weighting's cumulative sums are computed once; report in grid order.
+    order = sorted(range(len(configs)), key=lambda i: (configs[i].weighting, configs[i].temperature))
+    aucs: dict[int, float] = {}
+    preds = grid_predictions(idx, sim, s_tr, c_tr, [configs[i] for i in order])
+    for i, (sh, ch) in zip(order, preds):
+        aucs[i] = _curves.curve_from_predictions(sh, ch, ts, tc, c_max).auc
     for i, cfg in enumerate(configs):
-        sh, ch = aggregate(idx, sim, s_tr, c_tr, cfg)
-        auc = _curves.curve_from_predictions(sh, ch, ts, tc, c_max).auc
+        auc = aucs[i]
         table.append({**cfg.kwargs(), "val_auc": auc})
         if auc > best_auc:
             best_i, best_auc = i, auc
@@ -221,6 +331,8 @@ class TunedKNNRouter:
         Candidates (default :func:`knn_grid` of the training size).
     random_state : int, default 0
         Seeds the validation carve when ``fit`` gets no validation set.
+    loo : bool, default True
+        Also score every candidate on the training prompts routed leave-one-out (see :func:`tune_knn`).
 
     Attributes
     ----------
@@ -233,9 +345,12 @@ class TunedKNNRouter:
         The chosen configuration fitted on the training prompts (the support set).
     """
 
-    def __init__(self, grid: Sequence[KNNConfig] | None = None, random_state: int = 0) -> None:
+    def __init__(
+        self, grid: Sequence[KNNConfig] | None = None, random_state: int = 0, loo: bool = True
+    ) -> None:
         self.grid = grid
         self.random_state = random_state
+        self.loo = loo
 
     def fit(
         self,
@@ -262,9 +377,11 @@ class TunedKNNRouter:
             if n - n_val < 1:
                 raise ValueError(f"{n} training prompts are too few to hold out a validation set")
             va, tr = perm[:n_val], perm[n_val:]
-            res = tune_knn(X_[tr], S_[tr], C_[tr], X_[va], S_[va], C_[va], self._grid(tr.size))
+            res = tune_knn(
+                X_[tr], S_[tr], C_[tr], X_[va], S_[va], C_[va], self._grid(tr.size), loo=self.loo
+            )
         else:
-            res = tune_knn(X_, S_, C_, X_val, scores_val, costs_val, self._grid(X_.shape[0]))
+            res = tune_knn(X_, S_, C_, X_val, scores_val, costs_val, self._grid(X_.shape[0]), loo=self.loo)
         self.best_ = res.best
         self.val_auc_ = res.val_auc
         self.tuning_table_ = res.table
@@ -273,9 +390,10 @@ class TunedKNNRouter:
         return self
 
     def _grid(self, n_support: int) -> list[KNNConfig]:
+        n_max = max(1, n_support - 1) if self.loo else n_support  # leave-one-out sees n - 1 neighbours
         if self.grid is None:
-            return knn_grid(n_support)
-        return [KNNConfig(min(c.k, n_support), c.weighting, c.temperature, c.shrinkage) for c in self.grid]
+            return knn_grid(n_max)
+        return [KNNConfig(min(c.k, n_max), c.weighting, c.temperature, c.shrinkage) for c in self.grid]
 
     def _fitted(self) -> Any:
         r = getattr(self, "router_", None)

@@ -441,14 +441,22 @@ class _TorchRouter(_UtilityRouterMixin, _ParamsMixin):
             if sup_rows.size < 2:
                 raise ValueError(f"{type(self).__name__} needs at least 2 training prompts for neighbours")
             k_eff = int(min(k, sup_rows.size - 1))
+        cap = None if self.max_train_rows is None else max(2, int(self.max_train_rows))
+        rng_cap = np.random.default_rng(seed)
+        q_sel = np.sort(rng_cap.choice(tr.size, cap, replace=False)) if cap and tr.size > cap else None
+        if val_q is not None and cap and val_q[0].shape[0] > cap:
+            v_sel = np.sort(rng_cap.choice(val_q[0].shape[0], cap, replace=False))
+            val_q = tuple(a[v_sel] for a in val_q)
 
         with _torch_session(torch, seed, self.n_threads):
             net = _nets()[self._net_name](d, M, score_init, **self._net_kwargs())
             sup = self._support_tensors(torch, X[sup_rows], S[sup_rows], C[sup_rows], cost_mean, cost_std)
-            train = self._query_tensors(torch, X[tr], S[tr], C[tr], cost_mean, cost_std)
+            q_rows = tr if q_sel is None else tr[q_sel]  # training targets (capped at max_train_rows)
+            train = self._query_tensors(torch, X[q_rows], S[q_rows], C[q_rows], cost_mean, cost_std)
             if k is not None:
                 # tr == sup_rows: training prompts are the support rows, leave-one-out
-                train["nb"] = torch.from_numpy(_neighbours(X[sup_rows], X[tr], k_eff, exclude_self=True)[0])
+                nb_tr = _neighbours(X[sup_rows], X[tr], k_eff, exclude_self=True)[0]
+                train["nb"] = torch.from_numpy(np.ascontiguousarray(nb_tr if q_sel is None else nb_tr[q_sel]))
             valid = None
             if val_q is not None:
                 valid = self._query_tensors(torch, *val_q, cost_mean, cost_std)
@@ -462,6 +470,7 @@ class _TorchRouter(_UtilityRouterMixin, _ParamsMixin):
         self.k_ = k_eff if k is not None else None
         self.cost_mean_, self.cost_std_ = cost_mean, cost_std
         self.history_ = history
+        self.n_train_rows_ = int(q_rows.size)
         self.n_epochs_ = len(history["val_loss"] or history["train_loss"])
         self.best_epoch_ = history["best_epoch"]
         self.model_names_ = names
@@ -609,6 +618,11 @@ _COMMON_PARAMS_DOC = """
         Hard cap on epochs (bounds the fit time).
     patience : int, default {patience}
         Early stopping: epochs without a lower validation loss before stopping (best weights restored).
+    max_train_rows : int or None, default {max_train_rows}
+        Cap on the prompts used as training targets per epoch, and on the early-stopping prompts: above
+        it a seeded subsample of that size is used (None: all). Bounds the fit time so that the full
+        ``knnroute eval --routers all`` grid fits the 2-core budget. Neighbour routers still retrieve
+        from every training prompt (the support set is never subsampled).
     validation_fraction : float, default 0.1
         Hold-out used for early stopping when ``fit`` gets no validation data.
     cost_weight : float, default 1.0
@@ -637,6 +651,8 @@ _ATTRS_DOC = """
     history_ : dict
         ``train_loss`` and ``val_loss`` per epoch, ``best_epoch``.
     n_epochs_, best_epoch_ : int
+    n_train_rows_ : int
+        Prompts used as training targets (``min(n_train, max_train_rows)``).
     model_names_ : list of str
     n_features_in_ : int
 """
@@ -660,7 +676,7 @@ class LinearMFRouter(_TorchRouter, _CommonInit):
     ----------
     dim : int, default 128
         Model-embedding dimension d_m."""
-        + _COMMON_PARAMS_DOC.format(batch_size=256, max_epochs=200, patience=10)
+        + _COMMON_PARAMS_DOC.format(batch_size=256, max_epochs=200, patience=5, max_train_rows=4000)
         + _ATTRS_DOC
     )
     _net_name = "LinearMFNet"
@@ -672,7 +688,8 @@ class LinearMFRouter(_TorchRouter, _CommonInit):
         weight_decay: float = 1e-5,
         batch_size: int = 256,
         max_epochs: int = 200,
-        patience: int = 10,
+        patience: int = 5,
+        max_train_rows: int | None = 4000,
         validation_fraction: float = 0.1,
         cost_weight: float = 1.0,
         grad_clip: float = 5.0,
@@ -686,6 +703,7 @@ class LinearMFRouter(_TorchRouter, _CommonInit):
             batch_size=batch_size,
             max_epochs=max_epochs,
             patience=patience,
+            max_train_rows=max_train_rows,
             validation_fraction=validation_fraction,
             cost_weight=cost_weight,
             grad_clip=grad_clip,
@@ -710,7 +728,7 @@ class MLPMFRouter(_TorchRouter, _CommonInit):
         Model-embedding dimension.
     hidden : int, default 100
         Hidden units per layer (two hidden layers)."""
-        + _COMMON_PARAMS_DOC.format(batch_size=256, max_epochs=200, patience=10)
+        + _COMMON_PARAMS_DOC.format(batch_size=256, max_epochs=200, patience=5, max_train_rows=4000)
         + _ATTRS_DOC
     )
     _net_name = "MLPMFNet"
@@ -723,7 +741,8 @@ class MLPMFRouter(_TorchRouter, _CommonInit):
         weight_decay: float = 1e-5,
         batch_size: int = 256,
         max_epochs: int = 200,
-        patience: int = 10,
+        patience: int = 5,
+        max_train_rows: int | None = 4000,
         validation_fraction: float = 0.1,
         cost_weight: float = 1.0,
         grad_clip: float = 5.0,
@@ -738,6 +757,7 @@ class MLPMFRouter(_TorchRouter, _CommonInit):
             batch_size=batch_size,
             max_epochs=max_epochs,
             patience=patience,
+            max_train_rows=max_train_rows,
             validation_fraction=validation_fraction,
             cost_weight=cost_weight,
             grad_clip=grad_clip,
@@ -765,7 +785,7 @@ class GraphRouter(_TorchRouter, _CommonInit):
         Support neighbours per prompt (the paper: 10 or 100).
     hidden : int, default 128
     n_layers : int, default 2"""
-        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=30, patience=4)
+        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=15, patience=3, max_train_rows=1000)
         + _ATTRS_DOC
     )
     _net_name = "GraphNet"
@@ -778,8 +798,9 @@ class GraphRouter(_TorchRouter, _CommonInit):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         batch_size: int = 128,
-        max_epochs: int = 30,
-        patience: int = 4,
+        max_epochs: int = 15,
+        patience: int = 3,
+        max_train_rows: int | None = 1000,
         validation_fraction: float = 0.1,
         cost_weight: float = 1.0,
         grad_clip: float = 5.0,
@@ -795,6 +816,7 @@ class GraphRouter(_TorchRouter, _CommonInit):
             batch_size=batch_size,
             max_epochs=max_epochs,
             patience=patience,
+            max_train_rows=max_train_rows,
             validation_fraction=validation_fraction,
             cost_weight=cost_weight,
             grad_clip=grad_clip,
@@ -825,7 +847,7 @@ class AttnRouter(_TorchRouter, _CommonInit):
         Support neighbours per prompt (the paper: 10 or 100).
     heads : int, default 4
     head_dim : int, default 32"""
-        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=30, patience=4)
+        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=15, patience=3, max_train_rows=1000)
         + _ATTRS_DOC
     )
     _net_name = "AttnNet"
@@ -838,8 +860,9 @@ class AttnRouter(_TorchRouter, _CommonInit):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         batch_size: int = 128,
-        max_epochs: int = 30,
-        patience: int = 4,
+        max_epochs: int = 15,
+        patience: int = 3,
+        max_train_rows: int | None = 1000,
         validation_fraction: float = 0.1,
         cost_weight: float = 1.0,
         grad_clip: float = 5.0,
@@ -855,6 +878,7 @@ class AttnRouter(_TorchRouter, _CommonInit):
             batch_size=batch_size,
             max_epochs=max_epochs,
             patience=patience,
+            max_train_rows=max_train_rows,
             validation_fraction=validation_fraction,
             cost_weight=cost_weight,
             grad_clip=grad_clip,
@@ -885,7 +909,7 @@ class DAttnRouter(AttnRouter):
         Support neighbours per prompt (the paper: 10 or 100).
     heads : int, default 4
     head_dim : int, default 32"""
-        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=30, patience=4)
+        + _COMMON_PARAMS_DOC.format(batch_size=128, max_epochs=15, patience=3, max_train_rows=1000)
         + _ATTRS_DOC
     )
     _net_name = "DAttnNet"
