@@ -332,7 +332,8 @@ def test_eval_on_ray_matches_local_routerbench(ray_session, real_data: Path) -> 
     from knnroute.embed import embed_dataset
     from knnroute.evaluate.runner import EvalData, evaluate
 
-    ds = next(d for d in load_dataset("routerbench") if "arc" in d.name.lower())
+    # the same dataset and embedding call as tests/test_baselines.py, so a cold cache embeds it once
+    ds = {d.name: d for d in load_dataset(real_data / "routerbench-0shot-subset")}["arc_challenge"]
     ed = EvalData.from_dataset(embed_dataset(ds, progress=False))
     routers = ["oracle", "best-single", "knn-10", "knn-tuned"]
     local = evaluate([ed], routers, [0, 1], progress=False)
