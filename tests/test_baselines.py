@@ -460,3 +460,17 @@ def test_max_train_rows_caps_the_training_targets(name: str, problem: dict) -> N
     big = _fit(name, problem, max_train_rows=10_000)
     for x, y in zip(big.predict(problem["Xt"]), full.predict(problem["Xt"])):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp-clf"])
+def test_selector_max_train_rows(name: str, problem: dict) -> None:
+    capped = _fit(name, problem, max_train_rows=60)
+    assert capped.X_.shape[0] == 60 and capped.val_[0].shape[0] == problem["Xv"].shape[0]
+    rows = [int(np.flatnonzero((problem["X"] == x).all(axis=1))[0]) for x in capped.X_]
+    np.testing.assert_array_equal(capped.scores_, problem["S"][rows])  # rows kept with their outcomes
+    full = _fit(name, problem, max_train_rows=None)
+    assert full.X_.shape[0] == problem["X"].shape[0]
+    lams = np.array([0.0, 300.0, 3000.0])
+    np.testing.assert_array_equal(  # under the cap nothing changes
+        _fit(name, problem, max_train_rows=1000).route(problem["Xt"], lams), full.route(problem["Xt"], lams)
+    )

@@ -173,6 +173,26 @@ class _Constant:
         return f"_Constant(label={self.label})"
 
 
+def _cap_rows(sel: Any) -> None:
+    """Keep a seeded ``max_train_rows`` subsample of the training (and of the validation) prompts.
+
+    A selector trains one classifier per distinct label vector along the lambda grid (about a hundred
+    on the larger datasets), so its fit time is that many trainings: the cap bounds it. The datasets with
+    at most ``max_train_rows`` training prompts are unaffected.
+    """
+    cap = getattr(sel, "max_train_rows", None)
+    if cap is None:
+        return
+    rng = np.random.default_rng(sel._seed)
+    n = sel.X_.shape[0]
+    if n > cap:
+        rows = np.sort(rng.choice(n, int(cap), replace=False))
+        sel.X_, sel.scores_, sel.costs_ = sel.X_[rows], sel.scores_[rows], sel.costs_[rows]
+    if sel.val_ is not None and sel.val_[0].shape[0] > cap:
+        rows = np.sort(rng.choice(sel.val_[0].shape[0], int(cap), replace=False))
+        sel.val_ = tuple(a[rows] for a in sel.val_)
+
+
 class _SelectorBase(_ParamsMixin):
     """Stores the training data in ``fit``; ``route`` trains/caches one classifier per λ."""
 
@@ -347,6 +367,9 @@ class LogisticSelector(_SelectorBase):
         this λ) most often is used instead of ``C`` (ties: the first).
     max_iter : int, default 300
         L-BFGS iteration cap (a cap on fit time; not reaching convergence is not an error here).
+    max_train_rows : int or None, default 1000
+        Train on a seeded subsample of at most this many prompts (and validate on at most as many); see
+        ``_cap_rows``. None: all.
     random_state : int, Generator or None, default None
 
     Attributes
@@ -363,15 +386,18 @@ class LogisticSelector(_SelectorBase):
         C: float = 1.0,
         Cs: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
         max_iter: int = 300,
+        max_train_rows: int | None = 1000,
         random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.C = C
         self.Cs = Cs
         self.max_iter = max_iter
+        self.max_train_rows = max_train_rows
         self.random_state = random_state
 
     def _prepare(self) -> None:
         self._seed = _seed_from(self.random_state)
+        _cap_rows(self)
 
     def _train(self, y: np.ndarray, y_val: np.ndarray | None) -> Any:
         from sklearn.exceptions import ConvergenceWarning
@@ -417,6 +443,8 @@ class MLPSelector(_SelectorBase):
     n_iter_no_change : int, default 8
         Patience in epochs.
     validation_fraction : float, default 0.1
+    max_train_rows : int or None, default 1000
+        Train on a seeded subsample of at most this many prompts (and validate on at most as many). None: all.
     random_state : int, Generator or None, default None
 
     Attributes
@@ -436,8 +464,10 @@ class MLPSelector(_SelectorBase):
         max_iter: int = 100,
         n_iter_no_change: int = 8,
         validation_fraction: float = 0.1,
+        max_train_rows: int | None = 1000,
         random_state: int | np.random.Generator | None = None,
     ) -> None:
+        self.max_train_rows = max_train_rows
         self.hidden_layer_sizes = hidden_layer_sizes
         self.alpha = alpha
         self.batch_size = batch_size
@@ -449,6 +479,7 @@ class MLPSelector(_SelectorBase):
 
     def _prepare(self) -> None:
         self._seed = _seed_from(self.random_state)
+        _cap_rows(self)
 
     def _train(self, y: np.ndarray, y_val: np.ndarray | None) -> Any:
         from sklearn.neural_network import MLPClassifier
