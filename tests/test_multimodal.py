@@ -399,3 +399,21 @@ def test_multimodal_router_file_round_trip(image_files: list[Path], private_cach
     # the query is support row 3 itself: its nearest neighbour at similarity 1
     x = loaded.embed(["problem 3"], [str(image_files[3])])[0]
     np.testing.assert_allclose(x @ X[3], 1.0, atol=1e-5)
+
+
+def test_serve_cli_passes_image_dir(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``knnroute serve --image-dir DIR`` hands DIR to the service (file-path images allowed inside it)."""
+    import knnroute.serve as serve_mod
+    from knnroute.cli import main
+
+    seen: dict = {}
+
+    def fake_serve(router_path, host, port, **kw):  # type: ignore[no-untyped-def]
+        seen.update(kw, router_path=router_path)
+
+    monkeypatch.setattr(serve_mod, "serve", fake_serve)
+    assert main(["serve", "--router", str(tmp_path / "r.knnr"), "--image-dir", str(tmp_path)]) == 0
+    assert seen["image_dir"] == str(tmp_path) and seen["router_path"] == str(tmp_path / "r.knnr")
+    seen.clear()
+    assert main(["serve", "--router", str(tmp_path / "r.knnr")]) == 0
+    assert seen["image_dir"] is None

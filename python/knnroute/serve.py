@@ -682,11 +682,14 @@ def serve(
     access_log: bool = False,
     watch_interval: float | None = None,
     admin_token: str | None = None,
+    image_dir: str | os.PathLike | None = None,
 ) -> None:
     """Load a router file and serve it with uvicorn until interrupted (SIGINT/SIGTERM).
 
     ``watch_interval``: reload the file when it changes (polled every that many seconds);
-    ``admin_token``: required by ``POST /admin/reload`` (which is open on the bound address without it).
+    ``admin_token``: required by ``POST /admin/reload`` (which is open on the bound address without it);
+    ``image_dir``: requests may name image files inside this folder (multimodal routers; base64 images
+    are accepted without it).
     """
     import uvicorn
 
@@ -697,7 +700,7 @@ def serve(
     slot = RouterSlot.from_path(router_path, verify=verify, load_embedder=load_embedder)
     t_load = time.perf_counter() - t0
     app = create_app(slot, max_body_bytes=max_body_bytes, max_batch=max_batch, source=str(router_path),
-                     admin_token=admin_token)
+                     admin_token=admin_token, image_dir=image_dir)
     if watch_interval:
         slot.watch(float(watch_interval))
     log.info("loaded %r from %s in %.2f s (ready in %.2f s)", slot.router, router_path, t_load,

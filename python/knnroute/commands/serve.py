@@ -31,6 +31,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "without one the endpoint is open to whoever reaches the bound address)")
     p.add_argument("--replicas", type=int, metavar="N",
                    help="serve N replicas with Ray Serve (the 'ray' extra) on --host/--port instead of one process")
+    p.add_argument("--image-dir", metavar="DIR",
+                   help="multimodal routers: requests may name image files inside DIR (base64 images need no flag)")
     p.add_argument("--ray-address", help="with --replicas: the Ray cluster to use (default: start a local one)")
 
 
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             watch_interval=args.watch,
             admin_token=args.admin_token,
+            image_dir=args.image_dir,
         )
     except (RouterFileError, FileNotFoundError, ValueError) as e:
         print(f"knnroute serve: error: {e}", file=sys.stderr)
