@@ -210,33 +210,24 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni(const QuantQ
             const std::int8_t* x3 = x2 + d;
             __m512i h0 = _mm512_setzero_si512(), h1 = h0, h2 = h0, h3 = h0;
             __m512i l0 = h0, l1 = h0, l2 = h0, l3 = h0;
+            auto step = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3, std::size_t j) {
+                const __m512i qh = _mm512_loadu_si512(q.hi_u8 + j), ql = _mm512_loadu_si512(q.lo_u8 + j);
+                h0 = _mm512_dpbusd_epi32(h0, qh, v0);
+                h1 = _mm512_dpbusd_epi32(h1, qh, v1);
+                h2 = _mm512_dpbusd_epi32(h2, qh, v2);
+                h3 = _mm512_dpbusd_epi32(h3, qh, v3);
+                l0 = _mm512_dpbusd_epi32(l0, ql, v0);
+                l1 = _mm512_dpbusd_epi32(l1, ql, v1);
+                l2 = _mm512_dpbusd_epi32(l2, ql, v2);
+                l3 = _mm512_dpbusd_epi32(l3, ql, v3);
+            };
             std::size_t j = 0;
-            for (; j < d64; j += 64) {
-                const __m512i qh = _mm512_loadu_si512(q.hi_u8 + j), ql = _mm512_loadu_si512(q.lo_u8 + j);
-                const __m512i v0 = _mm512_loadu_si512(x0 + j), v1 = _mm512_loadu_si512(x1 + j);
-                const __m512i v2 = _mm512_loadu_si512(x2 + j), v3 = _mm512_loadu_si512(x3 + j);
-                h0 = _mm512_dpbusd_epi32(h0, qh, v0);
-                h1 = _mm512_dpbusd_epi32(h1, qh, v1);
-                h2 = _mm512_dpbusd_epi32(h2, qh, v2);
-                h3 = _mm512_dpbusd_epi32(h3, qh, v3);
-                l0 = _mm512_dpbusd_epi32(l0, ql, v0);
-                l1 = _mm512_dpbusd_epi32(l1, ql, v1);
-                l2 = _mm512_dpbusd_epi32(l2, ql, v2);
-                l3 = _mm512_dpbusd_epi32(l3, ql, v3);
-            }
-            if (j < d) {  // masked-off x bytes are 0, so the padded query bytes add nothing
-                const __m512i qh = _mm512_loadu_si512(q.hi_u8 + j), ql = _mm512_loadu_si512(q.lo_u8 + j);
-                const __m512i v0 = _mm512_maskz_loadu_epi8(m, x0 + j), v1 = _mm512_maskz_loadu_epi8(m, x1 + j);
-                const __m512i v2 = _mm512_maskz_loadu_epi8(m, x2 + j), v3 = _mm512_maskz_loadu_epi8(m, x3 + j);
-                h0 = _mm512_dpbusd_epi32(h0, qh, v0);
-                h1 = _mm512_dpbusd_epi32(h1, qh, v1);
-                h2 = _mm512_dpbusd_epi32(h2, qh, v2);
-                h3 = _mm512_dpbusd_epi32(h3, qh, v3);
-                l0 = _mm512_dpbusd_epi32(l0, ql, v0);
-                l1 = _mm512_dpbusd_epi32(l1, ql, v1);
-                l2 = _mm512_dpbusd_epi32(l2, ql, v2);
-                l3 = _mm512_dpbusd_epi32(l3, ql, v3);
-            }
+            for (; j < d64; j += 64)
+                step(_mm512_loadu_si512(x0 + j), _mm512_loadu_si512(x1 + j), _mm512_loadu_si512(x2 + j),
+                     _mm512_loadu_si512(x3 + j), j);
+            if (j < d)  // masked-off x bytes are 0, so the padded query bytes add nothing
+                step(_mm512_maskz_loadu_epi8(m, x0 + j), _mm512_maskz_loadu_epi8(m, x1 + j),
+                     _mm512_maskz_loadu_epi8(m, x2 + j), _mm512_maskz_loadu_epi8(m, x3 + j), j);
             const __m128i off = _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rowsum + i)), 7);
             const __m128i sh = _mm_sub_epi32(reduce4_epi32(h0, h1, h2, h3), off);
             const __m128i sl = _mm_sub_epi32(reduce4_epi32(l0, l1, l2, l3), off);
