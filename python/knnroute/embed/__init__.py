@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from knnroute.embed.cache import EmbeddingCache, default_cache_dir, text_key
+from knnroute.embed.cache import EmbeddingCache, default_cache_dir, text_key, unique_keys
 from knnroute.embed.encoders import (
     DEFAULT_EMBEDDER,
     EMBEDDERS,
@@ -104,18 +104,7 @@ def embed_texts(
     emb = get_embedder(embedder)
     texts = list(texts)
     # unique texts (by key), the first position of each, and each text's unique slot
-    pos: dict[bytes, int] = {}
-    ukeys: list[bytes] = []
-    uidx: list[int] = []
-    inverse = np.empty(len(texts), dtype=np.int64)
-    for i, t in enumerate(texts):
-        k = text_key(t)
-        j = pos.get(k)
-        if j is None:
-            j = pos[k] = len(ukeys)
-            ukeys.append(k)
-            uidx.append(i)
-        inverse[i] = j
+    ukeys, uidx, inverse = unique_keys([text_key(t) for t in texts])
 
     use_cache = cache and emb.cacheable
     store = EmbeddingCache(emb.identity, cache_dir) if use_cache else None

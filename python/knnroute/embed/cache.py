@@ -42,6 +42,23 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).digest()
 
 
+def unique_keys(keys: Sequence[bytes]) -> tuple[list[bytes], list[int], np.ndarray]:
+    """Deduplicate cache keys: (unique keys in first-seen order, the first position of each, and for
+    every input its slot in the unique list), so each distinct text or image is encoded once."""
+    pos: dict[bytes, int] = {}
+    ukeys: list[bytes] = []
+    first: list[int] = []
+    inverse = np.empty(len(keys), dtype=np.int64)
+    for i, k in enumerate(keys):
+        j = pos.get(k)
+        if j is None:
+            j = pos[k] = len(ukeys)
+            ukeys.append(k)
+            first.append(i)
+        inverse[i] = j
+    return ukeys, first, inverse
+
+
 def _slug(identity: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", identity)[:48].strip("_") or "embedder"
 

@@ -287,7 +287,7 @@ def embed_images(
     -------
     (n, 1280) float32 unit rows in the order of ``images``; identical image bytes are encoded once.
     """
-    from knnroute.embed.cache import EmbeddingCache
+    from knnroute.embed.cache import EmbeddingCache, unique_keys
     from knnroute.embed.encoders import PROGRESS_MIN_ITEMS, get_embedder
 
     emb = get_embedder(embedder)
@@ -298,18 +298,8 @@ def embed_images(
         data = image_bytes(it)
         name = str(it) if isinstance(it, (str, os.PathLike)) and len(str(it)) < 300 else f"image {i}"
         refs.append(ImageRef(data, name))
-    pos: dict[bytes, int] = {}
-    ukeys: list[bytes] = []
-    uref: list[ImageRef] = []
-    inverse = np.empty(len(refs), dtype=np.int64)
-    for i, r in enumerate(refs):
-        k = image_key(r.data)
-        j = pos.get(k)
-        if j is None:
-            j = pos[k] = len(ukeys)
-            ukeys.append(k)
-            uref.append(r)
-        inverse[i] = j
+    ukeys, first, inverse = unique_keys([image_key(r.data) for r in refs])
+    uref = [refs[i] for i in first]
     store = EmbeddingCache(emb.identity, cache_dir) if cache and emb.cacheable else None
     uvecs = np.empty((len(ukeys), emb.dim), dtype=np.float32)
     found = np.zeros(len(ukeys), dtype=bool)
