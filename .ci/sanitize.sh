@@ -26,7 +26,10 @@ mkdir -p "$work/pkg/knnroute_core"
 cp python/knnroute_core/__init__.py "$work/pkg/knnroute_core/"
 cp python/knnroute_core/*.pyi python/knnroute_core/py.typed "$work/pkg/knnroute_core/" 2>/dev/null || true
 cp "$work"/build/_core*.so "$work/pkg/knnroute_core/"
-ldd "$work"/pkg/knnroute_core/_core*.so | grep -q libasan || { echo "sanitize: build is not instrumented"; exit 1; }
+# Not `ldd | grep -q`: under pipefail, grep -q exiting at its first match can kill ldd with SIGPIPE
+# and fail the pipeline on an instrumented build (seen once in CI).
+ldd_out=$(ldd "$work"/pkg/knnroute_core/_core*.so)
+grep -q libasan <<<"$ldd_out" || { echo "sanitize: build is not instrumented"; exit 1; }
 
 # An editable install redirects imports through a meta-path finder that wins over PYTHONPATH; drop
 # it so the sanitized copy (first on PYTHONPATH) and this checkout's Python sources are what run.
