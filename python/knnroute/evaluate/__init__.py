@@ -10,6 +10,7 @@ Modules (import the one you need; importing this package imports nothing heavy):
 - :mod:`~knnroute.evaluate.tuning`: ``knn-tuned`` (k, weighting, shrinkage by validation AUC).
 - :mod:`~knnroute.evaluate.runner`: ``run_one(data, router, seed)`` (pure) and the dataset x router x seed
   grid as flat records.
+- :mod:`~knnroute.evaluate.parallel`: the same grid on a local process pool (``knnroute eval --jobs N``).
 - :mod:`~knnroute.evaluate.diagnostics`: locality (agreement vs distance, r), TwoNN, confidence signals.
 - :mod:`~knnroute.evaluate.plots`, :mod:`~knnroute.evaluate.report`: PNGs, tables, JSON.
 - :mod:`~knnroute.evaluate.reference`: the NumPy definitions the compiled core is tested against.
@@ -25,6 +26,7 @@ __all__ = [
     "command",
     "curves",
     "diagnostics",
+    "parallel",
     "plots",
     "reference",
     "references",

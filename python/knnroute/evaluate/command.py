@@ -71,6 +71,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--jobs", type=int, default=None, metavar="N",
+        help="worker processes for the (dataset x router x seed) grid (default: every CPU of this "
+        "machine; 1 = serial in this process); same numbers as serial",
+    )
+    p.add_argument(
         "--ray", action="store_true",
         help="run the (dataset x router x seed) grid as Ray tasks (the 'ray' extra); same numbers as locally",
     )
@@ -197,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
 
     from knnroute.evaluate import curves as _curves
     from knnroute.evaluate import report
-    from knnroute.evaluate.runner import evaluate, resolve_routers
+    from knnroute.evaluate.runner import resolve_routers
 
     t_start = time.perf_counter()
     progress = not args.no_progress
@@ -206,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         lams = parse_lambdas(args.lambdas)
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")
+        if getattr(args, "jobs", None) is not None and args.jobs < 1:
+            raise ValueError("--jobs must be >= 1")
         pairs = load_eval_data(args.data, embedder=args.embedder, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         print(f"knnroute eval: error: {exc}", file=sys.stderr)
@@ -223,7 +230,10 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_ray(data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress,
                            address=getattr(args, "ray_address", None))
     else:
-        res = evaluate(data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress)
+        from knnroute.evaluate.parallel import evaluate_processes
+
+        res = evaluate_processes(data, routers, seeds, jobs=getattr(args, "jobs", None), lams=lams,
+                                 n_random=args.n_random, progress=progress)
     eval_seconds = time.perf_counter() - t_eval
     summary = report.summarise(res.records)
 
