@@ -262,6 +262,25 @@ def test_llmrouter_counts_prices_costs(real_data: Path) -> None:
 
 
 @pytest.mark.realdata
+def test_input_costs_are_the_known_part_of_the_real_costs(real_data: Path) -> None:
+    """``input_costs()`` (prompt chars/4 x input price) is the input term of every estimated cost: on
+    LLMRouter and RouteLLM-MMLU the rest is one output constant per model, on GSM8K it is >= 0; RouterBench
+    (no price table) has none."""
+    (llm,) = load_llmrouter(real_data / "llmrouter-dcrouter")
+    rest = llm.costs - llm.input_costs()
+    np.testing.assert_allclose(rest, np.broadcast_to(rest[:1], rest.shape), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(
+        rest[0], [L.LLMROUTER_OUTPUT_TOKENS * llm.prices[m][1] / 1e6 for m in llm.model_names], rtol=1e-9
+    )
+    (mmlu,) = load_routellm_mmlu(real_data / "routellm-evals")
+    rest = mmlu.costs - mmlu.input_costs()
+    np.testing.assert_allclose(rest, np.broadcast_to(rest[:1], rest.shape), rtol=1e-9, atol=1e-15)
+    (gsm,) = L.load_routellm_gsm8k(real_data / "routellm-evals")
+    assert np.all(gsm.costs - gsm.input_costs() >= -1e-15)
+    assert {d.input_costs() is None for d in load_dataset(real_data / RB)} == {True}
+
+
+@pytest.mark.realdata
 def test_llmrouter_output_token_constant_is_measured(real_data: Path) -> None:
     means = []
     for f in sorted((real_data / "routerarena-cached/cached_results").glob("*.jsonl")):

@@ -316,6 +316,78 @@ def test_tuned_knn_picks_the_best_validation_config(backend: str) -> None:
     assert tuning.TunedKNNRouter(random_state=0).fit(X[tr], S[tr], C[tr]).best_.k <= 245
 
 
+def _with_input_costs(seed: int = 3):
+    """Clustered prompts whose cost is a known input part (prompt length x input price, varying a lot
+    across prompts and unrelated to the embedding) plus a per-model output part."""
+    X, S, C = _clustered(seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    n, m = S.shape
+    tokens = rng.lognormal(5.0, 2.0, n)  # prompt lengths spread over orders of magnitude
+    price_in = np.geomspace(1e-6, 1e-5, m)  # USD per input token
+    K = tokens[:, None] * price_in[None, :]
+    C = K + np.geomspace(1e-7, 1e-5, m)[None, :]  # a small output part per model
+    return X, S, C, K
+
+
+def test_tuned_knn_input_cost_model(backend: str) -> None:
+    """Validation picks cost = known input cost + neighbours' rest when the cost is mostly input; the
+    predicted cost is then exact, routing needs the queries' input costs, and without them it is an error."""
+    X, S, C, K = _with_input_costs()
+    tr, va, te = slice(0, 280), slice(280, 340), slice(340, 400)
+    res = tuning.tune_knn(X[tr], S[tr], C[tr], X[va], S[va], C[va], input_cost_train=K[tr], input_cost_val=K[va])
+    assert res.cost_model == "input+knn"
+    assert {row["cost_model"] for row in res.table} == {"knn", "input+knn"}
+    assert res.val_auc == max(row["val_auc"] for row in res.table)
+    router = tuning.TunedKNNRouter(random_state=0).fit(
+        X[tr], S[tr], C[tr], X_val=X[va], scores_val=S[va], costs_val=C[va], input_cost=K[tr], input_cost_val=K[va]
+    )
+    assert router.cost_model_ == "input+knn" and "input+knn" in repr(router)
+    s_hat, c_hat = router.predict(X[te], input_cost=K[te])
+    np.testing.assert_allclose(c_hat, C[te], rtol=1e-5)  # residual is one constant per model: exact
+    ref = tuning.make_knn_router(router.best_).fit(X[tr], S[tr], C[tr] - K[tr])
+    np.testing.assert_allclose(s_hat, ref.predict(X[te])[0], rtol=1e-6)
+    lams = np.array([0.0, 1e2, 1e4])
+    np.testing.assert_array_equal(router.route(X[te], lams, input_cost=K[te]),
+                                  reference.route(s_hat, c_hat, lams))
+    with pytest.raises(ValueError, match="pass input_cost"):
+        router.predict(X[te])
+    with pytest.raises(ValueError, match="shape"):
+        router.route(X[te], 1.0, input_cost=K[te][:, :2])
+    with pytest.raises(ValueError, match="both"):
+        tuning.TunedKNNRouter().fit(X[tr], S[tr], C[tr], X_val=X[va], scores_val=S[va], costs_val=C[va],
+                                    input_cost=K[tr])
+    # Without input costs the search is the plain one (no cost_model column, cost model knn).
+    plain = tuning.tune_knn(X[tr], S[tr], C[tr], X[va], S[va], C[va])
+    assert plain.cost_model == "knn" and "cost_model" not in plain.table[0]
+    # The known part helps: test AUC of the chosen router >= the plain tuned router's on this data.
+    ts, tc = curves.fill_missing(S[te], C[te])
+    cm = curves.cost_scale(tc)
+    auc_in = curves.curve_from_predictions(s_hat, c_hat, ts, tc, cm).auc
+    auc_plain = curves.router_curve(tuning.make_knn_router(plain.best).fit(X[tr], S[tr], C[tr]), X[te], S[te], C[te]).auc
+    assert auc_in > auc_plain
+
+
+def test_run_one_passes_input_costs_to_knn_tuned(backend: str) -> None:
+    X, S, C, K = _with_input_costs(seed=4)
+    ed = EvalData("known", X, S, C, [f"m{j}" for j in range(S.shape[1])], generated=True, meta={"input_cost": K})
+    rec = run_one(ed, "knn-tuned", 0).records[0]
+    assert rec["cost_model"] == "input+knn"
+    rec_plain = run_one(EvalData("plain", X, S, C, ed.model_names, generated=True), "knn-tuned", 0).records[0]
+    assert rec_plain["cost_model"] == "knn"
+    assert rec["auc"] > rec_plain["auc"]
+
+
+def test_dataset_input_costs() -> None:
+    from knnroute.data import RoutingDataset
+
+    ds = RoutingDataset("t", ["a", "b"], np.ones((2, 2)), np.ones((2, 2)), prompts=["abcd", "abcdefgh"],
+                        prices={"a": (2.0, 9.0)})
+    np.testing.assert_allclose(ds.input_costs(), [[2e-6, 0.0], [4e-6, 0.0]])  # b has no price: 0
+    assert RoutingDataset("t", ["a"], np.ones((1, 1)), np.ones((1, 1)), prompts=["x"]).input_costs() is None
+    ed = EvalData.from_dataset(ds.with_embeddings(np.eye(2, dtype=np.float32)))
+    np.testing.assert_allclose(ed.meta["input_cost"], ds.input_costs())
+
+
 # --------------------------------------------------------------------------- runner
 def _eval_data(shipped: bool = False) -> EvalData:
     X, S, C = _clustered(n=300, seed=2)
@@ -554,3 +626,43 @@ def test_records_carry_fit_and_route_times(backend: str) -> None:
     summ = report.summarise([rec, run_one(d, "oracle", 0).records[0]])
     table = report.format_timing(summ)
     assert "knn-10" in table and "oracle" not in table
+
+
+def _no_timing(x):  # type: ignore[no-untyped-def]
+    if isinstance(x, dict):
+        return {k: _no_timing(v) for k, v in x.items() if not (k.endswith("_seconds") or k == "route_us_per_query")}
+    if isinstance(x, list):
+        return [_no_timing(v) for v in x]
+    return x
+
+
+def test_process_pool_grid_equals_serial() -> None:
+    """``knnroute eval --jobs 2``: the same records (timings aside), curves and tuning tables as the serial loop,
+    in the serial order, for kNN rows, a scikit-learn baseline and a selection router."""
+    pytest.importorskip("sklearn")
+    from knnroute.evaluate.command import load_eval_data
+    from knnroute.evaluate.parallel import evaluate_processes
+    from knnroute.evaluate.runner import evaluate
+
+    data = [ed for ed, _ in load_eval_data("demo", progress=False)]
+    routers = ["oracle", "random", "best-single", "single", "knn-10", "knn-tuned", "linear", "knn-vote-10"]
+    local = evaluate(data, routers, [0, 1], progress=False)
+    pooled = evaluate_processes(data, routers, [0, 1], jobs=2, progress=False)
+    assert [_no_timing(r) for r in pooled.records] == [_no_timing(r) for r in local.records]
+    assert list(pooled.curves) == list(local.curves)
+    for key, cv in local.curves.items():
+        assert pooled.curves[key].to_dict(points=True) == cv.to_dict(points=True), key
+    assert pooled.extras == local.extras
+
+
+def test_process_pool_names_the_failing_cell() -> None:
+    from knnroute.evaluate.parallel import evaluate_processes
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ok = EvalData("ok", X, rng.uniform(size=(40, 3)), rng.uniform(0.1, 1, size=(40, 3)), ["a", "b", "c"])
+    with pytest.raises(RuntimeError, match="dataset='ok' router='nope' seed=0.*unknown router"):
+        evaluate_processes([ok], ["oracle", "nope"], [0], jobs=2, progress=False)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        evaluate_processes([ok], ["oracle"], [0], jobs=0, progress=False)

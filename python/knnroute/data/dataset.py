@@ -198,6 +198,19 @@ class RoutingDataset:
     def __len__(self) -> int:
         return self.n
 
+    def input_costs(self, chars_per_token: float = 4.0) -> np.ndarray | None:
+        """The part of each cost a router knows before calling a model: input tokens x input price.
+
+        ``(len(prompt) / chars_per_token) * input_price / 1e6`` USD per (prompt, model), the same token
+        estimate the loaders use for their estimated costs; 0 for a model without a price. ``None`` when
+        the dataset has no prompt texts or no prices (RouterBench: real costs, no price table).
+        """
+        if not self.prices or self.prompts is None:
+            return None
+        chars = np.array([len(p) for p in self.prompts], dtype=np.float64)
+        pin = np.array([self.prices.get(m, (0.0, 0.0))[0] for m in self.model_names], dtype=np.float64)
+        return (chars[:, None] / float(chars_per_token)) * pin[None, :] / 1e6
+
     def __repr__(self) -> str:
         tag = ", GENERATED" if self.generated else ""
         emb = "" if self.embeddings is None else f", embeddings={self.embeddings.shape}"

@@ -107,14 +107,24 @@ def _val_auc(data: Any, base: str, seed: int, X: np.ndarray, sp: Any) -> float:
 
     if sp.val.size == 0:
         raise ValueError(f"{data.name}: no validation prompts to choose the image weight on")
+    fit_kw: dict[str, Any] = {}
+    pred_kw: dict[str, Any] = {}
+    known = data.meta.get("input_cost")
     if base == "knn-tuned":
         model: Any = _tuning.TunedKNNRouter(random_state=seed)
+        if known is not None:  # as run_one does for knn-tuned
+            fit_kw = {"input_cost": known[sp.train], "input_cost_val": known[sp.val]}
+            pred_kw = {"input_cost": known[sp.val]}
     else:
         model, _ = _make_router(base, seed, int(sp.train.size))
     model.fit(
         X[sp.train], data.scores[sp.train], data.costs[sp.train], model_names=list(data.model_names),
-        X_val=X[sp.val], scores_val=data.scores[sp.val], costs_val=data.costs[sp.val],
+        X_val=X[sp.val], scores_val=data.scores[sp.val], costs_val=data.costs[sp.val], **fit_kw,
     )
+    if pred_kw:
+        ts, tc = _curves.fill_missing(data.scores[sp.val], data.costs[sp.val])
+        s_hat, c_hat = model.predict(X[sp.val], **pred_kw)
+        return float(_curves.curve_from_predictions(s_hat, c_hat, ts, tc, _curves.cost_scale(tc)).auc)
     return float(_curves.router_curve(model, X[sp.val], data.scores[sp.val], data.costs[sp.val]).auc)
 
 

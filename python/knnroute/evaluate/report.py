@@ -60,7 +60,9 @@ CONVENTIONS: dict[str, str] = {
         "knn-tuned: k in {5,10,20,50,100,200} (capped at n_train - 1) x weighting in {uniform, similarity, "
         "softmax T in {0.01,0.05,0.1}} x shrinkage toward the training column means in {0,1,5,20,100,1e6} "
         "(1e6 = the best-single fallback: constant predictions), chosen by the AUC over the validation "
-        "prompts plus the training prompts routed leave-one-out (ties: earlier); never the test set"
+        "prompts plus the training prompts routed leave-one-out (ties: earlier); never the test set. Where "
+        "the data has prompt texts and input prices, also the cost model 'input+knn' (the prompt's own "
+        "input tokens x input price + the neighbours' remaining cost) against plain 'knn'"
     ),
     "selection-curves": "selection routers: curve over a 101-point dense lambda grid (one classifier per label vector)",
     "timing": (

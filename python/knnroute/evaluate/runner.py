@@ -67,6 +67,10 @@ class EvalData:
     generated : bool
         True for the demo benchmark (never presented as real results).
     source : str
+    meta : dict
+        Optional extras; ``meta["input_cost"]`` (n, M) float64 is the known input part of each cost
+        (prompt tokens x input price, :meth:`knnroute.data.RoutingDataset.input_costs`), which
+        ``knn-tuned`` may add to its predicted costs (chosen on validation).
     """
 
     name: str
@@ -93,6 +97,7 @@ class EvalData:
         emb = X if X is not None else ds.embeddings
         if emb is None:
             raise ValueError(f"dataset {ds.name!r} has no embeddings: embed it first (knnroute.embed)")
+        known = ds.input_costs() if hasattr(ds, "input_costs") else None
         return cls(
             name=ds.name,
             X=np.ascontiguousarray(emb, dtype=np.float32),
@@ -102,6 +107,7 @@ class EvalData:
             split=np.asarray(ds.split, dtype=object) if _shipped(ds) else None,
             generated=bool(ds.generated),
             source=str(ds.source),
+            meta={} if known is None else {"input_cost": known},
         )
 
 
@@ -298,17 +304,24 @@ def run_one(
     S_va, C_va = data.scores[sp.val], data.costs[sp.val]
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
+    fit_kw: dict[str, Any] = {}
+    pred_kw: dict[str, Any] = {}
+    known = data.meta.get("input_cost")
     if router == "knn-tuned":
         model: Any = _tuning.TunedKNNRouter(grid=tuning_grid, random_state=seed)
         params: dict[str, Any] = {}
+        if known is not None:  # validation may choose cost = prompt's input cost + neighbours' output cost
+            fit_kw = {"input_cost": known[sp.train], "input_cost_val": known[sp.val]}
+            pred_kw = {"input_cost": known[sp.test]}
     else:
         model, params = _make_router(router, seed, int(sp.train.size))
     model.fit(
-        X_tr, S_tr, C_tr, model_names=list(data.model_names), X_val=X_va, scores_val=S_va, costs_val=C_va
+        X_tr, S_tr, C_tr, model_names=list(data.model_names), X_val=X_va, scores_val=S_va, costs_val=C_va,
+        **fit_kw,
     )
     fit_s = time.perf_counter() - t0
     if router == "knn-tuned":
-        params = {**model.best_.kwargs(), "val_auc": model.val_auc_}
+        params = {**model.best_.kwargs(), "cost_model": model.cost_model_, "val_auc": model.val_auc_}
         extra["tuning"] = model.tuning_table_
     t0 = time.perf_counter()
     if getattr(model, "selection", False):
@@ -320,13 +333,13 @@ def run_one(
         lam_sel = np.asarray(_sel.SELECTION_LAMBDAS) / c_max
         sel = _sel.selection_from_routes(np.asarray(model.route(X_te, lam_sel)), ts, tc, c_max)
     else:  # predict once; the curve and the selection protocol both route from these predictions
-        s_hat, c_hat = model.predict(X_te)
+        s_hat, c_hat = model.predict(X_te, **pred_kw)
         cv = _curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=lam_usd)
         sel = _sel.selection_from_predictions(s_hat, c_hat, ts, tc, c_max)
     eval_s = time.perf_counter() - t0
     # Table-3 latency: one routing decision per test prompt at one lambda (0.5 per c_max), fit excluded
     t0 = time.perf_counter()
-    model.route(X_te, 0.5 / c_max)
+    model.route(X_te, 0.5 / c_max, **pred_kw)
     route_s = time.perf_counter() - t0
     rec = record(
         router,
