@@ -93,7 +93,7 @@ def evaluate_processes(
         return evaluate(data, routers, seeds, lams=lams, n_random=n_random, progress=progress)
 
     import multiprocessing as mp
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     order = sorted(cells, key=lambda c: -_weight(c[0], c[1]))
     outs: dict[tuple[str, str, int], RunOutput] = {}
@@ -110,7 +110,7 @@ def evaluate_processes(
         futures = {ex.submit(_cell, d.name, r, s, lam_list, int(n_random)): (d.name, r, s) for d, r, s in order}
         pending: set[Any] = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 key = futures[f]
                 exc = f.exception()
