@@ -121,6 +121,42 @@ def test_batch_near_ties_below_compact_resolution(isa, precision):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
+def test_batch_threshold_sample_fallback(isa, precision):
+    # The int8 batch path sets its cut from a strided sample of rows (every 16th, from row 8); here
+    # exactly those rows are near the queries, so the sample overstates the k-th bound, the check
+    # fails, the rank is raised and finally every row is a candidate. Results stay the f32 ones.
+    rng = np.random.default_rng(23)
+    d = 48
+    base = rng.standard_normal(d).astype(np.float32)
+    X = rng.standard_normal((1003, d)).astype(np.float32)
+    X[8::16] = base + 0.05 * rng.standard_normal((len(X[8::16]), d)).astype(np.float32)
+    Q = np.ascontiguousarray(base + 0.05 * rng.standard_normal((6, d)).astype(np.float32))
+    ref = kc.SupportSet(X, query_threads=1)
+    ss = kc.SupportSet(X, precision=precision)
+    for k in (10, 100, 700):
+        i0, s0 = ref.search(Q, k, n_threads=1)
+        i1, s1 = ss.search(Q, k, n_threads=1)
+        np.testing.assert_array_equal(i1, i0)
+        np.testing.assert_array_equal(s1, s0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_batch_search_large_support_streams(isa, precision):
+    # Above 65,536 rows a 4-query tile's similarities to every row no longer fit the int8 batch path's
+    # 1 MiB buffer, and it streams the row blocks instead (candidates offered block by block).
+    rng = np.random.default_rng(29)
+    X = clustered(rng, 70001, 16)
+    Q = clustered(rng, 9, 16)
+    ref = kc.SupportSet(X, query_threads=1)
+    ss = kc.SupportSet(X, precision=precision)
+    for k in (1, 100):
+        i0, s0 = ref.search(Q, k, n_threads=1)
+        i1, s1 = ss.search(Q, k, n_threads=2)
+        np.testing.assert_array_equal(i1, i0)
+        np.testing.assert_array_equal(s1, s0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_rerank_candidates_are_few_on_clustered_data(precision):
     rng = np.random.default_rng(3)
     X = clustered(rng, 4000, 384, centers=50)

@@ -80,15 +80,19 @@ public:
             }
         }
     }
-    // One candidate; indices must still arrive in increasing order.
-    void push_one(float s, std::int64_t id) {
+    // One candidate, in any index order (ties are broken by the full order, lower index first).
+    void push_any(float s, std::int64_t id) {
+        const Cand c{s, id};
         if (size_ < k_) {
-            h_[size_++] = Cand{s, id};
+            h_[size_++] = c;
             std::push_heap(h_, h_ + size_, better);
-        } else if (s > h_[0].sim) {
-            replace_top(h_, size_, Cand{s, id}, better);
+        } else if (better(c, h_[0])) {
+            replace_top(h_, size_, c, better);
         }
     }
+    std::size_t size() const { return size_; }
+    // The worst held similarity (the k-th best so far once k are held).
+    float worst() const { return h_[0].sim; }
     // Sorts the held candidates best first and appends them to out.
     void sorted_into(std::vector<Cand>& out) {
         std::sort(h_, h_ + size_, better);
@@ -272,10 +276,17 @@ float quantize_query(const float* q, std::size_t d, std::size_t dp, bool two_dig
     return static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6) + 1e-9);
 }
 
-// Stage 1 of a compact-copy scan for one query. lbs: min-heap of the kk largest lower bounds (its top
-// is the running threshold T); cands: rows whose upper bound reached T when seen, in increasing row
-// order, pruned when the buffer grows. Every true top-kk row ends in cands (its upper bound is never
-// below the final T), so an exact re-rank of cands gives the exact top-kk.
+// Stage 1 of a compact-copy scan for one query. T: the running threshold, the kk-th largest lower
+// bound among those kept in lbs (so never above the kk-th largest lower bound seen, a valid cut);
+// cands: rows whose upper bound reached T when seen, pruned when the buffer grows. Every true top-kk
+// row ends in cands (its upper bound is never below the final T), so an exact re-rank of cands gives
+// the exact top-kk.
+//
+// lbs is an unsorted buffer, not a heap: lower bounds above T are appended, and when it holds 2 kk of
+// them an nth_element keeps the kk largest and raises T to the kk-th. That is O(1) amortised per
+// passing row, against a heap's log2(kk) sift with unpredictable branches per row (the heap was the
+// largest single cost of the batch path's bookkeeping in a perf profile). T rises in steps rather
+// than per row, which lets slightly more rows into cands; the re-rank prunes them.
 struct CompactScan {
     std::vector<float> lbs;
     std::vector<Cand> cands;  // (upper bound, row)
@@ -288,6 +299,14 @@ struct CompactScan {
         kk = k;
         cap = std::max<std::size_t>(4 * kk, 1024);
         T = -std::numeric_limits<float>::infinity();
+        lbs.reserve(2 * kk);
+    }
+    // Keeps the kk largest buffered lower bounds and sets T to the kk-th (needs lbs.size() >= kk).
+    void tighten() {
+        std::nth_element(lbs.begin(), lbs.begin() + static_cast<std::ptrdiff_t>(kk - 1), lbs.end(),
+                         std::greater<float>());
+        T = std::max(T, lbs[kk - 1]);
+        lbs.resize(kk);
     }
     // a: approximate similarities of rows [b, b + nb); err: those rows' error norms; eq: the query's
     // quantisation error (0 for bf16/f16); sel: scratch of nb + 16 entries.
@@ -302,13 +321,9 @@ struct CompactScan {
             const float ub = a[i] + e;
             if (ub < T) continue;
             const float lb = a[i] - e;
-            if (lbs.size() < kk) {
+            if (lb > T) {
                 lbs.push_back(lb);
-                std::push_heap(lbs.begin(), lbs.end(), std::greater<float>());
-                if (lbs.size() == kk) T = lbs.front();
-            } else if (lb > lbs.front()) {
-                replace_top(lbs.data(), lbs.size(), lb, std::greater<float>());
-                T = lbs.front();
+                if (lbs.size() >= 2 * kk) tighten();
             }
             cands.push_back(Cand{ub, static_cast<std::int64_t>(b + i)});
             if (cands.size() >= cap) {
@@ -320,25 +335,91 @@ struct CompactScan {
             }
         }
     }
-    // Stage 2: exact float32 similarities (the same kernel as the f32 scan, so bit-identical) of every
-    // candidate whose upper bound reaches the final T, into top. Returns the number re-ranked.
+    // Stage 1 in one go, for a query whose approximate similarities a[0, n) of every row are known
+    // (the batch path). T is set from a strided sample of the lower bounds: its r-th largest, r about
+    // 2 kk / kSample, usually a little below the true kk-th largest lower bound L; it is checked by
+    // counting the rows whose lower bound reaches it (>= kk rows means T <= L, so T is a valid cut),
+    // and lowered (4x the rank, then -inf: every row) if not. Then one SIMD pass selects every row
+    // whose upper bound reaches T. No per-row heap or buffer: the streaming scan's bookkeeping (a third
+    // of the batch time in a profile) becomes two vector passes and a small nth_element.
+    void select_all(const Kernels& K, const float* a, const float* err, float eq, std::size_t n, std::uint32_t* sel,
+                    std::vector<float>& samp) {
+        constexpr std::size_t kSample = 16;
+        const float neg_inf = -std::numeric_limits<float>::infinity();
+        auto lb = [&](std::size_t i) { return a[i] - (err[i] + eq * (1.f + err[i])); };
+        samp.clear();
+        for (std::size_t i = kSample / 2; i < n; i += kSample) samp.push_back(lb(i));
+        T = neg_inf;
+        for (std::size_t rank = 2 * ((kk + kSample - 1) / kSample); rank <= samp.size(); rank *= 4) {
+            std::nth_element(samp.begin(), samp.begin() + static_cast<std::ptrdiff_t>(rank - 1), samp.end(),
+                             std::greater<float>());
+            const float t = samp[rank - 1];
+            std::size_t cnt = 0;
+            for (std::size_t i0 = 0; i0 < n && cnt < kk; i0 += kRowBlock) {
+                const std::size_t i1 = std::min(n, i0 + kRowBlock);
+                std::size_t c = 0;
+                for (std::size_t i = i0; i < i1; ++i) c += lb(i) >= t;
+                cnt += c;
+            }
+            if (cnt >= kk) {
+                T = t;
+                break;
+            }
+        }
+        const std::size_t ns = K.select_ub(a, err, eq, T, n, sel);
+        cands.resize(ns);
+        for (std::size_t si = 0; si < ns; ++si) {
+            const std::size_t i = sel[si];
+            cands[si] = Cand{a[i] + (err[i] + eq * (1.f + err[i])), static_cast<std::int64_t>(i)};
+        }
+    }
+    // Stage 2: exact float32 similarities (the same kernel as the f32 scan, so bit-identical) of the
+    // candidates that can still enter the top-kk, into top. Returns the number re-ranked.
+    //
+    // Best first: the kk candidates with the largest upper bounds are re-ranked first (nth_element);
+    // they nearly always hold most of the exact top-kk, so the kk-th best exact similarity S held after
+    // them is high. A remaining candidate is re-ranked only if its upper bound reaches the current S:
+    // a row with ub < S has exact similarity <= ub < S <= the final kk-th best, so it cannot enter.
+    // That prunes the rows whose bound interval straddles T but not S (T <= S: T is a kk-th largest
+    // lower bound). Exact under the same rounding-safe bounds as the scan.
     std::size_t rerank(const Kernels& K, const float* q, const float* data, std::size_t d, TopK& top) {
+        if (lbs.size() > kk) tighten();  // the final T from every buffered lower bound
         std::size_t w = 0;
         for (const Cand& c : cands)
             if (c.sim >= T) cands[w++] = c;
         cands.resize(w);
+        const std::size_t first = std::min(kk, w);
+        if (w > first)
+            std::nth_element(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(first), cands.end(),
+                             [](const Cand& a, const Cand& b) { return a.sim > b.sim; });
         const std::size_t row_bytes = d * sizeof(float);
-        for (std::size_t ci = 0; ci < w; ++ci) {
-            const Cand& c = cands[ci];
-            if (ci + 2 < w) {  // rows are scattered: fetch the row after next while this one is summed
-                const char* nx = reinterpret_cast<const char*>(data + static_cast<std::size_t>(cands[ci + 2].idx) * d);
-                for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off);
-            }
+        auto fetch = [&](std::size_t ci) {  // rows are scattered: fetch ahead while another is summed
+            const char* nx = reinterpret_cast<const char*>(data + static_cast<std::size_t>(cands[ci].idx) * d);
+            for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off);
+        };
+        auto exact = [&](const Cand& c) {
             float s;
             K.dot_rows(q, data + static_cast<std::size_t>(c.idx) * d, 1, d, &s);
-            top.push_one(s, c.idx);
+            top.push_any(s, c.idx);
+        };
+        for (std::size_t ci = 0; ci < first; ++ci) {
+            if (ci + 2 < first) fetch(ci + 2);
+            exact(cands[ci]);
         }
-        return w;
+        std::size_t done = first;
+        // The rest: compact the survivors of the current S first, so the prefetch runs ahead on them.
+        float S = top.size() >= kk ? top.worst() : -std::numeric_limits<float>::infinity();
+        std::size_t r = first;
+        for (std::size_t ci = first; ci < w; ++ci)
+            if (cands[ci].sim >= S) cands[r++] = cands[ci];
+        for (std::size_t ci = first; ci < r; ++ci) {
+            if (cands[ci].sim < S) continue;  // S rose since the compaction
+            if (ci + 2 < r) fetch(ci + 2);
+            exact(cands[ci]);
+            ++done;
+            S = top.worst();
+        }
+        return done;
     }
 };
 
@@ -524,6 +605,57 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
     const Kernels& K = kernels();
     const std::size_t dp = (d_ + 63) & ~std::size_t{63};
     std::vector<std::size_t> reranked(B, 0);
+    // Two passes per query tile when a tile's similarities to every row fit the buffer (<= 1 MiB, at
+    // least 4 queries): the kernel fills them for all rows, then each query selects its candidates
+    // at once (CompactScan::select_all). The row blocks are packed once per call and shared by the
+    // threads. Larger support sets stream: each block's similarities are consumed at once (offer).
+    const std::size_t tile = std::min<std::size_t>(kQueryTile, (std::size_t{1} << 18) / n_);
+    if (tile >= 4) {
+        const std::size_t blocks = (n_ + kRowBlock - 1) / kRowBlock;
+        std::vector<I8Pack> packs(blocks);
+        for (std::size_t bi = 0; bi < blocks; ++bi) {  // nq = 0: packs the block (VNNI path), computes nothing
+            const std::size_t b = bi * kRowBlock, nb = std::min(kRowBlock, n_ - b);
+            K.dot_block_i8(nullptr, 0, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_, nullptr,
+                           n_, &packs[bi]);
+        }
+        parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
+            const std::size_t nq = qe - qb;
+            std::vector<float> qn(nq * d_);
+            normalize_rows(Q + qb * d_, nq, d_, qn.data());
+            std::vector<std::int8_t> qs(nq * 2 * dp);
+            std::vector<std::uint8_t> qu(nq * 2 * dp);
+            std::vector<QuantQuery> qq(nq);
+            std::vector<float> eq(nq);
+            for (std::size_t j = 0; j < nq; ++j)
+                eq[j] = quantize_query(qn.data() + j * d_, d_, dp, false, qs.data() + j * 2 * dp,
+                                       qu.data() + j * 2 * dp, qq[j]);
+            std::vector<float> sims(tile * n_);
+            std::vector<std::uint32_t> sel(n_ + 16);
+            std::vector<float> samp;
+            std::vector<Cand> heap(k);
+            CompactScan scan;
+            for (std::size_t t0 = 0; t0 < nq; t0 += tile) {
+                const std::size_t nt = std::min(tile, nq - t0);
+                for (std::size_t bi = 0; bi < blocks; ++bi) {
+                    const std::size_t b = bi * kRowBlock, nb = std::min(kRowBlock, n_ - b);
+                    K.dot_block_i8(qq.data() + t0, nt, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b,
+                                   nb, d_, sims.data() + b, n_, &packs[bi]);
+                }
+                for (std::size_t j = 0; j < nt; ++j) {
+                    scan.reset(k);
+                    scan.select_all(K, sims.data() + j * n_, err_.data(), eq[t0 + j], n_, sel.data(), samp);
+                    TopK top;
+                    top.reset(heap.data(), k);
+                    reranked[qb + t0 + j] = scan.rerank(K, qn.data() + (t0 + j) * d_, data_.data(), d_, top);
+                    top.write(idx + (qb + t0 + j) * k, sim + (qb + t0 + j) * k);
+                }
+            }
+        });
+        std::size_t total = 0;
+        for (std::size_t r : reranked) total += r;
+        t_rerank = total;
+        return;
+    }
     parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
         const std::size_t nq = qe - qb;
         std::vector<float> qn(nq * d_);
