@@ -18,6 +18,9 @@ namespace {
 
 // Rows per block of similarities: small enough to stay in L1/L2 between the kernel and the selection.
 constexpr std::size_t kRowBlock = 256;
+// Single-query compact scans of at most this many rows buffer every approximate similarity (256 KiB)
+// and select their candidates in one pass; longer ranges are consumed block by block.
+constexpr std::size_t kTwoPassRows = std::size_t{1} << 16;
 // Queries per tile on the batch path (each base block is reused from cache by a whole tile).
 constexpr std::size_t kQueryTile = 16;
 // Below this many queries a batch stays on the calling thread.
@@ -342,8 +345,8 @@ struct CompactScan {
     // and lowered (4x the rank, then -inf: every row) if not. Then one SIMD pass selects every row
     // whose upper bound reaches T. No per-row heap or buffer: the streaming scan's bookkeeping (a third
     // of the batch time in a profile) becomes two vector passes and a small nth_element.
-    void select_all(const Kernels& K, const float* a, const float* err, float eq, std::size_t n, std::uint32_t* sel,
-                    std::vector<float>& samp) {
+    void select_all(const Kernels& K, const float* a, const float* err, float eq, std::size_t n, std::size_t base,
+                    std::uint32_t* sel, std::vector<float>& samp) {
         constexpr std::size_t kSample = 16;
         const float neg_inf = -std::numeric_limits<float>::infinity();
         auto lb = [&](std::size_t i) { return a[i] - (err[i] + eq * (1.f + err[i])); };
@@ -370,7 +373,7 @@ struct CompactScan {
         cands.resize(ns);
         for (std::size_t si = 0; si < ns; ++si) {
             const std::size_t i = sel[si];
-            cands[si] = Cand{a[i] + (err[i] + eq * (1.f + err[i])), static_cast<std::int64_t>(i)};
+            cands[si] = Cand{a[i] + (err[i] + eq * (1.f + err[i])), static_cast<std::int64_t>(base + i)};
         }
     }
     // Stage 2: exact float32 similarities (the same kernel as the f32 scan, so bit-identical) of the
@@ -445,8 +448,15 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
         return;
     }
     static thread_local CompactScan scan;
-    static thread_local std::vector<std::uint32_t> sel;  // rows of a block passing the prefilter
-    if (sel.size() < kRowBlock + 16) sel.resize(kRowBlock + 16);  // + 16: select_ub's vector stores
+    static thread_local std::vector<std::uint32_t> sel;  // rows passing the prefilter (+ 16: vector stores)
+    const std::size_t nr = r1 - r0;
+    // Up to kTwoPassRows rows, the approximate similarities of the whole range go to one buffer (<= 256 KiB,
+    // cache resident) and the candidates are selected at once (CompactScan::select_all); beyond, block by
+    // block (offer).
+    const bool two_pass = nr <= kTwoPassRows;
+    const std::size_t sel_need = (two_pass ? nr : kRowBlock) + 16;
+    if (sel.size() < sel_need) sel.resize(sel_need);
+    if (two_pass && block.size() < nr) block.resize(nr);
     scan.reset(kk);
     // int8: the query is quantised too (two int8 digits).
     float eq = 0.f;
@@ -461,14 +471,19 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
     }
     for (std::size_t b = r0; b < r1; b += kRowBlock) {
         const std::size_t nb = std::min(kRowBlock, r1 - b);
+        float* out = two_pass ? block.data() + (b - r0) : block.data();
         switch (precision_) {
-            case Precision::bf16: K.dot_rows_bf16(q, c16_.data() + b * d_, nb, d_, block.data()); break;
-            case Precision::f16: K.dot_rows_f16(q, c16_.data() + b * d_, nb, d_, block.data()); break;
+            case Precision::bf16: K.dot_rows_bf16(q, c16_.data() + b * d_, nb, d_, out); break;
+            case Precision::f16: K.dot_rows_f16(q, c16_.data() + b * d_, nb, d_, out); break;
             default:
-                K.dot_rows_i8(qq, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_, block.data());
+                K.dot_rows_i8(qq, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_, out);
                 break;
         }
-        scan.offer(K, block.data(), err_.data() + b, eq, nb, b, sel.data());
+        if (!two_pass) scan.offer(K, out, err_.data() + b, eq, nb, b, sel.data());
+    }
+    if (two_pass) {
+        static thread_local std::vector<float> samp;
+        scan.select_all(K, block.data(), err_.data() + r0, eq, nr, r0, sel.data(), samp);
     }
     t_rerank += scan.rerank(K, q, data_.data(), d_, top);
     top.sorted_into(out);
@@ -643,7 +658,7 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
                 }
                 for (std::size_t j = 0; j < nt; ++j) {
                     scan.reset(k);
-                    scan.select_all(K, sims.data() + j * n_, err_.data(), eq[t0 + j], n_, sel.data(), samp);
+                    scan.select_all(K, sims.data() + j * n_, err_.data(), eq[t0 + j], n_, 0, sel.data(), samp);
                     TopK top;
                     top.reset(heap.data(), k);
                     reranked[qb + t0 + j] = scan.rerank(K, qn.data() + (t0 + j) * d_, data_.data(), d_, top);
