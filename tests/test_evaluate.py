@@ -617,6 +617,22 @@ def test_ood_fit_once_equals_run_one_on_the_stacked_pair(backend: str) -> None:
         ood.evaluate_ood([a, c], ["knn-10"], [0], progress=False)
 
 
+def test_ood_on_processes_equals_serial() -> None:
+    """``knnroute eval --ood --jobs 2``: the cross-task records of the serial loop, in its order."""
+    pytest.importorskip("sklearn")
+    from knnroute.evaluate import ood
+
+    X, S, C = _clustered(n=500, seed=8)
+    a = EvalData("taskA", X[:260], S[:260], C[:260], ["m0", "m1", "m2", "m3"])
+    b = EvalData("taskB", X[260:], S[260:], C[260:], ["m0", "m1", "m2", "m3"])
+    routers = ["oracle", "random", "best-single", "knn-10", "knn-tuned", "linear"]
+    serial = ood.evaluate_ood([a, b], routers, [0, 1], progress=False)
+    pooled = ood.evaluate_ood([a, b], routers, [0, 1], progress=False, jobs=2)
+    assert len(serial) == 2 * 2 * 6 * 2 and pooled == serial
+    assert {(r["train_task"], r["test_task"], r["id"]) for r in pooled} == {
+        ("taskA", "taskA", True), ("taskA", "taskB", False), ("taskB", "taskA", False), ("taskB", "taskB", True)}
+
+
 def test_records_carry_fit_and_route_times(backend: str) -> None:
     from knnroute.evaluate import report
 

@@ -263,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             ood_records = _ood.evaluate_ood(
-                data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress
+                data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress,
+                jobs=getattr(args, "jobs", None),
             )
         except ValueError as exc:
             print(f"knnroute eval: error: --ood: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ then reports mean ± std over the seeds, and the drop ``ID - OOD`` (the paper's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from knnroute.evaluate import references as _refs
 from knnroute.evaluate.runner import EvalData, Split, run_one, split_indices
 
-__all__ = ["cross_task_pair", "evaluate_ood", "format_ood", "summarise_ood"]
+__all__ = ["cross_task_pair", "evaluate_ood", "format_ood", "ood_cell", "summarise_ood"]
 
 
 def cross_task_pair(train: EvalData, test: EvalData, seed: int) -> tuple[EvalData, Split]:
@@ -69,15 +69,17 @@ def evaluate_ood(
     lams: Sequence[float] | None = None,
     n_random: int = _refs.N_RANDOM,
     progress: bool = True,
+    jobs: int | None = 1,
 ) -> list[dict[str, Any]]:
     """Every (train task, test task, router, seed): flat records with ``train_task``, ``test_task``, ``id``.
 
     Each (train task, router, seed) is fitted once and routes every task's test rows; the result equals
     :func:`run_one` on :func:`cross_task_pair` (tested). The reference rows ``oracle``, ``random`` and
     ``best-single`` are computed per test set; the single-model rows are skipped. Selection routers
-    are left out (the paper's Table 4 is the utility-prediction routers).
+    are left out (the paper's Table 4 is the utility-prediction routers). ``jobs`` worker processes
+    (``None``: every CPU) run the (train task, seed, router) cells; the records are the serial ones, in
+    the serial order.
     """
-    from knnroute.evaluate import curves as _curves
     from knnroute.evaluate import runner as _runner
 
     data = list(datasets)
@@ -88,49 +90,58 @@ def evaluate_ood(
             raise ValueError(f"{data[0].name!r} and {d.name!r} have different models: no cross-task table")
     refs = [r for r in routers if r in ("oracle", "random", "best-single")]
     fitted = [r for r in routers if r not in _runner.REFERENCE_ROUTERS and not _is_selection(r)]
-    cells = [(a, s, r) for a in data for s in seeds for r in [*refs, *fitted]]
-    it: Iterable[tuple[EvalData, int, str]] = cells
-    if progress:
-        from tqdm.auto import tqdm
+    # reference rows depend on the test set only: one cell per seed (train task 0 stands for all)
+    cells = [(ai, s, r) for ai in range(len(data)) for s in seeds for r in [*refs, *fitted]
+             if not (r in refs and ai != 0)]
+    lam_list = None if lams is None else [float(x) for x in lams]
+    from knnroute.evaluate.parallel import _weight, map_cells
 
-        it = tqdm(cells, desc="cross-task (ID/OOD)", unit="fit", dynamic_ncols=True)
+    outs = map_cells("ood", data, cells, jobs=jobs, args=(lam_list, int(n_random)), progress=progress,
+                     desc="cross-task (ID/OOD)",
+                     label=lambda c: f"train {data[c[0]].name} {c[2]} seed={c[1]}",
+                     weight=lambda c: _weight(data[c[0]], c[2]) * len(data))
+    return [rec for c in cells for rec in outs[c]]
+
+
+def ood_cell(
+    data: Sequence[EvalData], ai: int, s: int, r: str, lams: Sequence[float] | None, n_random: int
+) -> list[dict[str, Any]]:
+    """The records of one (train task ``data[ai]``, seed, router) cell of :func:`evaluate_ood` (pure)."""
+    from knnroute.evaluate import curves as _curves
+
+    a = data[ai]
     records: list[dict[str, Any]] = []
-    for a, s, r in it:
-        if progress:
-            it.set_postfix_str(f"train {a.name} {r} seed={s}", refresh=False)  # type: ignore[attr-defined]
-        tests = [(b, split_indices(b.n, s, b.split)) for b in data]
-        if r in refs:  # depends on the test set only: once per test task (train task = the test task)
-            if a is not data[0]:
-                continue
-            for b, _ in tests:
-                for rec in run_one(b, r, s, lams=lams, n_random=n_random).records:
-                    for a2 in data:
-                        records.append(_tag(rec, a2, b))
-            continue
-        sa = split_indices(a.n, s, a.split)
-        model, params = _fit(r, a, sa, s)
-        for b, sb in tests:
-            ts, tc = _curves.fill_missing(b.scores[sb.test], b.costs[sb.test])
-            c_max = _curves.cost_scale(tc)
-            lam_usd = None if lams is None else np.asarray(lams, dtype=np.float64) / c_max
-            oracle = _refs.oracle_curve(ts, tc, c_max, lams=lam_usd)
-            best = _refs.best_single_curve(ts, tc, c_max)
-            s_hat, c_hat = model.predict(b.X[sb.test])
-            cv = _curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=lam_usd)
-            rec = {
-                "router": r,
-                "seed": int(s),
-                "auc": cv.auc,
-                "gain": _curves.gain(cv.auc, best.auc, oracle.auc),
-                "auc_oracle": oracle.auc,
-                "auc_best_single": best.auc,
-                "c_max": c_max,
-                "n_train": int(sa.train.size),
-                "n_val": int(sa.val.size),
-                "n_test": int(sb.test.size),
-                **params,
-            }
-            records.append(_tag(rec, a, b))
+    tests = [(b, split_indices(b.n, s, b.split)) for b in data]
+    if r in ("oracle", "random", "best-single"):  # once per test task, tagged for every train task
+        for b, _ in tests:
+            for rec in run_one(b, r, s, lams=lams, n_random=n_random).records:
+                for a2 in data:
+                    records.append(_tag(rec, a2, b))
+        return records
+    sa = split_indices(a.n, s, a.split)
+    model, params = _fit(r, a, sa, s)
+    for b, sb in tests:
+        ts, tc = _curves.fill_missing(b.scores[sb.test], b.costs[sb.test])
+        c_max = _curves.cost_scale(tc)
+        lam_usd = None if lams is None else np.asarray(lams, dtype=np.float64) / c_max
+        oracle = _refs.oracle_curve(ts, tc, c_max, lams=lam_usd)
+        best = _refs.best_single_curve(ts, tc, c_max)
+        s_hat, c_hat = model.predict(b.X[sb.test])
+        cv = _curves.curve_from_predictions(s_hat, c_hat, ts, tc, c_max, lams=lam_usd)
+        rec = {
+            "router": r,
+            "seed": int(s),
+            "auc": cv.auc,
+            "gain": _curves.gain(cv.auc, best.auc, oracle.auc),
+            "auc_oracle": oracle.auc,
+            "auc_best_single": best.auc,
+            "c_max": c_max,
+            "n_train": int(sa.train.size),
+            "n_val": int(sa.val.size),
+            "n_test": int(sb.test.size),
+            **params,
+        }
+        records.append(_tag(rec, a, b))
     return records
 
 

@@ -1,4 +1,4 @@
-"""The evaluation grid on a local process pool (``knnroute eval --jobs N``).
+"""The evaluation grid, and the cross-task (``--ood``) cells, on a local process pool (``knnroute eval --jobs N``).
 
 :func:`~knnroute.evaluate.runner.run_one` is pure, so the (dataset, router, seed) cells can run in any
 order in any process. This module runs them on ``jobs`` worker processes and assembles the results with
@@ -19,13 +19,13 @@ Design:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from knnroute.evaluate import references as _refs
 from knnroute.evaluate.runner import EvalData, EvalResult, RunOutput, evaluate, run_one
 
-__all__ = ["default_jobs", "evaluate_processes"]
+__all__ = ["default_jobs", "evaluate_processes", "map_cells"]
 
 # Relative cost of one cell per training prompt, from the fit + evaluation times of the full grid
 # (docs/baselines.md, Table 3): only the order matters.
@@ -36,6 +36,7 @@ _WEIGHT = {
 }
 
 _DATA: dict[str, EvalData] = {}
+_DATA_LIST: list[EvalData] = []
 
 
 def default_jobs() -> int:
@@ -55,15 +56,96 @@ def _init(data: list[EvalData]) -> None:
         pass
     _DATA.clear()
     _DATA.update({d.name: d for d in data})
+    _DATA_LIST[:] = data
 
 
-def _cell(name: str, router: str, seed: int, lams: Sequence[float] | None, n_random: int) -> RunOutput:
-    return run_one(_DATA[name], router, seed, lams=lams, n_random=n_random)
+def _run(kind: str, cell: tuple[Any, ...], args: tuple[Any, ...], data: Sequence[EvalData] | None = None) -> Any:
+    """One cell. ``grid``: (dataset name, router, seed) -> RunOutput; ``ood``: (train index, seed, router) ->
+    records. Workers use the data given to the pool initialiser; in-process calls pass ``data``."""
+    lams, n_random = args
+    if kind == "grid":
+        name, router, seed = cell
+        d = _DATA[name] if data is None else {x.name: x for x in data}[name]
+        return run_one(d, router, seed, lams=lams, n_random=n_random)
+    if kind == "ood":
+        from knnroute.evaluate.ood import ood_cell
+
+        ai, seed, router = cell
+        return ood_cell(_DATA_LIST if data is None else list(data), ai, seed, router, lams, n_random)
+    raise ValueError(f"unknown cell kind {kind!r}")
 
 
 def _weight(d: EvalData, router: str) -> float:
     base = router.split("@", 1)[0]
     return _WEIGHT.get(base, 0.05) * d.n * (1.0 + 0.1 * d.n_models)
+
+
+def map_cells(
+    kind: str,
+    data: Sequence[EvalData],
+    cells: Sequence[tuple[Any, ...]],
+    *,
+    jobs: int | None,
+    args: tuple[Any, ...],
+    progress: bool = True,
+    desc: str = "cells",
+    label: Callable[[tuple[Any, ...]], str] | None = None,
+    weight: Callable[[tuple[Any, ...]], float] | None = None,
+) -> dict[tuple[Any, ...], Any]:
+    """Every cell's output, keyed by cell: on ``jobs`` spawn workers (``None``: every CPU), heaviest first,
+    or in this process when ``jobs == 1``. A failing cell raises here, naming the cell."""
+    n_jobs = default_jobs() if jobs is None else int(jobs)
+    if n_jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    outs: dict[tuple[Any, ...], Any] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        suffix = f" ({n_jobs} processes)" if n_jobs > 1 and len(cells) > 1 else ""
+        bar = tqdm(total=len(cells), desc=desc + suffix, unit="run", dynamic_ncols=True)
+    try:
+        if n_jobs == 1 or len(cells) <= 1:
+            for c in cells:
+                if bar is not None and label is not None:
+                    bar.set_postfix_str(label(c), refresh=False)
+                outs[c] = _run(kind, c, args, data)
+                if bar is not None:
+                    bar.update(1)
+            return outs
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        order = sorted(cells, key=lambda c: -weight(c)) if weight is not None else list(cells)
+        ex = ProcessPoolExecutor(max_workers=min(n_jobs, len(cells)), mp_context=mp.get_context("spawn"),
+                                 initializer=_init, initargs=(list(data),))
+        try:
+            futures = {ex.submit(_run, kind, c, args): c for c in order}
+            pending: set[Any] = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    c = futures[f]
+                    exc = f.exception()
+                    if exc is not None:
+                        raise RuntimeError(f"evaluation cell {_describe(kind, c, data)} failed: {exc!r}") from exc
+                    outs[c] = f.result()
+                    if bar is not None:
+                        if label is not None:
+                            bar.set_postfix_str(label(c), refresh=False)
+                        bar.update(1)
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+        return outs
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _describe(kind: str, c: tuple[Any, ...], data: Sequence[EvalData]) -> str:
+    if kind == "grid":
+        return f"dataset={c[0]!r} router={c[1]!r} seed={c[2]}"
+    return f"train={data[c[0]].name!r} router={c[2]!r} seed={c[1]}"
 
 
 def evaluate_processes(
@@ -88,43 +170,14 @@ def evaluate_processes(
     n_jobs = default_jobs() if jobs is None else int(jobs)
     if n_jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    cells = [(d, r, s) for d in data for s in seeds for r in routers]
+    cells = [(d.name, r, s) for d in data for s in seeds for r in routers]
     if n_jobs == 1 or len(cells) <= 1:
         return evaluate(data, routers, seeds, lams=lams, n_random=n_random, progress=progress)
-
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    order = sorted(cells, key=lambda c: -_weight(c[0], c[1]))
-    outs: dict[tuple[str, str, int], RunOutput] = {}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(cells), desc=f"fit + evaluate ({n_jobs} processes)", unit="run", dynamic_ncols=True)
+    by_name = {d.name: d for d in data}
     lam_list = None if lams is None else [float(x) for x in lams]
-    ex = ProcessPoolExecutor(
-        max_workers=min(n_jobs, len(cells)), mp_context=mp.get_context("spawn"), initializer=_init, initargs=(data,)
-    )
-    try:
-        futures = {ex.submit(_cell, d.name, r, s, lam_list, int(n_random)): (d.name, r, s) for d, r, s in order}
-        pending: set[Any] = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                key = futures[f]
-                exc = f.exception()
-                if exc is not None:
-                    raise RuntimeError(f"evaluation cell dataset={key[0]!r} router={key[1]!r} seed={key[2]} "
-                                       f"failed: {exc!r}") from exc
-                outs[key] = f.result()
-                if bar is not None:
-                    bar.set_postfix_str(f"{key[0]} {key[1]} seed={key[2]}", refresh=False)
-                    bar.update(1)
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar.close()
+    outs = map_cells("grid", data, cells, jobs=n_jobs, args=(lam_list, int(n_random)), progress=progress,
+                     desc="fit + evaluate", label=lambda c: f"{c[0]} {c[1]} seed={c[2]}",
+                     weight=lambda c: _weight(by_name[c[0]], c[1]))
 
     def lookup(d: EvalData, r: str, s: int, **_: Any) -> RunOutput:
         return outs[(d.name, r, s)]
