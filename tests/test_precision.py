@@ -44,6 +44,18 @@ def assert_same_as_f32(X, Q, k, precision, query_threads=1):
         np.testing.assert_array_equal(s1, s0)
 
 
+def assert_batch_same_as_f32(X, Q, ks, precision, threads=(1, 2)):
+    """The batch search over ``precision`` equals the f32 batch search, for each k and thread count."""
+    ref = kc.SupportSet(X, query_threads=1)
+    ss = kc.SupportSet(X, precision=precision)
+    for k in ks:
+        i0, s0 = ref.search(Q, k, n_threads=1)
+        for t in threads:
+            i1, s1 = ss.search(Q, k, n_threads=t)
+            np.testing.assert_array_equal(i1, i0)
+            np.testing.assert_array_equal(s1, s0)
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("d", DIMS)
 def test_compact_search_equals_f32(isa, precision, d):
@@ -89,14 +101,7 @@ def test_batch_search_equals_f32(isa, precision, d):
     rng = np.random.default_rng(200 + d)
     X = clustered(rng, 1003, d)
     Q = clustered(rng, 37, d)
-    ref = kc.SupportSet(X, query_threads=1)
-    ss = kc.SupportSet(X, precision=precision)
-    for k in (1, 10, 1003):
-        i0, s0 = ref.search(Q, k, n_threads=1)
-        for t in (1, 2):
-            i1, s1 = ss.search(Q, k, n_threads=t)
-            np.testing.assert_array_equal(i1, i0)
-            np.testing.assert_array_equal(s1, s0)
+    assert_batch_same_as_f32(X, Q, (1, 10, 1003), precision, threads=(1, 2))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -111,13 +116,7 @@ def test_batch_near_ties_below_compact_resolution(isa, precision):
     X = np.ascontiguousarray(X)
     Q = np.ascontiguousarray(base + 1e-3 * rng.standard_normal((9, d)).astype(np.float32))
     Q[0] = base
-    ref = kc.SupportSet(X, query_threads=1)
-    ss = kc.SupportSet(X, precision=precision)
-    for k in (1, 7, 150, 600):
-        i0, s0 = ref.search(Q, k, n_threads=1)
-        i1, s1 = ss.search(Q, k, n_threads=2)
-        np.testing.assert_array_equal(i1, i0)
-        np.testing.assert_array_equal(s1, s0)
+    assert_batch_same_as_f32(X, Q, (1, 7, 150, 600), precision, threads=(2,))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -131,13 +130,7 @@ def test_batch_threshold_sample_fallback(isa, precision):
     X = rng.standard_normal((1003, d)).astype(np.float32)
     X[8::16] = base + 0.05 * rng.standard_normal((len(X[8::16]), d)).astype(np.float32)
     Q = np.ascontiguousarray(base + 0.05 * rng.standard_normal((6, d)).astype(np.float32))
-    ref = kc.SupportSet(X, query_threads=1)
-    ss = kc.SupportSet(X, precision=precision)
-    for k in (10, 100, 700):
-        i0, s0 = ref.search(Q, k, n_threads=1)
-        i1, s1 = ss.search(Q, k, n_threads=1)
-        np.testing.assert_array_equal(i1, i0)
-        np.testing.assert_array_equal(s1, s0)
+    assert_batch_same_as_f32(X, Q, (10, 100, 700), precision, threads=(1,))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -147,13 +140,7 @@ def test_batch_search_large_support_streams(isa, precision):
     rng = np.random.default_rng(29)
     X = clustered(rng, 70001, 16)
     Q = clustered(rng, 9, 16)
-    ref = kc.SupportSet(X, query_threads=1)
-    ss = kc.SupportSet(X, precision=precision)
-    for k in (1, 100):
-        i0, s0 = ref.search(Q, k, n_threads=1)
-        i1, s1 = ss.search(Q, k, n_threads=2)
-        np.testing.assert_array_equal(i1, i0)
-        np.testing.assert_array_equal(s1, s0)
+    assert_batch_same_as_f32(X, Q, (1, 100), precision, threads=(2,))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

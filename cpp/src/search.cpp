@@ -612,13 +612,33 @@ void topk_cosine(const float* Q, std::size_t B, const float* X, std::size_t N, s
     s.search(Q, B, k, idx, sim, n_threads);
 }
 
+namespace {
+// One chunk of batch queries, normalised and quantised to one int8 digit (the batch kernels read only
+// hi): the digit buffers, their QuantQuery views and each query's bound eq.
+struct BatchQueries {
+    std::vector<float> qn;
+    std::vector<std::int8_t> qs;
+    std::vector<std::uint8_t> qu;
+    std::vector<QuantQuery> qq;
+    std::vector<float> eq;
+    BatchQueries(const float* Q, std::size_t nq, std::size_t d)
+        : qn(nq * d), qs(nq * 2 * padded(d)), qu(qs.size()), qq(nq), eq(nq) {
+        const std::size_t dp = padded(d);
+        normalize_rows(Q, nq, d, qn.data());
+        for (std::size_t j = 0; j < nq; ++j)
+            eq[j] = quantize_query(qn.data() + j * d, d, dp, false, qs.data() + j * 2 * dp, qu.data() + j * 2 * dp,
+                                   qq[j]);
+    }
+    static std::size_t padded(std::size_t d) { return (d + 63) & ~std::size_t{63}; }
+};
+}  // namespace
+
 // Batch search over the int8 copy: query tiles share each block of int8 rows (dot_block_i8, one-digit
 // queries: half the integer work of the two-digit single-query scan, a looser bound), each query keeps
 // its own candidate state, then an exact float32 re-rank per query. Same results as the f32 search.
 void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,
                                    int threads) const {
     const Kernels& K = kernels();
-    const std::size_t dp = (d_ + 63) & ~std::size_t{63};
     std::vector<std::size_t> reranked(B, 0);
     // Two passes per query tile when a tile's similarities to every row fit the buffer (<= 1 MiB, at
     // least 4 queries): the kernel fills them for all rows, then each query selects its candidates
@@ -635,15 +655,10 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
         }
         parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
             const std::size_t nq = qe - qb;
-            std::vector<float> qn(nq * d_);
-            normalize_rows(Q + qb * d_, nq, d_, qn.data());
-            std::vector<std::int8_t> qs(nq * 2 * dp);
-            std::vector<std::uint8_t> qu(nq * 2 * dp);
-            std::vector<QuantQuery> qq(nq);
-            std::vector<float> eq(nq);
-            for (std::size_t j = 0; j < nq; ++j)
-                eq[j] = quantize_query(qn.data() + j * d_, d_, dp, false, qs.data() + j * 2 * dp,
-                                       qu.data() + j * 2 * dp, qq[j]);
+            const BatchQueries bq(Q + qb * d_, nq, d_);
+            const std::vector<float>& qn = bq.qn;
+            const std::vector<QuantQuery>& qq = bq.qq;
+            const std::vector<float>& eq = bq.eq;
             std::vector<float> sims(tile * n_);
             std::vector<std::uint32_t> sel(n_ + 16);
             std::vector<float> samp;
@@ -666,45 +681,37 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
                 }
             }
         });
-        std::size_t total = 0;
-        for (std::size_t r : reranked) total += r;
-        t_rerank = total;
-        return;
-    }
-    parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
-        const std::size_t nq = qe - qb;
-        std::vector<float> qn(nq * d_);
-        normalize_rows(Q + qb * d_, nq, d_, qn.data());
-        std::vector<std::int8_t> qs(nq * 2 * dp);
-        std::vector<std::uint8_t> qu(nq * 2 * dp);
-        std::vector<QuantQuery> qq(nq);
-        std::vector<float> eq(nq);
-        for (std::size_t j = 0; j < nq; ++j)
-            eq[j] = quantize_query(qn.data() + j * d_, d_, dp, false, qs.data() + j * 2 * dp, qu.data() + j * 2 * dp,
-                                   qq[j]);
-        std::vector<CompactScan> scans(nq);
-        for (auto& sc : scans) sc.reset(k);
-        std::vector<float> block(kQueryTile * kRowBlock);
-        std::vector<std::uint32_t> sel(kRowBlock + 16);
-        I8Pack pack;
-        for (std::size_t b = 0; b < n_; b += kRowBlock) {
-            const std::size_t nb = std::min(kRowBlock, n_ - b);
-            for (std::size_t t0 = 0; t0 < nq; t0 += kQueryTile) {
-                const std::size_t nt = std::min(kQueryTile, nq - t0);
-                K.dot_block_i8(qq.data() + t0, nt, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_,
-                               block.data(), kRowBlock, &pack);
-                for (std::size_t j = 0; j < nt; ++j)
-                    scans[t0 + j].offer(K, block.data() + j * kRowBlock, err_.data() + b, eq[t0 + j], nb, b, sel.data());
+    } else {  // stream the row blocks: each block's similarities are offered at once
+        parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
+            const std::size_t nq = qe - qb;
+            const BatchQueries bq(Q + qb * d_, nq, d_);
+            const std::vector<float>& qn = bq.qn;
+            const std::vector<QuantQuery>& qq = bq.qq;
+            const std::vector<float>& eq = bq.eq;
+            std::vector<CompactScan> scans(nq);
+            for (auto& sc : scans) sc.reset(k);
+            std::vector<float> block(kQueryTile * kRowBlock);
+            std::vector<std::uint32_t> sel(kRowBlock + 16);
+            I8Pack pack;
+            for (std::size_t b = 0; b < n_; b += kRowBlock) {
+                const std::size_t nb = std::min(kRowBlock, n_ - b);
+                for (std::size_t t0 = 0; t0 < nq; t0 += kQueryTile) {
+                    const std::size_t nt = std::min(kQueryTile, nq - t0);
+                    K.dot_block_i8(qq.data() + t0, nt, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b, nb, d_,
+                                   block.data(), kRowBlock, &pack);
+                    for (std::size_t j = 0; j < nt; ++j)
+                        scans[t0 + j].offer(K, block.data() + j * kRowBlock, err_.data() + b, eq[t0 + j], nb, b, sel.data());
+                }
             }
-        }
-        std::vector<Cand> heap(k);
-        for (std::size_t j = 0; j < nq; ++j) {
-            TopK top;
-            top.reset(heap.data(), k);
-            reranked[qb + j] = scans[j].rerank(K, qn.data() + j * d_, data_.data(), d_, top);
-            top.write(idx + (qb + j) * k, sim + (qb + j) * k);
-        }
-    });
+            std::vector<Cand> heap(k);
+            for (std::size_t j = 0; j < nq; ++j) {
+                TopK top;
+                top.reset(heap.data(), k);
+                reranked[qb + j] = scans[j].rerank(K, qn.data() + j * d_, data_.data(), d_, top);
+                top.write(idx + (qb + j) * k, sim + (qb + j) * k);
+            }
+        });
+    }
     std::size_t total = 0;
     for (std::size_t r : reranked) total += r;
     t_rerank = total;

@@ -103,18 +103,13 @@ def _view_X(data: Any, view: str, w: float | None = None) -> np.ndarray:
 def _val_auc(data: Any, base: str, seed: int, X: np.ndarray, sp: Any) -> float:
     from knnroute.evaluate import curves as _curves
     from knnroute.evaluate import tuning as _tuning
-    from knnroute.evaluate.runner import _make_router
+    from knnroute.evaluate.runner import _make_router, input_cost_kwargs
 
     if sp.val.size == 0:
         raise ValueError(f"{data.name}: no validation prompts to choose the image weight on")
-    fit_kw: dict[str, Any] = {}
-    pred_kw: dict[str, Any] = {}
-    known = data.meta.get("input_cost")
+    fit_kw, pred_kw = input_cost_kwargs(data, base, sp.train, sp.val, sp.val)  # as run_one does
     if base == "knn-tuned":
         model: Any = _tuning.TunedKNNRouter(random_state=seed)
-        if known is not None:  # as run_one does for knn-tuned
-            fit_kw = {"input_cost": known[sp.train], "input_cost_val": known[sp.val]}
-            pred_kw = {"input_cost": known[sp.val]}
     else:
         model, _ = _make_router(base, seed, int(sp.train.size))
     model.fit(

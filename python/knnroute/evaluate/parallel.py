@@ -47,6 +47,13 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _n_jobs(jobs: int | None) -> int:
+    n = default_jobs() if jobs is None else int(jobs)
+    if n < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    return n
+
+
 def _init(data: list[EvalData]) -> None:
     try:
         from threadpoolctl import threadpool_limits
@@ -94,9 +101,7 @@ def map_cells(
 ) -> dict[tuple[Any, ...], Any]:
     """Every cell's output, keyed by cell: on ``jobs`` spawn workers (``None``: every CPU), heaviest first,
     or in this process when ``jobs == 1``. A failing cell raises here, naming the cell."""
-    n_jobs = default_jobs() if jobs is None else int(jobs)
-    if n_jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    n_jobs = _n_jobs(jobs)
     outs: dict[tuple[Any, ...], Any] = {}
     bar = None
     if progress:
@@ -167,9 +172,7 @@ def evaluate_processes(
     names = [d.name for d in data]
     if len(set(names)) != len(names):
         raise ValueError(f"dataset names must be unique, got {names}")
-    n_jobs = default_jobs() if jobs is None else int(jobs)
-    if n_jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    n_jobs = _n_jobs(jobs)
     cells = [(d.name, r, s) for d in data for s in seeds for r in routers]
     if n_jobs == 1 or len(cells) <= 1:
         return evaluate(data, routers, seeds, lams=lams, n_random=n_random, progress=progress)

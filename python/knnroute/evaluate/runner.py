@@ -40,6 +40,7 @@ __all__ = [
     "Split",
     "available_routers",
     "evaluate",
+    "input_cost_kwargs",
     "resolve_routers",
     "run_one",
     "split_indices",
@@ -201,6 +202,21 @@ def _make_router(name: str, seed: int, n_train: int) -> tuple[Any, dict[str, Any
     raise ValueError(f"unknown router {name!r}")
 
 
+def input_cost_kwargs(
+    data: EvalData, router: str, fit_rows: NDArray[np.int64], val_rows: NDArray[np.int64],
+    query_rows: NDArray[np.int64],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(fit kwargs, predict/route kwargs)`` carrying the known input costs to ``knn-tuned`` (empty otherwise).
+
+    With ``data.meta["input_cost"]``, validation may choose cost = the prompt's input cost + the neighbours'
+    output cost (:class:`~knnroute.evaluate.tuning.TunedKNNRouter`); no other router takes them.
+    """
+    known = data.meta.get("input_cost")
+    if router != "knn-tuned" or known is None:
+        return {}, {}
+    return {"input_cost": known[fit_rows], "input_cost_val": known[val_rows]}, {"input_cost": known[query_rows]}
+
+
 def _truth(data: EvalData, rows: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
     ts, tc = _curves.fill_missing(data.scores[rows], data.costs[rows])
     return ts, tc, _curves.cost_scale(tc)
@@ -304,15 +320,10 @@ def run_one(
     S_va, C_va = data.scores[sp.val], data.costs[sp.val]
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
-    fit_kw: dict[str, Any] = {}
-    pred_kw: dict[str, Any] = {}
-    known = data.meta.get("input_cost")
+    fit_kw, pred_kw = input_cost_kwargs(data, router, sp.train, sp.val, sp.test)
     if router == "knn-tuned":
         model: Any = _tuning.TunedKNNRouter(grid=tuning_grid, random_state=seed)
         params: dict[str, Any] = {}
-        if known is not None:  # validation may choose cost = prompt's input cost + neighbours' output cost
-            fit_kw = {"input_cost": known[sp.train], "input_cost_val": known[sp.val]}
-            pred_kw = {"input_cost": known[sp.test]}
     else:
         model, params = _make_router(router, seed, int(sp.train.size))
     model.fit(
