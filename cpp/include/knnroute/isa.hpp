@@ -25,6 +25,7 @@ struct QuantQuery {
     const std::uint8_t* lo_u8;
     float sq;
     std::int32_t hi_sum = 0;  // sum of the hi digits (the packed batch kernel's u8 offset correction)
+    bool two_digits = true;   // false: every lo digit is 0 (lo arrays all 0 / 128), so a kernel may skip them
 };
 
 // Scratch of the packed batch int8 kernel: a row block re-laid out for VNNI with the query as the

@@ -194,9 +194,10 @@ __attribute__((target("avx512f,avx512bw"))) inline __m128i reduce4_epi32(__m512i
 // give eight independent chains, and their horizontal sums share one transposed reduction. The
 // integer sums are exact in any order and the float formula is the single-row one, so every row's
 // value is identical to the one-row loop's.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni(const QuantQuery& q, const std::int8_t* base,
-                                                                    const float* scale, const std::int32_t* rowsum,
-                                                                    std::size_t n, std::size_t d, float* out) {
+template <bool Two>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni_t(const QuantQuery& q, const std::int8_t* base,
+                                                                      const float* scale, const std::int32_t* rowsum,
+                                                                      std::size_t n, std::size_t d, float* out) {
     const std::size_t d64 = d & ~std::size_t{63};
     const __mmask64 m = (d - d64) ? ((~0ULL) >> (64 - (d - d64))) : 0;
     const float inv254 = 1.f / 254.f;
@@ -216,10 +217,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni(const QuantQ
                 h1 = _mm512_dpbusd_epi32(h1, qh, v1);
                 h2 = _mm512_dpbusd_epi32(h2, qh, v2);
                 h3 = _mm512_dpbusd_epi32(h3, qh, v3);
-                l0 = _mm512_dpbusd_epi32(l0, ql, v0);
-                l1 = _mm512_dpbusd_epi32(l1, ql, v1);
-                l2 = _mm512_dpbusd_epi32(l2, ql, v2);
-                l3 = _mm512_dpbusd_epi32(l3, ql, v3);
+                if constexpr (Two) {
+                    l0 = _mm512_dpbusd_epi32(l0, ql, v0);
+                    l1 = _mm512_dpbusd_epi32(l1, ql, v1);
+                    l2 = _mm512_dpbusd_epi32(l2, ql, v2);
+                    l3 = _mm512_dpbusd_epi32(l3, ql, v3);
+                }
             };
             std::size_t j = 0;
             for (; j < d64; j += 64)
@@ -230,9 +233,13 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni(const QuantQ
                      _mm512_maskz_loadu_epi8(m, x2 + j), _mm512_maskz_loadu_epi8(m, x3 + j), j);
             const __m128i off = _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rowsum + i)), 7);
             const __m128i sh = _mm_sub_epi32(reduce4_epi32(h0, h1, h2, h3), off);
-            const __m128i sl = _mm_sub_epi32(reduce4_epi32(l0, l1, l2, l3), off);
-            // scale[i] * sq * (float(H) + float(L) * (1/254)), evaluated as in the one-row loop.
-            const __m128 f = _mm_fmadd_ps(_mm_cvtepi32_ps(sl), vinv, _mm_cvtepi32_ps(sh));
+            // scale[i] * sq * (float(H) + float(L) * (1/254)), evaluated as in the one-row loop (one
+            // digit: L = 0, and fma(0, 1/254, H) == H).
+            __m128 f = _mm_cvtepi32_ps(sh);
+            if constexpr (Two) {
+                const __m128i sl = _mm_sub_epi32(reduce4_epi32(l0, l1, l2, l3), off);
+                f = _mm_fmadd_ps(_mm_cvtepi32_ps(sl), vinv, f);
+            }
             _mm_storeu_ps(out + i, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(scale + i), vs), f));
         }
     }
@@ -243,17 +250,23 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni(const QuantQ
         for (; j < d64; j += 64) {
             const __m512i xv = _mm512_loadu_si512(x + j);
             h = _mm512_dpbusd_epi32(h, _mm512_loadu_si512(q.hi_u8 + j), xv);
-            l = _mm512_dpbusd_epi32(l, _mm512_loadu_si512(q.lo_u8 + j), xv);
+            if constexpr (Two) l = _mm512_dpbusd_epi32(l, _mm512_loadu_si512(q.lo_u8 + j), xv);
         }
         if (j < d) {
             const __m512i xv = _mm512_maskz_loadu_epi8(m, x + j);
             h = _mm512_dpbusd_epi32(h, _mm512_loadu_si512(q.hi_u8 + j), xv);
-            l = _mm512_dpbusd_epi32(l, _mm512_loadu_si512(q.lo_u8 + j), xv);
+            if constexpr (Two) l = _mm512_dpbusd_epi32(l, _mm512_loadu_si512(q.lo_u8 + j), xv);
         }
         const std::int32_t off = 128 * rowsum[i];
-        const std::int32_t sh = _mm512_reduce_add_epi32(h) - off, sl = _mm512_reduce_add_epi32(l) - off;
+        const std::int32_t sh = _mm512_reduce_add_epi32(h) - off, sl = Two ? _mm512_reduce_add_epi32(l) - off : 0;
         out[i] = scale[i] * q.sq * std::fma(static_cast<float>(sl), inv254, static_cast<float>(sh));
     }
+}
+
+void i8_vnni(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t* rowsum,
+             std::size_t n, std::size_t d, float* out) {
+    if (q.two_digits) i8_vnni_t<true>(q, base, scale, rowsum, n, d, out);
+    else i8_vnni_t<false>(q, base, scale, rowsum, n, d, out);
 }
 
 // Four one-digit queries (lo == 0) x four rows per step: 16 independent vpdpbusd chains, each 64-byte
