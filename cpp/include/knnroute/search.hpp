@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "knnroute/hugepage.hpp"
 #include "knnroute/parallel.hpp"
 #include "knnroute/precision.hpp"
 
@@ -71,11 +72,11 @@ private:
                            int threads) const;
 
     std::size_t n_ = 0, d_ = 0;
-    std::vector<float> data_;
+    HugeVector<float> data_;
     Precision precision_ = Precision::f32;
     int query_threads_ = 0;
-    std::vector<std::uint16_t> c16_;  // bf16 / f16 copy (n, d)
-    std::vector<std::int8_t> c8_;     // int8 copy (n, d)
+    HugeVector<std::uint16_t> c16_;  // bf16 / f16 copy (n, d)
+    HugeVector<std::int8_t> c8_;     // int8 copy (n, d)
     std::vector<float> scale_;        // int8 row scales (n)
     std::vector<std::int32_t> rowsum_;  // int8 row sums (n), for VNNI's unsigned-operand offset
     std::vector<float> err_;          // per-row error bound (n), see precision.hpp
