@@ -394,6 +394,21 @@ def test_bad_inputs_raise_clear_errors():
     Xz[6] = 0
     with pytest.raises(ValueError, match="row 6 is a zero vector"):
         kc.SupportSet(Xz)
+    for bad in (np.inf, -np.inf, np.float32("nan"), -np.float32("nan")):
+        Xb = X.copy()
+        Xb[3, 7] = bad
+        with pytest.raises(ValueError, match="row 3 has a NaN or infinite value"):
+            kc.SupportSet(Xb)
+    Xz = X.copy()
+    Xz[2] = -0.0  # negative zeros are still a zero vector
+    with pytest.raises(ValueError, match="row 2 is a zero vector"):
+        kc.SupportSet(Xz)
+    Xs = X.copy()
+    Xs[5] = 0
+    Xs[5, 1] = np.float32(1e-45)  # one subnormal value: not a zero vector, normalises to e_1
+    ss = kc.SupportSet(Xs)
+    idx, sim = ss.search(np.eye(8, dtype=np.float32)[1:2], 1)
+    assert idx[0, 0] == 5 and sim[0, 0] == 1.0
     with pytest.raises(ValueError, match="empty"):
         kc.SupportSet(np.zeros((0, 8), np.float32))
     with pytest.raises(TypeError, match="float32"):

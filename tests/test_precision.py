@@ -269,3 +269,36 @@ def test_unpickled_float32_arrays_are_accepted():
     assert kc.SupportSet(X).size == 50
     with pytest.raises(TypeError, match="float32"):
         kc.SupportSet(X.astype(">f4"))
+
+
+@pytest.mark.parametrize("precision", ["f32"] + PRECISIONS)
+def test_large_support_grows_and_shrinks(isa, precision):
+    # 2,500 x 384 float32 rows are 3.7 MiB: past the 2 MiB at which the row arrays take the huge-page
+    # allocator (hugepage.hpp). add() reallocates through it and remove() compacts in place; the
+    # result must stay the exact top k of the rows that remain (NumPy reference).
+    rng = np.random.default_rng(17)
+    X = clustered(rng, 2500, 384, centers=40)
+    extra = clustered(rng, 1700, 384, centers=40)
+    Q = clustered(rng, 5, 384, centers=40)
+    M = 3
+    S = rng.random((len(X) + len(extra), M)).astype(np.float32)
+    C = rng.random((len(X) + len(extra), M)).astype(np.float32)
+    ss = kc.Router(X, S[: len(X)], C[: len(X)], k=100, precision=precision, query_threads=1)
+    ss.add(extra, S[len(X) :], C[len(X) :])
+    gone = [0, 7, 2499, 2500, 4199]
+    ss.remove(gone)
+    rows = np.delete(np.concatenate([X, extra]), gone, axis=0)
+    assert len(ss) == len(rows)
+    Xn = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    for q in Q:
+        idx, sim = ss.search(q[None], 100)
+        exact = Xn @ (q / np.linalg.norm(q))
+        want = np.argsort(-exact, kind="stable")[:100]
+        assert set(idx[0]) == set(want)  # cosine ties are absent from continuous data
+        np.testing.assert_allclose(sim[0], exact[idx[0]], atol=2e-6)
+    ref = kc.SupportSet(rows, query_threads=1)
+    i0, s0 = ref.search(Q, 100, n_threads=1)
+    for b in range(len(Q)):
+        i1, s1 = ss.search(Q[b : b + 1], 100)
+        np.testing.assert_array_equal(i1[0], i0[b])
+        np.testing.assert_array_equal(s1[0], s0[b])
