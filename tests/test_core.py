@@ -98,6 +98,30 @@ def test_ties_go_to_lower_index(isa, d):
         assert np.all(sim[b] == sim[b, 0])
 
 
+@pytest.mark.parametrize("precision", ["f32", "int8"])
+def test_order_with_negative_zero_and_tied_similarities(isa, precision):
+    # The final sort (similarity descending, ties to the lower index) runs on integer keys built from
+    # the float bits, with a fallback when a similarity is exactly +-0: check both against NumPy.
+    d = 8
+    e = np.eye(d, dtype=np.float32)
+    rows = [e[1], -e[0], e[0], e[2], e[0], -e[0], e[0] + e[1], e[0] - e[1], -e[3], e[3], e[0] + e[1]]
+    X = np.ascontiguousarray(np.tile(np.stack(rows), (3, 1)))
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    no_zero = e[0] + 0.5 * e[1] + 0.25 * e[2] + 0.125 * e[3]  # no similarity is 0: the integer-key path
+    assert np.all(X @ no_zero != 0)
+    for q, k in ((no_zero, 33), (-no_zero, 33), (e[0], 33), (e[0] + 0.5 * e[1], 33), (-e[0] + 0.25 * e[3], 20)):
+        q = np.ascontiguousarray(q[None], dtype=np.float32)
+        ss = kc.SupportSet(X, precision=precision, query_threads=1)
+        idx, sim = ss.search(q, k)
+        exact = (Xn @ (q[0] / np.linalg.norm(q[0]))).astype(np.float32)
+        want = np.lexsort((np.arange(len(X)), -exact))[:k]
+        np.testing.assert_array_equal(idx[0], want)
+        np.testing.assert_allclose(sim[0], exact[want], atol=1e-6)
+        assert np.all(np.diff(sim[0]) <= 0)
+        ties = sim[0][1:] == sim[0][:-1]
+        assert np.all(idx[0][1:][ties] > idx[0][:-1][ties])
+
+
 def test_zero_row_similarities_and_scaled_queries(isa):
     rng = np.random.default_rng(3)
     X = unit(rng, 50, 33)
