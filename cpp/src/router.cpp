@@ -135,7 +135,8 @@ bool Router::route_one_detail(const float* q, double lam, std::size_t m_out, flo
         S.c_hat.resize(m_);
     }
     normalize_rows(q, 1, d_, S.q.data());
-    support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block);
+    const RowPrefetch side{{scores_.data(), costs_.data()}, m_};
+    support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block, &side);
     float* sh = s_out ? s_out : S.s_hat.data();
     float* ch = c_out ? c_out : S.c_hat.data();
     aggregate(S.idx.data(), S.sim.data(), 1, k, scores_.data(), costs_.data(), n, m_, prior_s_.data(),
@@ -183,7 +184,8 @@ std::int64_t Router::route_one(const float* q, double lam) const {
         S.c_hat.resize(m_);
     }
     normalize_rows(q, 1, d_, S.q.data());
-    support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block);
+    const RowPrefetch side{{scores_.data(), costs_.data()}, m_};
+    support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block, &side);
     aggregate(S.idx.data(), S.sim.data(), 1, k, scores_.data(), costs_.data(), n, m_, prior_s_.data(),
               prior_c_.data(), params_, S.s_hat.data(), S.c_hat.data());
     return route_one_row(S.s_hat.data(), S.c_hat.data(), m_, lam);

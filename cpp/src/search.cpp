@@ -484,7 +484,7 @@ struct CompactScan {
     // That prunes the rows whose bound interval straddles T but not S (T <= S: T is a kk-th largest
     // lower bound). Exact under the same rounding-safe bounds as the scan.
     std::size_t rerank(const Kernels& K, const float* q, const float* data, std::size_t d, TopK& top,
-                       const I8Refine* refine = nullptr) {
+                       const I8Refine* refine = nullptr, const RowPrefetch* side = nullptr) {
         if (lbs.size() > kk) tighten();  // the final T from every buffered lower bound
         std::size_t w = 0;
         for (const Cand& c : cands)
@@ -500,6 +500,14 @@ struct CompactScan {
             for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off);
         };
         auto exact = [&](const Cand& c) {
+            if (side) {  // the caller's side-table rows for this row (see RowPrefetch)
+                const std::size_t bytes = side->row_floats * sizeof(float);
+                for (const float* t : side->table) {
+                    const char* p = reinterpret_cast<const char*>(t + static_cast<std::size_t>(c.idx) * side->row_floats);
+                    __builtin_prefetch(p);
+                    __builtin_prefetch(p + bytes - 1);
+                }
+            }
             float s;
             K.dot_rows(q, data + static_cast<std::size_t>(c.idx) * d, 1, d, &s);
             top.push_any(s, c.idx);
@@ -529,7 +537,7 @@ struct CompactScan {
 }  // namespace
 
 void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::size_t r1,
-                            std::vector<Cand>& out) const {
+                            std::vector<Cand>& out, const RowPrefetch* side) const {
     const Kernels& K = kernels();
     const std::size_t kk = std::min(k, r1 - r0);
     static thread_local std::vector<Cand> heap;
@@ -600,7 +608,7 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
         scan.select_all(K, block.data(), err_.data() + r0, eq, nr, r0, sel.data(), samp);
     }
     const I8Refine rf{&K, qq2, eq2, c8_.data(), scale_.data(), rowsum_.data(), err_.data(), d_};
-    t_rerank += scan.rerank(K, q, data_.data(), d_, top, refine ? &rf : nullptr);
+    t_rerank += scan.rerank(K, q, data_.data(), d_, top, refine ? &rf : nullptr, side);
     top.sorted_into(out);
 }
 
@@ -614,7 +622,7 @@ int SupportSet::threads_for_one() const {
 }
 
 void SupportSet::search_one_normalized(const float* q, std::size_t k, std::int64_t* idx, float* sim,
-                                       std::vector<float>& /*scratch*/) const {
+                                       std::vector<float>& /*scratch*/, const RowPrefetch* side) const {
     check_k(k, n_);
     t_rerank = 0;
     static thread_local std::vector<Cand> merged;
@@ -669,7 +677,7 @@ void SupportSet::search_one_normalized(const float* q, std::size_t k, std::int64
             return;
         }
     }
-    scan_range(q, k, 0, n_, merged);
+    scan_range(q, k, 0, n_, merged, side);
     for (std::size_t j = 0; j < k; ++j) {
         idx[j] = merged[j].idx;
         sim[j] = merged[j].sim;
