@@ -31,9 +31,10 @@ struct Neighbor {
 // Rows of side tables that a caller will read for the neighbours a single-query search finds (the
 // Router's score and cost rows). The compact-copy re-rank prefetches row r of each table as it
 // re-ranks row r, so the lines arrive while the float32 row is summed instead of stalling the
-// aggregation that follows. All 100 prefetches issued at once after the search are mostly dropped
-// (no gain measured); one row at a time during the re-rank made int8 route_one at 10k x 384 1.07x
-// faster (paired A/B). Only the calling thread's scan uses it (a worker's cache is not the caller's).
+// aggregation that follows. The same prefetches in one burst (the aggregation's own, after the
+// search, or at the start of the re-rank: 1.003x) do not help; one row at a time during the re-rank
+// made int8 route_one at 10k x 384 1.07x faster (paired A/B). Only the calling thread's scan uses it
+// (a worker's cache is not the caller's), and only compact-copy scans re-rank.
 struct RowPrefetch {
     const float* table[2] = {nullptr, nullptr};
     std::size_t row_floats = 0;  // floats per row of each table
