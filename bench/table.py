@@ -109,7 +109,30 @@ def render(R: dict) -> str:
     return "\n".join(out)
 
 
+def merge(base: dict, extra: dict, prefixes: tuple[str, ...]) -> dict:
+    """``base`` with the cases of ``extra`` whose key starts with one of ``prefixes`` (replacing any there);
+    ``extra``'s meta is kept under ``meta["merged_runs"]`` so the summary says where each case came from."""
+    out = json.loads(json.dumps(base))
+    taken = sorted(k for k in extra["cases"] if k.startswith(prefixes))
+    if not taken:
+        raise SystemExit(f"no case of the second file starts with {', '.join(prefixes)}")
+    for k in taken:
+        out["cases"][k] = extra["cases"][k]
+    out["meta"].setdefault("merged_runs", []).append({"cases": taken, "meta": extra["meta"]})
+    out["meta"].pop("note", None)
+    return out
+
+
 if __name__ == "__main__":
-    path = sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json"
-    with open(path) as fh:
-        print(render(json.load(fh)))
+    # python -m bench.table [RESULTS.json]                     render a results file as markdown
+    # python -m bench.table --merge BASE.json EXTRA.json PREFIX... > OUT.json
+    #     BASE's cases plus EXTRA's cases whose key starts with a PREFIX (e.g. hnsw), as JSON
+    if len(sys.argv) > 1 and sys.argv[1] == "--merge":
+        if len(sys.argv) < 5:
+            raise SystemExit("usage: python -m bench.table --merge BASE.json EXTRA.json PREFIX... > OUT.json")
+        with open(sys.argv[2]) as fa, open(sys.argv[3]) as fb:
+            print(json.dumps(merge(json.load(fa), json.load(fb), tuple(sys.argv[4:])), indent=1, sort_keys=True))
+    else:
+        path = sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json"
+        with open(path) as fh:
+            print(render(json.load(fh)))
