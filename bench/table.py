@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 
@@ -112,7 +113,7 @@ def render(R: dict) -> str:
 def merge(base: dict, extra: dict, prefixes: tuple[str, ...]) -> dict:
     """``base`` with the cases of ``extra`` whose key starts with one of ``prefixes`` (replacing any there);
     ``extra``'s meta is kept under ``meta["merged_runs"]`` so the summary says where each case came from."""
-    out = json.loads(json.dumps(base))
+    out = copy.deepcopy(base)
     taken = sorted(k for k in extra["cases"] if k.startswith(prefixes))
     if not taken:
         raise SystemExit(f"no case of the second file starts with {', '.join(prefixes)}")

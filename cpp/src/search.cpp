@@ -6,9 +6,9 @@
 #include <functional>
 #include <limits>
 #include <stdexcept>
+#include <cstring>
 #include <string>
 #include <thread>
-#include <cstring>
 
 #include "knnroute/isa.hpp"
 #include "knnroute/pool.hpp"
@@ -577,14 +577,14 @@ void SupportSet::scan_range(const float* q, std::size_t k, std::size_t r0, std::
         static thread_local std::vector<std::int8_t> qs;
         static thread_local std::vector<std::uint8_t> qu;
         const std::size_t dp = (d_ + 63) & ~std::size_t{63};
-        qs.resize(3 * dp);
-        qu.resize(3 * dp);
+        if (qs.size() != 3 * dp) {  // [hi | lo | zero digits]; quantize_query rewrites the first two
+            qs.assign(3 * dp, std::int8_t{0});
+            qu.assign(3 * dp, std::uint8_t{128});
+        }
         float eq1 = 0.f;
         eq = eq2 = quantize_query(q, d_, dp, true, qs.data(), qu.data(), qq2, &eq1);
         qq = qq2;
-        if (refine) {  // scan with the hi digit alone (lo -> a zero digit array), refine with both
-            std::fill(qs.begin() + 2 * dp, qs.end(), std::int8_t{0});
-            std::fill(qu.begin() + 2 * dp, qu.end(), std::uint8_t{128});
+        if (refine) {  // scan with the hi digit alone (lo -> the zero digit array), refine with both
             qq.lo = qs.data() + 2 * dp;
             qq.lo_u8 = qu.data() + 2 * dp;
             qq.two_digits = false;

@@ -1,8 +1,8 @@
-// An allocator for the large per-row arrays (float32 rows, compact copies, outcome tables): blocks of
+// An allocator for the large per-row arrays (the float32 rows and the compact copies): blocks of
 // at least kHugeMin bytes are 2 MiB aligned and, on Linux, advised for transparent huge pages
 // (madvise(MADV_HUGEPAGE); most distributions default THP to "madvise", so without the advice the
 // arrays get 4 KiB pages). The single-query path touches a few hundred scattered rows per query
-// (exact re-rank, outcome rows): with 4 KiB pages each is a TLB miss and a page walk; one 2 MiB
+// (the exact re-rank): with 4 KiB pages each is a TLB miss and a page walk; one 2 MiB
 // page covers ~1,300 float32 rows of d = 384. Smaller blocks use the ordinary heap.
 #pragma once
 

@@ -25,9 +25,6 @@ struct Neighbor {
     std::int64_t idx;
 };
 
-// A support set: n unit rows of dimension d, stored once (normalised at construction), searched
-// exactly. Thread-safety: const methods may run concurrently; add/remove must not overlap them
-// (the Router serialises them with a shared mutex).
 // Rows of side tables that a caller will read for the neighbours a single-query search finds (the
 // Router's score and cost rows). The compact-copy re-rank prefetches row r of each table as it
 // re-ranks row r, so the lines arrive while the float32 row is summed instead of stalling the
@@ -40,6 +37,9 @@ struct RowPrefetch {
     std::size_t row_floats = 0;  // floats per row of each table
 };
 
+// A support set: n unit rows of dimension d, stored once (normalised at construction), searched
+// exactly. Thread-safety: const methods may run concurrently; add/remove must not overlap them
+// (the Router serialises them with a shared mutex).
 class SupportSet {
 public:
     SupportSet() = default;
