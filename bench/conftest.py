@@ -11,9 +11,13 @@ Environment (all optional):
 - ``KNNROUTE_BENCH_OUT=bench/results``   where the run's JSON and markdown table go
 
 Reference settings (so every reference runs at its best on this machine):
-- ``OPENBLAS_CORETYPE=SkylakeX``: the faiss-cpu wheel bundles its own OpenBLAS, which mis-detects this
-  AMD Zen 4 VM and picks an old kernel (batch search 5-10x slower); SkylakeX is the AVX-512 kernel NumPy's
-  OpenBLAS already selects here. Set before any BLAS loads (this file is imported first).
+- ``OPENBLAS_CORETYPE`` read from the CPU (:mod:`bench.cpu`): the faiss-cpu wheel bundles its own OpenBLAS,
+  which mis-detected an AMD Zen 4 VM and picked an old kernel (batch search 5-10x slower). ``SkylakeX`` (the
+  AVX-512 kernel) only where the CPU has AVX-512F/BW/VL/DQ/CD, ``Zen`` on AMD with AVX2, ``Haswell`` on other
+  AVX2+FMA CPUs, unset otherwise. Forcing SkylakeX on an AVX2-only CPU (as this file once did) makes OpenBLAS
+  execute AVX-512 instructions and kills the process with SIGILL. A value already in the environment is kept
+  only if the CPU can run it. The choice and its reason go into every result's ``meta``. Set before any BLAS
+  loads (this file is imported first).
 - ``OMP_WAIT_POLICY=PASSIVE``: OpenMP pools (faiss, and the BLAS threads) block instead of spinning, so they
   do not steal the second core from the library measured next.
 - Thread counts are set per case for every library with threadpoolctl (BLAS, OpenMP), faiss.omp_set_num_threads,
@@ -29,8 +33,14 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cpu import choose_openblas_coretype  # noqa: E402  (stdlib only: loads no BLAS)
+
 _NUMPY_WAS_LOADED = "numpy" in sys.modules
-os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
+OPENBLAS_CHOICE = choose_openblas_coretype(os.environ.get("OPENBLAS_CORETYPE"))
+if OPENBLAS_CHOICE.coretype is None:
+    os.environ.pop("OPENBLAS_CORETYPE", None)
+else:
+    os.environ["OPENBLAS_CORETYPE"] = OPENBLAS_CHOICE.coretype
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
@@ -174,6 +184,8 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
             "cores": os.cpu_count(),
             "loadavg_at_end": os.getloadavg(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "openblas_coretype_reason": OPENBLAS_CHOICE.reason,
+            "cpu_model": OPENBLAS_CHOICE.model,
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
             "numpy_loaded_before_env": _NUMPY_WAS_LOADED,
             "threadpools": pools,
