@@ -45,7 +45,9 @@ from knnroute.data import (
     strip_common_prefix,
     to_long,
 )
-from knnroute.data import loaders as L
+from knnroute.data import registry
+from knnroute.data.llmrouter import LLMROUTER_OUTPUT_TOKENS
+from knnroute.data.routellm import ROUTELLM_PRICES
 
 pd = pytest.importorskip("pandas")
 csv.field_size_limit(sys.maxsize)
@@ -255,7 +257,7 @@ def test_llmrouter_counts_prices_costs(real_data: Path) -> None:
     q = tr[0]["question"]
     assert ds.scores[0, j] == tr[0]["scores"]["llama3-chatqa-1.5-70b"]
     pin, pout = llm["llama3-chatqa-1.5-70b"]["input_price"], llm["llama3-chatqa-1.5-70b"]["output_price"]
-    assert ds.costs[0, j] == pytest.approx((len(q) / 4 * pin + L.LLMROUTER_OUTPUT_TOKENS * pout) / 1e6)
+    assert ds.costs[0, j] == pytest.approx((len(q) / 4 * pin + LLMROUTER_OUTPUT_TOKENS * pout) / 1e6)
     assert len(set(ds.groups)) == 14 and (ds.groups == "unknown").sum() == 0
     train_q = {r["question"] for r in tr}
     assert ds.meta["n_test_questions_in_train"] == sum(r["question"] in train_q for r in te) == 119
@@ -270,12 +272,12 @@ def test_input_costs_are_the_known_part_of_the_real_costs(real_data: Path) -> No
     rest = llm.costs - llm.input_costs()
     np.testing.assert_allclose(rest, np.broadcast_to(rest[:1], rest.shape), rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(
-        rest[0], [L.LLMROUTER_OUTPUT_TOKENS * llm.prices[m][1] / 1e6 for m in llm.model_names], rtol=1e-9
+        rest[0], [LLMROUTER_OUTPUT_TOKENS * llm.prices[m][1] / 1e6 for m in llm.model_names], rtol=1e-9
     )
     (mmlu,) = load_routellm_mmlu(real_data / "routellm-evals")
     rest = mmlu.costs - mmlu.input_costs()
     np.testing.assert_allclose(rest, np.broadcast_to(rest[:1], rest.shape), rtol=1e-9, atol=1e-15)
-    (gsm,) = L.load_routellm_gsm8k(real_data / "routellm-evals")
+    (gsm,) = load_routellm_gsm8k(real_data / "routellm-evals")
     assert np.all(gsm.costs - gsm.input_costs() >= -1e-15)
     assert {d.input_costs() is None for d in load_dataset(real_data / RB)} == {True}
 
@@ -286,7 +288,7 @@ def test_llmrouter_output_token_constant_is_measured(real_data: Path) -> None:
     for f in sorted((real_data / "routerarena-cached/cached_results").glob("*.jsonl")):
         toks = [r["token_usage"]["output_tokens"] for r in _jsonl(f)]
         means.append(sum(toks) / len(toks))
-    assert L.LLMROUTER_OUTPUT_TOKENS == round(sum(means) / len(means))
+    assert LLMROUTER_OUTPUT_TOKENS == round(sum(means) / len(means))
 
 
 # ---------------------------------------------------------------------------------- RouteLLM
@@ -297,8 +299,8 @@ def test_routellm_prices_match_routerarena_table(real_data: Path) -> None:
     def pair(k: str) -> tuple[float, float]:
         return (table[k]["input_token_price_per_million"], table[k]["output_token_price_per_million"])
 
-    assert L.ROUTELLM_PRICES["gpt-4-1106-preview"] == pair("gpt-4-1106-preview")
-    assert L.ROUTELLM_PRICES["mistralai/Mixtral-8x7B-Instruct-v0.1"] == pair(
+    assert ROUTELLM_PRICES["gpt-4-1106-preview"] == pair("gpt-4-1106-preview")
+    assert ROUTELLM_PRICES["mistralai/Mixtral-8x7B-Instruct-v0.1"] == pair(
         "mistralai/mixtral-8x7b-instruct"
     )
 
@@ -311,7 +313,7 @@ def test_routellm_mmlu_counts(real_data: Path) -> None:
     for f in files:
         _, rows = _csv_rows(f)
         n += len(rows)
-        correct += [sum(r[m] == "True" for r in rows) for m in L.ROUTELLM_PRICES]
+        correct += [sum(r[m] == "True" for r in rows) for m in ROUTELLM_PRICES]
     (ds,) = load_routellm_mmlu(real_data / "routellm-evals")
     assert ds.n == n == 14042 and ds.n_models == 2 and len(files) == 57
     assert len(set(ds.groups)) == 57
@@ -400,7 +402,7 @@ def test_registry_names_and_folder_autodetect(real_data: Path, monkeypatch: pyte
 
 
 def test_registry_extension_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(L, "REAL_DATASETS", dict(L.REAL_DATASETS))
+    monkeypatch.setattr(registry, "REAL_DATASETS", dict(registry.REAL_DATASETS))
     (tmp_path / "my-bench").mkdir()
     calls = []
 
