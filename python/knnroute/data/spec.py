@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from knnroute.data.dataset import RoutingDataset, concat
 from knnroute.data import registry
+from knnroute.data.dataset import RoutingDataset, concat
 from knnroute.data.registry import DEMO_NAMES, data_dir, list_real_datasets, load_dataset
 from knnroute.data.splits import ensure_split
 
@@ -96,5 +96,12 @@ def pool(datasets: Sequence[RoutingDataset], name: str, seed: int = 0) -> Routin
     """
     if not datasets:
         raise ValueError("no datasets to pool")
-    ds = datasets[0] if len(datasets) == 1 else concat(datasets, name=name)
+    first = datasets[0]
+    for ds in datasets[1:]:
+        if ds.model_names != first.model_names:
+            raise ValueError(
+                f"{name!r}: {ds.name!r} and {first.name!r} have different models, so they cannot be pooled "
+                "into one router; name datasets that share one model pool (e.g. routerbench's tasks)"
+            )
+    ds = first if len(datasets) == 1 else concat(datasets, name=name)
     return ensure_split(ds, seed)
