@@ -93,7 +93,8 @@ def test_eval_png_is_written(demo_run: tuple[int, Path, Path, str]) -> None:
     assert data[:8] == PNG_SIGNATURE
     assert len(data) > 20_000  # a drawn figure, not an empty canvas
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width >= 800 and height >= 500
+    assert width >= 800
+    assert height >= 500
 
 
 def test_eval_rejects_unknown_router(capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +126,8 @@ def test_parser_registry_and_help() -> None:
     assert COMMANDS[0].name == "eval"
     parser = build_parser()
     args = parser.parse_args(["eval"])
-    assert args.data == "demo" and args.seeds == 5
+    assert args.data == "demo"
+    assert args.seeds == 5
     assert main([]) == 2  # no subcommand: help and a usage error status
 
 
@@ -139,7 +141,8 @@ def test_python_dash_m_entry_point() -> None:
         env=_env(),
     )
     assert res.returncode == 0
-    assert "--data" in res.stdout and "--routers" in res.stdout
+    assert "--data" in res.stdout
+    assert "--routers" in res.stdout
 
 
 def _env() -> dict[str, str]:
@@ -149,3 +152,124 @@ def _env() -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[1] / "python")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+# ------------------------------------------------------------- one data spec for every command
+def _register_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder with two registered fake datasets (demo subsets: one model pool) and a long file."""
+    from knnroute.data import RoutingDataset, make_demo, register_dataset, registry, save_long
+
+    monkeypatch.setattr(registry, "REAL_DATASETS", dict(registry.REAL_DATASETS))
+    root = tmp_path / "data"
+
+    def loader(folder: Path, **_: object) -> list[RoutingDataset]:
+        d = make_demo(n=120, seed=len(folder.name))
+        return [d.replace(name=folder.name, ids=[f"{folder.name}/{i}" for i in d.ids])]
+
+    for name in ("part-a", "part-bb"):
+        (root / name).mkdir(parents=True)
+        register_dataset(name, name, loader, "test part")
+    tiny = RoutingDataset(
+        name="tiny", model_names=["x", "y"], scores=np.eye(4, 2), costs=np.full((4, 2), 1e-4),
+        prompts=[f"p{i}" for i in range(4)],
+    )
+    save_long(tiny, root / "tiny.csv")
+    monkeypatch.setenv("KNNROUTE_DATA", str(root))
+    return root
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    return rc, buf.getvalue()
+
+
+def _fit_report(out: str) -> dict:
+    return json.loads(out[out.index("{"):])
+
+
+def test_eval_accepts_demo_and_a_comma_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _register_parts(tmp_path, monkeypatch)
+    js = tmp_path / "e.json"
+    rc, out = _run(["eval", "--data", "demo, part-a,part-bb", "--seeds", "1", "--routers", "knn-10",
+                    "--jobs", "1", "--no-progress", "--json", str(js)])
+    assert rc == 0
+    assert "GENERATED" in out
+    payload = json.loads(js.read_text())
+    assert [d["name"] for d in payload["datasets"]] == ["demo-generated", "part-a", "part-bb"]
+    rc, _ = _run(["eval", "--data", "demo,demo", "--seeds", "1", "--routers", "knn-10", "--jobs", "1",
+                  "--no-progress", "--json", str(js)])
+    assert rc == 0
+    names = [d["name"] for d in json.loads(js.read_text())["datasets"]]
+    assert names == ["demo-generated", "demo-generated#2"]
+
+
+def test_fit_accepts_demo_and_a_comma_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _register_parts(tmp_path, monkeypatch)
+    rc, out = _run(["fit", "--data", "demo", "--out", str(tmp_path / "d.knnr"), "--k", "10", "--no-progress"])
+    assert rc == 0
+    assert "GENERATED" in out
+    rep = _fit_report(out)
+    assert rep["dataset"] == "demo-generated"
+    assert rep["n_train"] + rep["n_val"] + rep["n_test"] == 1200
+    # several datasets of one model pool: pooled into one router
+    rc, out = _run(["fit", "--data", "part-a,part-bb", "--out", str(tmp_path / "p.knnr"), "--k", "10",
+                    "--no-progress"])
+    assert rc == 0
+    rep = _fit_report(out)
+    assert rep["dataset"] == "part-a,part-bb"
+    assert rep["n_train"] + rep["n_val"] + rep["n_test"] == 240
+
+
+def test_fit_rejects_datasets_with_different_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _register_parts(tmp_path, monkeypatch)
+    assert main(["fit", "--data", "demo,tiny.csv", "--out", str(tmp_path / "x.knnr"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "knnroute fit: error:" in err
+    assert "different models" in err
+    assert not (tmp_path / "x.knnr").exists()
+    assert main(["fit", "--data", " , ", "--out", str(tmp_path / "x.knnr"), "--no-progress"]) == 2
+    assert "empty data spec" in capsys.readouterr().err
+
+
+def test_route_batch_accepts_a_data_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    _register_parts(tmp_path, monkeypatch)
+    router = tmp_path / "d.knnr"
+    assert _run(["fit", "--data", "demo", "--out", str(router), "--k", "10", "--no-progress"])[0] == 0
+    rc, out = _run(["route-batch", "--router", str(router), "--data", "demo,part-a", "--output",
+                    str(tmp_path / "out"), "--no-progress"])
+    assert rc == 0
+    assert json.loads(out)["rows"] == 1320
+    df = pd.read_parquet(tmp_path / "out")
+    assert {"dataset", "id", "model"} <= set(df.columns)
+    assert df.groupby("dataset").size().to_dict() == {"demo-generated": 1200, "part-a": 120}
+    with pytest.raises(SystemExit):  # --input and --data are exclusive
+        build_parser().parse_args(["route-batch", "--router", "r", "--data", "demo", "--input", "x",
+                                   "--output", "o"])
+
+
+@pytest.mark.realdata
+def test_eval_and_fit_on_real_data_specs(
+    real_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same real spec (a name and a comma list with the demo) on eval and fit (MiniLM, cached)."""
+    monkeypatch.setenv("KNNROUTE_DATA", str(real_data))
+    js = tmp_path / "e.json"
+    rc, _ = _run(["eval", "--data", "routellm-mtbench,demo", "--seeds", "1", "--routers", "knn-10", "--jobs",
+                  "1", "--no-progress", "--json", str(js)])
+    assert rc == 0
+    names = [d["name"] for d in json.loads(js.read_text())["datasets"]]
+    assert names == ["routellm-mtbench", "demo-generated"]
+    rc, out = _run(["fit", "--data", "routellm-mtbench", "--out", str(tmp_path / "m.knnr"), "--k", "5",
+                    "--no-progress"])
+    assert rc == 0
+    assert _fit_report(out)["n_train"] > 0

@@ -40,12 +40,15 @@ from knnroute.data import (
     prompt_text,
     random_split,
     register_dataset,
+    registry,
+    resolve_spec,
     save_long,
     split_dataset,
     strip_common_prefix,
     to_long,
 )
-from knnroute.data import loaders as L
+from knnroute.data.llmrouter import LLMROUTER_OUTPUT_TOKENS
+from knnroute.data.routellm import ROUTELLM_PRICES
 
 pd = pytest.importorskip("pandas")
 csv.field_size_limit(sys.maxsize)
@@ -80,10 +83,15 @@ def _tiny(n: int = 6, m: int = 3, seed: int = 0) -> RoutingDataset:
 # ------------------------------------------------------------------------------ RoutingDataset
 def test_dataset_fields_and_dtypes() -> None:
     ds = _tiny()
-    assert ds.n == 6 and ds.n_models == 3 and len(ds) == 6
-    assert ds.scores.dtype == np.float64 and ds.costs.dtype == np.float64
-    assert ds.ids.dtype == object and list(ds.ids) == [str(i) for i in range(6)]
-    assert ds.generated is False and ds.meta == {}
+    assert ds.n == 6
+    assert ds.n_models == 3
+    assert len(ds) == 6
+    assert ds.scores.dtype == np.float64
+    assert ds.costs.dtype == np.float64
+    assert ds.ids.dtype == object
+    assert list(ds.ids) == [str(i) for i in range(6)]
+    assert ds.generated is False
+    assert ds.meta == {}
 
 
 @pytest.mark.parametrize(
@@ -121,13 +129,16 @@ def test_dataset_subset_embeddings_summary() -> None:
     np.testing.assert_allclose(np.linalg.norm(ds2.embeddings, axis=1), 1.0, rtol=1e-6)
     assert ds.embeddings is None  # the original is untouched
     sub = ds2.subset(np.array([5, 0, 2]))
-    assert list(sub.ids) == ["5", "0", "2"] and sub.prompts == ["prompt 5", "prompt 0", "prompt 2"]
+    assert list(sub.ids) == ["5", "0", "2"]
+    assert sub.prompts == ["prompt 5", "prompt 0", "prompt 2"]
     np.testing.assert_array_equal(sub.embeddings[1], ds2.embeddings[0])
     mask = np.zeros(8, dtype=bool)
     mask[[1, 3]] = True
     assert list(ds2.subset(mask).ids) == ["1", "3"]
     s = ds2.summary()
-    assert "8 prompts x 3 models" in s and "1 score cells" in s and "(test)" in s
+    assert "8 prompts x 3 models" in s
+    assert "1 score cells" in s
+    assert "(test)" in s
 
 
 # ---------------------------------------------------------------------------------- data_dir
@@ -173,9 +184,11 @@ def test_routerbench_folder_counts(real_data: Path) -> None:
         assert sorted(ds.model_names) == models_all
         assert int((ds.split == "test").sum()) == e["test"]
         assert int((ds.split == "val").sum()) == round(e["train"] / 8)
-        assert not np.isnan(ds.costs).any() and (ds.costs > 0).all()
+        assert not np.isnan(ds.costs).any()
+        assert (ds.costs > 0).all()
         assert set(np.unique(ds.scores[~np.isnan(ds.scores)])) <= {0.0, 1.0}
-        assert ds.prices is None and ds.generated is False
+        assert ds.prices is None
+        assert ds.generated is False
     # pinned: what the files held when these tests were written (SOURCE.md agrees)
     assert sum(d.n for d in dss) == 3178
     assert sum(int(np.isnan(d.scores).sum()) for d in dss) == 154
@@ -227,14 +240,23 @@ def test_routerbench_pickle_path(real_data: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(pkl_arc.costs[idx], csv_arc.costs)
     one = load_routerbench(pkl, by_task=False)
     assert (
-        len(one) == 1 and one[0].n == 3178 and set(one[0].groups) == {"arc-challenge", "mbpp", "winogrande"}
+        len(one) == 1
+    )
+    assert (
+        one[0].n == 3178
+    )
+    assert (
+        set(one[0].groups) == {"arc-challenge", "mbpp", "winogrande"}
     )
 
 
 @pytest.mark.realdata
 def test_routerbench_single_csv_autodetect(real_data: Path) -> None:
     dss = load_dataset(real_data / RB / "mbpp_test.csv")
-    assert len(dss) == 1 and dss[0].name == "mbpp" and dss[0].n == 128 and dss[0].split is None
+    assert len(dss) == 1
+    assert dss[0].name == "mbpp"
+    assert dss[0].n == 128
+    assert dss[0].split is None
 
 
 # --------------------------------------------------------------------------------- LLMRouter
@@ -255,8 +277,9 @@ def test_llmrouter_counts_prices_costs(real_data: Path) -> None:
     q = tr[0]["question"]
     assert ds.scores[0, j] == tr[0]["scores"]["llama3-chatqa-1.5-70b"]
     pin, pout = llm["llama3-chatqa-1.5-70b"]["input_price"], llm["llama3-chatqa-1.5-70b"]["output_price"]
-    assert ds.costs[0, j] == pytest.approx((len(q) / 4 * pin + L.LLMROUTER_OUTPUT_TOKENS * pout) / 1e6)
-    assert len(set(ds.groups)) == 14 and (ds.groups == "unknown").sum() == 0
+    assert ds.costs[0, j] == pytest.approx((len(q) / 4 * pin + LLMROUTER_OUTPUT_TOKENS * pout) / 1e6)
+    assert len(set(ds.groups)) == 14
+    assert (ds.groups == "unknown").sum() == 0
     train_q = {r["question"] for r in tr}
     assert ds.meta["n_test_questions_in_train"] == sum(r["question"] in train_q for r in te) == 119
 
@@ -270,12 +293,12 @@ def test_input_costs_are_the_known_part_of_the_real_costs(real_data: Path) -> No
     rest = llm.costs - llm.input_costs()
     np.testing.assert_allclose(rest, np.broadcast_to(rest[:1], rest.shape), rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(
-        rest[0], [L.LLMROUTER_OUTPUT_TOKENS * llm.prices[m][1] / 1e6 for m in llm.model_names], rtol=1e-9
+        rest[0], [LLMROUTER_OUTPUT_TOKENS * llm.prices[m][1] / 1e6 for m in llm.model_names], rtol=1e-9
     )
     (mmlu,) = load_routellm_mmlu(real_data / "routellm-evals")
     rest = mmlu.costs - mmlu.input_costs()
     np.testing.assert_allclose(rest, np.broadcast_to(rest[:1], rest.shape), rtol=1e-9, atol=1e-15)
-    (gsm,) = L.load_routellm_gsm8k(real_data / "routellm-evals")
+    (gsm,) = load_routellm_gsm8k(real_data / "routellm-evals")
     assert np.all(gsm.costs - gsm.input_costs() >= -1e-15)
     assert {d.input_costs() is None for d in load_dataset(real_data / RB)} == {True}
 
@@ -286,7 +309,7 @@ def test_llmrouter_output_token_constant_is_measured(real_data: Path) -> None:
     for f in sorted((real_data / "routerarena-cached/cached_results").glob("*.jsonl")):
         toks = [r["token_usage"]["output_tokens"] for r in _jsonl(f)]
         means.append(sum(toks) / len(toks))
-    assert L.LLMROUTER_OUTPUT_TOKENS == round(sum(means) / len(means))
+    assert LLMROUTER_OUTPUT_TOKENS == round(sum(means) / len(means))
 
 
 # ---------------------------------------------------------------------------------- RouteLLM
@@ -297,8 +320,8 @@ def test_routellm_prices_match_routerarena_table(real_data: Path) -> None:
     def pair(k: str) -> tuple[float, float]:
         return (table[k]["input_token_price_per_million"], table[k]["output_token_price_per_million"])
 
-    assert L.ROUTELLM_PRICES["gpt-4-1106-preview"] == pair("gpt-4-1106-preview")
-    assert L.ROUTELLM_PRICES["mistralai/Mixtral-8x7B-Instruct-v0.1"] == pair(
+    assert ROUTELLM_PRICES["gpt-4-1106-preview"] == pair("gpt-4-1106-preview")
+    assert ROUTELLM_PRICES["mistralai/Mixtral-8x7B-Instruct-v0.1"] == pair(
         "mistralai/mixtral-8x7b-instruct"
     )
 
@@ -311,15 +334,19 @@ def test_routellm_mmlu_counts(real_data: Path) -> None:
     for f in files:
         _, rows = _csv_rows(f)
         n += len(rows)
-        correct += [sum(r[m] == "True" for r in rows) for m in L.ROUTELLM_PRICES]
+        correct += [sum(r[m] == "True" for r in rows) for m in ROUTELLM_PRICES]
     (ds,) = load_routellm_mmlu(real_data / "routellm-evals")
-    assert ds.n == n == 14042 and ds.n_models == 2 and len(files) == 57
+    assert ds.n == n == 14042
+    assert ds.n_models == 2
+    assert len(files) == 57
     assert len(set(ds.groups)) == 57
     np.testing.assert_allclose(ds.scores.sum(axis=0), correct)
-    assert int(np.isnan(ds.scores).sum()) == 0 and ds.split is None
+    assert int(np.isnan(ds.scores).sum()) == 0
+    assert ds.split is None
     assert ds.meta["n_contaminated"] > 0
     (clean,) = load_routellm_mmlu(real_data / "routellm-evals", drop_contaminated=True)
-    assert clean.n == ds.n - ds.meta["n_contaminated"] and not clean.meta["contaminated"].any()
+    assert clean.n == ds.n - ds.meta["n_contaminated"]
+    assert not clean.meta["contaminated"].any()
     assert ds.subset(np.arange(10)).meta["contaminated"].shape == (10,)
 
 
@@ -327,7 +354,8 @@ def test_routellm_mmlu_counts(real_data: Path) -> None:
 def test_routellm_gsm8k_counts_and_costs(real_data: Path) -> None:
     _, rows = _csv_rows(real_data / "routellm-evals/routellm/evals/gsm8k/gsm8k_responses.csv")
     (ds,) = load_routellm_gsm8k(real_data / "routellm-evals")
-    assert ds.n == len(rows) == 1319 and ds.n_models == 2
+    assert ds.n == len(rows) == 1319
+    assert ds.n_models == 2
     r = rows[5]
     m = "gpt-4-1106-preview"
     expect = (len(r["prompt"]) / 4 * 10.0 + len(r[m + "_response"]) / 4 * 30.0) / 1e6
@@ -341,12 +369,16 @@ def test_routellm_mtbench_counts_and_scale(real_data: Path) -> None:
     judg = _jsonl(base / "judgements.jsonl")
     n_q = len(_jsonl(base / "question.jsonl"))
     (ds,) = load_routellm_mtbench(real_data / "routellm-evals")
-    assert n_q == 80 and ds.n == n_q * 2 == 160 and ds.n_models == 2
-    assert int(np.isnan(ds.scores).sum()) == 0 and len(judg) == ds.n * ds.n_models == 320
+    assert n_q == 80
+    assert ds.n == n_q * 2 == 160
+    assert ds.n_models == 2
+    assert int(np.isnan(ds.scores).sum()) == 0
+    assert len(judg) == ds.n * ds.n_models == 320
     j = judg[0]
     i = list(ds.ids).index(f"mtbench-{j['question_id']}-turn{j['turn']}")
     assert ds.scores[i, ds.model_names.index(j["model"])] == pytest.approx(j["score"] / 10)
-    assert ds.scores.min() >= 0.1 and ds.scores.max() <= 1.0
+    assert ds.scores.min() >= 0.1
+    assert ds.scores.max() <= 1.0
     assert (ds.costs > 0).all()
     t2 = list(ds.ids).index("mtbench-81-turn2")
     assert ds.prompts[t2].startswith(ds.prompts[list(ds.ids).index("mtbench-81-turn1")] + "\n\n")
@@ -358,7 +390,8 @@ def test_routerarena_counts_costs_clipping(real_data: Path) -> None:
     files = sorted((real_data / "routerarena-cached/cached_results").glob("*.jsonl"))
     recs = {f.stem: _jsonl(f) for f in files}
     (ds,) = load_routerarena(real_data / "routerarena-cached")
-    assert ds.n == 809 == len(next(iter(recs.values()))) and ds.n_models == len(files) == 2
+    assert ds.n == 809 == len(next(iter(recs.values())))
+    assert ds.n_models == len(files) == 2
     out_of_range = sum(not 0 <= r["evaluation_result"]["score"] <= 1 for rs in recs.values() for r in rs)
     assert ds.meta["n_scores_clipped"] == out_of_range == 1
     for j, m in enumerate(ds.model_names):
@@ -400,7 +433,7 @@ def test_registry_names_and_folder_autodetect(real_data: Path, monkeypatch: pyte
 
 
 def test_registry_extension_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(L, "REAL_DATASETS", dict(L.REAL_DATASETS))
+    monkeypatch.setattr(registry, "REAL_DATASETS", dict(registry.REAL_DATASETS))
     (tmp_path / "my-bench").mkdir()
     calls = []
 
@@ -481,14 +514,16 @@ def test_prefix_stripping_real_fewshot_prompts(real_data: Path) -> None:
         assert all(t.count("Answer:") == 1 for t in out)  # only the question itself is left
         assert all(ds.prompts[i].endswith(t) for i, t in enumerate(out))
     out, st = strip_common_prefix(mbpp.prompts)
-    assert st.prefixes_ == {} and out == mbpp.prompts  # zero-shot: nothing shared, nothing cut
+    assert st.prefixes_ == {}
+    assert out == mbpp.prompts
 
 
 # ---------------------------------------------------------------------------------- splits
 def test_random_split_sizes_and_seed() -> None:
     a = random_split(1000, seed=0)
     assert [(a == k).sum() for k in ("train", "val", "test")] == [700, 100, 200]
-    assert (random_split(1000, seed=0) == a).all() and not (random_split(1000, seed=1) == a).all()
+    assert (random_split(1000, seed=0) == a).all()
+    assert not (random_split(1000, seed=1) == a).all()
     assert [(random_split(7, 0) == k).sum() for k in ("train", "val", "test")] == [5, 1, 1]
     with pytest.raises(ValueError, match="summing to 1"):
         random_split(10, fractions=(0.5, 0.5, 0.5))
@@ -497,7 +532,9 @@ def test_random_split_sizes_and_seed() -> None:
 def test_carve_validation_never_touches_test() -> None:
     lab = np.array(["train"] * 80 + ["test"] * 20, dtype=object)
     out = carve_validation(lab, 1 / 8, seed=0)
-    assert (out[80:] == "test").all() and (out == "val").sum() == 10 and (out == "train").sum() == 70
+    assert (out[80:] == "test").all()
+    assert (out == "val").sum() == 10
+    assert (out == "train").sum() == 70
 
 
 def test_ensure_and_split_dataset() -> None:
@@ -524,18 +561,25 @@ def test_cross_task_split() -> None:
 @pytest.mark.realdata
 def test_cross_task_split_routerbench(real_data: Path) -> None:
     (rb,) = load_routerbench(real_data / "routerbench-0shot-subset", by_task=False)
-    assert rb.n == 3178 and rb.groups is not None
+    assert rb.n == 3178
+    assert rb.groups is not None
     xs = cross_task_split(rb, ["arc-challenge", "winogrande"], ["mbpp"])
-    assert (xs.split == "test").sum() == 427 and xs.n == 3178
+    assert (xs.split == "test").sum() == 427
+    assert xs.n == 3178
 
 
 # ------------------------------------------------------------------------------------ demo
 def test_demo_is_labelled_generated_and_routable() -> None:
     ds = make_demo()
-    assert ds.generated and "generated" in ds.name and "GENERATED" in ds.source
+    assert ds.generated
+    assert "generated" in ds.name
+    assert "GENERATED" in ds.source
     s = ds.summary()
-    assert s.splitlines()[0].startswith("GENERATED DATA") and "not real" in s
-    assert ds.embeddings is not None and ds.split is not None and ds.prompts is not None
+    assert s.splitlines()[0].startswith("GENERATED DATA")
+    assert "not real" in s
+    assert ds.embeddings is not None
+    assert ds.split is not None
+    assert ds.prompts is not None
     assert all("generated demo prompt" in p for p in ds.prompts)
     again = make_demo()
     np.testing.assert_array_equal(ds.scores, again.scores)
@@ -549,7 +593,8 @@ def test_demo_is_labelled_generated_and_routable() -> None:
 
 # --------------------------------------------------------------------------------- long format
 def _assert_same(a: RoutingDataset, b: RoutingDataset) -> None:
-    assert list(a.ids) == list(b.ids) and a.model_names == b.model_names
+    assert list(a.ids) == list(b.ids)
+    assert a.model_names == b.model_names
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_allclose(a.costs, b.costs, rtol=1e-15, atol=0)
     assert a.prompts == b.prompts
@@ -568,7 +613,8 @@ def test_long_format_round_trip(tmp_path: Path, suffix: str) -> None:
     path = save_long(ds, tmp_path / f"demo{suffix}")
     back = load_long(path)
     _assert_same(ds, back)
-    assert back.embeddings is None and back.meta["split_source"] == "shipped 'split' column"
+    assert back.embeddings is None
+    assert back.meta["split_source"] == "shipped 'split' column"
     assert [d.n for d in load_dataset(path)] == [60]
 
 
@@ -591,10 +637,13 @@ def test_long_format_tokens_and_prices(tmp_path: Path) -> None:
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"big": {"input_price": 10, "output_price": 30}, "small": [0.1, 0.2]}))
     ds = load_long(f, prices=prices)
-    assert ds.ids.tolist() == ["p1", "p2"] and ds.model_names == ["big", "small"]
+    assert ds.ids.tolist() == ["p1", "p2"]
+    assert ds.model_names == ["big", "small"]
     np.testing.assert_allclose(ds.costs[0], [(100 * 10 + 50 * 30) / 1e6, (100 * 0.1 + 20 * 0.2) / 1e6])
-    assert math.isnan(ds.scores[1, 1]) and math.isnan(ds.costs[1, 1])  # no row -> NaN
-    assert ds.prompts == ["hello", "turn one\n\nturn two"] and list(ds.groups) == ["greet", "chat"]
+    assert math.isnan(ds.scores[1, 1])
+    assert math.isnan(ds.costs[1, 1])
+    assert ds.prompts == ["hello", "turn one\n\nturn two"]
+    assert list(ds.groups) == ["greet", "chat"]
     assert ds.prices == {"big": (10.0, 30.0), "small": (0.1, 0.2)}
     with pytest.raises(ValueError, match="price table is needed"):
         load_long(f)
@@ -694,8 +743,10 @@ def test_routerbench_wide_small_file_and_duplicate_ids(tmp_path: Path) -> None:
     dss = load_dataset(f)
     assert [d.name for d in dss] == ["task_a", "task_b"]
     a = dss[0]
-    assert a.ids.tolist() == ["s1#0", "s1#1"] and a.prompts == ["q one", "q one"]
-    assert a.meta["n_duplicate_sample_ids"] == 1 and int(np.isnan(a.scores).sum()) == 1
+    assert a.ids.tolist() == ["s1#0", "s1#1"]
+    assert a.prompts == ["q one", "q one"]
+    assert a.meta["n_duplicate_sample_ids"] == 1
+    assert int(np.isnan(a.scores).sum()) == 1
 
 
 # ------------------------------------------------------------------------------ lightness
@@ -712,4 +763,114 @@ def test_import_is_light() -> None:
 
 def test_to_long_columns() -> None:
     df = to_long(_tiny(2, 2))
-    assert list(df.columns) == ["prompt_id", "prompt", "model", "score", "cost"] and len(df) == 4
+    assert list(df.columns) == ["prompt_id", "prompt", "model", "score", "cost"]
+    assert len(df) == 4
+
+
+# ------------------------------------------------------------------------------- data spec
+def _spec_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder with two registered fake datasets (one model pool) and a long-format file."""
+    from knnroute.data import registry
+
+    monkeypatch.setattr(registry, "REAL_DATASETS", dict(registry.REAL_DATASETS))
+    root = tmp_path / "data"
+    for name in ("part-a", "part-b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "MARK").write_text(name)
+
+    def loader(folder: Path, **kw: object) -> list[RoutingDataset]:
+        d = make_demo(n=90, seed=1 if folder.name == "part-a" else 2)
+        tag = (folder / "MARK").read_text()
+        return [d.replace(name=tag, ids=[f"{tag}/{i}" for i in d.ids], meta={**d.meta, "kw": kw})]
+
+    for name in ("part-a", "part-b"):
+        register_dataset(name, name, loader, "test part", lambda p, n=name: (p / "MARK").is_file()
+                         and (p / "MARK").read_text() == n)
+    save_long(_tiny(6, 2), root / "tiny.csv")
+    monkeypatch.setenv("KNNROUTE_DATA", str(root))
+    return root
+
+
+def test_resolve_spec_every_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _spec_data(tmp_path, monkeypatch)
+
+    def names(spec: str) -> list[str]:
+        return [d.name for d in resolve_spec(spec)]
+
+    # demo, its generated name, and blanks around items
+    assert names("demo") == names(" demo-generated ") == ["demo-generated"]
+    assert resolve_spec("demo")[0].generated
+    # registered names, a comma list in the spec's order, blank items dropped
+    assert names("part-b, part-a,,") == ["part-b", "part-a"]
+    # all: every registered dataset whose folder exists, in registry order
+    assert names("all") == ["part-a", "part-b"]
+    assert names("all,demo") == ["part-a", "part-b", "demo-generated"]
+    # a folder path (recognised by the registered detect), a file path, a file name under the data folder
+    assert names(str(root / "part-b")) == ["part-b"]
+    assert names(str(root / "tiny.csv")) == names("tiny.csv") == ["tiny"]
+    # the seed reaches the real-data loaders, never the demo
+    assert resolve_spec("part-a", seed=4)[0].meta["kw"] == {"seed": 4}
+    np.testing.assert_array_equal(resolve_spec("demo", seed=4)[0].scores, make_demo().scores)
+
+
+@pytest.mark.parametrize(
+    ("spec", "exc", "match"),
+    [
+        ("", ValueError, "empty data spec"),
+        (" , ", ValueError, "empty data spec"),
+        ("demo,no-such-benchmark", FileNotFoundError, "known dataset name"),
+    ],
+)
+def test_resolve_spec_errors(spec: str, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        resolve_spec(spec)
+
+
+def test_resolve_spec_all_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KNNROUTE_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no real data found"):
+        resolve_spec("all")
+
+
+def test_pool_and_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from knnroute.data.spec import pool
+    from knnroute.embed.prepare import embed_datasets, prepare_data
+
+    _spec_data(tmp_path, monkeypatch)
+    a, b = resolve_spec("part-a,part-b")
+    assert pool([a], "x") is a
+    both = pool([a, b], "part-a,part-b")
+    assert both.name == "part-a,part-b"
+    assert both.n == a.n + b.n
+    assert both.split is not None
+    with pytest.raises(ValueError, match="different models"):
+        pool([a, _tiny(6, 2)], "mixed")
+    # prepare: the same datasets, embedded (the demo parts carry embeddings, so they are kept as they are)
+    (pooled,) = prepare_data("part-a,part-b", pooled=True, progress=False)
+    np.testing.assert_array_equal(pooled.embeddings, both.embeddings)
+    assert [d.name for d in prepare_data("part-b,demo", progress=False)] == ["part-b", "demo-generated"]
+    t = _tiny(6, 2)
+    X = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    (e,) = embed_datasets([t], X, progress=False)
+    assert e.embeddings is not None
+    assert e.embeddings.shape == (6, 4)
+
+
+@pytest.mark.realdata
+def test_resolve_spec_real(real_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KNNROUTE_DATA", str(real_data))
+    assert [d.name for d in resolve_spec("routerbench, routellm-gsm8k")] == [
+        "arc_challenge", "mbpp", "winograde", "routellm-gsm8k",
+    ]
+    # a folder name under the data folder, and its path
+    assert [d.name for d in resolve_spec("routerarena-cached")] == ["routerarena"]
+    assert [d.name for d in resolve_spec(str(real_data / "routellm-evals"))] == [
+        "routellm-mmlu", "routellm-gsm8k", "routellm-mtbench",
+    ]
+    # the seed carves the validation share of the shipped train split; shipped test untouched
+    s0, s1 = (resolve_spec("routerbench", seed=s)[0].split for s in (0, 1))
+    assert (s0 == "test").tolist() == (s1 == "test").tolist()
+    assert (s0 != s1).any()
+    every = [d.name for d in resolve_spec("all")]
+    assert every[:4] == ["arc_challenge", "mbpp", "winograde", "llmrouter"]
+    assert every[-1] == "math-v"

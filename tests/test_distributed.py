@@ -295,7 +295,7 @@ def _strip(x):  # type: ignore[no-untyped-def]
 def test_eval_on_ray_matches_local(ray_session) -> None:  # type: ignore[no-untyped-def]
     """The grid as Ray tasks: the same records (timings aside), curves and tuning tables as the serial run."""
     from knnroute.distributed import evaluate_ray
-    from knnroute.evaluate.command import load_eval_data
+    from knnroute.commands.eval import load_eval_data
     from knnroute.evaluate.runner import evaluate
 
     data = [ed for ed, _ in load_eval_data("demo", progress=False)]

@@ -656,7 +656,7 @@ def test_process_pool_grid_equals_serial() -> None:
     """``knnroute eval --jobs 2``: the same records (timings aside), curves and tuning tables as the serial loop,
     in the serial order, for kNN rows, a scikit-learn baseline and a selection router."""
     pytest.importorskip("sklearn")
-    from knnroute.evaluate.command import load_eval_data
+    from knnroute.commands.eval import load_eval_data
     from knnroute.evaluate.parallel import evaluate_processes
     from knnroute.evaluate.runner import evaluate
 

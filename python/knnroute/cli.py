@@ -3,7 +3,8 @@
 Subcommands are registered in :data:`COMMANDS`: each names a module exposing
 ``configure(parser: argparse.ArgumentParser) -> None`` and ``run(args: argparse.Namespace) -> int``. The
 module is imported when the parser is built, so it must import its heavy dependencies inside ``run``.
-Adding a subcommand (``fit``, ``serve``, ...) is one line here plus that module.
+Every subcommand's module lives in :mod:`knnroute.commands`; adding one is one line here plus that
+module.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ COMMANDS: list[Command] = [
     Command(
         "eval",
         "evaluate routers on benchmarks: AUC tables, gain over the best single model, JSON and plots",
-        "knnroute.evaluate.command",
+        "knnroute.commands.eval",
     ),
-    Command("fit", "embed a dataset, fit the tuned kNN router and save it to a router file", "knnroute.commands.fit"),
-    Command("serve", "serve a router file over HTTP (POST /route, /metrics, /health)", "knnroute.commands.serve"),
+    Command("fit", "embed a dataset, fit the tuned kNN router and save it to a router file",
+            "knnroute.commands.fit"),
+    Command(
+        "serve", "serve a router file over HTTP (POST /route, /metrics, /health)", "knnroute.commands.serve"
+    ),
     Command("route-batch", "route prompts or embeddings from Parquet/CSV/JSONL files to Parquet decisions "
             "(in process or on Ray Data)", "knnroute.commands.route_batch"),
 ]

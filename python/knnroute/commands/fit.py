@@ -14,13 +14,15 @@ import sys
 import time
 from typing import Any
 
+from knnroute.data.spec import SPEC_HELP
+
 __all__ = ["configure", "fit_router", "run"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="SPEC",
-                   help="dataset name (routerbench, llmrouter, ...), folder or file; several datasets "
-                   "from one spec (e.g. RouterBench's tasks) are pooled into one router")
+                   help=f"{SPEC_HELP}; every dataset of the spec (e.g. RouterBench's tasks) is pooled into "
+                   "one router, so they must share one model pool")
     p.add_argument("--out", required=True, metavar="ROUTER_FILE", help="router file to write")
     p.add_argument("--embedder", default="minilm",
                    help="minilm (default), wordllama (static: sub-millisecond prompt-to-decision), or a "
@@ -43,15 +45,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _pool(spec: str, seed: int) -> Any:
-    from knnroute.data import concat, ensure_split, load_dataset
-
-    kw = {"seed": seed} if spec not in ("demo", "demo-generated") else {}
-    parts = load_dataset(spec, **kw)
-    ds = parts[0] if len(parts) == 1 else concat(parts, name=spec)
-    return ensure_split(ds, seed)
-
-
 def fit_router(
     data: str,
     embedder: str = "minilm",
@@ -64,18 +57,20 @@ def fit_router(
     progress: bool = True,
     scan_precision: str = "f32",
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict."""
+    """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict.
+
+    ``data`` is a data spec (:mod:`knnroute.data.spec`); all its datasets are pooled into one
+    (:func:`knnroute.data.spec.pool`: they must share one model pool, else ``ValueError``).
+    """
     from knnroute.data.splits import carve_validation
-    from knnroute.embed import embed_dataset
+    from knnroute.embed.prepare import prepare_data
     from knnroute.evaluate import curves
     from knnroute.evaluate.tuning import KNNConfig, TunedKNNRouter
     from knnroute.production import FallbackPolicy, ProductionRouter
     from knnroute.routers.knn import KNNRouter
 
     t0 = time.perf_counter()
-    ds = _pool(data, seed)
-    if ds.embeddings is None:
-        ds = embed_dataset(ds, embedder, progress=progress)
+    (ds,) = prepare_data(data, embedder, seed=seed, pooled=True, progress=progress)
     t_embed = time.perf_counter() - t0
     if not (ds.split == "val").any():
         ds = ds.with_split(carve_validation(ds.split, seed=seed))
@@ -92,8 +87,10 @@ def fit_router(
         knn = KNNRouter(k=min(k, tr.size)).fit(X[tr], S[tr], C[tr], model_names=ds.model_names)
         best, val_auc = KNNConfig(k=knn.k), None
     if scan_precision != "f32":  # same neighbours (exact), faster single-query scans when serving
-        knn = KNNRouter(k=knn.k, weighting=knn.weighting, temperature=knn.temperature, shrinkage=knn.shrinkage,
-                        precision=scan_precision).fit(X[tr], S[tr], C[tr], model_names=ds.model_names)
+        knn = KNNRouter(k=knn.k, weighting=knn.weighting, temperature=knn.temperature,
+                        shrinkage=knn.shrinkage, precision=scan_precision).fit(
+            X[tr], S[tr], C[tr], model_names=ds.model_names
+        )
     t_fit = time.perf_counter() - t1
     prod = ProductionRouter(
         knn,
@@ -109,7 +106,8 @@ def fit_router(
             prod.calibrate_fallback(fallback_model, X[va], distance_quantile=fallback_distance_quantile)
         if fallback_min_agreement is not None or fallback_distance_quantile is None:
             cur = prod.fallback
-            prod.set_fallback(FallbackPolicy(fallback_model, cur.max_distance if cur else None, fallback_min_agreement))
+            max_distance = cur.max_distance if cur else None
+            prod.set_fallback(FallbackPolicy(fallback_model, max_distance, fallback_min_agreement))
     # the saved router's test AUC, for the record (never used to choose anything)
     report: dict[str, Any] = {
         "dataset": ds.name,

@@ -1,5 +1,10 @@
 """``knnroute route-batch``: route a batch of prompts or embeddings from files, write decisions to Parquet.
 
+The rows come from ``--input`` files, or from ``--data SPEC`` (the data spec every command takes,
+:mod:`knnroute.data.spec`): each dataset's prompts (or its embeddings, when every dataset of the spec
+carries them, e.g. the demo) with its ``dataset`` name and ``id``, which the output keeps. Prompts are
+embedded with the router file's embedder and prompt hygiene, as when serving.
+
 In this process by default; ``--ray`` runs it on Ray Data (a local Ray, or ``--ray-address``), with
 ``--workers`` actors that each load the router file once. See ``docs/distributed.md``.
 """
@@ -9,22 +14,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-__all__ = ["configure", "run"]
+from knnroute.data.spec import SPEC_HELP
+
+__all__ = ["configure", "run", "write_spec_inputs"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router", required=True, metavar="ROUTER_FILE", help="router file from 'knnroute fit'")
-    p.add_argument("--input", required=True, nargs="+", metavar="PATH",
-                   help="Parquet / CSV / JSONL file(s), glob(s) (quote them) or folder(s)")
-    p.add_argument("--output", required=True, metavar="DIR", help="output folder for the Parquet decisions (new)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", metavar="PATH",
+                     help="Parquet / CSV / JSONL file(s), glob(s) (quote them) or folder(s)")
+    src.add_argument("--data", metavar="SPEC",
+                     help=f"route the prompts of a data spec instead: {SPEC_HELP}; the output keeps the "
+                     "dataset and id columns (written to a temporary Parquet folder on this machine first)")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="output folder for the Parquet decisions (new)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lam", type=float, help="cost weight: score ([0, 1]) per USD (default: the file's)")
     g.add_argument("--max-cost", type=float, help="budget: mean USD per query, via the file's budget table")
     p.add_argument("--embedding-column", help="column of embeddings (default: 'embedding' if present)")
     p.add_argument("--prompt-column", help="column of prompt text (default: 'prompt' if no embeddings)")
     p.add_argument("--keep-columns", help="comma list of input columns copied to the output (default: id)")
-    p.add_argument("--all-models", action="store_true", help="also write score:<model> and cost:<model> columns")
+    p.add_argument("--all-models", action="store_true",
+                   help="also write score:<model> and cost:<model> columns")
     p.add_argument("--no-confidence", action="store_true",
                    help="skip the confidence columns: batch path, several times faster (no fallback policy)")
     p.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default 4096)")
@@ -35,14 +49,59 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def write_spec_inputs(spec: str, folder: str | Path) -> list[Path]:
+    """Write the prompts of a data spec as Parquet files in ``folder`` (one per dataset); returns the paths.
+
+    Columns: ``dataset``, ``id`` and ``embedding`` (float32 lists) when every dataset of the spec carries
+    embeddings, else ``prompt`` (``ValueError`` when a dataset has neither).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from knnroute.data.spec import resolve_spec
+
+    datasets = resolve_spec(spec)
+    use_embeddings = all(ds.embeddings is not None for ds in datasets)
+    if not use_embeddings:
+        bare = [ds.name for ds in datasets if ds.prompts is None]
+        if bare:
+            raise ValueError(f"--data {spec!r}: dataset(s) {bare} have no prompts or embeddings to route")
+    paths = []
+    for i, ds in enumerate(datasets):
+        cols: dict[str, object] = {
+            "dataset": pa.array([ds.name] * ds.n, pa.string()),
+            "id": pa.array([str(x) for x in ds.ids], pa.string()),
+        }
+        if use_embeddings:
+            X = np.ascontiguousarray(ds.embeddings, dtype=np.float32)
+            cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
+        else:
+            cols["prompt"] = pa.array([str(p) for p in ds.prompts], pa.string())  # type: ignore[union-attr]
+        path = Path(folder) / f"part-{i:04d}.parquet"
+        pq.write_table(pa.table(cols), path)
+        paths.append(path)
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     from knnroute.distributed import route_batch
 
-    keep = None if args.keep_columns is None else [c.strip() for c in args.keep_columns.split(",") if c.strip()]
+    keep = None
+    if args.keep_columns is not None:
+        keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()]
+    tmp = None
     try:
+        inputs = args.input
+        if getattr(args, "data", None) is not None:
+            tmp = tempfile.TemporaryDirectory(prefix="knnroute-route-batch-")
+            inputs = [str(p) for p in write_spec_inputs(args.data, tmp.name)]
+            keep = ["dataset", "id"] if keep is None else keep
         res = route_batch(
             args.router,
-            args.input,
+            inputs,
             args.output,
             lam=args.lam,
             max_cost=args.max_cost,
@@ -61,5 +120,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"knnroute route-batch: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
     print(json.dumps(res.to_dict()))
     return 0

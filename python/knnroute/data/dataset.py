@@ -283,8 +283,8 @@ class RoutingDataset:
         """Number of test prompts whose text equals a train or val prompt's (0 without prompts or split)."""
         if self.prompts is None or self.split is None:
             return 0
-        seen = {p for p, s in zip(self.prompts, self.split) if s != "test"}
-        return sum(1 for p, s in zip(self.prompts, self.split) if s == "test" and p in seen)
+        seen = {p for p, s in zip(self.prompts, self.split, strict=True) if s != "test"}
+        return sum(1 for p, s in zip(self.prompts, self.split, strict=True) if s == "test" and p in seen)
 
     def missing_counts(self) -> dict[str, int]:
         """Counts of missing cells: score cells, cost cells, and prompts with every score missing."""

@@ -27,22 +27,26 @@ def _words(s: str) -> list[str]:
 # topic -> vocabulary the prompt words are drawn from
 _TOPICS: dict[str, list[str]] = {
     "arithmetic": _words(
-        "sum product integer fraction divide multiply remainder percent equation solve total average digits prime ratio"
+        "sum product integer fraction divide multiply remainder "
+        "percent equation solve total average digits prime ratio"
     ),
     "python": _words(
-        "function list dictionary loop recursion string parse class return index sort tuple generator exception"
+        "function list dictionary loop recursion string parse "
+        "class return index sort tuple generator exception"
     ),
     "history": _words(
         "empire treaty war dynasty revolution century king colony parliament battle trade republic reform"
     ),
     "medicine": _words(
-        "symptom diagnosis dose patient infection chronic therapy enzyme artery clinical vaccine lesion syndrome"
+        "symptom diagnosis dose patient infection chronic "
+        "therapy enzyme artery clinical vaccine lesion syndrome"
     ),
     "writing": _words(
         "poem story character metaphor tone essay rhyme dialogue narrator draft imagery chapter verse"
     ),
     "law": _words(
-        "contract statute liability plaintiff tort appeal clause precedent evidence verdict negligence jurisdiction"
+        "contract statute liability plaintiff tort appeal "
+        "clause precedent evidence verdict negligence jurisdiction"
     ),
 }
 

@@ -126,7 +126,7 @@ class PrefixStripper:
             glist = [str(g) for g in groups]
             if len(glist) != len(texts):
                 raise ValueError(f"groups has {len(glist)} entries for {len(texts)} texts")
-            for t, g in zip(texts, glist):
+            for t, g in zip(texts, glist, strict=True):
                 by_group.setdefault(g, []).append(t)
         self.prefixes_: dict[str, str] = {}
         for g, ts in by_group.items():
@@ -193,7 +193,8 @@ class PrefixStripper:
 def strip_common_prefix(
     texts: Sequence[str], groups: Iterable[Any] | None = None, min_chars: int = 256, min_group_size: int = 20
 ) -> tuple[list[str], PrefixStripper]:
-    """Strip the prefix common to ``texts`` (per group); returns the stripped texts and the fitted stripper."""
+    """Strip the prefix common to ``texts`` (per group); returns the stripped texts and the fitted stripper.
+    """
     glist = None if groups is None else [str(g) for g in groups]
     stripper = PrefixStripper(min_chars=min_chars, min_group_size=min_group_size).fit(texts, glist)
     out = stripper.transform(texts, glist)

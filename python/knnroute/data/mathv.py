@@ -1,8 +1,8 @@
 """MATH-V (MATH-Vision): 3,040 image + question math problems, routed among 15 vision/text model setups.
 
 Source: https://github.com/mathllm/MATH-V (MIT), the snapshot in ``$KNNROUTE_DATA/math-v`` (see its
-SOURCE.md). Registered as ``"math-v"``: ``load_dataset("math-v")``, ``knnroute eval --data math-v`` (or
-the folder's path) find it.
+SOURCE.md). Registered (in :mod:`knnroute.data.registry`) as ``"math-v"``: ``load_dataset("math-v")``,
+``knnroute eval --data math-v`` (or the folder's path) find it.
 
 * Items: ``data/test.jsonl`` (3,040 problems): ``question`` (with an ``<image1>`` placeholder), ``options``
   (empty for free-form answers), ``image`` (a path relative to the folder; every item has one), ``subject``
@@ -20,7 +20,7 @@ the folder's path) find it.
 
       cost = (len(prompt) / 4 * price_in + max(1, len(response) / 4) * price_out) / 1e6
 
-  ``tokens ~= characters / 4`` (:data:`knnroute.data.loaders.CHARS_PER_TOKEN`). Image input tokens are
+  ``tokens ~= characters / 4`` (:data:`knnroute.data.tables.CHARS_PER_TOKEN`). Image input tokens are
   not charged (providers price images differently: per tile, per image, or as text tokens after the
   vision encoder, and we have no per-image rule common to all 15 setups), and the caption given to the
   "Text+Image Caption" setups is not in the data, so it is not charged either. Prices
@@ -63,9 +63,9 @@ from typing import Any
 import numpy as np
 
 from knnroute.data.dataset import RoutingDataset
-from knnroute.data.loaders import CHARS_PER_TOKEN, _find_dir, _read_jsonl, parse_prices, register_dataset
+from knnroute.data.tables import CHARS_PER_TOKEN, find_dir, parse_prices, read_jsonl
 
-__all__ = ["MATHV_PRICES", "MATHV_SETUP_MODEL", "load_mathv", "mathv_prompt"]
+__all__ = ["MATHV_PRICES", "MATHV_SETUP_MODEL", "is_mathv_dir", "load_mathv", "mathv_prompt"]
 
 #: setup -> underlying model (for the price table)
 MATHV_SETUP_MODEL: dict[str, str] = {
@@ -111,7 +111,8 @@ def mathv_prompt(question: str, options: Sequence[Any]) -> str:
     return q + "\n\nOptions: " + " ".join(f"({letters[i]}) {o}" for i, o in enumerate(opts[: len(letters)]))
 
 
-def _is_mathv_dir(p: Path) -> bool:
+def is_mathv_dir(p: Path) -> bool:
+    """Whether folder ``p`` is the MATH-V snapshot (``data/test.jsonl``, ``outputs/``, ``images/``)."""
     return (p / "data" / "test.jsonl").is_file() and (p / "outputs").is_dir() and (p / "images").is_dir()
 
 
@@ -142,10 +143,10 @@ def load_mathv(
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: MATH-V folder not found")
-    data_file = _find_dir(root, "data") / "test.jsonl"
+    data_file = find_dir(root, "data") / "test.jsonl"
     if not data_file.is_file():
         raise FileNotFoundError(f"{data_file}: MATH-V problems file not found")
-    items, bad = _read_jsonl(data_file)
+    items, bad = read_jsonl(data_file)
     if bad:
         raise ValueError(f"{data_file}: {bad} malformed JSON line(s)")
     if not items:
@@ -173,7 +174,7 @@ def load_mathv(
         raise ValueError(f"{data_file}: duplicate problem ids")
     row = {pid: i for i, pid in enumerate(ids)}
 
-    out_dir = _find_dir(root, "outputs")
+    out_dir = find_dir(root, "outputs")
     files = {f.stem: f for f in sorted(out_dir.rglob("*.jsonl"))}
     if not include_random:
         files.pop("Random-Chance", None)
@@ -201,7 +202,7 @@ def load_mathv(
         if price is None:
             raise ValueError(f"{f}: no price for setup {setup!r} (model {model!r}): pass prices={{...}}")
         used_prices[setup] = (float(price[0]), float(price[1]))
-        recs, bad = _read_jsonl(f)
+        recs, bad = read_jsonl(f)
         if bad:
             raise ValueError(f"{f}: {bad} malformed JSON line(s)")
         for li, r in enumerate(recs):
@@ -240,11 +241,3 @@ def load_mathv(
         )
     ]
 
-
-register_dataset(
-    "math-v",
-    "math-v",
-    load_mathv,
-    "MATH-V: 3,040 image + question math problems, 15 vision/text setups (estimated costs)",
-    _is_mathv_dir,
-)

@@ -73,7 +73,8 @@ def carve_validation(
 def ensure_split(
     ds: RoutingDataset, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
 ) -> RoutingDataset:
-    """``ds`` unchanged if it carries a split (shipped or assigned), else a copy with a seeded random split."""
+    """``ds`` unchanged if it carries a split (shipped or assigned), else a copy with a seeded random split.
+    """
     if ds.split is not None:
         return ds
     return ds.with_split(
@@ -83,7 +84,7 @@ def ensure_split(
 
 
 def split_dataset(ds: RoutingDataset, seed: int = 0) -> dict[str, RoutingDataset]:
-    """``{"train": ..., "val": ..., "test": ...}`` sub-datasets (assigning a seeded split if ``ds`` has none)."""
+    """``{"train": ..., "val": ..., "test": ...}`` sub-datasets (seeded split drawn if ``ds`` has none)."""
     ds = ensure_split(ds, seed)
     return {lab: ds.subset(ds.split_index(lab)) for lab in SPLIT_LABELS}
 

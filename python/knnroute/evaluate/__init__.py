@@ -14,7 +14,8 @@ Modules (import the one you need; importing this package imports nothing heavy):
 - :mod:`~knnroute.evaluate.diagnostics`: locality (agreement vs distance, r), TwoNN, confidence signals.
 - :mod:`~knnroute.evaluate.plots`, :mod:`~knnroute.evaluate.report`: PNGs, tables, JSON.
 - :mod:`~knnroute.evaluate.reference`: the NumPy definitions the compiled core is tested against.
-- :mod:`~knnroute.evaluate.command`: ``knnroute eval``.
+
+The ``knnroute eval`` command is :mod:`knnroute.commands.eval`.
 
 Conventions: ``../shared/DESIGN.md`` § Evaluation conventions, restated in
 :data:`knnroute.evaluate.report.CONVENTIONS` and written into every JSON report.

@@ -1,9 +1,10 @@
 """``knnroute eval``: the main command (the README's first example).
 
 With no arguments it evaluates the built-in generated demo benchmark (labelled as generated). ``--data``
-takes ``demo``, ``all`` (every real dataset found under the data directory), a registered dataset name
-(``routerbench``, ``llmrouter``, ...), or a path (a file in a supported format, or a folder such as
-``routerbench-0shot-subset`` whose per-task files become separate datasets); several, comma separated.
+takes a data spec (:mod:`knnroute.data.spec`, the same on every command): ``demo``, ``all`` (every real
+dataset found under the data directory), a registered dataset name (``routerbench``, ``llmrouter``, ...),
+or a path (a file in a supported format, or a folder such as ``routerbench-0shot-subset`` whose per-task
+files become separate datasets); several, comma separated.
 
 Output: a table per dataset (routers x AUC, gain, selection utility; mean ± std over seeds) and a compact
 routers x datasets matrix on stdout; ``--json PATH`` writes every number with the conventions;
@@ -19,6 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from knnroute.data.spec import SPEC_HELP
+
 __all__ = ["configure", "load_eval_data", "parse_lambdas", "run"]
 
 # With images in the data (MATH-V) the default also adds knn-100 / knn-tuned @image and @fused rows.
@@ -27,13 +30,7 @@ _DEFAULT_ROUTERS = "knn-10,knn-100,knn-tuned"
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the ``eval`` options to ``p``."""
-    p.add_argument(
-        "--data",
-        default="demo",
-        metavar="SPEC",
-        help="demo (default: generated demo benchmark), all (every real dataset), a dataset name "
-        "(routerbench, llmrouter, routellm-mmlu, ...), or a file/folder path; comma separated for several",
-    )
+    p.add_argument("--data", default="demo", metavar="SPEC", help=f"{SPEC_HELP} (default: demo)")
     p.add_argument(
         "--routers",
         default=_DEFAULT_ROUTERS,
@@ -57,8 +54,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--plot", dest="plot_dir", metavar="DIR", help="write one cost-quality PNG per dataset")
     p.add_argument("--embedder", default="minilm",
-                   help="embedder for datasets without embeddings: minilm (default), wordllama (static, fast), "
-                   "or a sentence-transformers model folder")
+                   help="embedder for datasets without embeddings: minilm (default), wordllama (static, "
+                   "fast), or a sentence-transformers model folder")
     p.add_argument("--n-random", type=int, default=10, help="repeats of the random router (default 10)")
     p.add_argument(
         "--diagnostics",
@@ -79,7 +76,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--ray", action="store_true",
         help="run the (dataset x router x seed) grid as Ray tasks (the 'ray' extra); same numbers as locally",
     )
-    p.add_argument("--ray-address", help="with --ray: the Ray cluster to connect to (default: start a local one)")
+    p.add_argument("--ray-address",
+                   help="with --ray: the Ray cluster to connect to (default: start a local one)")
     p.add_argument(
         "--ood",
         action="store_true",
@@ -106,61 +104,23 @@ def parse_lambdas(spec: str) -> list[float] | None:
     return sorted(vals)
 
 
-def _load(spec: str) -> list[Any]:
-    from knnroute.data import list_real_datasets, load_dataset
-
-    out: list[Any] = []
-    for item in [s.strip() for s in spec.split(",") if s.strip()]:
-        if item == "all":
-            names = list_real_datasets()
-            if not names:
-                raise FileNotFoundError(
-                    "--data all: no real data found; set KNNROUTE_DATA to the folder holding "
-                    "routerbench-0shot-subset/ etc."
-                )
-            for name in names:
-                out.extend(load_dataset(name))
-        else:
-            out.extend(load_dataset(_resolve_item(item)))
-    return out
-
-
-def _resolve_item(item: str) -> str:
-    """A registered name or an existing path as is; else a folder of that name under the data directory."""
-    from pathlib import Path
-
-    from knnroute.data import REAL_DATASETS, data_dir
-
-    if item == "demo" or item in REAL_DATASETS or Path(item).exists():
-        return item
-    root = data_dir(required=False)
-    if root is not None and (root / item).exists():
-        return str(root / item)
-    return item
-
-
 def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -> list[tuple[Any, Any]]:
-    """Load ``spec`` (see ``--data``) and embed what has no embeddings.
+    """Load ``spec`` (a data spec, see :mod:`knnroute.data.spec`) and embed what has no embeddings.
 
     Returns ``(EvalData, RoutingDataset)`` pairs; duplicate names get a ``#2``, ``#3``... suffix.
     """
     import dataclasses
 
+    from knnroute.embed.prepare import prepare_data
+    from knnroute.evaluate import multimodal
     from knnroute.evaluate.runner import EvalData
 
-    datasets = _load(spec)
     seen: dict[str, int] = {}
     out = []
-    for ds in datasets:
-        from knnroute.evaluate import multimodal
-
+    for ds in prepare_data(spec, embedder, progress=progress):
         if multimodal.is_multimodal(ds):  # text + image (MATH-V): text block as X, image block in meta
             ed, ds = multimodal.eval_data(ds, embedder=embedder, progress=progress)
         else:
-            if ds.embeddings is None:
-                from knnroute.embed import embed_dataset
-
-                ds = embed_dataset(ds, embedder=embedder, progress=progress)
             ed = EvalData.from_dataset(ds)
         if ed.name in seen:  # two datasets with one name (e.g. the same task from two sources)
             seen[ed.name] += 1
@@ -285,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"  {d['dataset']:<28} r={d['locality']['r']:+.3f}  TwoNN={d['twonn']:.1f} "
                 f"(ambient {d['ambient_dim']})  regret@lam=0.5: agree-high {c['regret_high_agreement']:.2f} "
-                f"vs low {c['regret_low_agreement']:.2f}; near {c['regret_near']:.2f} vs far {c['regret_far']:.2f}"
+                f"vs low {c['regret_low_agreement']:.2f}; near {c['regret_near']:.2f} "
+                f"vs far {c['regret_far']:.2f}"
             )
 
     plotted = seeds[0]
@@ -367,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m knnroute.evaluate.command``); prefer ``knnroute eval``."""
+    """Stand-alone entry (``python -m knnroute.commands.eval``); prefer ``knnroute eval``."""
     p = argparse.ArgumentParser(prog="knnroute eval", description=__doc__.split("\n\n")[0])
     configure(p)
     return run(p.parse_args(argv))

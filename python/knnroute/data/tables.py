@@ -1,0 +1,246 @@
+"""Table helpers shared by the source loaders: reading files, checking columns, prices, cost estimates.
+
+Units everywhere: scores on [0, 1], costs in USD per query, NaN for a missing cell. Bad input raises
+``ValueError`` naming the file, the row and the column (rows are "data row <i>", 1 = the first row after
+the header).
+
+Token estimate used where a source has no token counts: ``tokens ~= characters / 4`` (``CHARS_PER_TOKEN``).
+``pandas`` is needed for CSV / Parquet / pickle (the ``data`` extra) and is imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "SCORE_RANGE",
+    "PathLike",
+    "check_costs",
+    "check_models_have_outcomes",
+    "check_scores",
+    "estimate_cost",
+    "find_dir",
+    "numeric_column",
+    "parse_prices",
+    "read_jsonl",
+    "read_price_table",
+    "read_table",
+    "require_pandas",
+    "row_label",
+    "table_columns",
+]
+
+CHARS_PER_TOKEN = 4.0
+SCORE_RANGE = (0.0, 1.0)
+
+PathLike = str | os.PathLike
+
+
+def require_pandas() -> Any:
+    """The pandas module, or ImportError naming the extra that installs it."""
+    try:
+        import pandas as pd
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("reading CSV/Parquet/pickle needs pandas: pip install 'knnroute[data]'") from e
+    return pd
+
+
+def row_label(i: int) -> str:
+    """How errors name a 0-based data row (1 = the first row after the header)."""
+    return f"data row {i + 1}"
+
+
+def read_table(path: Path) -> Any:
+    """A CSV / Parquet / JSONL file as a DataFrame; an empty file raises ValueError naming it."""
+    pd = require_pandas()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=True)
+        else:
+            df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as e:
+        raise ValueError(f"{path}: file is empty") from e
+    if len(df) == 0:
+        raise ValueError(f"{path}: file has a header but no data rows")
+    return df
+
+
+def numeric_column(values: Any, path: Path | str, column: str) -> np.ndarray:
+    """A column as float64; NaN for blanks; ValueError naming the first non-numeric cell."""
+    pd = require_pandas()
+    s = pd.Series(values).reset_index(drop=True)
+    if s.dtype == bool:
+        return s.to_numpy(dtype=np.float64)
+    if s.dtype == object or str(s.dtype) in ("str", "string"):
+        s = s.map(
+            lambda v: (
+                {"True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0}.get(v, v) if isinstance(v, str) else v
+            )
+        )
+        s = s.map(lambda v: float(v) if isinstance(v, (bool, np.bool_)) else v)
+    out = pd.to_numeric(s, errors="coerce")
+    blank = s.isna() | s.map(lambda v: isinstance(v, str) and not v.strip())
+    bad = out.isna() & ~blank
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{path}: {row_label(i)}, column {column!r}: {s.iloc[i]!r} is not a number")
+    return out.to_numpy(dtype=np.float64)
+
+
+def check_scores(x: np.ndarray, path: Path | str, column: str, lo: float = 0.0, hi: float = 1.0) -> None:
+    """ValueError naming the first score outside [lo, hi] or infinite (NaN = missing is fine)."""
+    bad = ~np.isnan(x) & ((x < lo) | (x > hi))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{path}: {row_label(i)}, column {column!r}: score {x[i]:g} is outside the documented range "
+            f"[{lo:g}, {hi:g}]"
+        )
+    if np.isinf(x).any():
+        i = int(np.flatnonzero(np.isinf(x))[0])
+        raise ValueError(f"{path}: {row_label(i)}, column {column!r}: score is infinite")
+
+
+def check_costs(x: np.ndarray, path: Path | str, column: str) -> None:
+    """ValueError naming the first negative or infinite cost (NaN = missing is fine)."""
+    bad = ~np.isnan(x) & ((x < 0) | np.isinf(x))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{path}: {row_label(i)}, column {column!r}: cost {x[i]:g} is negative or infinite "
+            "(USD per query >= 0)"
+        )
+
+
+def check_models_have_outcomes(scores: np.ndarray, models: Sequence[str], where: str) -> None:
+    """ValueError naming the models whose every score is missing."""
+    empty = np.isnan(scores).all(axis=0)
+    if empty.any():
+        names = [models[j] for j in np.flatnonzero(empty)]
+        raise ValueError(f"{where}: model(s) {names} have no outcomes (every score is missing)")
+
+
+def estimate_cost(
+    input_chars: Any, output_tokens: Any, price: tuple[float, float], chars_per_token: float = CHARS_PER_TOKEN
+) -> np.ndarray:
+    """USD per query from prompt length and output tokens: ``(chars/4 * in + out * out_price) / 1e6``."""
+    tin = np.asarray(input_chars, dtype=np.float64) / chars_per_token
+    return (tin * price[0] + np.asarray(output_tokens, dtype=np.float64) * price[1]) / 1e6
+
+
+def find_dir(root: Path, rel: str) -> Path:
+    """``root/rel`` if it exists, else ``root`` if it already is that folder (user passed the inner path)."""
+    cand = root / rel
+    if cand.is_dir():
+        return cand
+    if root.is_dir() and root.as_posix().rstrip("/").endswith(rel.rstrip("/")):
+        return root
+    raise FileNotFoundError(f"{root}: expected a folder {rel}/ inside it")
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Records of a JSON-lines file and the number of malformed lines skipped."""
+    out: list[dict[str, Any]] = []
+    bad = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    return out, bad
+
+
+def read_price_table(path: PathLike) -> dict[str, tuple[float, float]]:
+    """A price table (USD per 1M input/output tokens) from JSON or CSV.
+
+    Accepted: RouterArena's ``cost.json`` (``{model: {input_token_price_per_million, ...}}``), LLMRouter's
+    ``{model: {input_price, output_price}}``, ``{model: [in, out]}``, or a CSV with columns ``model``,
+    ``input_price``, ``output_price``.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        df = read_table(p)
+        miss = [c for c in ("model", "input_price", "output_price") if c not in df.columns]
+        if miss:
+            raise ValueError(f"{p}: missing required column(s) {miss}")
+        pin = numeric_column(df["input_price"], p, "input_price")
+        pout = numeric_column(df["output_price"], p, "output_price")
+        check_costs(pin, p, "input_price")
+        check_costs(pout, p, "output_price")
+        return {str(m): (float(a), float(b)) for m, a, b in zip(df["model"], pin, pout, strict=True)}
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p}: file is empty")
+    with open(p, encoding="utf-8") as fh:
+        raw = json.load(fh)
+    return parse_prices(raw, str(p))
+
+
+def parse_prices(raw: Mapping[str, Any], where: str = "prices") -> dict[str, tuple[float, float]]:
+    """Normalise a price mapping (see :func:`read_price_table`) to ``{model: (in, out)}``."""
+    out: dict[str, tuple[float, float]] = {}
+    for m, v in raw.items():
+        if isinstance(v, Mapping):
+            for ki, ko in (
+                ("input_token_price_per_million", "output_token_price_per_million"),
+                ("input_price", "output_price"),
+            ):
+                if ki in v and ko in v:
+                    pair = (v[ki], v[ko])
+                    break
+            else:
+                raise ValueError(f"{where}: model {m!r}: no input/output price fields in {sorted(v)}")
+        elif isinstance(v, (list, tuple)) and len(v) == 2:
+            pair = (v[0], v[1])
+        else:
+            raise ValueError(f"{where}: model {m!r}: price must be (input, output), got {v!r}")
+        try:
+            a, b = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: model {m!r}: price {pair!r} is not numeric") from None
+        if not (a >= 0 and b >= 0 and math.isfinite(a) and math.isfinite(b)):
+            raise ValueError(f"{where}: model {m!r}: price {pair!r} must be finite and >= 0")
+        out[str(m)] = (a, b)
+    return out
+
+
+
+def table_columns(p: Path) -> set[str]:
+    """The column names of a CSV / Parquet / JSONL file (its header or first record), not the rows."""
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p}: file is empty")
+    suffix = p.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return set(pq.read_schema(p).names)
+    if suffix in (".jsonl", ".ndjson"):
+        with open(p, encoding="utf-8") as fh:
+            first = fh.readline()
+        try:
+            return set(json.loads(first))
+        except json.JSONDecodeError:
+            raise ValueError(f"{p}: first line is not a JSON object") from None
+    pd = require_pandas()
+    try:
+        return set(map(str, pd.read_csv(p, nrows=0).columns))
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{p}: file is empty") from None
+
