@@ -267,7 +267,7 @@ def test_lambda_for_share(fitted) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_budget_table_thinning_keeps_pareto_points() -> None:
-    from knnroute.production import _thin
+    from knnroute.production.budgets import thin as _thin
 
     rng = np.random.default_rng(0)
     cost = np.sort(rng.random(10_000))[::-1]
@@ -348,7 +348,7 @@ def test_route_prompts_uses_recorded_embedder_and_prefix(tmp_path) -> None:  # t
     want = list(p.route(emb.encode(new, progress=False), 100.0))
     assert p.route_prompts([prefix + t for t in new], 100.0) == want  # the shared prefix is stripped
     # a saved router records the identity; a callable cannot be rebuilt from the file: set it again
-    from knnroute.persist import load
+    from knnroute.production import load
 
     q = load(p.save(tmp_path / "toy.knnr"))
     with pytest.raises(ValueError, match="cannot be rebuilt"):

@@ -37,6 +37,7 @@ from knnroute.embed.image import (  # registers "efficientnet-lite0"
     embed_images,
 )
 from knnroute.embed.multimodal import MultimodalEmbedder, MultimodalInput, embed_blocks, fuse  # "multimodal"
+from knnroute.embed.prompt import PromptEncoder
 
 __all__ = [
     "DEFAULT_EMBEDDER",
@@ -48,6 +49,7 @@ __all__ = [
     "ImageRef",
     "MultimodalEmbedder",
     "MultimodalInput",
+    "PromptEncoder",
     "SentenceTransformerEmbedder",
     "default_cache_dir",
     "embed_blocks",
