@@ -38,6 +38,7 @@ from knnroute.embed.image import (  # registers "efficientnet-lite0"
 )
 from knnroute.embed.multimodal import MultimodalEmbedder, MultimodalInput, embed_blocks, fuse  # "multimodal"
 from knnroute.embed.prompt import PromptEncoder
+from knnroute.embed.static import WordLlamaEmbedder  # registers "wordllama"
 
 __all__ = [
     "DEFAULT_EMBEDDER",
@@ -51,6 +52,7 @@ __all__ = [
     "MultimodalInput",
     "PromptEncoder",
     "SentenceTransformerEmbedder",
+    "WordLlamaEmbedder",
     "default_cache_dir",
     "embed_blocks",
     "embed_dataset",
