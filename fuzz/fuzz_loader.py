@@ -22,9 +22,8 @@ import atheris
 
 with atheris.instrument_imports(include=["knnroute"]):
     import numpy as np
-    from knnroute.production import loads
+    from knnroute.production import ProductionRouter, loads
     from knnroute.production.persist import MAGIC, PREAMBLE_SIZE
-    from knnroute.production import ProductionRouter
     from knnroute.routers.knn import KNNRouter
 
 
