@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["FallbackPolicy"]
 
 
@@ -47,6 +49,18 @@ class FallbackPolicy:
         if self.min_agreement is not None and float(agreement) < self.min_agreement:
             return "agreement"
         return None
+
+    @classmethod
+    def calibrated(cls, model: str, kth_similarity: Any, agreement: Any, distance_quantile: float | None,
+                   agreement_quantile: float | None) -> FallbackPolicy:
+        """Thresholds at quantiles of held-out confidence: the distance ``1 - kth_similarity`` at
+        ``distance_quantile`` and the agreement at ``agreement_quantile`` (None: no such threshold)."""
+        dist = agr = None
+        if distance_quantile is not None:
+            dist = float(np.quantile(1.0 - np.asarray(kth_similarity), distance_quantile))
+        if agreement_quantile is not None:
+            agr = float(np.quantile(np.asarray(agreement), agreement_quantile))
+        return cls(model, dist, agr)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,8 +3,9 @@
 :class:`ProductionRouter` wraps a fitted :class:`~knnroute.routers.knn.KNNRouter` (its compiled core does
 the work) and adds what a service needs:
 
-* model names and prices, prompt ids (``remove_ids``), the embedder identity and prefix-stripping state
-  so ``route_prompts`` embeds new text exactly like the support set;
+* model names and prices, prompt ids (``remove_ids``), and a
+  :class:`~knnroute.embed.prompt.PromptEncoder` (``encoder``: the embedder identity and prefix-stripping
+  state) so ``route_prompts`` embeds new text exactly like the support set;
 * live updates without a refit: ``add`` (new labelled prompts), ``add_model`` (outcomes of a new model
   on the current prompts), ``remove_ids``. Routing may run on any number of threads during updates: the
   core takes a shared lock per query and an exclusive lock per update, so every answer is the answer of
@@ -14,6 +15,10 @@ the work) and adds what a service needs:
   (:meth:`budget_table`), from which :meth:`lambda_for_budget` and :meth:`lambda_for_share` pick lambda;
 * a fallback model when the router is unsure (k-th neighbour too far, or low neighbour agreement);
 * ``save(path)`` / :func:`knnroute.load` (see :mod:`knnroute.production.files`).
+
+Budgets, the fallback policy and the reader-writer lock are in :mod:`.budgets`, :mod:`.fallback` and
+:mod:`.lock`. Queries are validated once, by the core (shape, dimension, NaN/inf, zero vectors, finite
+lambda), whose messages say what to do.
 
 Units: scores on [0, 1], costs in USD per query, lambda in score per USD (as in ``KNNRouter``).
 """
@@ -459,12 +464,8 @@ class ProductionRouter:
         lam_v, _ = self.resolve_lambda(lam)
         with self._width_lock.read():
             conf = self.knn.confidence(X_val, lam_v)
-        dist = agr = None
-        if distance_quantile is not None:
-            dist = float(np.quantile(1.0 - conf["kth_similarity"], distance_quantile))
-        if agreement_quantile is not None:
-            agr = float(np.quantile(conf["agreement"], agreement_quantile))
-        policy = FallbackPolicy(model, dist, agr)
+        policy = FallbackPolicy.calibrated(model, conf["kth_similarity"], conf["agreement"],
+                                           distance_quantile, agreement_quantile)
         self.set_fallback(policy)
         return policy
 
