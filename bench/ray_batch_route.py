@@ -2,7 +2,7 @@
 
 Not a pytest-benchmark suite (Ray start-up and actor placement dominate a short run): a script that
 fits the RouterBench router (``knnroute fit``'s tuned router on the MiniLM embeddings of the training
-split), writes N query embeddings to Parquet, routes them with ``knnroute.distributed.route_batch``
+split), writes N query embeddings to Parquet, routes them with ``knnroute.production.batch.route_batch``
 in this process and on a local Ray cluster with 1 and 2 workers, checks every Ray decision against
 the in-process router (``ProductionRouter.route`` / ``predict``), and prints + writes a JSON summary.
 
@@ -44,7 +44,7 @@ def main() -> int:
     import pyarrow.parquet as pq
     from knnroute.commands.fit import fit_router
     from knnroute.data import concat, load_dataset
-    from knnroute.distributed import read_decisions, route_batch
+    from knnroute.production.batch import read_decisions, route_batch
     from knnroute.embed import embed_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="knnroute-raybench-"))
@@ -83,7 +83,7 @@ def main() -> int:
         import subprocess
         import sys
 
-        code = ("import knnroute, knnroute.persist as p\n"
+        code = ("import knnroute, knnroute.production as p\n"
                 "def rss():\n    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])\n"
                 f"a = rss(); r = p.load({str(path)!r}); b = rss(); print(a, b)")
         before, after = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

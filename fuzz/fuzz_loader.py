@@ -1,4 +1,4 @@
-"""atheris fuzz target: the router-file loader (``knnroute.persist.loads``).
+"""atheris fuzz target: the router-file loader (``knnroute.production.loads``).
 
 Two modes, chosen by the first input byte:
 
@@ -22,8 +22,8 @@ import atheris
 
 with atheris.instrument_imports(include=["knnroute"]):
     import numpy as np
-    from knnroute.persist import MAGIC, PREAMBLE_SIZE, loads
-    from knnroute.production import ProductionRouter
+    from knnroute.production import ProductionRouter, loads
+    from knnroute.production.persist import MAGIC, PREAMBLE_SIZE
     from knnroute.routers.knn import KNNRouter
 
 

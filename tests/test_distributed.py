@@ -144,7 +144,7 @@ def _check_against_in_process(p: ProductionRouter, Q: np.ndarray, df, lam: float
 def test_ray_batch_routing_matches_in_process(ray_session, router_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Parquet (3 files) -> Ray Data (2 actors, 100-row batches) -> Parquet: the in-process decisions for
     every id; each worker loaded the router file once although it routed several batches."""
-    from knnroute.distributed import read_decisions, route_batch
+    from knnroute.production.batch import read_decisions, route_batch
 
     p, path = router_file
     Q = _queries(1500)
@@ -173,7 +173,7 @@ def test_ray_batch_routing_matches_in_process(ray_session, router_file, tmp_path
 def test_ray_batch_routing_jsonl_budget_fallback_all_models(ray_session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """JSONL input, a budget (max_cost via the file's table), a fallback policy and per-model columns."""
     import pandas as pd
-    from knnroute.distributed import read_decisions, route_batch
+    from knnroute.production.batch import read_decisions, route_batch
 
     p = _router(seed=3)
     Qv = _queries(200, seed=7)
@@ -203,7 +203,7 @@ def test_ray_batch_routing_prompts_are_embedded_in_workers(ray_session, tmp_path
     """CSV of prompts: each worker embeds (the router's embedder identity is checked) and routes; the
     decisions equal in-process ``route_prompts``."""
     import pandas as pd
-    from knnroute.distributed import read_decisions, route_batch
+    from knnroute.production.batch import read_decisions, route_batch
 
     rng = np.random.default_rng(5)
     words = ["math", "code", "story", "proof", "python", "poem", "sum", "loop", "verse", "lemma"]
@@ -232,7 +232,7 @@ def test_ray_batch_routing_prompts_are_embedded_in_workers(ray_session, tmp_path
 # --------------------------------------------------------------------------- batch routing: errors
 def test_batch_routing_input_errors(router_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
-    from knnroute.distributed import resolve_inputs, route_batch
+    from knnroute.production.batch import resolve_inputs, route_batch
 
     _, path = router_file
     with pytest.raises(FileNotFoundError, match="no input file matches"):
@@ -261,7 +261,7 @@ def test_route_batch_cli_local(router_file, tmp_path: Path, capsys: pytest.Captu
     """``knnroute route-batch`` (in process) on CSV embeddings (JSON strings) equals ``route``."""
     import pandas as pd
     from knnroute.cli import main
-    from knnroute.distributed import read_decisions
+    from knnroute.production.batch import read_decisions
 
     p, path = router_file
     Q = _queries(50, seed=11)
@@ -294,8 +294,8 @@ def _strip(x):  # type: ignore[no-untyped-def]
 
 def test_eval_on_ray_matches_local(ray_session) -> None:  # type: ignore[no-untyped-def]
     """The grid as Ray tasks: the same records (timings aside), curves and tuning tables as the serial run."""
-    from knnroute.distributed import evaluate_ray
     from knnroute.commands.eval import load_eval_data
+    from knnroute.evaluate.ray_eval import evaluate_ray
     from knnroute.evaluate.runner import evaluate
 
     data = [ed for ed, _ in load_eval_data("demo", progress=False)]
@@ -328,7 +328,7 @@ def test_eval_cli_ray_json_equals_local(ray_session, tmp_path: Path) -> None:  #
 def test_eval_on_ray_matches_local_routerbench(ray_session, real_data: Path) -> None:  # type: ignore[no-untyped-def]
     """The same on a real dataset (RouterBench ARC-C, cached MiniLM embeddings), kNN rows, 2 seeds."""
     from knnroute.data import load_dataset
-    from knnroute.distributed import evaluate_ray
+    from knnroute.evaluate.ray_eval import evaluate_ray
     from knnroute.embed import embed_dataset
     from knnroute.evaluate.runner import EvalData, evaluate
 
@@ -344,7 +344,7 @@ def test_eval_on_ray_matches_local_routerbench(ray_session, real_data: Path) -> 
 # ------------------------------------------------------------------------------------------ serving
 def _save_as(p: ProductionRouter, path: Path) -> str:
     """Save atomically over ``path``; return the payload digest recorded in the file."""
-    from knnroute.persist import read_metadata
+    from knnroute.production import read_metadata
 
     p.save(path)
     return str(read_metadata(path)["payload_sha256"])
@@ -362,7 +362,8 @@ def test_service_reload_admin_endpoint_and_watcher(tmp_path: Path) -> None:
     """Admin reload (token), failed reload keeps the old router, file watching; answers follow the file."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
-    from knnroute.serve import RouterSlot, create_app
+    from knnroute.service.app import create_app
+    from knnroute.service.slot import RouterSlot
 
     a, b = _router(seed=0), _router(seed=0, flip=True)
     Q = _queries(40, seed=21)
@@ -421,7 +422,7 @@ def test_ray_serve_replicas_receive_router_updates(ray_session, tmp_path: Path) 
     ``user_config`` naming another file reaches both (reconfigure); routes follow."""
     pytest.importorskip("fastapi")
     import httpx
-    from knnroute.distributed import serve_deployment
+    from knnroute.service.ray_serve import serve_deployment
     from ray import serve
 
     a, b, c_ = _router(seed=0), _router(seed=0, flip=True), _router(seed=4)
@@ -468,10 +469,12 @@ def test_ray_serve_replicas_receive_router_updates(ray_session, tmp_path: Path) 
 
 
 def test_distributed_import_is_lazy() -> None:
-    """``import knnroute`` / ``knnroute.distributed`` do not import ray."""
+    """``import knnroute`` and the Ray-using modules (and the old ``knnroute.distributed`` alias) do not
+    import ray."""
     import subprocess
     import sys
 
-    code = "import sys, knnroute, knnroute.distributed; print('ray' in sys.modules)"
+    code = ("import sys, knnroute, knnroute.production.batch, knnroute.evaluate.ray_eval, "
+            "knnroute.service.ray_serve, knnroute.distributed; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

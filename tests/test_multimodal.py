@@ -343,7 +343,7 @@ def test_text_router_rejects_images(image_files: list[Path]) -> None:
 def test_service_route_with_image(mm_router, image_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("uvicorn")
-    from knnroute.serve import create_app
+    from knnroute.service.app import create_app
 
     from tests.test_serve import thread_server
 
@@ -403,7 +403,7 @@ def test_multimodal_router_file_round_trip(image_files: list[Path], private_cach
 
 def test_serve_cli_passes_image_dir(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """``knnroute serve --image-dir DIR`` hands DIR to the service (file-path images allowed inside it)."""
-    import knnroute.serve as serve_mod
+    import knnroute.service.app as serve_mod
     from knnroute.cli import main
 
     seen: dict = {}

@@ -13,7 +13,8 @@ from pathlib import Path
 import knnroute
 import numpy as np
 import pytest
-from knnroute.persist import FORMAT_VERSION, MAGIC, PREAMBLE_SIZE, RouterFileError, load, read_metadata, save
+from knnroute.production import FORMAT_VERSION, RouterFileError, load, read_metadata, save
+from knnroute.production.persist import MAGIC, PREAMBLE_SIZE
 from knnroute.production import FallbackPolicy, ProductionRouter
 from knnroute.routers.knn import KNNRouter
 

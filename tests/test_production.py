@@ -267,7 +267,7 @@ def test_lambda_for_share(fitted) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_budget_table_thinning_keeps_pareto_points() -> None:
-    from knnroute.production import _thin
+    from knnroute.production.budgets import thin as _thin
 
     rng = np.random.default_rng(0)
     cost = np.sort(rng.random(10_000))[::-1]
@@ -348,7 +348,7 @@ def test_route_prompts_uses_recorded_embedder_and_prefix(tmp_path) -> None:  # t
     want = list(p.route(emb.encode(new, progress=False), 100.0))
     assert p.route_prompts([prefix + t for t in new], 100.0) == want  # the shared prefix is stripped
     # a saved router records the identity; a callable cannot be rebuilt from the file: set it again
-    from knnroute.persist import load
+    from knnroute.production import load
 
     q = load(p.save(tmp_path / "toy.knnr"))
     with pytest.raises(ValueError, match="cannot be rebuilt"):
@@ -360,3 +360,28 @@ def test_route_prompts_uses_recorded_embedder_and_prefix(tmp_path) -> None:  # t
         q.set_embedder(other)
     with pytest.raises(TypeError, match="not one str"):
         q.route_prompts("just one", 1.0)  # type: ignore[arg-type]
+
+
+def test_prompt_encoder_alone_and_held_by_the_router() -> None:
+    """The PromptEncoder strips the recorded prefix and encodes; a router built on one holds it as is."""
+    from knnroute.embed.prompt import PromptEncoder
+
+    emb = _toy_embedder()
+    prefix = "Shared few-shot examples. " * 5 + "\n\n"
+    enc = PromptEncoder(emb, {"boundary": "\n\n", "min_chars": 64, "prefixes": {"*": prefix}})
+    assert enc.identity == "toy-chars:v1" and enc.has_embedder and enc.loaded is emb
+    np.testing.assert_array_equal(enc.encode([prefix + "abc"]), emb.encode(["abc"], progress=False))
+    np.testing.assert_array_equal(enc.encode_one(prefix + "abc"), emb.encode(["abc"], progress=False)[0])
+    with pytest.raises(ValueError, match="takes text only"):
+        enc.encode(["abc"], images=[b"not an image"])
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, D)).astype(np.float32)
+    knn = KNNRouter(k=5).fit(X, rng.random((40, M)), np.tile(PRICE, (40, 1)), model_names=NAMES)
+    p = ProductionRouter(knn, embedder=enc)
+    assert p.encoder is enc and p.embedder_info is enc.info and p.embedder() is emb
+    with pytest.raises(ValueError, match="give prefix_stripper to the PromptEncoder"):
+        ProductionRouter(knn, embedder=enc, prefix_stripper={"prefixes": {}})
+    none = PromptEncoder()
+    assert not none.has_embedder and none.to_dict() == {"identity": None, "spec": None, "dim": None}
+    with pytest.raises(ValueError, match="no recorded embedder"):
+        none.encode(["abc"])

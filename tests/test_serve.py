@@ -105,7 +105,7 @@ def _synthetic() -> tuple[ProductionRouter, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def synth() -> Iterator[tuple[ProductionRouter, np.ndarray, str]]:
-    from knnroute.serve import create_app
+    from knnroute.service.app import create_app
 
     p, Q = _synthetic()
     app = create_app(p, max_body_bytes=64 * 1024, max_batch=64)

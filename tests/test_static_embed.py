@@ -185,12 +185,12 @@ def wl_router(wl: WordLlamaEmbedder) -> tuple[ProductionRouter, list[str]]:
 
 
 def test_router_file_records_and_refuses(wl: WordLlamaEmbedder, wl_router, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from knnroute import persist
+    from knnroute import production
 
     prod, queries = wl_router
     assert prod.embedder_info["spec"] == "wordllama" and prod.embedder_info["identity"] == wl.identity
     f = prod.save(tmp_path / "wl.knnr")
-    back = persist.load(f)
+    back = production.load(f)
     assert back.embedder_info["identity"] == wl.identity and back.embedder_info["spec"] == "wordllama"
     ref = [prod.decide(wl.encode_one(q)).model for q in queries]
     assert back.route_prompts(queries) == ref
@@ -200,14 +200,14 @@ def test_router_file_records_and_refuses(wl: WordLlamaEmbedder, wl_router, tmp_p
     # another embedder of the same dimension is refused, at load and later
     other = CallableEmbedder(lambda t: np.ones((len(t), 256)), identity="other-256")
     with pytest.raises(ValueError, match="embedder mismatch"):
-        persist.load(f, embedder=other)
+        production.load(f, embedder=other)
     with pytest.raises(ValueError, match="embedder mismatch"):
         back.set_embedder(get_embedder("wordllama-128"))
-    assert persist.load(f, embedder="wordllama").route_prompt(queries[0]).model == ref[0]
+    assert production.load(f, embedder="wordllama").route_prompt(queries[0]).model == ref[0]
     # a file that records other WordLlama weights: the spec rebuilds today's table -> refused
     forged = ProductionRouter(prod.knn, embedder={"identity": "wordllama-l2_supercat-256:sha256=0000:tok=0000",
                                                   "spec": "wordllama"})
-    g = persist.load(forged.save(tmp_path / "forged.knnr"))
+    g = production.load(forged.save(tmp_path / "forged.knnr"))
     with pytest.raises(ValueError, match="embedder mismatch"):
         g.route_prompts(queries[:1])
     with pytest.raises(ValueError, match="embedder mismatch"):
@@ -218,7 +218,7 @@ def test_service_routes_prompts_with_the_recorded_embedder(wl_router) -> None:  
     pytest.importorskip("fastapi", reason="the service needs the 'serve' extra")
     pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
     import httpx
-    from knnroute.serve import create_app
+    from knnroute.service.app import create_app
 
     from tests.test_serve import thread_server
 
@@ -280,7 +280,7 @@ def test_eval_cli_with_wordllama_equals_library_embeddings(subset_csv, tmp_path:
 
 @pytest.mark.realdata
 def test_fit_cli_with_wordllama_writes_a_routable_file(subset_csv, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from knnroute import persist
+    from knnroute import production
     from knnroute.cli import main
     from knnroute.data.hygiene import PrefixStripper
 
@@ -292,7 +292,7 @@ def test_fit_cli_with_wordllama_writes_a_routable_file(subset_csv, tmp_path: Pat
     report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     wl = get_embedder("wordllama")
     assert report["embedder"] == wl.identity
-    prod = persist.load(f)
+    prod = production.load(f)
     assert prod.embedder_info == {**prod.embedder_info, "identity": wl.identity, "spec": "wordllama"}
     assert prod.dim == 256 and prod.knn.precision == "int8" and report["scan_precision"] == "int8"
     # routing raw prompt text through the file equals routing our own stripped, embedded prompt
@@ -303,4 +303,4 @@ def test_fit_cli_with_wordllama_writes_a_routable_file(subset_csv, tmp_path: Pat
         assert d.model == prod.decide(wl.encode_one(texts[i])).model
         assert d.model in ds.model_names
     with pytest.raises(ValueError, match="embedder mismatch"):
-        persist.load(f, embedder=CallableEmbedder(lambda t: np.ones((len(t), 256)), identity="x"))
+        production.load(f, embedder=CallableEmbedder(lambda t: np.ones((len(t), 256)), identity="x"))

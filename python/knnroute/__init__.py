@@ -18,7 +18,7 @@ _LAZY = {
     "KNNRouter": ("knnroute.routers.knn", "KNNRouter"),
     "make_router": ("knnroute.routers", "make_router"),
     "RoutingDataset": ("knnroute.data", "RoutingDataset"),
-    "load": ("knnroute.persist", "load"),
+    "load": ("knnroute.production", "load"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

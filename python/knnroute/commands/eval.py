@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(args.seeds))
     t_eval = time.perf_counter()
     if getattr(args, "ray", False):
-        from knnroute.distributed import evaluate_ray
+        from knnroute.evaluate.ray_eval import evaluate_ray
 
         res = evaluate_ray(data, routers, seeds, lams=lams, n_random=args.n_random, progress=progress,
                            address=getattr(args, "ray_address", None))

@@ -87,7 +87,7 @@ def write_spec_inputs(spec: str, folder: str | Path) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from knnroute.distributed import route_batch
+    from knnroute.production.batch import route_batch
 
     keep = None
     if args.keep_columns is not None:

@@ -17,7 +17,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router", required=True, metavar="ROUTER_FILE", help="router file from 'knnroute fit'")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413 (default 1 MiB)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                   help="larger bodies get 413 (default 1 MiB)")
     p.add_argument("--max-batch", type=int, default=1024, help="most items per /route/batch request")
     p.add_argument("--no-embedder", action="store_true",
                    help="do not load the router's embedder: route embeddings only (fast start, no torch)")
@@ -30,23 +31,28 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="bearer token required by POST /admin/reload (default: $KNNROUTE_ADMIN_TOKEN; "
                    "without one the endpoint is open to whoever reaches the bound address)")
     p.add_argument("--replicas", type=int, metavar="N",
-                   help="serve N replicas with Ray Serve (the 'ray' extra) on --host/--port instead of one process")
+                   help="serve N replicas with Ray Serve (the 'ray' extra) on --host/--port instead of one "
+                   "process")
     p.add_argument("--image-dir", metavar="DIR",
-                   help="multimodal routers: requests may name image files inside DIR (base64 images need no flag)")
-    p.add_argument("--ray-address", help="with --replicas: the Ray cluster to use (default: start a local one)")
+                   help="multimodal routers: requests may name image files inside DIR (base64 images need no "
+                   "flag)")
+    p.add_argument("--ray-address",
+                   help="with --replicas: the Ray cluster to use (default: start a local one)")
 
 
 def _run_replicas(args: argparse.Namespace) -> int:
-    from knnroute.distributed import init_ray, serve_deployment
-    from knnroute.serve import DEFAULT_MAX_BATCH
+    from knnroute._ray import init_ray
+    from knnroute.service.app import DEFAULT_MAX_BATCH
+    from knnroute.service.ray_serve import serve_deployment
 
     init_ray(args.ray_address)
     from ray import serve as ray_serve
 
     ray_serve.start(http_options={"host": args.host, "port": args.port})
     app = serve_deployment(
-        args.router, num_replicas=args.replicas, watch_interval=args.watch, load_embedder=not args.no_embedder,
-        verify=not args.no_verify, admin_token=args.admin_token, max_batch=args.max_batch or DEFAULT_MAX_BATCH,
+        args.router, num_replicas=args.replicas, watch_interval=args.watch,
+        load_embedder=not args.no_embedder, verify=not args.no_verify, admin_token=args.admin_token,
+        max_batch=args.max_batch or DEFAULT_MAX_BATCH,
         max_body_bytes=args.max_body_bytes,
     )
     print(f"knnroute serve: {args.replicas} Ray Serve replica(s) of {args.router} on http://{args.host}:{args.port}",
@@ -59,8 +65,8 @@ def _run_replicas(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from knnroute.persist import RouterFileError
-    from knnroute.serve import serve
+    from knnroute.production.persist import RouterFileError
+    from knnroute.service.app import serve
 
     if args.replicas is not None:
         if args.replicas < 1:

@@ -37,6 +37,8 @@ from knnroute.embed.image import (  # registers "efficientnet-lite0"
     embed_images,
 )
 from knnroute.embed.multimodal import MultimodalEmbedder, MultimodalInput, embed_blocks, fuse  # "multimodal"
+from knnroute.embed.prompt import PromptEncoder
+from knnroute.embed.static import WordLlamaEmbedder  # registers "wordllama"
 
 __all__ = [
     "DEFAULT_EMBEDDER",
@@ -48,7 +50,9 @@ __all__ = [
     "ImageRef",
     "MultimodalEmbedder",
     "MultimodalInput",
+    "PromptEncoder",
     "SentenceTransformerEmbedder",
+    "WordLlamaEmbedder",
     "default_cache_dir",
     "embed_blocks",
     "embed_dataset",

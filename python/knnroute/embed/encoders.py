@@ -321,16 +321,7 @@ def register_embedder(name: str, factory: Callable[..., Embedder], overwrite: bo
 register_embedder("minilm", _make_minilm)
 register_embedder("all-MiniLM-L6-v2", _make_minilm)
 
-
-def _make_wordllama(dim: int = 256, **kw: Any) -> Embedder:
-    from knnroute.embed.static import WordLlamaEmbedder  # lazy: wordllama loads on first encode
-
-    return WordLlamaEmbedder(dim=dim, **kw)
-
-
-register_embedder("wordllama", _make_wordllama)
-for _d in (256, 128, 64):
-    register_embedder(f"wordllama-{_d}", lambda _d=_d, **kw: _make_wordllama(dim=_d, **kw))
+# "wordllama", "wordllama-256/128/64" are registered by knnroute.embed.static (imported by the package).
 
 _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Embedder] = {}
 #: parameterised specs: ``"<prefix>:<args>"`` -> ``EMBEDDER_PARSERS[prefix](spec, **kw)`` (e.g. the

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from knnroute.embed.encoders import Embedder
+from knnroute.embed.encoders import Embedder, register_embedder
 
 __all__ = ["WordLlamaEmbedder", "wordllama_dir"]
 
@@ -235,3 +235,12 @@ class WordLlamaEmbedder(Embedder):
             return self._empty_vector().copy()
         v /= np.float32(n)
         return v
+
+
+def _make_wordllama(dim: int = 256, **kw: Any) -> Embedder:
+    return WordLlamaEmbedder(dim=dim, **kw)  # wordllama itself loads on first encode
+
+
+register_embedder("wordllama", _make_wordllama)
+for _d in (256, 128, 64):
+    register_embedder(f"wordllama-{_d}", lambda _d=_d, **kw: _make_wordllama(dim=_d, **kw))

@@ -1,0 +1,207 @@
+"""PromptEncoder: embed new prompts exactly like a router's support set.
+
+A router file records which embedder its support set was embedded with (``identity``: weights and
+truncation; ``spec``: how to rebuild it, e.g. ``"minilm"``), and the learned shared-prefix stripping
+(:class:`~knnroute.data.hygiene.PrefixStripper` state). :class:`PromptEncoder` holds those facts, builds
+the embedder on first use (refusing one whose identity differs), strips the prefixes, pairs prompts with
+images for a multimodal embedder, and encodes. :class:`~knnroute.production.ProductionRouter` holds one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PromptEncoder", "embedder_spec"]
+
+
+def embedder_spec(emb: Any) -> str | None:
+    """A portable spec that rebuilds ``emb`` (a registered name when it is the bundled MiniLM)."""
+    spec = getattr(emb, "spec", None)  # registered embedders that know their own name (WordLlama)
+    if isinstance(spec, str) and spec:
+        return spec
+    name = getattr(emb, "name", None)
+    if name == "all-MiniLM-L6-v2":
+        return "minilm"
+    path = getattr(emb, "path", None)
+    return str(path) if path is not None else None
+
+
+def _resolve_info(embedder: Any) -> dict[str, Any]:
+    """``{"identity", "spec", "dim"}`` (and ``prefix_stripper`` from a mapping) of an embedder argument."""
+    if embedder is None:
+        return {"identity": None, "spec": None, "dim": None}
+    if isinstance(embedder, Mapping):
+        info = {key: embedder.get(key) for key in ("identity", "spec", "dim")}
+        if embedder.get("prefix_stripper") is not None:
+            info["prefix_stripper"] = dict(embedder["prefix_stripper"])
+        for key in ("identity", "spec"):
+            if info[key] is not None and not isinstance(info[key], str):
+                raise ValueError(f"embedder {key} must be a string")
+        return info
+    from knnroute.embed.encoders import get_embedder
+
+    if isinstance(embedder, (str, os.PathLike)):
+        spec: str | None = str(embedder)
+        emb = get_embedder(spec)
+    else:
+        emb = get_embedder(embedder)
+        spec = embedder_spec(emb)
+    return {"identity": emb.identity, "spec": spec, "dim": getattr(emb, "_dim", None)}
+
+
+class PromptEncoder:
+    """The embedder of a support set plus its prompt hygiene: new prompts in, unit vectors out.
+
+    Parameters
+    ----------
+    embedder : spec, Embedder, or dict, optional
+        A :func:`knnroute.embed.get_embedder` spec (``"minilm"``), an :class:`~knnroute.embed.Embedder`,
+        or the recorded ``{"identity": ..., "spec": ..., "prefix_stripper": ...}``. Only the identity and
+        spec are kept (an Embedder object is also used as is); the model loads on first use.
+    prefix_stripper : dict, optional
+        ``PrefixStripper.to_dict()`` state of the support set, applied to new prompts before embedding.
+
+    Encoding is serialised by a lock (fast tokenizers are not safe to share between threads).
+    """
+
+    def __init__(self, embedder: Any = None, prefix_stripper: Mapping[str, Any] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._embedder_obj: Any = None
+        self._stripper: Any = None
+        self.info: dict[str, Any] = _resolve_info(embedder)
+        if embedder is not None and not isinstance(embedder, (Mapping, str, os.PathLike)):
+            self._embedder_obj = embedder if hasattr(embedder, "encode") else None
+        if prefix_stripper is not None:
+            self.info["prefix_stripper"] = dict(prefix_stripper)
+
+    @property
+    def identity(self) -> str | None:
+        return self.info.get("identity")
+
+    @property
+    def has_embedder(self) -> bool:
+        return bool(self.info.get("identity")) or self._embedder_obj is not None
+
+    @property
+    def loaded(self) -> Any:
+        """The embedder object if it was built or given (None before first use)."""
+        return self._embedder_obj
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recorded facts (identity, spec, dim, prefix_stripper) as stored in a router file."""
+        return dict(self.info)
+
+    def __repr__(self) -> str:
+        return f"PromptEncoder(identity={self.identity!r}, spec={self.info.get('spec')!r})"
+
+    # ------------------------------------------------------------------------------ the embedder
+    def embedder(self) -> Any:
+        """The recorded embedder, built once (loads the model's weights lazily on first encode).
+
+        Raises ``ValueError`` if none is recorded, or if the spec now resolves to a different identity
+        (other weights or truncation than the support set was embedded with).
+        """
+        if self._embedder_obj is not None:
+            return self._embedder_obj
+        with self._lock:
+            if self._embedder_obj is None:
+                info = self.info
+                if not info.get("identity"):
+                    raise ValueError(
+                        "this router has no recorded embedder: route embeddings, or set_embedder(...)"
+                    )
+                if not info.get("spec"):
+                    raise ValueError(
+                        f"embedder {info['identity']!r} cannot be rebuilt from the file (no spec): "
+                        "call set_embedder(embedder) with the same model"
+                    )
+                from knnroute.embed.encoders import get_embedder
+
+                emb = get_embedder(info["spec"])
+                self._check_identity(emb)
+                self._embedder_obj = emb
+        return self._embedder_obj
+
+    def _check_identity(self, emb: Any) -> None:
+        want = self.info.get("identity")
+        if want and emb.identity != want:
+            raise ValueError(
+                f"embedder mismatch: the router was fitted with {want!r}, but {emb.identity!r} is loaded; "
+                "embed with the same model (or refit)"
+            )
+
+    def set_embedder(self, embedder: Any) -> None:
+        """Use this embedder (its identity must match the recorded one, if any)."""
+        from knnroute.embed.encoders import get_embedder
+
+        emb = get_embedder(embedder)
+        self._check_identity(emb)
+        if not self.info.get("identity"):
+            self.info.update(identity=emb.identity, spec=embedder_spec(emb))
+        self._embedder_obj = emb
+
+    # ------------------------------------------------------------------------------ encoding
+    def _strip(self, texts: list[str]) -> list[str]:
+        state = self.info.get("prefix_stripper")
+        if not (state and state.get("prefixes")):
+            return texts
+        if self._stripper is None:
+            from knnroute.data.hygiene import PrefixStripper
+
+            self._stripper = PrefixStripper.from_dict(state)
+        return self._stripper.transform(texts)
+
+    def encode(self, prompts: Sequence[str], images: Sequence[Any] | None = None) -> np.ndarray:
+        """Embed prompts like the support set: strip the learned shared prefix, then encode.
+
+        ``images`` (optional, one entry per prompt: None, one image or a list of images; an image is a
+        file path, bytes or base64 text) needs a multimodal embedder
+        (:class:`~knnroute.embed.multimodal.MultimodalEmbedder`); a prompt without images is embedded by
+        its text alone. Returns (n, d) float32 unit rows.
+        """
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of str, not one str")
+        texts = list(prompts)
+        emb = self.embedder()
+        texts = self._strip(texts)
+        items: list[Any] = texts
+        if images is not None:
+            items = _with_images(emb, texts, images)
+        with self._lock:
+            return emb.encode(items, batch_size=64, progress=False)
+
+    def encode_one(self, prompt: str) -> np.ndarray:
+        """One prompt -> (d,) float32 unit vector: the single-prompt path of :meth:`encode`.
+
+        Same prefix stripping and embedder, but through ``Embedder.encode_one`` (the static embedder's
+        lean tokenize-gather-sum path; other embedders fall back to ``encode``).
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        emb = self.embedder()
+        prompt = self._strip([prompt])[0]
+        with self._lock:
+            return emb.encode_one(prompt)
+
+
+def _with_images(emb: Any, texts: list[str], images: Sequence[Any]) -> list[Any]:
+    """Pair texts with their images as MultimodalInput items (the embedder must take images)."""
+    if getattr(emb, "modality", "text") != "multimodal":
+        raise ValueError(
+            f"this router's embedder {emb.identity!r} takes text only: images need a router fitted on "
+            "multimodal embeddings (knnroute.embed.multimodal.MultimodalEmbedder)"
+        )
+    if isinstance(images, (str, bytes)) or len(images) != len(texts):
+        raise ValueError("images must be a sequence with one entry (None, an image or a list) per prompt")
+    from knnroute.embed.multimodal import MultimodalInput
+
+    out: list[Any] = []
+    for t, im in zip(texts, images, strict=True):
+        imgs = () if im is None else tuple(im) if isinstance(im, (list, tuple)) else (im,)
+        out.append(MultimodalInput(t, imgs))
+    return out

@@ -1,0 +1,136 @@
+"""Router files <-> :class:`~knnroute.production.router.ProductionRouter`: ``save``, ``load``, ``loads``.
+
+The format itself (layout, checks, atomic writes) is :mod:`knnroute.production.persist`, which reads and
+writes plain state; this module converts that state to and from a router.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knnroute.production.persist import read_state, read_state_bytes
+from knnroute.production.router import ProductionRouter
+
+__all__ = ["from_state", "load", "loads", "save"]
+
+
+def from_state(meta: Mapping[str, Any], X: np.ndarray, S: np.ndarray, C: np.ndarray) -> ProductionRouter:
+    """Rebuild a router from validated file metadata and arrays (the core copies the arrays)."""
+    from knnroute.routers.knn import KNNRouter
+
+    knn = meta["knn"]
+    n = X.shape[0]
+    router = KNNRouter(
+        k=min(int(knn["k"]), n),  # removals may have left fewer rows than k (core uses min(k, n))
+        weighting=knn["weighting"],
+        temperature=float(knn["temperature"]),
+        shrinkage=float(knn["shrinkage"]),
+        precision=knn.get("precision", "f32"),
+    ).fit(X, S, C, model_names=meta["model_names"])
+    prices = meta.get("prices") or None
+    if prices is not None:
+        prices = {m: (p[0], p[1]) for m, p in prices.items()}
+    return ProductionRouter(
+        router,
+        ids=meta["ids"],
+        prices=prices,
+        embedder=meta.get("embedder"),
+        budget=meta.get("budget"),
+        fallback=meta.get("fallback"),
+        default_lambda=float(meta.get("default_lambda", 0.0)),
+        meta=meta.get("meta") or {},
+    )
+
+
+def save(
+    router: Any,
+    path: str | os.PathLike,
+    embedder: Any = None,
+    prices: Any = None,
+    *,
+    precision: str = "f32",
+    **extra: Any,
+) -> Path:
+    """Write a fitted router to ``path`` atomically.
+
+    Parameters
+    ----------
+    router : KNNRouter, TunedKNNRouter or ProductionRouter
+        A fitted router. A ProductionRouter carries its own ids, prices, embedder, budget table and
+        fallback policy; for a bare ``KNNRouter`` these come from the arguments.
+    path : path
+        Target file (its folder must exist). Replaced atomically.
+    embedder : spec, Embedder or str, optional
+        The embedder of the support set (recorded by identity so ``route_prompts`` can embed new text).
+    prices : mapping model -> (input, output) USD per 1M tokens, optional
+    precision : {"f32", "f16", "bf16"}
+        Storage precision of the embeddings section in the file (f16/bf16 halve the file; vectors are
+        widened to float32 on load).
+    **extra
+        Passed to :class:`~knnroute.production.router.ProductionRouter` when wrapping a bare router
+        (``ids``, ``budget``, ``fallback``, ``default_lambda``, ``meta``...).
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    if isinstance(router, ProductionRouter):
+        if embedder is not None or prices is not None or extra:
+            raise ValueError("save(ProductionRouter): embedder/prices/extra are taken from the router itself")
+        prod = router
+    else:
+        prod = ProductionRouter(router, embedder=embedder, prices=prices, **extra)
+    return prod.save(path, precision=precision)
+
+
+def _finish(prod: ProductionRouter, load_embedder: bool, embedder: Any) -> ProductionRouter:
+    if embedder is not None:
+        prod.set_embedder(embedder)  # refuses an embedder other than the recorded one
+    elif load_embedder:
+        prod.embedder()
+    return prod
+
+
+def load(
+    path: str | os.PathLike,
+    verify: bool = True,
+    *,
+    expect_dim: int | None = None,
+    load_embedder: bool = False,
+    embedder: Any = None,
+) -> ProductionRouter:
+    """Load a router file into a :class:`~knnroute.production.router.ProductionRouter`.
+
+    Parameters
+    ----------
+    path : path
+    verify : bool, default True
+        Check the payload's SHA-256 (one pass over the file's arrays). Structural checks (sizes, offsets,
+        shapes, header digest) always run; the core also rejects non-finite or zero embeddings.
+    expect_dim : int, optional
+        Refuse a file whose embedding dimension differs (e.g. the dimension of the embedder you serve).
+    load_embedder : bool
+        Build the recorded embedder now (loads torch for MiniLM) instead of on first ``route_prompts``.
+    embedder : spec or Embedder, optional
+        Use this embedder for prompts (e.g. ``"wordllama"``); refused with a ``ValueError`` ("embedder
+        mismatch") unless its identity equals the one recorded in the file.
+
+    Raises
+    ------
+    RouterFileError (a ValueError)
+        Truncated, corrupt, wrong version, wrong dimension, unknown precision, inconsistent metadata.
+    FileNotFoundError
+    """
+    prod = read_state(path, from_state, verify, expect_dim=expect_dim)
+    return _finish(prod, load_embedder, embedder)
+
+
+def loads(data: bytes, verify: bool = True, *, expect_dim: int | None = None) -> ProductionRouter:
+    """Load a router from the bytes of a router file (same checks as :func:`load`)."""
+    return read_state_bytes(data, from_state, verify, expect_dim=expect_dim)
+

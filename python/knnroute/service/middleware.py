@@ -1,0 +1,168 @@
+"""ASGI middleware of the service: body size limit, admin bearer token, Prometheus metrics."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["AdminTokenMiddleware", "BodyLimitMiddleware", "Metrics", "MetricsMiddleware", "send_json"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for bodies over ``max_bytes`` (declared or streamed) without passing them on.
+
+    The body is buffered (at most ``max_bytes``) and replayed to the app, so the app never sees a
+    partial body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    await send_json(send, 400, {"detail": "invalid Content-Length header"})
+                    return
+                if declared > self.max_bytes:
+                    await _send_too_large(send, self.max_bytes)
+                    return
+        chunks: list[bytes] = []
+        total = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                await _send_too_large(send, self.max_bytes)
+                return
+            chunks.append(body)
+            more = msg.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def send_json(send: Send, status: int, payload: dict[str, Any],
+                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_too_large(send: Send, limit: int) -> None:
+    await send_json(send, 413, {"detail": f"request body larger than {limit} bytes"},
+                    [(b"connection", b"close")])
+
+
+class AdminTokenMiddleware:
+    """Answer 403 to requests under ``/admin/`` without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str, prefix: str = "/admin/") -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(self.prefix):
+            got = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
+            if not hmac.compare_digest(got, self.expected):
+                await send_json(send, 403, {"detail": "admin token required: Authorization: Bearer <token>"})
+                return
+        await self.app(scope, receive, send)
+
+
+class MetricsMiddleware:
+    """Count requests by endpoint and status and time them (Prometheus)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, endpoints: set[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in self.endpoints else "other"
+        status = [500]
+        t0 = time.perf_counter()
+
+        async def send_wrapper(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = int(msg["status"])
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            m = self.metrics
+            m.requests.labels(endpoint, scope.get("method", ""), str(status[0])).inc()
+            m.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+class Metrics:
+    """The service's Prometheus metrics, in their own registry (one per app).
+
+    ``router``: anything with ``size`` and ``model_names`` (a RouterSlot: read at each scrape).
+    """
+
+    def __init__(self, router: Any) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "knnroute_requests", "HTTP requests by endpoint, method and status",
+            ["endpoint", "method", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "knnroute_request_duration_seconds", "Request latency (server side, seconds)", ["endpoint"],
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            registry=self.registry,
+        )
+        self.routed = Counter("knnroute_routed", "Queries routed, by chosen model", ["model"],
+                              registry=self.registry)
+        self.fallbacks = Counter(
+            "knnroute_fallbacks", "Queries sent to the fallback model, by reason", ["reason"],
+            registry=self.registry,
+        )
+        self.queries = Counter("knnroute_queries", "Queries routed, by input kind", ["input"],
+                               registry=self.registry)
+        size = Gauge("knnroute_support_size", "Labelled prompts in the support set", registry=self.registry)
+        size.set_function(lambda: router.size)
+        for m in router.model_names:  # expose zeros for every model from the start
+            self.routed.labels(m)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

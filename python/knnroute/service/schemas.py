@@ -1,0 +1,104 @@
+"""The service's request and response models (pydantic): what ``/route`` and ``/route/batch`` accept.
+
+Validation at the HTTP edge: unknown fields, wrong types, non-finite numbers (``allow_inf_nan=False``),
+a prompt and an embedding together, both ``lambda`` and ``max_cost``. What only the router knows (the
+embedding's dimension, zero vectors) is checked by the router's core.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "MAX_IMAGES",
+    "MAX_PROMPT_CHARS",
+    "BatchRequest",
+    "BatchResponse",
+    "BudgetInfo",
+    "Confidence",
+    "ModelPrediction",
+    "RouteRequest",
+    "RouteResponse",
+]
+
+MAX_PROMPT_CHARS = 200_000
+MAX_IMAGES = 16
+
+
+class RouteRequest(BaseModel):
+    """One query: a prompt or its embedding, and how to trade cost for quality."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    prompt: str | None = Field(
+        None, max_length=MAX_PROMPT_CHARS, description="Prompt text (needs the router's embedder)."
+    )
+    embedding: list[float] | None = Field(
+        None, description="Prompt embedding (d floats, the router's embedder)."
+    )
+    lambda_: float | None = Field(
+        None, alias="lambda",
+        description="Cost weight: score ([0, 1]) per USD. Default: the router's default.",
+    )
+    max_cost: float | None = Field(
+        None, ge=0, description="Budget: mean USD per query; lambda from the held-out budget table."
+    )
+    image: str | None = Field(
+        None,
+        description="An image sent with the prompt: base64 or a data:image/...;base64, URL (a file path "
+        "under the service's image_dir when it has one). Needs a router with a multimodal embedder.",
+    )
+    images: list[str] | None = Field(
+        None, max_length=MAX_IMAGES, description="Several images with the prompt (as 'image'); averaged."
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> RouteRequest:
+        if (self.prompt is None) == (self.embedding is None):
+            raise ValueError("give exactly one of 'prompt' or 'embedding'")
+        if self.prompt is None and (self.image is not None or self.images):
+            raise ValueError("'image'/'images' go with a 'prompt' (an embedding already includes them)")
+        if self.lambda_ is not None and self.max_cost is not None:
+            raise ValueError("give at most one of 'lambda' or 'max_cost'")
+        return self
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[RouteRequest] = Field(..., min_length=1, description="Up to max_batch route requests.")
+
+
+class ModelPrediction(BaseModel):
+    score: float = Field(description="Predicted score on [0, 1].")
+    cost: float = Field(description="Predicted cost, USD per query.")
+
+
+class Confidence(BaseModel):
+    kth_similarity: float = Field(
+        description="Cosine similarity of the k-th neighbour (low: far from support)."
+    )
+    agreement: float = Field(description="Share of neighbours whose own best model is the routed one.")
+
+
+class BudgetInfo(BaseModel):
+    max_cost: float
+    expected_cost: float = Field(description="Held-out mean cost per query at this lambda.")
+    expected_score: float = Field(description="Held-out mean score ([0, 1]) at this lambda.")
+    feasible: bool = Field(description="False when no lambda meets the budget (the cheapest point is used).")
+
+
+class RouteResponse(BaseModel):
+    model: str = Field(description="The chosen model's name (the fallback model when fallback is set).")
+    routed_model: str = Field(description="The router's own choice before the fallback policy.")
+    fallback: str | None = Field(
+        description="Why the fallback model was used ('distance'/'agreement'), or null."
+    )
+    lambda_: float = Field(alias="lambda", serialization_alias="lambda")
+    predicted: dict[str, ModelPrediction]
+    confidence: Confidence
+    budget: BudgetInfo | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[RouteResponse]
