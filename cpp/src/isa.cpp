@@ -1,8 +1,5 @@
-// ISA detection, the scalar reference kernels, and the run-time kernel choice.
-//
-// Scalar precision: float32 products summed in index order into a float32 accumulator (no FMA
-// contraction is requested; the compiler may still vectorise). The SIMD files sum in a different
-// order (lane-wise partial sums, then a tree reduction), so results differ in the last bits.
+// ISA detection and the run-time kernel choice: one kernel table per level (isa.hpp). The kernels
+// themselves are in scalar.cpp and simd/*.cpp.
 #include "knnroute/isa.hpp"
 
 #include <atomic>
@@ -11,20 +8,6 @@
 #include <stdexcept>
 
 namespace knnroute {
-
-void dot_rows_f32_scalar(const float* q, const float* base, std::size_t n, std::size_t d, float* out) {
-    for (std::size_t i = 0; i < n; ++i) {
-        const float* x = base + i * d;
-        float acc = 0.f;
-        for (std::size_t j = 0; j < d; ++j) acc += q[j] * x[j];
-        out[i] = acc;
-    }
-}
-
-void dot_block_f32_scalar(const float* Q, std::size_t nq, const float* base, std::size_t n, std::size_t d,
-                          float* out, std::size_t ldo) {
-    for (std::size_t j = 0; j < nq; ++j) dot_rows_f32_scalar(Q + j * d, base, n, d, out + j * ldo);
-}
 
 namespace {
 

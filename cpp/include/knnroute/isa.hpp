@@ -81,7 +81,7 @@ void set_isa(const std::string& name);          // throws std::invalid_argument
 std::vector<std::string> available_isas();      // supported by this CPU (and compiled in)
 const char* isa_name(Isa isa);
 
-// Per-ISA kernel entry points (cpp/src/simd/*.cpp and cpp/src/isa.cpp for scalar).
+// Per-ISA kernel entry points (cpp/src/simd/*.cpp; cpp/src/scalar.cpp for scalar).
 void dot_rows_f32_scalar(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_bf16_scalar(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
