@@ -21,6 +21,7 @@ bool cpu_has(Isa isa) {
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                    __builtin_cpu_supports("f16c");
+        case Isa::avx512_vnni: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512vnni");
 #endif
         default: return false;
     }
@@ -42,17 +43,23 @@ const Kernels kTable[] = {
     {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2, dot_rows_bf16_avx2, dot_rows_f16_avx2, dot_rows_i8_avx2,
      dot_block_i8_rows<dot_rows_i8_avx2>, select_ub_avx2},
     {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512, dot_rows_f16_avx512,
-     dot_rows_i8_avx512, dot_block_i8_avx512, select_ub_avx512},
+     dot_rows_i8_avx512, dot_block_i8_rows<dot_rows_i8_avx512>, select_ub_avx512},
+    {Isa::avx512_vnni, "avx512-vnni", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512,
+     dot_rows_f16_avx512, dot_rows_i8_avx512_vnni, dot_block_i8_avx512_vnni, select_ub_avx512},
 };
+// kTable[i].isa == Isa(i): parse_isa, isa_name and kernels_for index it by the enum.
+static_assert(sizeof(kTable) / sizeof(kTable[0]) == static_cast<std::size_t>(Isa::avx512_vnni) + 1);
 
 Isa parse_isa(const std::string& name) {
     if (name == "scalar") return Isa::scalar;
     if (name == "avx2") return Isa::avx2;
     if (name == "avx512") return Isa::avx512;
-    throw std::invalid_argument("unknown ISA '" + name + "': use one of scalar, avx2, avx512");
+    if (name == "avx512-vnni") return Isa::avx512_vnni;
+    throw std::invalid_argument("unknown ISA '" + name + "': use one of scalar, avx2, avx512, avx512-vnni");
 }
 
 Isa best_isa() {
+    if (cpu_has(Isa::avx512_vnni)) return Isa::avx512_vnni;
     if (cpu_has(Isa::avx512)) return Isa::avx512;
     if (cpu_has(Isa::avx2)) return Isa::avx2;
     return Isa::scalar;
