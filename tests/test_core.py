@@ -185,6 +185,13 @@ def test_default_isa_is_the_widest():
     assert active == widest
 
 
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import knnroute
+
+    assert kc.__version__ == knnroute.__version__ == version("knnroute")
+
 
 # --- aggregation ---------------------------------------------------------------------------------
 

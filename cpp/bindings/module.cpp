@@ -118,6 +118,9 @@ AggregateParams make_params(const std::string& weighting, double temperature, do
 PYBIND11_MODULE(_core, m) {
     m.doc() = "knnroute compiled core: exact cosine top-k, aggregation, routing, exact lambda sweep, hull AUC.";
 
+    // pyproject.toml's [project] version, passed by CMakeLists.txt.
+    m.attr("__version__") = KNNROUTE_VERSION;
+
     m.def("isa", []() { return std::string(isa_name(active_isa())); },
           "Name of the active kernel set: 'avx512-vnni', 'avx512' (AVX-512 without VNNI), 'avx2' or 'scalar' "
           "(chosen once, the widest the CPU has; $KNNROUTE_ISA overrides).");
