@@ -16,6 +16,7 @@ import knnroute_core as kc
 import numpy as np
 
 OK = (ValueError, TypeError)
+ISAS = kc.available_isas()  # every kernel set this CPU has, narrowest first
 
 
 def _floats(fdp: atheris.FuzzedDataProvider, n: int, nice: bool) -> np.ndarray:
@@ -39,7 +40,7 @@ def _call(fn, *a):  # type: ignore[no-untyped-def]
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     n = fdp.ConsumeIntInRange(0, 40)
-    d = fdp.ConsumeIntInRange(0, 80)  # >= 64 reaches the VNNI block kernels
+    d = fdp.ConsumeIntInRange(0, 80)  # >= 64 reaches the VNNI block kernels (ISA avx512-vnni)
     M = fdp.ConsumeIntInRange(0, 6)
     k = fdp.ConsumeIntInRange(-2, 50)
     nice = fdp.ConsumeIntInRange(0, 3) != 0
@@ -55,6 +56,7 @@ def TestOneInput(data: bytes) -> None:
     nq = fdp.ConsumeIntInRange(3, 6)  # >= 4 takes the batch path (int8: the packed batch kernel)
     Q = _floats(fdp, nq * d, nice).reshape(nq, d) if d else np.zeros((nq, 0), np.float32)
     precision = ["f32", "bf16", "f16", "int8"][fdp.ConsumeIntInRange(0, 3)]
+    kc.set_isa(ISAS[fdp.ConsumeIntInRange(0, len(ISAS) - 1)])
 
     # free functions
     res = _call(kc.topk_cosine, Q, X, k, 1)

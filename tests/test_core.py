@@ -164,11 +164,33 @@ def test_env_var_rejects_unknown_isa():
     assert out.returncode != 0 and "unknown ISA 'sse9'" in out.stderr
 
 
+KNOWN_ISAS = ["scalar", "avx2", "avx512", "avx512-vnni"]  # narrowest first
+
+
 def test_available_isas_reports_this_machine():
     assert ISAS[0] == "scalar"
+    assert ISAS == [name for name in KNOWN_ISAS if name in ISAS]
+    if "avx512-vnni" in ISAS:  # VNNI is a level above AVX-512, never instead of it
+        assert "avx512" in ISAS
     assert kc.isa() in ISAS
     with pytest.raises(ValueError, match="unknown ISA"):
         kc.set_isa("neon")
+
+
+def test_default_isa_is_the_widest():
+    code = "import knnroute_core as k; print(k.isa(), k.available_isas()[-1])"
+    env = {key: v for key, v in os.environ.items() if key != "KNNROUTE_ISA"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    active, widest = out.stdout.split()
+    assert active == widest
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import knnroute
+
+    assert kc.__version__ == knnroute.__version__ == version("knnroute")
 
 
 # --- aggregation ---------------------------------------------------------------------------------

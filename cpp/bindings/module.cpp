@@ -7,6 +7,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include <cmath>
 #include <sstream>
@@ -90,10 +91,13 @@ std::size_t check_k_arg(long long k) {
     return static_cast<std::size_t>(k);
 }
 
-py::tuple search_out(std::size_t B, std::size_t k, py::array_t<std::int64_t>& idx, py::array_t<float>& sim) {
+// (indices int64 (B, k), similarities float32 (B, k)); the typed tuple gives the stubs a precise type.
+using SearchResult = py::typing::Tuple<py::array_t<std::int64_t>, py::array_t<float>>;
+
+SearchResult search_out(std::size_t B, std::size_t k, py::array_t<std::int64_t>& idx, py::array_t<float>& sim) {
     idx = py::array_t<std::int64_t>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(k)});
     sim = py::array_t<float>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(k)});
-    return py::make_tuple(idx, sim);
+    return SearchResult(py::make_tuple(idx, sim));
 }
 
 void check_dim(py::ssize_t got, std::size_t want, const char* name) {
@@ -118,8 +122,12 @@ AggregateParams make_params(const std::string& weighting, double temperature, do
 PYBIND11_MODULE(_core, m) {
     m.doc() = "knnroute compiled core: exact cosine top-k, aggregation, routing, exact lambda sweep, hull AUC.";
 
+    // pyproject.toml's [project] version, passed by CMakeLists.txt.
+    m.attr("__version__") = KNNROUTE_VERSION;
+
     m.def("isa", []() { return std::string(isa_name(active_isa())); },
-          "Name of the active kernel set: 'avx512', 'avx2' or 'scalar' (chosen once; $KNNROUTE_ISA overrides).");
+          "Name of the active kernel set: 'avx512-vnni', 'avx512' (AVX-512 without VNNI), 'avx2' or 'scalar' "
+          "(chosen once, the widest the CPU has; $KNNROUTE_ISA overrides).");
     m.def("available_isas", &available_isas, "Kernel sets this CPU supports, narrowest first.");
     m.def("set_isa", &set_isa, py::arg("name"),
           "Switch the active kernel set (test hook; do not call while searches run on other threads).");
@@ -137,7 +145,7 @@ PYBIND11_MODULE(_core, m) {
             if (kk > N) throw py::value_error("k=" + std::to_string(kk) + " exceeds the base size " + std::to_string(N));
             py::array_t<std::int64_t> idx;
             py::array_t<float> sim;
-            py::tuple out = search_out(B, kk, idx, sim);
+            SearchResult out = search_out(B, kk, idx, sim);
             const float* qp = Q.data();
             const float* xp = X.data();
             std::int64_t* ip = idx.mutable_data();
@@ -192,7 +200,7 @@ similarity descending, ties to the lower index. O(B N d).)");
                     throw py::value_error("k=" + std::to_string(kk) + " exceeds the support size " + std::to_string(s.size()));
                 py::array_t<std::int64_t> idx;
                 py::array_t<float> sim;
-                py::tuple out = search_out(B, kk, idx, sim);
+                SearchResult out = search_out(B, kk, idx, sim);
                 const float* qp = Q.data();
                 std::int64_t* ip = idx.mutable_data();
                 float* sp = sim.mutable_data();
@@ -414,7 +422,7 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
                 const std::size_t kk = check_k_arg(k), B = Q.shape(0);
                 py::array_t<std::int64_t> idx;
                 py::array_t<float> sim;
-                py::tuple out = search_out(B, kk, idx, sim);
+                SearchResult out = search_out(B, kk, idx, sim);
                 const float* qp = Q.data();
                 std::int64_t* ip = idx.mutable_data();
                 float* sp = sim.mutable_data();
@@ -507,7 +515,7 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
                     }
                     if (ok) break;
                 }
-                py::dict out;
+                py::typing::Dict<py::str, py::object> out;
                 out["model"] = d.model;
                 out["kth_similarity"] = d.kth_similarity;
                 out["agreement"] = d.agreement;
@@ -578,6 +586,6 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
         .def("prior_scores", [](const Router& r) { auto v = r.prior_scores(); return py::array_t<float>(v.size(), v.data()); })
         .def("prior_costs", [](const Router& r) { auto v = r.prior_costs(); return py::array_t<float>(v.size(), v.data()); });
 
-    m.attr("__all__") = py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "precisions", "pool_threads", "last_rerank_count", "aggregate",
-                                       "route", "envelope", "sweep", "nondecreasing_hull", "hull_auc", "Router");
+    m.attr("__all__") = py::typing::List<py::str>(py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "precisions", "pool_threads", "last_rerank_count", "aggregate",
+                                       "route", "envelope", "sweep", "nondecreasing_hull", "hull_auc", "Router"));
 }

@@ -1,8 +1,5 @@
-// ISA detection, the scalar reference kernels, and the run-time kernel choice.
-//
-// Scalar precision: float32 products summed in index order into a float32 accumulator (no FMA
-// contraction is requested; the compiler may still vectorise). The SIMD files sum in a different
-// order (lane-wise partial sums, then a tree reduction), so results differ in the last bits.
+// ISA detection and the run-time kernel choice: one kernel table per level (isa.hpp). The kernels
+// themselves are in scalar.cpp and simd/*.cpp.
 #include "knnroute/isa.hpp"
 
 #include <atomic>
@@ -11,20 +8,6 @@
 #include <stdexcept>
 
 namespace knnroute {
-
-void dot_rows_f32_scalar(const float* q, const float* base, std::size_t n, std::size_t d, float* out) {
-    for (std::size_t i = 0; i < n; ++i) {
-        const float* x = base + i * d;
-        float acc = 0.f;
-        for (std::size_t j = 0; j < d; ++j) acc += q[j] * x[j];
-        out[i] = acc;
-    }
-}
-
-void dot_block_f32_scalar(const float* Q, std::size_t nq, const float* base, std::size_t n, std::size_t d,
-                          float* out, std::size_t ldo) {
-    for (std::size_t j = 0; j < nq; ++j) dot_rows_f32_scalar(Q + j * d, base, n, d, out + j * ldo);
-}
 
 namespace {
 
@@ -38,6 +21,7 @@ bool cpu_has(Isa isa) {
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                    __builtin_cpu_supports("f16c");
+        case Isa::avx512_vnni: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512vnni");
 #endif
         default: return false;
     }
@@ -59,17 +43,23 @@ const Kernels kTable[] = {
     {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2, dot_rows_bf16_avx2, dot_rows_f16_avx2, dot_rows_i8_avx2,
      dot_block_i8_rows<dot_rows_i8_avx2>, select_ub_avx2},
     {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512, dot_rows_f16_avx512,
-     dot_rows_i8_avx512, dot_block_i8_avx512, select_ub_avx512},
+     dot_rows_i8_avx512, dot_block_i8_rows<dot_rows_i8_avx512>, select_ub_avx512},
+    {Isa::avx512_vnni, "avx512-vnni", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512,
+     dot_rows_f16_avx512, dot_rows_i8_avx512_vnni, dot_block_i8_avx512_vnni, select_ub_avx512},
 };
+// kTable[i].isa == Isa(i): parse_isa, isa_name and kernels_for index it by the enum.
+static_assert(sizeof(kTable) / sizeof(kTable[0]) == static_cast<std::size_t>(Isa::avx512_vnni) + 1);
 
 Isa parse_isa(const std::string& name) {
     if (name == "scalar") return Isa::scalar;
     if (name == "avx2") return Isa::avx2;
     if (name == "avx512") return Isa::avx512;
-    throw std::invalid_argument("unknown ISA '" + name + "': use one of scalar, avx2, avx512");
+    if (name == "avx512-vnni") return Isa::avx512_vnni;
+    throw std::invalid_argument("unknown ISA '" + name + "': use one of scalar, avx2, avx512, avx512-vnni");
 }
 
 Isa best_isa() {
+    if (cpu_has(Isa::avx512_vnni)) return Isa::avx512_vnni;
     if (cpu_has(Isa::avx512)) return Isa::avx512;
     if (cpu_has(Isa::avx2)) return Isa::avx2;
     return Isa::scalar;

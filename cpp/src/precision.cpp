@@ -1,12 +1,6 @@
-// Reduced-precision encodings (scalar, portable) and the scalar reference kernels over them.
-//
-// Scalar kernels decode each value exactly to float32 and sum q[j] * x[j] in index order into a float32
-// accumulator; int8 sums integers exactly (see isa.hpp, QuantQuery). The SIMD files sum in
-// another order; the search only uses these values through the rigorous bound in precision.hpp, so
-// the order never changes a search result.
+// Reduced-precision encodings (scalar, portable): name parsing, float -> bf16 / f16 rounding, the
+// row encoder with its error bound. The scalar kernels over these encodings are in scalar.cpp.
 #include "knnroute/precision.hpp"
-
-#include "knnroute/isa.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -60,7 +54,6 @@ std::uint16_t f32_to_bf16(float x) {
     return static_cast<std::uint16_t>(b >> 16);
 }
 
-float bf16_to_f32(std::uint16_t h) { return from_bits(static_cast<std::uint32_t>(h) << 16); }
 
 // Round-to-nearest-even float -> half (F. Giesen's float_to_half_fast3_rtne, public domain).
 std::uint16_t f32_to_f16(float x) {
@@ -82,21 +75,6 @@ std::uint16_t f32_to_f16(float x) {
         o = static_cast<std::uint16_t>(f >> 13);
     }
     return static_cast<std::uint16_t>(o | (sign >> 16));
-}
-
-float f16_to_f32(std::uint16_t h) {
-    const std::uint32_t shifted_exp = 0x7c00u << 13;
-    std::uint32_t o = (static_cast<std::uint32_t>(h) & 0x7fffu) << 13;
-    const std::uint32_t exp = shifted_exp & o;
-    o += (127u - 15u) << 23;
-    if (exp == shifted_exp) {
-        o += (128u - 16u) << 23;  // inf / NaN
-    } else if (exp == 0) {        // zero / subnormal: renormalise
-        o += 1u << 23;
-        o = bits(from_bits(o) - from_bits(113u << 23));
-    }
-    o |= (static_cast<std::uint32_t>(h) & 0x8000u) << 16;
-    return from_bits(o);
 }
 
 double rounding_slack(std::size_t d) {
@@ -140,48 +118,6 @@ void encode_rows(Precision p, const float* X, std::size_t n, std::size_t d, std:
         }
         err[i] = static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6) + slack);
     }
-}
-
-// --- scalar reference kernels -------------------------------------------------------------------
-
-void dot_rows_bf16_scalar(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out) {
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::uint16_t* x = base + i * d;
-        float acc = 0.f;
-        for (std::size_t j = 0; j < d; ++j) acc += q[j] * bf16_to_f32(x[j]);
-        out[i] = acc;
-    }
-}
-
-void dot_rows_f16_scalar(const float* q, const std::uint16_t* base, std::size_t n, std::size_t d, float* out) {
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::uint16_t* x = base + i * d;
-        float acc = 0.f;
-        for (std::size_t j = 0; j < d; ++j) acc += q[j] * f16_to_f32(x[j]);
-        out[i] = acc;
-    }
-}
-
-void dot_rows_i8_scalar(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t*,
-                        std::size_t n, std::size_t d, float* out) {
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::int8_t* x = base + i * d;
-        std::int32_t h = 0, l = 0;
-        for (std::size_t j = 0; j < d; ++j) {
-            h += static_cast<std::int32_t>(q.hi[j]) * x[j];
-            l += static_cast<std::int32_t>(q.lo[j]) * x[j];
-        }
-        out[i] = scale[i] * q.sq * (static_cast<float>(h) + static_cast<float>(l) * (1.f / 254.f));
-    }
-}
-
-std::size_t select_ub_scalar(const float* a, const float* err, float eq, float T, std::size_t n,
-                             std::uint32_t* idx) {
-    const float t = select_margin_threshold(T);
-    std::size_t w = 0;
-    for (std::size_t i = 0; i < n; ++i)
-        if (a[i] + (err[i] + eq * (1.f + err[i])) >= t) idx[w++] = static_cast<std::uint32_t>(i);
-    return w;
 }
 
 }  // namespace knnroute

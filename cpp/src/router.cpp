@@ -117,10 +117,10 @@ void Router::route(const float* Q, std::size_t B, const double* lams, std::size_
     knnroute::route(s.data(), c.data(), B, m_, lams, L, out);
 }
 
-bool Router::route_one_detail(const float* q, double lam, std::size_t m_out, float* s_out, float* c_out,
-                              RouteDetail& out) const {
-    std::shared_lock<std::shared_mutex> lock(mu_);
-    if ((s_out || c_out) && m_out != m_) return false;
+// The single-query path of route_one and route_one_detail, under the caller's shared lock:
+// normalise, search, aggregate into s_hat / c_hat (null: this thread's scratch), argmax. The
+// neighbours stay in this thread's scratch (idx, sim) for route_one_detail.
+std::int64_t Router::route_one_locked(const float* q, double lam, float* s_hat, float* c_hat) const {
     check_rows(q, 1, d_, "query");
     Scratch& S = tls_scratch();
     const std::size_t n = support_.size();
@@ -137,12 +137,26 @@ bool Router::route_one_detail(const float* q, double lam, std::size_t m_out, flo
     normalize_rows(q, 1, d_, S.q.data());
     const RowPrefetch side{{scores_.data(), costs_.data()}, m_};
     support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block, &side);
-    float* sh = s_out ? s_out : S.s_hat.data();
-    float* ch = c_out ? c_out : S.c_hat.data();
+    float* sh = s_hat ? s_hat : S.s_hat.data();
+    float* ch = c_hat ? c_hat : S.c_hat.data();
     aggregate(S.idx.data(), S.sim.data(), 1, k, scores_.data(), costs_.data(), n, m_, prior_s_.data(),
               prior_c_.data(), params_, sh, ch);
+    return route_one_row(sh, ch, m_, lam);
+}
+
+std::int64_t Router::route_one(const float* q, double lam) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return route_one_locked(q, lam, nullptr, nullptr);
+}
+
+bool Router::route_one_detail(const float* q, double lam, std::size_t m_out, float* s_out, float* c_out,
+                              RouteDetail& out) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    if ((s_out || c_out) && m_out != m_) return false;
     RouteDetail r;
-    r.model = route_one_row(sh, ch, m_, lam);
+    r.model = route_one_locked(q, lam, s_out, c_out);
+    const Scratch& S = tls_scratch();
+    const std::size_t k = std::min(k_, support_.size());
     r.kth_similarity = S.sim[k - 1];
     // Agreement: share of neighbours whose own best observed model (true utility at lam) is r.model.
     std::size_t agree = 0;
@@ -166,29 +180,6 @@ bool Router::route_one_detail(const float* q, double lam, std::size_t m_out, flo
     r.agreement = static_cast<float>(agree) / static_cast<float>(k);
     out = r;
     return true;
-}
-
-std::int64_t Router::route_one(const float* q, double lam) const {
-    std::shared_lock<std::shared_mutex> lock(mu_);
-    check_rows(q, 1, d_, "query");
-    Scratch& S = tls_scratch();
-    const std::size_t n = support_.size();
-    const std::size_t k = std::min(k_, n);
-    if (S.q.size() < d_) S.q.resize(d_);
-    if (S.idx.size() < k) {
-        S.idx.resize(k);
-        S.sim.resize(k);
-    }
-    if (S.s_hat.size() < m_) {
-        S.s_hat.resize(m_);
-        S.c_hat.resize(m_);
-    }
-    normalize_rows(q, 1, d_, S.q.data());
-    const RowPrefetch side{{scores_.data(), costs_.data()}, m_};
-    support_.search_one_normalized(S.q.data(), k, S.idx.data(), S.sim.data(), S.block, &side);
-    aggregate(S.idx.data(), S.sim.data(), 1, k, scores_.data(), costs_.data(), n, m_, prior_s_.data(),
-              prior_c_.data(), params_, S.s_hat.data(), S.c_hat.data());
-    return route_one_row(S.s_hat.data(), S.c_hat.data(), m_, lam);
 }
 
 void Router::add(const float* X, std::size_t n, const float* scores, const float* costs) {

@@ -9,9 +9,14 @@ imported inside the functions that need them.
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # one source: pyproject.toml's [project] version, as installed
+    __version__ = _dist_version("knnroute")
+except PackageNotFoundError:  # a source tree on sys.path without the distribution: the core's copy
+    from knnroute_core import __version__
 
 # Public names, resolved lazily (PEP 562) so `import knnroute` stays light.
 _LAZY = {

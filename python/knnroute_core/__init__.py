@@ -5,7 +5,8 @@ All array arguments are C-contiguous; float32 where documented (float64 or strid
 rejected with ``TypeError`` rather than silently copied: convert once in the caller).
 """
 
-from knnroute_core._core import *  # noqa: F401,F403
-from knnroute_core._core import __all__ as _core_all
+from knnroute_core import _core
+from knnroute_core._core import *  # noqa: F403
+from knnroute_core._core import __version__  # pyproject.toml's version, compiled in by CMakeLists.txt
 
-__all__ = list(_core_all)
+__all__ = ["__version__", *_core.__all__]

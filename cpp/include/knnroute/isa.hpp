@@ -1,7 +1,10 @@
 // Instruction-set dispatch for the similarity kernels.
 //
 // The kernel set is chosen once, on first use: from $KNNROUTE_ISA if set ("scalar", "avx2",
-// "avx512"; asking for an ISA the CPU lacks is an error), otherwise the widest ISA the CPU supports.
+// "avx512", "avx512-vnni"; asking for an ISA the CPU lacks is an error), otherwise the widest ISA the
+// CPU supports. "avx512" is AVX-512 F/BW/VL/DQ without VNNI (int8 by vpmaddwd); "avx512-vnni" is the
+// same set with the int8 row and batch kernels on vpdpbusd. Each level is a full kernel set, so every
+// level can be forced (and tested) on a CPU that has the widest.
 // `set_isa` switches it later (a test hook; not meant for concurrent use with running searches).
 #pragma once
 
@@ -12,7 +15,7 @@
 
 namespace knnroute {
 
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3 };  // narrowest first
 
 // A unit query quantised for the int8 scan: q ~ sq * (hi + lo / 254), hi and lo integers in
 // [-127, 127] (two int8 digits, so the query's own rounding error is ~1/254 of one digit's).
@@ -81,7 +84,7 @@ void set_isa(const std::string& name);          // throws std::invalid_argument
 std::vector<std::string> available_isas();      // supported by this CPU (and compiled in)
 const char* isa_name(Isa isa);
 
-// Per-ISA kernel entry points (cpp/src/simd/*.cpp and cpp/src/isa.cpp for scalar).
+// Per-ISA kernel entry points (cpp/src/simd/*.cpp; cpp/src/scalar.cpp for scalar).
 void dot_rows_f32_scalar(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_bf16_scalar(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
@@ -93,8 +96,10 @@ void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const
 void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
-void dot_block_i8_avx512(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
-                         std::size_t, std::size_t, float*, std::size_t, I8Pack*);
+void dot_rows_i8_avx512_vnni(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
+                             std::size_t, float*);
+void dot_block_i8_avx512_vnni(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
+                              std::size_t, std::size_t, float*, std::size_t, I8Pack*);
 std::size_t select_ub_scalar(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx2(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*);

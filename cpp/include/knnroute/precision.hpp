@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace knnroute {
@@ -28,9 +29,38 @@ std::size_t precision_value_bytes(Precision p);
 // Scalar conversions (round to nearest even; f16 keeps subnormals, overflows to inf cannot happen for
 // unit rows). Decoding is exact.
 std::uint16_t f32_to_bf16(float x);
-float bf16_to_f32(std::uint16_t h);
 std::uint16_t f32_to_f16(float x);
-float f16_to_f32(std::uint16_t h);
+// The decoders are inline: the scalar kernels (scalar.cpp) call them once per value.
+inline float bf16_to_f32(std::uint16_t h) {
+    const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline float f16_to_f32(std::uint16_t h) {
+    auto bits = [](float f) {
+        std::uint32_t u;
+        std::memcpy(&u, &f, 4);
+        return u;
+    };
+    auto from_bits = [](std::uint32_t u) {
+        float f;
+        std::memcpy(&f, &u, 4);
+        return f;
+    };
+    const std::uint32_t shifted_exp = 0x7c00u << 13;
+    std::uint32_t o = (static_cast<std::uint32_t>(h) & 0x7fffu) << 13;
+    const std::uint32_t exp = shifted_exp & o;
+    o += (127u - 15u) << 23;
+    if (exp == shifted_exp) {
+        o += (128u - 16u) << 23;  // inf / NaN
+    } else if (exp == 0) {        // zero / subnormal: renormalise
+        o += 1u << 23;
+        o = bits(from_bits(o) - from_bits(113u << 23));
+    }
+    o |= (static_cast<std::uint32_t>(h) & 0x8000u) << 16;
+    return from_bits(o);
+}
 
 // Encodes n unit rows of X (n, d) into the compact form. out_u16 (n*d) for bf16/f16, out_i8 (n*d) and
 // scale (n) for int8 (x ~ scale[r] * q8, symmetric, |q8| <= 127). err (n) receives the bound above.

@@ -75,6 +75,7 @@ public:
 
 private:
     void predict_unlocked(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const;
+    std::int64_t route_one_locked(const float* q, double lam, float* s_hat, float* c_hat) const;
     void refresh_priors();
 
     std::size_t d_, m_, k_;

@@ -9,15 +9,19 @@
 // widened exactly to float32 (bf16: shift left 16; f16: vcvtph2ps) and
 // fed to two 8-lane FMA accumulators (even / odd 8-value steps) to hide FMA latency; the d % 16 tail
 // is decoded through a small zero-padded buffer. int8 sums integers exactly (vpmaddwd).
+//
+// The standard headers come before the target pragma: compiled under it, their inline functions
+// would be AVX2 code that the linker may pick for callers on any CPU.
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+
+#include "knnroute/isa.hpp"
+
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
-
-#include <cstddef>
-#include <cstdint>
-
-#include "knnroute/isa.hpp"
 
 namespace knnroute {
 
@@ -220,9 +224,6 @@ void dot_rows_i8_avx2(const QuantQuery& q, const std::int8_t* base, const float*
 
 #pragma GCC pop_options
 #else
-#include <cstddef>
-#include <cstdint>
-#include <stdexcept>
 namespace knnroute {
 void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*) {
     throw std::logic_error("avx2 kernels not compiled for this architecture");

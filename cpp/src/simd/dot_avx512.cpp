@@ -13,21 +13,29 @@
 // widened exactly to float32 (bf16: shift left 16; f16: vcvtph2ps) and
 // fed to two 16-lane FMA accumulators (even / odd 16-value steps) to hide FMA latency; the tail is a
 // masked load. int8 sums integers exactly: VNNI vpdpbusd (u8 query digits x s8 rows, minus 128 x the
-// row sum) where the CPU has it, else int16 vpmaddwd; both give the same integers as scalar.
+// row sum) in the "avx512-vnni" set, int16 vpmaddwd in the "avx512" set; both give the same integers
+// as scalar.
+//
+// Two kernel sets use this file (isa.cpp): "avx512" (int8 by vpmaddwd, no VNNI instruction) and
+// "avx512-vnni" (the int8 row and batch kernels use vpdpbusd; every other kernel is shared).
+//
+// The standard headers come before the target pragma: compiled under it, their inline functions
+// would be AVX-512 code that the linker may pick for callers on any CPU.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "knnroute/isa.hpp"
+
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 // GCC 12 reports a false -Wmaybe-uninitialized inside avx512fintrin.h (_mm512_undefined_ps).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
-
-#include <cmath>
-#include <cstring>
-#include <vector>
-#include <cstddef>
-#include <cstdint>
-
-#include "knnroute/isa.hpp"
 
 namespace knnroute {
 
@@ -445,21 +453,25 @@ void i8_bw(const QuantQuery& q, const std::int8_t* base, const float* scale, std
     }
 }
 
-const bool kHasVnni = __builtin_cpu_supports("avx512vnni");
-
 }  // namespace
 
-void dot_rows_i8_avx512(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t* rowsum,
+// "avx512": no VNNI.
+void dot_rows_i8_avx512(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t*,
                         std::size_t n, std::size_t d, float* out) {
-    if (kHasVnni) i8_vnni(q, base, scale, rowsum, n, d, out);
-    else i8_bw(q, base, scale, n, d, out);
+    i8_bw(q, base, scale, n, d, out);
 }
 
-void dot_block_i8_avx512(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
-                         const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo,
-                         I8Pack* pack) {
-    if (!kHasVnni || d < 64) {
-        for (std::size_t j = 0; j < nq; ++j) dot_rows_i8_avx512(qs[j], base, scale, rowsum, n, d, out + j * ldo);
+// "avx512-vnni".
+void dot_rows_i8_avx512_vnni(const QuantQuery& q, const std::int8_t* base, const float* scale,
+                             const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out) {
+    i8_vnni(q, base, scale, rowsum, n, d, out);
+}
+
+void dot_block_i8_avx512_vnni(const QuantQuery* qs, std::size_t nq, const std::int8_t* base, const float* scale,
+                              const std::int32_t* rowsum, std::size_t n, std::size_t d, float* out, std::size_t ldo,
+                              I8Pack* pack) {
+    if (d < 64) {
+        for (std::size_t j = 0; j < nq; ++j) i8_vnni(qs[j], base, scale, rowsum, n, d, out + j * ldo);
         return;
     }
     if (pack == nullptr) {
@@ -502,9 +514,6 @@ std::size_t select_ub_avx512(const float* a, const float* err, float eq, float T
 
 #pragma GCC pop_options
 #else
-#include <cstddef>
-#include <cstdint>
-#include <stdexcept>
 namespace knnroute {
 void dot_rows_f32_avx512(const float*, const float*, std::size_t, std::size_t, float*) {
     throw std::logic_error("avx512 kernels not compiled for this architecture");
@@ -521,8 +530,12 @@ void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::s
 std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*) {
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
-void dot_block_i8_avx512(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
-                         std::size_t, std::size_t, float*, std::size_t, I8Pack*) {
+void dot_block_i8_avx512_vnni(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
+                              std::size_t, std::size_t, float*, std::size_t, I8Pack*) {
+    throw std::logic_error("avx512 kernels not compiled for this architecture");
+}
+void dot_rows_i8_avx512_vnni(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
+                             std::size_t, float*) {
     throw std::logic_error("avx512 kernels not compiled for this architecture");
 }
 void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
