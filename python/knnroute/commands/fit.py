@@ -72,10 +72,12 @@ def fit_router(
     t0 = time.perf_counter()
     (ds,) = prepare_data(data, embedder, seed=seed, pooled=True, progress=progress)
     t_embed = time.perf_counter() - t0
+    assert ds.split is not None  # pooled data always carries a split
     if not (ds.split == "val").any():
         ds = ds.with_split(carve_validation(ds.split, seed=seed))
     tr, va, te = (ds.split_index(s) for s in ("train", "val", "test"))
     X, S, C = ds.embeddings, ds.scores, ds.costs
+    assert X is not None  # prepare_data embeds every dataset
     t1 = time.perf_counter()
     if k is None:
         tuned = TunedKNNRouter(random_state=seed).fit(

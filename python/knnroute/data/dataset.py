@@ -93,7 +93,7 @@ class RoutingDataset:
     model_names: list[str]
     scores: np.ndarray
     costs: np.ndarray
-    ids: np.ndarray | None = None
+    ids: Any = None  # (n,) object array of unique str once constructed (__post_init__ fills a default)
     prompts: list[str] | None = None
     embeddings: np.ndarray | None = None
     prices: dict[str, tuple[float, float]] | None = None
@@ -246,7 +246,7 @@ class RoutingDataset:
             self,
             scores=self.scores[idx],
             costs=self.costs[idx],
-            ids=self.ids[idx],  # type: ignore[index]
+            ids=self.ids[idx],
             prompts=None if self.prompts is None else [self.prompts[i] for i in idx],
             embeddings=take(self.embeddings),
             groups=take(self.groups),
@@ -387,7 +387,7 @@ def concat(datasets: Sequence[RoutingDataset], name: str | None = None) -> Routi
         model_names=list(first.model_names),
         scores=np.concatenate([d.scores for d in datasets]),
         costs=np.concatenate([d.costs for d in datasets]),
-        ids=np.concatenate([d.ids for d in datasets]),  # type: ignore[misc]
+        ids=np.concatenate([d.ids for d in datasets]),
         prompts=prompts,
         embeddings=cat_opt("embeddings"),
         prices=prices,

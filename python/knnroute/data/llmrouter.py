@@ -131,10 +131,10 @@ def load_llmrouter(
             model_names=models,
             scores=scores,
             costs=costs,
-            ids=ids,
+            ids=np.asarray(ids, dtype=object),
             prompts=questions,
             prices=prices,
-            groups=groups,
+            groups=np.asarray(groups, dtype=object),
             split=labels,
             source=f"LLMRouter dcrouter_preprocessed train.json + test.json: {pre}",
             meta={

@@ -226,7 +226,7 @@ def load_mathv(
             ids=ids,
             prompts=prompts,
             prices=used_prices,
-            groups=subjects,
+            groups=np.asarray(subjects, dtype=object),
             source=f"MATH-V test.jsonl + {m} per-item result files: {root}",
             meta={
                 "modality": "text+image",

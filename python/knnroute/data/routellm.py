@@ -81,7 +81,7 @@ def _routellm_dataset(
         ids=ids,
         prompts=prompts,
         prices={m: ROUTELLM_PRICES[m] for m in models},
-        groups=groups,
+        groups=None if groups is None else np.asarray(groups, dtype=object),
         source=source,
         meta={**meta, "n_contaminated": int(flag.sum()), "contaminated": flag},
     )

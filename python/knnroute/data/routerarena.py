@@ -106,7 +106,7 @@ def load_routerarena(path: PathLike, **_: Any) -> list[RoutingDataset]:
             ids=gids,
             prompts=[questions[g] for g in gids],
             prices=prices,
-            groups=[g.split("_", 1)[0] for g in gids],
+            groups=np.asarray([g.split("_", 1)[0] for g in gids], dtype=object),
             source=f"RouterArena cached_results ({len(files)} models): {cr}",
             meta={
                 "score_mapping": "evaluation_result.score (0/1 and fractional metrics), clipped to [0, 1]",

@@ -137,10 +137,10 @@ def _routerbench_dataset(
         model_names=list(models),
         scores=scores,
         costs=costs,
-        ids=ids,
+        ids=np.asarray(ids, dtype=object),
         prompts=[prompt_text(r) for r in raw],
         prices=None,
-        groups=evals,
+        groups=np.asarray(evals, dtype=object),
         split=split,
         source=source,
         meta={

@@ -131,7 +131,7 @@ def check_models_have_outcomes(scores: np.ndarray, models: Sequence[str], where:
     """ValueError naming the models whose every score is missing."""
     empty = np.isnan(scores).all(axis=0)
     if empty.any():
-        names = [models[j] for j in np.flatnonzero(empty)]
+        names = [models[int(j)] for j in np.flatnonzero(empty)]
         raise ValueError(f"{where}: model(s) {names} have no outcomes (every score is missing)")
 
 

@@ -215,7 +215,7 @@ class EfficientNetLite0Embedder(Embedder):
         from PIL import Image, UnidentifiedImageError
 
         try:
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise ValueError(f"{name}: image is {w}x{h}, over the {MAX_PIXELS:,}-pixel limit")

@@ -200,6 +200,7 @@ class RouteBatch:
             else:
                 X = np.zeros((0, self.router.dim), np.float32)
         else:
+            assert self.embedding_column is not None  # exactly one column is set (checked in __init__)
             X = as_matrix(batch[self.embedding_column], self.embedding_column)
         if len(X) and X.shape[1] != self.router.dim:
             raise ValueError(
@@ -328,7 +329,9 @@ def route_batch(
         "embedding_column": emb_col, "prompt_column": prompt_col, "keep_columns": keep, "embedder": embedder,
         "confidence": confidence, "all_models": all_models, "verify": verify, "diagnostics": diagnostics,
     }
-    read_cols = [*keep, emb_col or prompt_col]
+    routed_col = emb_col or prompt_col
+    assert routed_col is not None  # _choose_columns sets exactly one
+    read_cols = [*keep, routed_col]
     t0 = time.perf_counter()
     if not use_ray:
         udf = RouteBatch(router_path, lam, max_cost, n_threads=0, **kwargs)

@@ -98,8 +98,8 @@ def _to_storage(x: np.ndarray, precision: str) -> np.ndarray:
     if precision == "bf16":
         # round to nearest even on the upper 16 bits
         u = x32.view(np.uint32).astype(np.uint64)
-        u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-        return u.astype("<u2")
+        rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        return rounded.astype("<u2")
     raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
 
 
@@ -200,7 +200,7 @@ def _write_atomic(path: Path, meta: dict[str, Any], arrays: list[tuple[str, np.n
             pad = b"\0" * (start - pos)
             h.update(pad)
             chunks.append((pos, pad))
-        buf = memoryview(a).cast("B") if a.nbytes else memoryview(b"")
+        buf = a.data.cast("B") if a.nbytes else memoryview(b"")
         h.update(buf)
         chunks.append((start, buf))
         pos = start + a.nbytes
@@ -217,8 +217,8 @@ def _write_atomic(path: Path, meta: dict[str, Any], arrays: list[tuple[str, np.n
             fh.write(pre)
             fh.write(header)
             fh.write(b"\0" * (payload_offset - PREAMBLE_SIZE - len(header)))
-            for _, buf in chunks:
-                fh.write(buf)
+            for _, part in chunks:
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -88,4 +88,4 @@ def serve_deployment(
         ray_actor_options={"num_cpus": float(num_cpus_per_replica)},
         user_config=dict(user_config or {}),
     )
-    return dep.bind(path, opts)
+    return dep.bind(path, opts)  # type: ignore[attr-defined]  # ray types serve.deployment(...) as a plain Callable
