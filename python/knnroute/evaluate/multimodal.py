@@ -102,8 +102,8 @@ def _view_X(data: Any, view: str, w: float | None = None) -> np.ndarray:
 
 def _val_auc(data: Any, base: str, seed: int, X: np.ndarray, sp: Any) -> float:
     from knnroute.evaluate import curves as _curves
-    from knnroute.evaluate import tuning as _tuning
     from knnroute.evaluate.runner import _make_router, input_cost_kwargs
+    from knnroute.routers import tuned as _tuning
 
     if sp.val.size == 0:
         raise ValueError(f"{data.name}: no validation prompts to choose the image weight on")

@@ -160,7 +160,7 @@ def _tag(rec: dict[str, Any], a: EvalData, b: EvalData) -> dict[str, Any]:
 def _fit(router: str, a: EvalData, sp: Split, seed: int) -> tuple[Any, dict[str, Any]]:
     """The router of ``run_one`` fitted on ``a``'s train rows of ``sp`` (validation: its val rows)."""
     from knnroute.evaluate import runner as _runner
-    from knnroute.evaluate import tuning as _tuning
+    from knnroute.routers import tuned as _tuning
 
     if router == "knn-tuned":
         model: Any = _tuning.TunedKNNRouter(random_state=seed)

@@ -26,8 +26,8 @@ from numpy.typing import NDArray
 from knnroute.evaluate import curves as _curves
 from knnroute.evaluate import references as _refs
 from knnroute.evaluate import selection as _sel
-from knnroute.evaluate import tuning as _tuning
-from knnroute.evaluate.reference import dense_lambda_grid
+from knnroute.routers import tuned as _tuning
+from knnroute.routers.curves import dense_lambda_grid
 
 __all__ = [
     "DEFAULT_ROUTERS",
@@ -209,7 +209,7 @@ def input_cost_kwargs(
     """``(fit kwargs, predict/route kwargs)`` carrying the known input costs to ``knn-tuned`` (empty otherwise).
 
     With ``data.meta["input_cost"]``, validation may choose cost = the prompt's input cost + the neighbours'
-    output cost (:class:`~knnroute.evaluate.tuning.TunedKNNRouter`); no other router takes them.
+    output cost (:class:`~knnroute.routers.tuned.TunedKNNRouter`); no other router takes them.
     """
     known = data.meta.get("input_cost")
     if router != "knn-tuned" or known is None:
@@ -248,7 +248,7 @@ def run_one(
     n_random : int
         Repeats of the random router.
     tuning_grid : sequence of KNNConfig, optional
-        The ``knn-tuned`` search grid (default :func:`knnroute.evaluate.tuning.knn_grid`).
+        The ``knn-tuned`` search grid (default :func:`knnroute.routers.tuned.knn_grid`).
     split : Split, optional
         Row indices to use instead of the seed's split (the cross-task evaluation of
         :mod:`knnroute.evaluate.ood` trains on one task's rows and tests on another's).

@@ -11,6 +11,7 @@ import numpy as np
 
 from knnroute.routers.base import (
     NotFittedError,
+    ParamsMixin,
     as_queries,
     check_outcomes,
     lam_array,
@@ -69,7 +70,7 @@ def _column_means(A: np.ndarray) -> np.ndarray:
     return np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0).astype(np.float32)
 
 
-class KNNRouter:
+class KNNRouter(ParamsMixin):
     """Route each prompt to ``argmax_m s_hat(m) - lam * c_hat(m)`` from its k nearest labelled prompts.
 
     Parameters
