@@ -11,7 +11,8 @@ Modules (import the one you need; importing this package imports nothing heavy):
 - ``knn-tuned`` (k, weighting, shrinkage by validation AUC) is :mod:`knnroute.routers.tuned`
   (``knnroute.evaluate.tuning`` is a deprecated alias).
 - :mod:`~knnroute.evaluate.runner`: ``run_one(data, router, seed)`` (pure) and the dataset x router x seed
-  grid as flat records.
+  grid as flat records; one cell's work is :mod:`~knnroute.evaluate.cell` (multimodal views:
+  :mod:`~knnroute.evaluate.multimodal`).
 - :mod:`~knnroute.evaluate.parallel`: the same grid on a local process pool (``knnroute eval --jobs N``).
 - :mod:`~knnroute.evaluate.diagnostics`: locality (agreement vs distance, r), TwoNN, confidence signals.
 - :mod:`~knnroute.evaluate.plots`, :mod:`~knnroute.evaluate.report`: PNGs, tables, JSON.
@@ -24,6 +25,7 @@ Conventions: ``../shared/DESIGN.md`` § Evaluation conventions, restated in
 from __future__ import annotations
 
 __all__ = [
+    "cell",
     "command",
     "curves",
     "diagnostics",

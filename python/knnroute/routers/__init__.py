@@ -20,17 +20,14 @@ from typing import Any
 
 from knnroute.routers.base import NotFittedError
 from knnroute.routers.knn import KNNRouter
+from knnroute.routers.registry import BASELINE_FACTORIES  # imports neither torch nor scikit-learn
 
 KNN_NAMES = ["knn-10", "knn-100", "knn-tuned"]
 REFERENCE_NAMES = ["oracle", "random", "best-single"]
 
 
 def baseline_names() -> list[str]:
-    """Names of the learned baselines (empty if their module is unavailable)."""
-    try:
-        from knnroute.routers.registry import BASELINE_FACTORIES
-    except ImportError:
-        return []
+    """Names of the learned baselines."""
     return list(BASELINE_FACTORIES)
 
 
@@ -47,10 +44,6 @@ def make_router(name: str, **params: Any) -> Any:
         from knnroute.routers.tuned import TunedKNNRouter
 
         return TunedKNNRouter(**params)
-    try:
-        from knnroute.routers.registry import BASELINE_FACTORIES
-    except ImportError:
-        BASELINE_FACTORIES = {}
     if name in BASELINE_FACTORIES:
         return BASELINE_FACTORIES[name](**params)
     if name in REFERENCE_NAMES:
