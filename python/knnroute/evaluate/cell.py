@@ -206,7 +206,7 @@ def input_cost_kwargs(
     data: EvalData, router: str, fit_rows: NDArray[np.int64], val_rows: NDArray[np.int64],
     query_rows: NDArray[np.int64],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(fit kwargs, predict/route kwargs)`` carrying the known input costs to ``knn-tuned`` (empty otherwise).
+    """``(fit kwargs, predict/route kwargs)``: the known input costs for ``knn-tuned`` (empty otherwise).
 
     With ``data.meta["input_cost"]``, validation may choose cost = the prompt's input cost + the neighbours'
     output cost (:class:`~knnroute.routers.tuned.TunedKNNRouter`); no other router takes them.
@@ -214,7 +214,8 @@ def input_cost_kwargs(
     known = data.meta.get("input_cost")
     if router != "knn-tuned" or known is None:
         return {}, {}
-    return {"input_cost": known[fit_rows], "input_cost_val": known[val_rows]}, {"input_cost": known[query_rows]}
+    fit_kw = {"input_cost": known[fit_rows], "input_cost_val": known[val_rows]}
+    return fit_kw, {"input_cost": known[query_rows]}
 
 
 def _truth(data: EvalData, rows: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
