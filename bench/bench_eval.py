@@ -1,5 +1,5 @@
 """Full evaluation: 1,000 test x 10,000 support x 11 models, exact lambda sweep + AUC, against NumPy's
-dense-grid protocol (1,000 lambdas; knnroute.evaluate.reference).
+dense-grid protocol (1,000 lambdas; tests/reference.py).
 
 Two timings per side:
 - end-to-end: kNN predictions (search k = 100 + aggregation) for the test prompts, then curve, hull and AUC;
@@ -51,7 +51,7 @@ def numpy_predict(X, S, C, Xt):
 
 
 def numpy_curve(sh, ch, TS, TC, c_max):
-    from knnroute.evaluate.reference import dense_grid_auc
+    from tests.reference import dense_grid_auc
 
     return dense_grid_auc(sh, ch, TS, TC, c_max, n=1000)
 

@@ -1,4 +1,4 @@
-"""Learned baselines (knnroute.routers.baselines / torch_routers / selection / registry).
+"""Learned baselines (knnroute.routers.linear / mlp / torch_routers / selection / registry / base).
 
 Interface checks on a small synthetic problem (shapes, dtypes, not-fitted errors, determinism, NaN cells,
 tie rule), the closed-form ridge against scikit-learn, the neighbour helper against brute force, and a
@@ -17,9 +17,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from knnroute.routers import baselines as bl
 from knnroute.routers import selection as sel
-from knnroute.routers._validation import NotFittedError
+from knnroute.routers.base import NotFittedError, route_predictions
+from knnroute.routers.linear import LinearRouter
+from knnroute.routers.neighbours import neighbours
 from knnroute.routers.registry import BASELINE_FACTORIES, SELECTION_FACTORIES
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -109,8 +110,9 @@ def test_registry_names() -> None:
 
 def test_importing_does_not_import_heavy_dependencies() -> None:
     code = (
-        "import sys; import knnroute.routers.registry, knnroute.routers.baselines, "
-        "knnroute.routers.torch_routers, knnroute.routers.selection; "
+        "import sys; import knnroute.routers, knnroute.routers.registry, knnroute.routers.linear, "
+        "knnroute.routers.mlp, knnroute.routers.torch_routers, knnroute.routers.torch_base, "
+        "knnroute.routers.selection, knnroute.routers.tuned; "
         "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -118,14 +120,29 @@ def test_importing_does_not_import_heavy_dependencies() -> None:
 
 
 def test_torch_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from knnroute.routers import torch_base as tb
     from knnroute.routers import torch_routers as tr
 
-    monkeypatch.setattr(tr.importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.setattr(tb.importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(ImportError, match=r"pip install knnroute\[torch\]"):
         tr.GraphRouter(k=10)
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(ImportError, match=r"pip install knnroute\[torch\]"):
-        tr._import_torch()
+        tb._import_torch()
+
+
+def test_old_module_paths_still_import() -> None:
+    with pytest.warns(DeprecationWarning, match="knnroute.routers.baselines is deprecated"):
+        importlib.reload(importlib.import_module("knnroute.routers.baselines"))
+    with pytest.warns(DeprecationWarning, match="knnroute.evaluate.tuning is deprecated"):
+        tuning = importlib.reload(importlib.import_module("knnroute.evaluate.tuning"))
+    from knnroute.routers.tuned import TunedKNNRouter
+
+    assert tuning.TunedKNNRouter is TunedKNNRouter
+    if HAS_TORCH:  # routers pickled before the networks moved to torch_nets still resolve them
+        from knnroute.routers import torch_nets, torch_routers
+
+        assert torch_routers.GraphNet is torch_nets.GraphNet
 
 
 # ---------------------------------------------------------------- Router protocol
@@ -150,7 +167,7 @@ def test_protocol_shapes_dtypes_and_nan(name: str, problem: dict) -> None:
     many = r.route(problem["Xt"], lams)
     assert many.shape == (n, 4) and many.dtype == np.int64
     np.testing.assert_array_equal(many[:, 0], one)
-    np.testing.assert_array_equal(many, bl.route_predictions(s_hat, c_hat, lams))
+    np.testing.assert_array_equal(many, route_predictions(s_hat, c_hat, lams))
     # huge lambda: the cheapest predicted model
     np.testing.assert_array_equal(many[:, -1], np.argmin(c_hat, axis=1))
     # no validation data: internal hold-out / leave-one-out path
@@ -200,7 +217,7 @@ def test_torch_router_pickles_and_leaves_global_torch_state(problem: dict) -> No
 
 
 def test_fit_input_errors(problem: dict) -> None:
-    r = bl.LinearRouter()
+    r = LinearRouter()
     with pytest.raises(ValueError, match="X_val, scores_val and costs_val"):
         r.fit(problem["X"], problem["S"], problem["C"], X_val=problem["Xv"])
     with pytest.raises(ValueError, match="shape"):
@@ -222,16 +239,16 @@ def test_route_predictions_tie_rule() -> None:
     c = np.array([[3.0, 1.0, 1.0], [2.0, 1.0, 2.0], [1.0, 1.0, 0.0]])
     # lam = 0: row 0 ties three ways -> cheapest (1, 2 cost 1) -> lower index 1; row 1 ties 0 and 2 at the
     # same cost -> 0; row 2 ties 0 and 1 at the same cost -> 0
-    np.testing.assert_array_equal(bl.route_predictions(s, c, 0.0), [1, 0, 0])
+    np.testing.assert_array_equal(route_predictions(s, c, 0.0), [1, 0, 0])
     # lam = 0.25: row 1 ties all three at 0.25 -> the cheapest, 1; row 2: model 2 (0.125) beats 0 (0.0)
-    np.testing.assert_array_equal(bl.route_predictions(s, c, [0.0, 0.25]), [[1, 1], [0, 1], [0, 2]])
+    np.testing.assert_array_equal(route_predictions(s, c, [0.0, 0.25]), [[1, 1], [0, 1], [0, 2]])
 
 
 def test_router_ties_go_to_cheaper_model() -> None:
     # identical constant scores: every model predicts the same score, so lam = 0 is an exact tie
     X, _, C = make_problem(nan_frac=0.0)
     S = np.full(C.shape, 0.5)
-    r = bl.LinearRouter().fit(X, S, C)
+    r = LinearRouter().fit(X, S, C)
     s_hat, c_hat = r.predict(X)
     assert np.all(s_hat == s_hat[:, :1])
     np.testing.assert_array_equal(r.route(X, 0.0), np.argmin(c_hat, axis=1))
@@ -245,10 +262,10 @@ def test_linear_matches_sklearn_ridge(problem: dict) -> None:
 
     X, S, C = problem["X"].astype(np.float64), problem["S"], problem["C"]
     alphas = (1e-2, 1e-1, 1.0, 10.0)
-    r = bl.LinearRouter(alphas=alphas).fit(
+    r = LinearRouter(alphas=alphas).fit(
         X, S, C, X_val=problem["Xv"], scores_val=problem["Sv"], costs_val=problem["Cv"]
     )
-    r_loo = bl.LinearRouter(alphas=alphas).fit(X, S, C)
+    r_loo = LinearRouter(alphas=alphas).fit(X, S, C)
     for m in range(S.shape[1]):
         rows = np.isfinite(S[:, m])
         ref = Ridge(alpha=r.alpha_score_[m]).fit(X[rows], S[rows, m])
@@ -276,24 +293,19 @@ def test_linear_matches_sklearn_ridge(problem: dict) -> None:
 # ---------------------------------------------------------------- neighbours
 
 
-@pytest.mark.parametrize("use_core", [True, False])
-def test_neighbours_exact_and_leave_one_out(use_core: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not use_core:
-        monkeypatch.setitem(sys.modules, "knnroute_core", None)  # force the NumPy fallback
-    else:
-        pytest.importorskip("knnroute_core")
+def test_neighbours_exact_and_leave_one_out() -> None:
     X, _, _ = make_problem(n=80, d=7)
     Q = make_problem(n=9, d=7, seed=1)[0]
     sims = (Q / np.linalg.norm(Q, axis=1, keepdims=True)) @ (X / np.linalg.norm(X, axis=1, keepdims=True)).T
-    idx, sim = bl._neighbours(X, Q, 5, exclude_self=False)
+    idx, sim = neighbours(X, Q, 5, exclude_self=False)
     assert idx.dtype == np.int64 and sim.dtype == np.float32 and idx.shape == (9, 5)
     np.testing.assert_array_equal(idx, np.argsort(-sims, axis=1, kind="stable")[:, :5])
     np.testing.assert_allclose(sim, np.take_along_axis(sims, idx, axis=1), rtol=1e-5, atol=1e-6)
-    idx, _ = bl._neighbours(X, X, 79, exclude_self=True)
+    idx, _ = neighbours(X, X, 79, exclude_self=True)
     assert not (idx == np.arange(80)[:, None]).any()
     assert all(len(set(row)) == 79 for row in idx.tolist())
     with pytest.raises(ValueError, match="k must be"):
-        bl._neighbours(X, X, 80, exclude_self=True)
+        neighbours(X, X, 80, exclude_self=True)
 
 
 # ---------------------------------------------------------------- selection routers
@@ -332,7 +344,7 @@ def test_knn_vote_is_a_majority_vote(problem: dict) -> None:
     r = sel.KNNVoteSelector(k=7).fit(problem["X"], problem["S"], problem["C"])
     lam = 300.0
     labels = sel.best_model_labels(problem["S"], problem["C"], lam, r.cost_mean_)
-    idx, _ = bl._neighbours(problem["X"], problem["Xt"], 7, exclude_self=False)
+    idx, _ = neighbours(problem["X"], problem["Xt"], 7, exclude_self=False)
     got = r.route(problem["Xt"], lam)
     for i in range(idx.shape[0]):
         votes = np.bincount(labels[idx[i]][labels[idx[i]] >= 0], minlength=4)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests import core_reference as ref
+from tests import reference as ref
 
 ISAS = kc.available_isas()
 DIMS = [1, 7, 15, 16, 17, 97, 384, 768]

@@ -11,7 +11,7 @@ import pytest
 import knnroute_core as kc
 from knnroute import KNNRouter, make_router
 from knnroute.routers import NotFittedError
-from tests import core_reference as ref
+from tests import reference as ref
 
 
 def problem(seed=0, n=400, d=32, M=5):

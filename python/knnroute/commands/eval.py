@@ -94,7 +94,7 @@ def parse_lambdas(spec: str) -> list[float] | None:
     if s.startswith("grid"):
         import numpy as np
 
-        from knnroute.evaluate.reference import dense_lambda_grid
+        from knnroute.routers.curves import dense_lambda_grid
 
         n = int(s.split(":", 1)[1]) if ":" in s else 1000
         return [float(x) for x in np.asarray(dense_lambda_grid(1.0, n))]

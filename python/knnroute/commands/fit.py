@@ -65,7 +65,7 @@ def fit_router(
     from knnroute.data.splits import carve_validation
     from knnroute.embed.prepare import prepare_data
     from knnroute.evaluate import curves
-    from knnroute.evaluate.tuning import KNNConfig, TunedKNNRouter
+    from knnroute.routers.tuned import KNNConfig, TunedKNNRouter
     from knnroute.production import FallbackPolicy, ProductionRouter
     from knnroute.routers.knn import KNNRouter
 

@@ -2,18 +2,20 @@
 
 Modules (import the one you need; importing this package imports nothing heavy):
 
-- :mod:`~knnroute.evaluate.curves`: a router's curve from its predictions (exact lambda sweep by default,
-  or a lambda grid), the non-decreasing convex hull with the (0, 0) anchor, AUC over cost / c_max, gain.
+- :mod:`~knnroute.evaluate.curves`: any router's curve on a test set and the gain; the curve machinery
+  (exact lambda sweep or a grid, the non-decreasing convex hull with the (0, 0) anchor, AUC over
+  cost / c_max) is :mod:`knnroute.routers.curves`, re-exported there.
 - :mod:`~knnroute.evaluate.references`: Oracle, Random (mean of 10 seeds), Best-single hull, single models.
 - :mod:`~knnroute.evaluate.selection`: the paper's appendix-D protocol (utility at lambda = 1, 0.5, 0.1
   over c_max), reported apart from the AUC.
-- :mod:`~knnroute.evaluate.tuning`: ``knn-tuned`` (k, weighting, shrinkage by validation AUC).
+- ``knn-tuned`` (k, weighting, shrinkage by validation AUC) is :mod:`knnroute.routers.tuned`
+  (``knnroute.evaluate.tuning`` is a deprecated alias).
 - :mod:`~knnroute.evaluate.runner`: ``run_one(data, router, seed)`` (pure) and the dataset x router x seed
-  grid as flat records.
+  grid as flat records; one cell's work is :mod:`~knnroute.evaluate.cell` (multimodal views:
+  :mod:`~knnroute.evaluate.multimodal`).
 - :mod:`~knnroute.evaluate.parallel`: the same grid on a local process pool (``knnroute eval --jobs N``).
 - :mod:`~knnroute.evaluate.diagnostics`: locality (agreement vs distance, r), TwoNN, confidence signals.
 - :mod:`~knnroute.evaluate.plots`, :mod:`~knnroute.evaluate.report`: PNGs, tables, JSON.
-- :mod:`~knnroute.evaluate.reference`: the NumPy definitions the compiled core is tested against.
 
 The ``knnroute eval`` command is :mod:`knnroute.commands.eval`.
 
@@ -24,12 +26,12 @@ Conventions: ``../shared/DESIGN.md`` § Evaluation conventions, restated in
 from __future__ import annotations
 
 __all__ = [
+    "cell",
     "command",
     "curves",
     "diagnostics",
     "parallel",
     "plots",
-    "reference",
     "references",
     "report",
     "runner",

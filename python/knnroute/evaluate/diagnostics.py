@@ -4,9 +4,8 @@
   distance bins, with the correlation ``r`` (paper Figure 1: r = -0.815 on ARC-C, -0.875 on GSM8K with
   BERT embeddings). Strongly negative ``r`` favours kNN.
 - :func:`twonn`: TwoNN intrinsic dimension (Facco et al. 2017) of the embeddings (paper: 2-28 on RouterBench).
-- :func:`confidence`: per-query signals to flag at serving time: similarity of the k-th neighbour and the
-  share of neighbours whose own best model is the routed one (the definition of ``KNNRouter.confidence``);
-  :func:`confidence_check` measures whether they flag the prompts kNN routes badly.
+- :func:`confidence_check`: do ``KNNRouter.confidence``'s per-query signals (similarity of the k-th
+  neighbour, share of neighbours whose own best model is the routed one) flag the prompts kNN routes badly?
 
 Definitions (the paper gives the idea, not the formula; these are ours):
 
@@ -26,9 +25,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from knnroute.evaluate import tuning as _tuning
+from knnroute.routers.curves import cost_scale, fill_missing
+from knnroute.routers.knn import KNNRouter
+from knnroute.routers.neighbours import search
 
-__all__ = ["Locality", "confidence", "confidence_check", "locality", "twonn"]
+__all__ = ["Locality", "confidence_check", "locality", "twonn"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def twonn(X: ArrayLike, discard: float = 0.1) -> float:
     n = x.shape[0]
     if n < 4:
         raise ValueError("TwoNN needs at least 4 points")
-    idx, sim = _tuning.neighbours(x, x, 3)  # self (usually first), then the two nearest others
+    idx, sim = search(x, x, 3)  # self (usually first), then the two nearest others
     rows = np.arange(n)[:, None]
     other = idx != rows
     # Keep the first two non-self neighbours of each row (self may be missing when duplicates tie).
@@ -157,57 +158,6 @@ def twonn(X: ArrayLike, discard: float = 0.1) -> float:
     return float(np.dot(xs, ys) / np.dot(xs, xs))
 
 
-def confidence(
-    sim: ArrayLike,
-    neighbour_scores: ArrayLike,
-    neighbour_costs: ArrayLike,
-    routed: ArrayLike,
-    lam: float,
-    prior_costs: ArrayLike | None = None,
-) -> dict[str, NDArray[Any]]:
-    """Per-query confidence signals (paper §8); NumPy reference of ``KNNRouter.confidence``.
-
-    Parameters
-    ----------
-    sim : (B, k) float
-        Cosine similarities of each query's neighbours, nearest first.
-    neighbour_scores, neighbour_costs : (B, k, M) float, NaN = missing
-        The neighbours' true outcomes (scores on [0, 1], USD).
-    routed : (B,) int
-        The model the router picked for each query at ``lam``.
-    lam : float
-        Trade-off in score per USD.
-    prior_costs : (M,) float, optional
-        Stands in for a missing neighbour cost (the support set's column means); 0 if not given.
-
-    Returns
-    -------
-    dict of (B,) arrays
-        ``kth_similarity`` (float64): cosine of the k-th neighbour (low: the query is far from the
-        support set); ``agreement`` (float64): share of the k neighbours whose own best observed model at
-        ``lam`` (argmax of ``s - lam c`` over models with a score; ties to the cheaper, then the lower
-        index) is the routed one.
-    """
-    sm = np.asarray(sim, dtype=np.float64)
-    ns = np.asarray(neighbour_scores, dtype=np.float32).astype(np.float64)
-    nc = np.asarray(neighbour_costs, dtype=np.float32).astype(np.float64)
-    if ns.ndim != 3 or ns.shape[:2] != sm.shape or nc.shape != ns.shape:
-        raise ValueError(
-            f"neighbour_scores/costs must be (B, k, M) matching sim {sm.shape}; got {ns.shape}, {nc.shape}"
-        )
-    m = ns.shape[2]
-    pc = np.zeros(m) if prior_costs is None else np.asarray(prior_costs, dtype=np.float32).astype(np.float64)
-    c = np.where(np.isnan(nc), pc[None, None, :], nc)
-    u = np.where(np.isnan(ns), -np.inf, ns - float(lam) * c)
-    best_u = u.max(axis=2, keepdims=True)
-    cand = np.isfinite(u) & (u == best_u)
-    c_c = np.where(cand, c, np.inf)
-    cand &= c_c == c_c.min(axis=2, keepdims=True)
-    best = np.where(cand.any(axis=2), np.argmax(cand, axis=2), -1)  # first: lowest index
-    agree = (best == np.asarray(routed, dtype=np.int64)[:, None]).mean(axis=1)
-    return {"kth_similarity": sm[:, -1].copy(), "agreement": agree.astype(np.float64)}
-
-
 def confidence_check(
     X_train: ArrayLike,
     scores_train: ArrayLike,
@@ -227,26 +177,19 @@ def confidence_check(
     Pearson correlations of regret with both signals. A useful signal has more regret where agreement is
     low and where the k-th neighbour is far.
     """
-    from knnroute.evaluate import curves as _curves
-    from knnroute.evaluate import reference as _ref
-
     s_tr = np.ascontiguousarray(scores_train, dtype=np.float32)
-    c_tr = np.ascontiguousarray(costs_train, dtype=np.float32)
     kk = int(min(k, s_tr.shape[0]))
-    idx, sim = _tuning.neighbours(X_train, X_test, kk)
-    sh, ch = _tuning.aggregate(idx, sim, s_tr, c_tr, _tuning.KNNConfig(k=kk))
-    ts, tc = _curves.fill_missing(scores_test, costs_test)
-    c_max = _curves.cost_scale(tc)
+    router = KNNRouter(k=kk).fit(X_train, s_tr, np.ascontiguousarray(costs_train, dtype=np.float32))
+    ts, tc = fill_missing(scores_test, costs_test)
+    c_max = cost_scale(tc)
     lam = lam_n / c_max
-    routed = _ref.route(sh, ch, [lam])[:, 0]
+    sig = router.confidence(X_test, lam)
+    routed = sig["model"]
     u = 100.0 * (ts - lam * tc)
     rows = np.arange(ts.shape[0])
     regret = u.max(axis=1) - u[rows, routed]
-    s64 = np.asarray(scores_train, dtype=np.float64)
-    c64 = np.asarray(costs_train, dtype=np.float64)
-    sig = confidence(sim, s64[idx], c64[idx], routed, lam, prior_costs=_ref.column_means(c64))
-    kth = 1.0 - sig["kth_similarity"]
-    agree = sig["agreement"]
+    kth = 1.0 - sig["kth_similarity"].astype(np.float64)
+    agree = sig["agreement"].astype(np.float64)
     hi = agree >= np.median(agree)
     far = kth > np.median(kth)
     return {

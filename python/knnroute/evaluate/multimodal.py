@@ -65,7 +65,7 @@ def eval_data(
     """
     from knnroute.embed import embed_dataset
     from knnroute.embed.image import embed_images
-    from knnroute.evaluate.runner import EvalData
+    from knnroute.evaluate.cell import EvalData
 
     if ds.embeddings is None:
         ds = embed_dataset(ds, embedder=embedder, progress=progress)
@@ -102,8 +102,8 @@ def _view_X(data: Any, view: str, w: float | None = None) -> np.ndarray:
 
 def _val_auc(data: Any, base: str, seed: int, X: np.ndarray, sp: Any) -> float:
     from knnroute.evaluate import curves as _curves
-    from knnroute.evaluate import tuning as _tuning
-    from knnroute.evaluate.runner import _make_router, input_cost_kwargs
+    from knnroute.evaluate.cell import input_cost_kwargs, make_eval_router
+    from knnroute.routers import tuned as _tuning
 
     if sp.val.size == 0:
         raise ValueError(f"{data.name}: no validation prompts to choose the image weight on")
@@ -111,7 +111,7 @@ def _val_auc(data: Any, base: str, seed: int, X: np.ndarray, sp: Any) -> float:
     if base == "knn-tuned":
         model: Any = _tuning.TunedKNNRouter(random_state=seed)
     else:
-        model, _ = _make_router(base, seed, int(sp.train.size))
+        model, _ = make_eval_router(base, seed, int(sp.train.size))
     model.fit(
         X[sp.train], data.scores[sp.train], data.costs[sp.train], model_names=list(data.model_names),
         X_val=X[sp.val], scores_val=data.scores[sp.val], costs_val=data.costs[sp.val], **fit_kw,
@@ -135,7 +135,8 @@ def run_view(
 ) -> Any:
     """Evaluate ``<router>@<view>`` on one dataset and seed (see the module docstring)."""
     from knnroute.embed.multimodal import FUSION_WEIGHTS
-    from knnroute.evaluate.runner import RunOutput, run_one, split_indices
+    from knnroute.evaluate.cell import RunOutput, split_indices
+    from knnroute.evaluate.cell import run_cell as run_one
 
     base, view = split_view(router)
     if view is None:

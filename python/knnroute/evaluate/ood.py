@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from knnroute.evaluate import references as _refs
+from knnroute.evaluate.parallel import cell_weight, map_cells
 from knnroute.evaluate.runner import EvalData, Split, run_one, split_indices
 
 __all__ = ["cross_task_pair", "evaluate_ood", "format_ood", "ood_cell", "summarise_ood"]
@@ -94,12 +95,10 @@ def evaluate_ood(
     cells = [(ai, s, r) for ai in range(len(data)) for s in seeds for r in [*refs, *fitted]
              if not (r in refs and ai != 0)]
     lam_list = None if lams is None else [float(x) for x in lams]
-    from knnroute.evaluate.parallel import _weight, map_cells
-
-    outs = map_cells("ood", data, cells, jobs=jobs, args=(lam_list, int(n_random)), progress=progress,
+    outs = map_cells(ood_cell, data, cells, jobs=jobs, args=(lam_list, int(n_random)), progress=progress,
                      desc="cross-task (ID/OOD)",
                      label=lambda c: f"train {data[c[0]].name} {c[2]} seed={c[1]}",
-                     weight=lambda c: _weight(data[c[0]], c[2]) * len(data))
+                     weight=lambda c: cell_weight(data[c[0]], c[2]) * len(data))
     return [rec for c in cells for rec in outs[c]]
 
 
@@ -159,14 +158,14 @@ def _tag(rec: dict[str, Any], a: EvalData, b: EvalData) -> dict[str, Any]:
 
 def _fit(router: str, a: EvalData, sp: Split, seed: int) -> tuple[Any, dict[str, Any]]:
     """The router of ``run_one`` fitted on ``a``'s train rows of ``sp`` (validation: its val rows)."""
-    from knnroute.evaluate import runner as _runner
-    from knnroute.evaluate import tuning as _tuning
+    from knnroute.evaluate.cell import make_eval_router
+    from knnroute.routers import tuned as _tuning
 
     if router == "knn-tuned":
         model: Any = _tuning.TunedKNNRouter(random_state=seed)
         params: dict[str, Any] = {}
     else:
-        model, params = _runner._make_router(router, seed, int(sp.train.size))
+        model, params = make_eval_router(router, seed, int(sp.train.size))
     model.fit(
         a.X[sp.train],
         a.scores[sp.train],

@@ -25,7 +25,7 @@ from typing import Any
 from knnroute.evaluate import references as _refs
 from knnroute.evaluate.runner import EvalData, EvalResult, RunOutput, evaluate, run_one
 
-__all__ = ["default_jobs", "evaluate_processes", "map_cells"]
+__all__ = ["cell_weight", "default_jobs", "evaluate_processes", "map_cells"]
 
 # Relative cost of one cell per training prompt, from the fit + evaluation times of the full grid
 # (docs/baselines.md, Table 3): only the order matters.
@@ -66,29 +66,34 @@ def _init(data: list[EvalData]) -> None:
     _DATA_LIST[:] = data
 
 
-def _run(kind: str, cell: tuple[Any, ...], args: tuple[Any, ...], data: Sequence[EvalData] | None = None) -> Any:
-    """One cell. ``grid``: (dataset name, router, seed) -> RunOutput; ``ood``: (train index, seed, router) ->
-    records. Workers use the data given to the pool initialiser; in-process calls pass ``data``."""
+CellTask = Callable[..., Any]
+"""A module-level function ``task(data_list, *cell, *args)`` run per cell (picklable by reference)."""
+
+
+def _run(
+    kind: str | CellTask, cell: tuple[Any, ...], args: tuple[Any, ...], data: Sequence[EvalData] | None = None
+) -> Any:
+    """One cell. ``"grid"``: (dataset name, router, seed) -> RunOutput; a callable ``task``:
+    ``task(data_list, *cell, *args)`` (e.g. :func:`knnroute.evaluate.ood.ood_cell`). Workers use the data
+    given to the pool initialiser; in-process calls pass ``data``."""
     lams, n_random = args
     if kind == "grid":
         name, router, seed = cell
         d = _DATA[name] if data is None else {x.name: x for x in data}[name]
         return run_one(d, router, seed, lams=lams, n_random=n_random)
-    if kind == "ood":
-        from knnroute.evaluate.ood import ood_cell
-
-        ai, seed, router = cell
-        return ood_cell(_DATA_LIST if data is None else list(data), ai, seed, router, lams, n_random)
+    if callable(kind):
+        return kind(_DATA_LIST if data is None else list(data), *cell, *args)
     raise ValueError(f"unknown cell kind {kind!r}")
 
 
-def _weight(d: EvalData, router: str) -> float:
+def cell_weight(d: EvalData, router: str) -> float:
+    """Relative cost of fitting and evaluating ``router`` on ``d`` (schedules the heaviest cells first)."""
     base = router.split("@", 1)[0]
     return _WEIGHT.get(base, 0.05) * d.n * (1.0 + 0.1 * d.n_models)
 
 
 def map_cells(
-    kind: str,
+    kind: str | CellTask,
     data: Sequence[EvalData],
     cells: Sequence[tuple[Any, ...]],
     *,
@@ -147,7 +152,7 @@ def map_cells(
             bar.close()
 
 
-def _describe(kind: str, c: tuple[Any, ...], data: Sequence[EvalData]) -> str:
+def _describe(kind: str | CellTask, c: tuple[Any, ...], data: Sequence[EvalData]) -> str:
     if kind == "grid":
         return f"dataset={c[0]!r} router={c[1]!r} seed={c[2]}"
     return f"train={data[c[0]].name!r} router={c[2]!r} seed={c[1]}"
@@ -180,7 +185,7 @@ def evaluate_processes(
     lam_list = None if lams is None else [float(x) for x in lams]
     outs = map_cells("grid", data, cells, jobs=n_jobs, args=(lam_list, int(n_random)), progress=progress,
                      desc="fit + evaluate", label=lambda c: f"{c[0]} {c[1]} seed={c[2]}",
-                     weight=lambda c: _weight(by_name[c[0]], c[1]))
+                     weight=lambda c: cell_weight(by_name[c[0]], c[1]))
 
     def lookup(d: EvalData, r: str, s: int, **_: Any) -> RunOutput:
         return outs[(d.name, r, s)]

@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from knnroute.evaluate import curves as _curves
-from knnroute.evaluate import reference as _ref
 from knnroute.evaluate.references import N_RANDOM, random_picks
+from knnroute.routers.base import route_predictions
 
 __all__ = [
     "SELECTION_LAMBDAS",
@@ -78,13 +77,7 @@ def selection_from_routes(
 
 
 def _route(s_hat: ArrayLike, c_hat: ArrayLike, lam: float) -> NDArray[np.int64]:
-    core = _curves._core()
-    s = np.ascontiguousarray(s_hat, dtype=np.float32)
-    c = np.ascontiguousarray(c_hat, dtype=np.float32)
-    lams = np.array([lam], dtype=np.float64)
-    if core is not None:
-        return np.asarray(core.route(s, c, lams))[:, 0]
-    return _ref.route(s, c, lams)[:, 0]
+    return route_predictions(s_hat, c_hat, np.array([lam], dtype=np.float64))[:, 0]
 
 
 def selection_from_predictions(

@@ -169,7 +169,7 @@ def measure_budget(s_hat: np.ndarray, c_hat: np.ndarray, scores: Any, costs: Any
     """
     import knnroute_core
 
-    from knnroute.evaluate.curves import fill_missing
+    from knnroute.routers.curves import fill_missing
 
     ts, tc = fill_missing(scores, costs)
     M = len(model_names)

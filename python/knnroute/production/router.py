@@ -277,7 +277,7 @@ class ProductionRouter:
         if self.fallback is None:
             idx = np.asarray(self.knn.route(X, lam_v))
         else:
-            from knnroute.routers._validation import as_queries
+            from knnroute.routers.base import as_queries
 
             Q = as_queries(X, name="X", dim=self.dim)
             idx = np.fromiter((self.decide(q, lam_v).index for q in Q), dtype=np.int64, count=len(Q))
@@ -311,7 +311,7 @@ class ProductionRouter:
         -------
         The ids of the new rows.
         """
-        from knnroute.routers._validation import as_queries, check_outcomes
+        from knnroute.routers.base import as_queries, check_outcomes
 
         Xq = as_queries(X, name="X", dim=self.dim)
         n = Xq.shape[0]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
-import os
-
+import knnroute_core
 import numpy as np
 
-import knnroute_core
-
-from knnroute.routers._validation import (
+from knnroute.routers.base import (
     NotFittedError,
+    ParamsMixin,
     as_queries,
     check_outcomes,
     lam_array,
@@ -31,13 +30,17 @@ class _HNSWIndex:
     ordered by similarity descending; hnswlib breaks exact ties by graph order, not by index.
     """
 
-    def __init__(self, X: np.ndarray, m: int, ef_construction: int, ef: int, n_threads: int, seed: int) -> None:
+    def __init__(
+        self, X: np.ndarray, m: int, ef_construction: int, ef: int, n_threads: int, seed: int
+    ) -> None:
         import hnswlib  # optional dependency (the "bench" extra); imported only for index="hnsw"
 
         n, d = X.shape
         Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
         self.index = hnswlib.Index(space="ip", dim=d)
-        self.index.init_index(max_elements=n, M=int(m), ef_construction=int(ef_construction), random_seed=int(seed))
+        self.index.init_index(
+            max_elements=n, M=int(m), ef_construction=int(ef_construction), random_seed=int(seed)
+        )
         self.index.set_num_threads(n_threads if n_threads > 0 else max(1, os.cpu_count() or 1))
         self.index.add_items(np.ascontiguousarray(Xn, dtype=np.float32), np.arange(n))
         self.ef = int(ef)
@@ -67,7 +70,7 @@ def _column_means(A: np.ndarray) -> np.ndarray:
     return np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0).astype(np.float32)
 
 
-class KNNRouter:
+class KNNRouter(ParamsMixin):
     """Route each prompt to ``argmax_m s_hat(m) - lam * c_hat(m)`` from its k nearest labelled prompts.
 
     Parameters
@@ -75,7 +78,8 @@ class KNNRouter:
     k : int, default 100
         Neighbours per query (the paper's well-tuned setting is 100). Must not exceed the support size.
     weighting : {"uniform", "similarity", "softmax"}, default "uniform"
-        Neighbour weights: uniform mean (the paper), ``max(sim, 0)``, or ``exp((sim - sim_max) / temperature)``.
+        Neighbour weights: uniform mean (the paper), ``max(sim, 0)``, or
+        ``exp((sim - sim_max) / temperature)``.
     temperature : float, default 0.05
         Softmax temperature (only used with ``weighting="softmax"``).
     shrinkage : float, default 0.0
@@ -184,7 +188,7 @@ class KNNRouter:
         model_names : sequence of M str, optional
         X_val, scores_val, costs_val : ignored
             Accepted for the common router interface (the kNN router has nothing to tune at fit time;
-            see ``knnroute.evaluate.tuning`` for choosing k / weighting / shrinkage on validation).
+            see ``knnroute.routers.tuned`` for choosing k / weighting / shrinkage on validation).
 
         Returns
         -------

@@ -34,9 +34,9 @@ def _factory(module: str, cls: str, **preset: Any) -> Callable[..., Any]:
 _ROWS_K100 = 500
 
 BASELINE_FACTORIES: dict[str, Callable[..., Any]] = {
-    "linear": _factory("baselines", "LinearRouter"),
+    "linear": _factory("linear", "LinearRouter"),
     "linear-mf": _factory("torch_routers", "LinearMFRouter"),
-    "mlp": _factory("baselines", "MLPRouter"),
+    "mlp": _factory("mlp", "MLPRouter"),
     "mlp-mf": _factory("torch_routers", "MLPMFRouter"),
     "graph-10": _factory("torch_routers", "GraphRouter", k=10),
     "graph-100": _factory("torch_routers", "GraphRouter", k=100, max_train_rows=_ROWS_K100),

@@ -50,18 +50,16 @@ from typing import Any
 
 import numpy as np
 
-from knnroute.routers.baselines import (
-    _as_X,
-    _check_is_fitted,
-    _column_stats,
-    _internal_split,
-    _neighbours,
-    _one_blas_thread,
-    _ParamsMixin,
-    _seed_from,
-    _validate_fit,
+from knnroute.routers.base import (
+    ParamsMixin,
+    as_features,
+    check_is_fitted,
     route_predictions,
+    seed_from,
+    validate_fit,
 )
+from knnroute.routers.neighbours import neighbours
+from knnroute.routers.training import column_stats, internal_split, one_blas_thread
 
 __all__ = [
     "KNNVoteSelector",
@@ -125,7 +123,7 @@ def best_model_labels(scores: Any, costs: Any, lam: float, cost_fill: Any = None
     """
     S = np.asarray(scores, dtype=np.float64)
     C = np.asarray(costs, dtype=np.float64)
-    fill = _column_stats(C)[0] if cost_fill is None else np.asarray(cost_fill, dtype=np.float64)
+    fill = column_stats(C)[0] if cost_fill is None else np.asarray(cost_fill, dtype=np.float64)
     Cf = _fill_costs(C, fill)
     observed = np.isfinite(S)
     u = np.where(observed, S - lam * Cf, -np.inf)
@@ -152,7 +150,7 @@ def mean_utility(choice: Any, scores: Any, costs: Any, lam: float, cost_fill: An
     """
     S = np.asarray(scores, dtype=np.float64)
     C = np.asarray(costs, dtype=np.float64)
-    fill = _column_stats(C)[0] if cost_fill is None else np.asarray(cost_fill, dtype=np.float64)
+    fill = column_stats(C)[0] if cost_fill is None else np.asarray(cost_fill, dtype=np.float64)
     rows = np.arange(S.shape[0])
     ch = np.asarray(choice, dtype=np.int64)
     s = np.nan_to_num(S[rows, ch], nan=0.0)
@@ -193,7 +191,7 @@ def _cap_rows(sel: Any) -> None:
         sel.val_ = tuple(a[rows] for a in sel.val_)
 
 
-class _SelectorBase(_ParamsMixin):
+class _SelectorBase(ParamsMixin):
     """Stores the training data in ``fit``; ``route`` trains/caches one classifier per λ."""
 
     selection = True
@@ -226,10 +224,10 @@ class _SelectorBase(_ParamsMixin):
         -------
         self
         """
-        X, S, C, names, val = _validate_fit(X, scores, costs, model_names, X_val, scores_val, costs_val)
+        X, S, C, names, val = validate_fit(X, scores, costs, model_names, X_val, scores_val, costs_val)
         self.X_, self.scores_, self.costs_ = X, S, C
         self.val_ = val
-        self.cost_mean_ = _column_stats(C)[0]
+        self.cost_mean_ = column_stats(C)[0]
         self.model_names_ = names
         self.n_features_in_ = X.shape[1]
         self.classifiers_: dict[float, Any] = {}
@@ -284,8 +282,8 @@ class _SelectorBase(_ParamsMixin):
         -------
         ndarray of int64, shape (n,) for a scalar ``lam``, (n, L) for a 1-D ``lam``
         """
-        _check_is_fitted(self)
-        X = _as_X(X, "X", self.n_features_in_)
+        check_is_fitted(self)
+        X = as_features(X, "X", self.n_features_in_)
         lam_arr = np.asarray(lam, dtype=np.float64)
         if lam_arr.ndim > 1:
             raise ValueError(f"lam must be a scalar or 1-D, got shape {lam_arr.shape}")
@@ -343,7 +341,7 @@ class KNNVoteSelector(_SelectorBase):
         out = np.empty((X.shape[0], lams.size), dtype=np.int64)
         if X.shape[0] == 0:
             return out
-        idx, _ = _neighbours(self.X_, X, k, exclude_self=False)  # once for all λ
+        idx, _ = neighbours(self.X_, X, k, exclude_self=False)  # once for all λ
         price = np.broadcast_to(self.cost_mean_, (X.shape[0], M))
         for j, lam in enumerate(lams):
             votes = self._classifier(float(lam))[idx]  # (n, k), -1 = no label
@@ -396,7 +394,7 @@ class LogisticSelector(_SelectorBase):
         self.random_state = random_state
 
     def _prepare(self) -> None:
-        self._seed = _seed_from(self.random_state)
+        self._seed = seed_from(self.random_state)
         _cap_rows(self)
 
     def _train(self, y: np.ndarray, y_val: np.ndarray | None) -> Any:
@@ -413,7 +411,7 @@ class LogisticSelector(_SelectorBase):
         best, best_acc = None, -np.inf
         for c in candidates:
             clf = LogisticRegression(C=float(c), max_iter=int(self.max_iter), random_state=self._seed)
-            with warnings.catch_warnings(), _one_blas_thread():
+            with warnings.catch_warnings(), one_blas_thread():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 clf.fit(self.X_[keep], y[keep])
             acc = self._accuracy(clf, self.val_[0], y_val) if y_val is not None else 0.0
@@ -478,7 +476,7 @@ class MLPSelector(_SelectorBase):
         self.random_state = random_state
 
     def _prepare(self) -> None:
-        self._seed = _seed_from(self.random_state)
+        self._seed = seed_from(self.random_state)
         _cap_rows(self)
 
     def _train(self, y: np.ndarray, y_val: np.ndarray | None) -> Any:
@@ -493,7 +491,7 @@ class MLPSelector(_SelectorBase):
         if y_val is not None:
             tr, val = keep, (self.val_[0], y_val)
         else:
-            part_tr, part_va = _internal_split(keep.size, self.validation_fraction, self._seed)
+            part_tr, part_va = internal_split(keep.size, self.validation_fraction, self._seed)
             tr = keep[part_tr]
             va = keep[part_va]
             val = (self.X_[va], y[va]) if va.size else None
@@ -508,7 +506,7 @@ class MLPSelector(_SelectorBase):
             random_state=self._seed,
         )
         best_acc, best_state, bad = -np.inf, None, 0
-        with _one_blas_thread():
+        with one_blas_thread():
             for _ in range(int(self.max_iter)):
                 clf.partial_fit(self.X_[tr], y[tr], classes=classes)
                 if val is None:

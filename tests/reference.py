@@ -1,8 +1,15 @@
-"""Pure-NumPy references of the evaluation numerics in :mod:`knnroute_core`.
+"""NumPy (and pure-Python) references for every function of :mod:`knnroute_core`, for the tests only.
 
-These are the definitions the compiled core is checked against (tests, benchmarks) and the fallback the
-evaluation layer uses when the core is not importable. They favour clarity over speed, except the sweep,
-which is vectorised over queries so it stays usable on real data.
+The product has one kNN engine, the compiled core; these are the definitions it is checked against (tests,
+``bench/bench_eval.py``). They favour clarity over speed, except the sweep, which is vectorised over queries
+so it stays usable on real data.
+
+- search: :func:`topk` (float64 cosine, stable sort: higher similarity first, then lower index);
+- aggregation: :func:`aggregate` (uniform / similarity / softmax weights, shrinkage toward the priors);
+- routing: :func:`route`; :func:`confidence` (``KNNRouter.confidence``'s signals);
+- curves: :func:`envelope`, :func:`sweep`, :func:`sweep_grid`, :func:`nondecreasing_hull`, :func:`hull_auc`
+  (monotone chain) and :func:`hull_auc_py` (an O(P^2) concave majorant: a different algorithm),
+  :func:`dense_grid_auc` (the paper's dense-grid protocol).
 
 Conventions (``../shared/DESIGN.md`` § Evaluation conventions):
 
@@ -20,18 +27,29 @@ Conventions (``../shared/DESIGN.md`` § Evaluation conventions):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from knnroute.routers.curves import column_means, dense_lambda_grid
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "aggregate",
+    "column_means",
+    "confidence",
+    "cosine",
     "dense_grid_auc",
     "dense_lambda_grid",
     "envelope",
     "hull_auc",
+    "hull_auc_py",
     "nondecreasing_hull",
+    "normalize",
     "route",
     "sweep",
     "sweep_grid",
+    "topk",
+    "topk_cosine",
 ]
 
 
@@ -249,7 +267,7 @@ def nondecreasing_hull(
     # Monotone chain, upper hull, left to right.
     hc: list[float] = []
     hs: list[float] = []
-    for ci, si in zip(c.tolist(), s.tolist()):
+    for ci, si in zip(c.tolist(), s.tolist(), strict=False):
         while len(hc) >= 2:
             # Pop the middle point when it lies on or below the chord (cross product >= 0).
             cross = (hc[-1] - hc[-2]) * (si - hs[-2]) - (hs[-1] - hs[-2]) * (ci - hc[-2])
@@ -289,20 +307,6 @@ def hull_auc(costs: ArrayLike, scores: ArrayLike, c_max: float) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) * 0.5))
 
 
-def dense_lambda_grid(c_max: float, n: int = 1000, lo: float = 1e-3, hi: float = 1e5) -> NDArray[np.float64]:
-    """The dense-grid protocol's lambdas for scores on [0, 1] and costs in USD.
-
-    ``0`` followed by ``n - 1`` log-spaced values of the *normalised* trade-off ``lam * c_max`` in
-    ``[lo, hi]`` (score per unit of ``cost / c_max``), converted back to USD units by dividing by ``c_max``.
-    At ``lam * c_max = 1e5`` a model must be ``1e-5 * c_max`` cheaper to be worth a point of score, which on
-    every dataset here selects the cheapest model; at ``1e-3`` the best-score model wins unless scores tie.
-    The paper does not publish its grid; this is our reading of "varying lambda across a wide range".
-    """
-    if n < 2:
-        raise ValueError("n must be >= 2")
-    return np.concatenate([[0.0], np.geomspace(lo, hi, n - 1)]) / float(c_max)
-
-
 def dense_grid_auc(
     s_hat: ArrayLike,
     c_hat: ArrayLike,
@@ -315,15 +319,6 @@ def dense_grid_auc(
     lams = dense_lambda_grid(c_max, n)
     mc, ms = sweep_grid(s_hat, c_hat, true_scores, true_costs, lams)
     return hull_auc(mc, 100.0 * ms, c_max)
-
-
-def column_means(values: ArrayLike) -> NDArray[np.float64]:
-    """Per-column mean over observed (non-NaN) cells; a column with no observation gets 0."""
-    v = np.asarray(values, dtype=np.float64)
-    obs = ~np.isnan(v)
-    n = obs.sum(axis=0)
-    tot = np.where(obs, v, 0.0).sum(axis=0)
-    return np.divide(tot, n, out=np.zeros(v.shape[1]), where=n > 0)
 
 
 def aggregate(
@@ -339,7 +334,8 @@ def aggregate(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Predicted score and cost per model from neighbours (NumPy reference of ``knnroute_core.aggregate``).
 
-    Weights: ``uniform`` 1; ``similarity`` ``max(sim, 0)``; ``softmax`` ``exp((sim - max sim) / temperature)``.
+    Weights: ``uniform`` 1; ``similarity`` ``max(sim, 0)``; ``softmax``
+    ``exp((sim - max sim) / temperature)``.
     Per query and model, over neighbours whose cell is observed (not NaN):
     ``(sum w v + shrinkage * prior) / (sum w + shrinkage)``; the prior (default: column means) when the
     denominator is 0.
@@ -401,3 +397,104 @@ def topk_cosine(queries: ArrayLike, base: ArrayLike, k: int) -> tuple[NDArray[np
         idx[lo : lo + step] = order
         out[lo : lo + step] = np.take_along_axis(sim, order, axis=1)
     return idx, out
+
+
+topk = topk_cosine
+
+
+def normalize(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def cosine(Q: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """float64 cosine similarities (B, N)."""
+    return normalize(Q) @ normalize(X).T
+
+
+def confidence(
+    sim: ArrayLike,
+    neighbour_scores: ArrayLike,
+    neighbour_costs: ArrayLike,
+    routed: ArrayLike,
+    lam: float,
+    prior_costs: ArrayLike | None = None,
+) -> dict[str, NDArray[Any]]:
+    """Per-query confidence signals (paper §8): the NumPy reference of ``KNNRouter.confidence``.
+
+    Parameters
+    ----------
+    sim : (B, k) float
+        Cosine similarities of each query's neighbours, nearest first.
+    neighbour_scores, neighbour_costs : (B, k, M) float, NaN = missing
+        The neighbours' true outcomes (scores on [0, 1], USD).
+    routed : (B,) int
+        The model the router picked for each query at ``lam``.
+    lam : float
+        Trade-off in score per USD.
+    prior_costs : (M,) float, optional
+        Stands in for a missing neighbour cost (the support set's column means); 0 if not given.
+
+    Returns
+    -------
+    dict of (B,) arrays
+        ``kth_similarity`` (float64): cosine of the k-th neighbour (low: the query is far from the
+        support set); ``agreement`` (float64): share of the k neighbours whose own best observed model at
+        ``lam`` (argmax of ``s - lam c`` over models with a score; ties to the cheaper, then the lower
+        index) is the routed one.
+    """
+    sm = np.asarray(sim, dtype=np.float64)
+    ns = np.asarray(neighbour_scores, dtype=np.float32).astype(np.float64)
+    nc = np.asarray(neighbour_costs, dtype=np.float32).astype(np.float64)
+    if ns.ndim != 3 or ns.shape[:2] != sm.shape or nc.shape != ns.shape:
+        raise ValueError(
+            f"neighbour_scores/costs must be (B, k, M) matching sim {sm.shape}; got {ns.shape}, {nc.shape}"
+        )
+    m = ns.shape[2]
+    pc = np.zeros(m) if prior_costs is None else np.asarray(prior_costs, dtype=np.float32).astype(np.float64)
+    c = np.where(np.isnan(nc), pc[None, None, :], nc)
+    u = np.where(np.isnan(ns), -np.inf, ns - float(lam) * c)
+    best_u = u.max(axis=2, keepdims=True)
+    cand = np.isfinite(u) & (u == best_u)
+    c_c = np.where(cand, c, np.inf)
+    cand &= c_c == c_c.min(axis=2, keepdims=True)
+    best = np.where(cand.any(axis=2), np.argmax(cand, axis=2), -1)  # first: lowest index
+    agree = (best == np.asarray(routed, dtype=np.int64)[:, None]).mean(axis=1)
+    return {"kth_similarity": sm[:, -1].copy(), "agreement": agree.astype(np.float64)}
+
+
+# pure-Python hull / AUC (a different algorithm from the core's monotone chain)
+
+
+def _concave_majorant(points: list[tuple[float, float]], x: float) -> float:
+    """max over pairs (i, j) with x_i <= x <= x_j of the chord value at x: O(P^2)."""
+    best = -float("inf")
+    for xi, yi in points:
+        for xj, yj in points:
+            if xi <= x <= xj:
+                if xj == xi:
+                    val = max(yi, yj)
+                else:
+                    t = (x - xi) / (xj - xi)
+                    val = yi + t * (yj - yi)
+                best = max(best, val)
+    return best
+
+
+def hull_auc_py(costs, scores, c_max: float) -> float:
+    """Area under the running max of the concave majorant of the points + (0, 0), x = cost / c_max,
+    over [0, 1], flat beyond the last point. Exact for piecewise-linear pieces between point x's."""
+    pts = [(0.0, 0.0)] + [(float(c) / c_max, float(s)) for c, s in zip(costs, scores, strict=False)]
+    xs = sorted({p[0] for p in pts})
+    # g(x) = max_{x' <= x} f(x'), with f the concave majorant on [0, max x]; flat after max x.
+    grid = sorted({x for x in xs if x <= 1.0} | ({1.0} if xs[-1] > 1.0 else set()))
+    def g(x: float) -> float:
+        cand = [_concave_majorant(pts, xx) for xx in xs if xx <= x] + [_concave_majorant(pts, x)]
+        return max(cand)
+    area = 0.0
+    for a, b in zip(grid, grid[1:], strict=False):
+        area += 0.5 * (g(a) + g(b)) * (b - a)
+    last = grid[-1]
+    if last < 1.0:
+        area += g(last) * (1.0 - last)
+    return area
