@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import knnroute_core as kc
-from bench.conftest import D, QUICK, clustered, outcomes, record, run_bench
+from bench.conftest import QUICK, D, clustered, outcomes, record, run_bench
 
 LAM = 200.0
 B = 1024 if not QUICK else 128
@@ -72,7 +72,7 @@ def make(impl, X, S, C, t):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("n,threads", CASES, ids=[f"N{n}-t{t}" for n, t in CASES])
+@pytest.mark.parametrize(("n", "threads"), CASES, ids=[f"N{n}-t{t}" for n, t in CASES])
 def test_batch_route(benchmark, bounds, impl, n, threads):
     from threadpoolctl import threadpool_limits
 

@@ -64,9 +64,12 @@ def _real_texts() -> list[str] | None:
 
 def _synthetic_texts(n: int) -> list[str]:
     rng = np.random.default_rng(7)
-    words = [*["explain", "the", "difference", "between", "a", "list", "and", "a", "tuple", "in", "python", "write", "poem", "about", "sea"],
-             *["solve", "equation", "integral", "derivative", "of", "x", "squared", "translate", "sentence", "into", "french"],
-             *["summarise", "this", "article", "what", "is", "capital", "city", "population", "history", "war", "economy"],
+    words = [*["explain", "the", "difference", "between", "a", "list", "and", "a", "tuple", "in", "python"],
+             *["write", "poem", "about", "sea"],
+             *["solve", "equation", "integral", "derivative", "of", "x", "squared", "translate", "sentence"],
+             *["into", "french"],
+             *["summarise", "this", "article", "what", "is", "capital", "city", "population", "history", "war"],
+             *["economy"],
              *["model", "price", "cost", "quality", "best", "answer", "step"]]
     return [" ".join(rng.choice(words, int(rng.integers(8, 60)))) for _ in range(n)]
 
@@ -92,10 +95,11 @@ def _support(embedder, support_texts) -> np.ndarray:
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_e2e_route_prompt(benchmark, impl):
+    from threadpoolctl import threadpool_limits
+
     from knnroute.embed import get_embedder
     from knnroute.production import ProductionRouter
     from knnroute.routers.knn import KNNRouter
-    from threadpoolctl import threadpool_limits
 
     name, *rest = impl.split("-")
     prec = rest[-1]
@@ -157,7 +161,10 @@ def test_e2e_route_prompt(benchmark, impl):
     }
     if name == "wordllama" and "library" not in impl:
         lib = emb._load()
-        same = [prod.decide(lib.embed(t, norm=True)[0], LAM).model == m for t, m in zip(timed, routed[WARMUP:])]
+        same = [
+            prod.decide(lib.embed(t, norm=True)[0], LAM).model == m
+            for t, m in zip(timed, routed[WARMUP:], strict=False)
+        ]
         extra["agree_with_library"] = float(np.mean(same))
     e = record(CASE, impl, times, **extra)
     ref = RESULTS["cases"][CASE].get("minilm-int8")

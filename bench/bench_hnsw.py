@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import knnroute_core as kc
-from bench.conftest import D, HNSW_N, QUICK, clustered, outcomes, record, run_bench
+from bench.conftest import HNSW_N, QUICK, D, clustered, outcomes, record, run_bench
 
 K = 100
 LAM = 200.0
@@ -49,7 +49,7 @@ def test_hnsw_latency_recall(benchmark, big, built, ef):
     h.index_.ef = ef
     h.n_threads = 1
     ia, _ = h.kneighbors(Q)
-    recall = float(np.mean([len(set(a) & set(g)) / K for a, g in zip(ia, gt)]))
+    recall = float(np.mean([len(set(a) & set(g)) / K for a, g in zip(ia, gt, strict=False)]))
     qs = iter(list(Q) * 100)
     times = run_bench(benchmark, lambda: h.route_one(next(qs), LAM), rounds=300 if not QUICK else 20, warmup=5)
     record(f"hnsw/N={HNSW_N}/d={D}/k={K}/M=16/efC=100", f"ef={ef}", times, recall_at_100=recall,
@@ -79,5 +79,5 @@ def test_hnsw_routing_agreement_real():
         h = KNNRouter(k=K, index="hnsw", hnsw_ef=ef).fit(X, S, C)
         ia, _ = h.kneighbors(Q)
         record(f"hnsw-real/routerbench-0shot (MiniLM)/support={len(X)}/test={len(Q)}/k={K}", f"ef={ef}",
-               recall_at_100=float(np.mean([len(set(a) & set(g)) / K for a, g in zip(ia, ie)])),
+               recall_at_100=float(np.mean([len(set(a) & set(g)) / K for a, g in zip(ia, ie, strict=False)])),
                routed_agreement=float((h.route(Q, lams) == re).mean()))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import knnroute_core as kc
-from bench.conftest import D, M, QUICK, clustered, outcomes, record
+from bench.conftest import QUICK, D, M, clustered, outcomes, record
 
 PRECISIONS = ["f32", "bf16", "f16", "int8"]
 
@@ -38,7 +38,7 @@ def test_memory_per_prompt():
 
 
 def _recall(a, b):
-    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a, b)]))
+    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a, b, strict=False)]))
 
 
 def test_precision_synthetic():

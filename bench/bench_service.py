@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         lams = [0.0, 100.0, 1000.0, 10000.0]
         bodies = tmp / "bodies.jsonl"
         with open(bodies, "w") as fh:
-            fh.writelines(json.dumps({"embedding": q.tolist(), "lambda": lams[i % len(lams)]}) + "\n" for i, q in enumerate(Q))
+            fh.writelines(
+                json.dumps({"embedding": q.tolist(), "lambda": lams[i % len(lams)]}) + "\n" for i, q in enumerate(Q)
+            )
 
         # reference: the same decisions in-process, one query at a time
         t0 = time.perf_counter()

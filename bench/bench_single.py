@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import knnroute_core as kc
-from bench.conftest import D, QUICK, ROUNDS, SINGLE_N, clustered, outcomes, record, run_bench
+from bench.conftest import QUICK, ROUNDS, SINGLE_N, D, clustered, outcomes, record, run_bench
 
 LAM = 200.0  # score per USD: mid-range, the routed model varies across queries
 CASES = [(n, t, D, 100) for n in SINGLE_N for t in (1, 2)]
@@ -78,7 +78,7 @@ def make_impl(impl: str, X, S, C, k: int, threads: int):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("n,threads,d,k", CASES, ids=[f"N{n}-t{t}-d{d}-k{k}" for n, t, d, k in CASES])
+@pytest.mark.parametrize(("n", "threads", "d", "k"), CASES, ids=[f"N{n}-t{t}-d{d}-k{k}" for n, t, d, k in CASES])
 def test_single_query_route(benchmark, bounds, impl, n, threads, d, k):
     from threadpoolctl import threadpool_limits
 

@@ -42,10 +42,11 @@ def main() -> int:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from knnroute.commands.fit import fit_router
     from knnroute.data import concat, load_dataset
-    from knnroute.production.batch import read_decisions, route_batch
     from knnroute.embed import embed_dataset
+    from knnroute.production.batch import read_decisions, route_batch
 
     tmp = Path(tempfile.mkdtemp(prefix="knnroute-raybench-"))
     try:
@@ -84,7 +85,8 @@ def main() -> int:
         import sys
 
         code = ("import knnroute, knnroute.production as p\n"
-                "def rss():\n    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])\n"
+                "def rss():\n"
+                "    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])\n"
                 f"a = rss(); r = p.load({str(path)!r}); b = rss(); print(a, b)")
         before, after = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                                 check=True).stdout.split())

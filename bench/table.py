@@ -40,12 +40,12 @@ def render(R: dict) -> str:
             agree = None
             if f32:
                 agree = min(
-                    sum(a == b for a, b in zip(v["routed"], f32["routed"])) / len(f32["routed"])
+                    sum(a == b for a, b in zip(v["routed"], f32["routed"], strict=False)) / len(f32["routed"])
                     for v in ours.values() if v
                 )
             bound = f32["bound_ms"] if f32 else None
 
-            def p(name):
+            def p(name, e=e):
                 v = e.get(name)
                 return _f(v["p50_ms"]) if v else "-"
 
@@ -75,7 +75,8 @@ def render(R: dict) -> str:
                     f"{_f(sp, 1)}x |"
                 )
         out.append("")
-    for key, title in (("memory", "Memory per support prompt"), ("precision", "Reduced precision: recall and agreement"),
+    for key, title in (("memory", "Memory per support prompt"),
+                       ("precision", "Reduced precision: recall and agreement"),
                        ("hnsw", "Approximate index (hnswlib)")):
         sel = {k: v for k, v in cases.items() if k.startswith(key)}
         if not sel:

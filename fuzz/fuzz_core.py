@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 
 import atheris
-import knnroute_core as kc
 import numpy as np
+
+import knnroute_core as kc
 
 OK = (ValueError, TypeError)
 ISAS = kc.available_isas()  # every kernel set this CPU has, narrowest first

@@ -22,6 +22,7 @@ import atheris
 
 with atheris.instrument_imports(include=["knnroute"]):
     import numpy as np
+
     from knnroute.production import ProductionRouter, loads
     from knnroute.production.persist import MAGIC, PREAMBLE_SIZE
     from knnroute.routers.knn import KNNRouter

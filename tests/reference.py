@@ -30,8 +30,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from knnroute.routers.curves import column_means, dense_lambda_grid
 from numpy.typing import ArrayLike, NDArray
+
+from knnroute.routers.curves import column_means, dense_lambda_grid
 
 __all__ = [
     "aggregate",

@@ -196,7 +196,7 @@ def test_same_seed_same_predictions(name: str, problem: dict) -> None:
         lams = np.array([0.0, 300.0, 3000.0])
         np.testing.assert_array_equal(a.route(problem["Xt"], lams), b.route(problem["Xt"], lams))
     else:
-        for x, y in zip(a.predict(problem["Xt"]), b.predict(problem["Xt"])):
+        for x, y in zip(a.predict(problem["Xt"]), b.predict(problem["Xt"]), strict=False):
             np.testing.assert_array_equal(x, y)
 
 
@@ -212,7 +212,7 @@ def test_torch_router_pickles_and_leaves_global_torch_state(problem: dict) -> No
     assert torch.rand(1).item() == expected_next.item()  # fit ran on a forked RNG
     assert torch.get_num_threads() == threads
     r2 = pickle.loads(pickle.dumps(r))
-    for x, y in zip(r.predict(problem["Xt"]), r2.predict(problem["Xt"])):
+    for x, y in zip(r.predict(problem["Xt"]), r2.predict(problem["Xt"]), strict=False):
         np.testing.assert_array_equal(x, y)
 
 
@@ -470,7 +470,7 @@ def test_max_train_rows_caps_the_training_targets(name: str, problem: dict) -> N
     assert np.isfinite(s_hat).all() and np.isfinite(c_hat).all()
     # a cap at or above the training size changes nothing
     big = _fit(name, problem, max_train_rows=10_000)
-    for x, y in zip(big.predict(problem["Xt"]), full.predict(problem["Xt"])):
+    for x, y in zip(big.predict(problem["Xt"]), full.predict(problem["Xt"]), strict=False):
         np.testing.assert_array_equal(x, y)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from knnroute.cli import COMMANDS, build_parser, main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-import knnroute_core as kc
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import knnroute_core as kc
 from tests import reference as ref
 
 ISAS = kc.available_isas()
@@ -158,7 +158,10 @@ def test_env_var_selects_isa(name):
 
 
 def test_env_var_rejects_unknown_isa():
-    code = "import numpy as np, knnroute_core as k; k.topk_cosine(np.ones((1,4),np.float32), np.ones((2,4),np.float32), 1)"
+    code = (
+        "import numpy as np, knnroute_core as k;"
+        " k.topk_cosine(np.ones((1,4),np.float32), np.ones((2,4),np.float32), 1)"
+    )
     env = {**os.environ, "KNNROUTE_ISA": "sse9"}
     out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown ISA 'sse9'" in out.stderr
@@ -256,7 +259,7 @@ def test_envelope_matches_dense_routing():
         probes = list((lams[:-1] + lams[1:]) / 2) + [lams[-1] * 2 + 1.0, 0.0]
         owners = list(range(len(lams) - 1)) + [len(lams) - 1, 0]
         got = ref.route(s[None], c[None], probes)[0]
-        for p, o in zip(got, owners):
+        for p, o in zip(got, owners, strict=False):
             assert p == models[o]
 
 
@@ -283,8 +286,8 @@ def test_sweep_equals_dense_grid_with_all_breakpoints():
     a_grid = kc.hull_auc(gc, gs, c_max)
     assert abs(a_sweep - a_grid) < 1e-6
     # every sweep point is a grid point (midpoints realise each segment)
-    pts = set(zip(np.round(gc, 12), np.round(gs, 9)))
-    for p in zip(np.round(mc, 12), np.round(ms, 9)):
+    pts = set(zip(np.round(gc, 12), np.round(gs, 9), strict=False))
+    for p in zip(np.round(mc, 12), np.round(ms, 9), strict=False):
         assert p in pts
 
 
@@ -347,7 +350,7 @@ def test_hull_is_nondecreasing_and_concave(pts):
         cross = (hc[i] - hc[i - 1]) * (hs[i + 1] - hs[i - 1]) - (hs[i] - hs[i - 1]) * (hc[i + 1] - hc[i - 1])
         assert cross < 0
     # every input point lies on or under the (flat-extended) hull
-    for ci, si in zip(c, s):
+    for ci, si in zip(c, s, strict=False):
         y = np.interp(ci, hc, hs)
         assert si <= y + 1e-9 * (1 + abs(y))
 
@@ -373,7 +376,7 @@ def _router_problem(seed=0, N=600, d=48, M=11):
     return rng, X, S, C
 
 
-@pytest.mark.parametrize("weighting,shrinkage", [("uniform", 0.0), ("similarity", 2.0), ("softmax", 0.0)])
+@pytest.mark.parametrize(("weighting", "shrinkage"), [("uniform", 0.0), ("similarity", 2.0), ("softmax", 0.0)])
 def test_router_predict_route_match_composition(isa, weighting, shrinkage):
     rng, X, S, C = _router_problem()
     Q = unit(rng, 30, X.shape[1])
@@ -405,7 +408,9 @@ def test_router_updates_equal_rebuilt_router():
     drop = [3, 17, 17, 599, 250]
     r.remove(drop)
     keep = np.setdiff1d(np.arange(600), drop)
-    rebuilt = kc.Router(np.ascontiguousarray(X[keep]), np.ascontiguousarray(S[keep]), np.ascontiguousarray(C[keep]), k=30)
+    rebuilt = kc.Router(
+        np.ascontiguousarray(X[keep]), np.ascontiguousarray(S[keep]), np.ascontiguousarray(C[keep]), k=30
+    )
     assert r.size == len(keep)
     np.testing.assert_array_equal(r.predict(Q)[0], rebuilt.predict(Q)[0])
     new_s = rng.random(len(keep)).astype(np.float32)

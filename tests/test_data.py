@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from knnroute.data import (
     PrefixStripper,
     RoutingDataset,

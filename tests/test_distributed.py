@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from knnroute.production import ProductionRouter
 from knnroute.routers.knn import KNNRouter
 
@@ -173,6 +174,7 @@ def test_ray_batch_routing_matches_in_process(ray_session, router_file, tmp_path
 def test_ray_batch_routing_jsonl_budget_fallback_all_models(ray_session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """JSONL input, a budget (max_cost via the file's table), a fallback policy and per-model columns."""
     import pandas as pd
+
     from knnroute.production.batch import read_decisions, route_batch
 
     p = _router(seed=3)
@@ -203,6 +205,7 @@ def test_ray_batch_routing_prompts_are_embedded_in_workers(ray_session, tmp_path
     """CSV of prompts: each worker embeds (the router's embedder identity is checked) and routes; the
     decisions equal in-process ``route_prompts``."""
     import pandas as pd
+
     from knnroute.production.batch import read_decisions, route_batch
 
     rng = np.random.default_rng(5)
@@ -225,13 +228,15 @@ def test_ray_batch_routing_prompts_are_embedded_in_workers(ray_session, tmp_path
     from knnroute.embed.encoders import CallableEmbedder
 
     with pytest.raises(ValueError, match="embedder mismatch"):
-        route_batch(path, tmp_path / "q.csv", tmp_path / "out2", embedder=CallableEmbedder(_hash_embed, identity="other"),
+        route_batch(path, tmp_path / "q.csv", tmp_path / "out2",
+                    embedder=CallableEmbedder(_hash_embed, identity="other"),
                     progress=False)
 
 
 # --------------------------------------------------------------------------- batch routing: errors
 def test_batch_routing_input_errors(router_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
+
     from knnroute.production.batch import resolve_inputs, route_batch
 
     _, path = router_file
@@ -260,6 +265,7 @@ def test_batch_routing_input_errors(router_file, tmp_path: Path) -> None:  # typ
 def test_route_batch_cli_local(router_file, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     """``knnroute route-batch`` (in process) on CSV embeddings (JSON strings) equals ``route``."""
     import pandas as pd
+
     from knnroute.cli import main
     from knnroute.production.batch import read_decisions
 
@@ -328,8 +334,8 @@ def test_eval_cli_ray_json_equals_local(ray_session, tmp_path: Path) -> None:  #
 def test_eval_on_ray_matches_local_routerbench(ray_session, real_data: Path) -> None:  # type: ignore[no-untyped-def]
     """The same on a real dataset (RouterBench ARC-C, cached MiniLM embeddings), kNN rows, 2 seeds."""
     from knnroute.data import load_dataset
-    from knnroute.evaluate.ray_eval import evaluate_ray
     from knnroute.embed import embed_dataset
+    from knnroute.evaluate.ray_eval import evaluate_ray
     from knnroute.evaluate.runner import EvalData, evaluate
 
     # the same dataset and embedding call as tests/test_baselines.py, so a cold cache embeds it once
@@ -362,6 +368,7 @@ def test_service_reload_admin_endpoint_and_watcher(tmp_path: Path) -> None:
     """Admin reload (token), failed reload keeps the old router, file watching; answers follow the file."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
+
     from knnroute.service.app import create_app
     from knnroute.service.slot import RouterSlot
 
@@ -422,8 +429,9 @@ def test_ray_serve_replicas_receive_router_updates(ray_session, tmp_path: Path) 
     ``user_config`` naming another file reaches both (reconfigure); routes follow."""
     pytest.importorskip("fastapi")
     import httpx
-    from knnroute.service.ray_serve import serve_deployment
     from ray import serve
+
+    from knnroute.service.ray_serve import serve_deployment
 
     a, b, c_ = _router(seed=0), _router(seed=0, flip=True), _router(seed=4)
     Q = _queries(20, seed=31)

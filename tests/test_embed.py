@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from knnroute.data import PrefixStripper, RoutingDataset, load_routerbench, make_demo
 from knnroute.data.hygiene import strip_common_prefix
 from knnroute.embed import (

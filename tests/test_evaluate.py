@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from knnroute.evaluate import curves, diagnostics, references, selection
 from knnroute.evaluate.runner import EvalData, resolve_routers, run_one, split_indices
 from knnroute.routers import tuned as tuning
 from knnroute.routers.neighbours import search
-
 from tests import reference
 
 
@@ -176,12 +176,13 @@ def test_core_matches_reference(seed: int) -> None:
     s_hat, c_hat, ts, tc = _random_problem(seed, b=60, m=9)
     if seed % 2:  # tied predictions (kNN means of 0/1 scores tie often)
         s_hat = (np.round(s_hat * 4) / 4).astype(np.float32)
-    for a, b in zip(core.sweep(s_hat, c_hat, ts, tc), reference.sweep(s_hat, c_hat, ts, tc)):
+    for a, b in zip(core.sweep(s_hat, c_hat, ts, tc), reference.sweep(s_hat, c_hat, ts, tc), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     lams = np.concatenate([[0.0], np.geomspace(1e-2, 1e5, 50)])
     np.testing.assert_array_equal(core.route(s_hat, c_hat, lams), reference.route(s_hat, c_hat, lams))
     for row in range(5):
-        for a, b in zip(core.envelope(s_hat[row], c_hat[row]), reference.envelope(s_hat[row], c_hat[row])):
+        got, want = core.envelope(s_hat[row], c_hat[row]), reference.envelope(s_hat[row], c_hat[row])
+        for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12)
     mc, ms = ts.mean(0) * 0 + tc.mean(0), 100 * ts.mean(0)
     assert core.hull_auc(mc, ms, 1e-3) == pytest.approx(reference.hull_auc(mc, ms, 1e-3), abs=1e-12)
@@ -198,7 +199,7 @@ _points = st.lists(
 @settings(max_examples=150, deadline=None, database=None)
 @given(_points)
 def test_hull_is_nondecreasing_and_concave(pts: list[tuple[float, float]]) -> None:
-    c, s = map(np.array, zip(*pts))
+    c, s = map(np.array, zip(*pts, strict=False))
     hc, hs = reference.nondecreasing_hull(c, s)
     assert hc[0] == 0.0
     assert np.all(np.diff(hc) > 0)
@@ -225,7 +226,7 @@ def test_hull_is_nondecreasing_and_concave(pts: list[tuple[float, float]]) -> No
 def test_dominating_curve_has_no_smaller_auc(
     pts: list[tuple[float, float]], lift: list[float], shrink: list[float], c_max: float
 ) -> None:
-    c, s = map(np.array, zip(*pts))
+    c, s = map(np.array, zip(*pts, strict=False))
     n = c.size
     better_s = s + np.array(lift[:n])
     better_c = c * np.array(shrink[:n])
@@ -350,7 +351,8 @@ def test_tuned_knn_input_cost_model() -> None:
     ts, tc = curves.fill_missing(S[te], C[te])
     cm = curves.cost_scale(tc)
     auc_in = curves.curve_from_predictions(s_hat, c_hat, ts, tc, cm).auc
-    auc_plain = curves.router_curve(tuning.make_knn_router(plain.best).fit(X[tr], S[tr], C[tr]), X[te], S[te], C[te]).auc
+    plain_router = tuning.make_knn_router(plain.best).fit(X[tr], S[tr], C[tr])
+    auc_plain = curves.router_curve(plain_router, X[te], S[te], C[te]).auc
     assert auc_in > auc_plain
 
 
@@ -574,7 +576,8 @@ def test_tuning_pool_with_and_without_loo() -> None:
     row = next(r for r in plain.table if tuning.KNNConfig(**{k: r[k] for k in cfg.kwargs()}) == cfg)
     sh, ch = tuning.make_knn_router(cfg).fit(X[tr], S[tr], C[tr]).predict(X[va])
     ts, tc = curves.fill_missing(S[va], C[va])
-    assert row["val_auc"] == pytest.approx(curves.curve_from_predictions(sh, ch, ts, tc, curves.cost_scale(tc)).auc, abs=1e-6)
+    want = curves.curve_from_predictions(sh, ch, ts, tc, curves.cost_scale(tc)).auc
+    assert row["val_auc"] == pytest.approx(want, abs=1e-6)
     assert pooled.val_auc == max(r["val_auc"] for r in pooled.table)
     assert max(c["k"] for c in pooled.table) <= 279  # leave-one-out sees n_train - 1 prompts
 

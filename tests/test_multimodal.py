@@ -62,7 +62,7 @@ def lite0() -> EfficientNetLite0Embedder:
     return EfficientNetLite0Embedder()
 
 
-@pytest.fixture()
+@pytest.fixture
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("KNNROUTE_CACHE", str(d))
@@ -298,7 +298,7 @@ def test_eval_views() -> None:
 
 
 # ------------------------------------------------------------------------------- API and the service
-@pytest.fixture()
+@pytest.fixture
 def mm_router(image_files: list[Path], private_cache: Path):  # type: ignore[no-untyped-def]
     from knnroute.production import ProductionRouter
     from knnroute.routers.knn import KNNRouter
@@ -344,7 +344,6 @@ def test_service_route_with_image(mm_router, image_files: list[Path]) -> None:  
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("uvicorn")
     from knnroute.service.app import create_app
-
     from tests.test_serve import thread_server
 
     prod, _ = mm_router

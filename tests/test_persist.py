@@ -10,12 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import knnroute
 import numpy as np
 import pytest
-from knnroute.production import FORMAT_VERSION, RouterFileError, load, read_metadata, save
+
+import knnroute
+from knnroute.production import (
+    FORMAT_VERSION,
+    FallbackPolicy,
+    ProductionRouter,
+    RouterFileError,
+    load,
+    read_metadata,
+    save,
+)
 from knnroute.production.persist import MAGIC, PREAMBLE_SIZE
-from knnroute.production import FallbackPolicy, ProductionRouter
 from knnroute.routers.knn import KNNRouter
 
 N, D, M = 300, 24, 4
@@ -50,7 +58,7 @@ def prod() -> ProductionRouter:
     return p
 
 
-@pytest.fixture()
+@pytest.fixture
 def saved(prod: ProductionRouter, tmp_path: Path) -> Path:
     return prod.save(tmp_path / "router.knnr")
 

@@ -230,7 +230,7 @@ def test_hnsw_index_recall_and_routing():
     ia, sa = approx.kneighbors(Q)
     assert ia.shape == ie.shape and ia.dtype == np.int64 and sa.dtype == np.float32
     assert np.all(np.diff(sa, axis=1) <= 1e-6)
-    recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(ia, ie)])
+    recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(ia, ie, strict=False)])
     assert recall > 0.9
     agree = (approx.route(Q, [0.0, 500.0]) == exact.route(Q, [0.0, 500.0])).mean()
     assert agree > 0.9

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+
 from knnroute.embed import CallableEmbedder
 from knnroute.production import BudgetTable, FallbackPolicy, ProductionRouter
 from knnroute.routers.knn import KNNRouter
@@ -221,7 +222,8 @@ def _measure(p: ProductionRouter, val: tuple, lam: float) -> tuple[float, float,
     Xv, Sv, Cv = val
     idx = p.route(Xv, lam, return_names=False)
     rows = np.arange(len(idx))
-    return float(Cv[rows, idx].mean()), float(np.nan_to_num(Sv[rows, idx]).mean()), np.bincount(idx, minlength=M) / len(idx)
+    share = np.bincount(idx, minlength=M) / len(idx)
+    return float(Cv[rows, idx].mean()), float(np.nan_to_num(Sv[rows, idx]).mean()), share
 
 
 def test_budget_table_is_the_exact_curve(fitted) -> None:  # type: ignore[no-untyped-def]
@@ -250,7 +252,8 @@ def test_lambda_for_budget(fitted) -> None:  # type: ignore[no-untyped-def]
     low = p.lambda_for_budget(0.0)
     assert not low.feasible and low.mean_cost == pytest.approx(t.mean_cost.min())
     # held-out data given directly gives the same answer as the stored table
-    assert p.lambda_for_budget(float(np.median(t.mean_cost)), *val) == p.lambda_for_budget(float(np.median(t.mean_cost)))
+    budget = float(np.median(t.mean_cost))
+    assert p.lambda_for_budget(budget, *val) == p.lambda_for_budget(budget)
     lam, bp = p.resolve_lambda(max_cost=float(np.median(t.mean_cost)))
     assert bp is not None and lam == bp.lam
 

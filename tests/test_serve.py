@@ -213,7 +213,8 @@ def test_health_openapi_and_metrics(synth) -> None:  # type: ignore[no-untyped-d
         req = spec["components"]["schemas"]["RouteRequest"]
         assert {"prompt", "embedding", "lambda", "max_cost"} <= set(req["properties"])
         assert req.get("additionalProperties") is False
-        before = _metric(c.get("/metrics").text, 'knnroute_requests_total{endpoint="/route",method="POST",status="200"}')
+        ok_total = 'knnroute_requests_total{endpoint="/route",method="POST",status="200"}'
+        before = _metric(c.get("/metrics").text, ok_total)
         far = (np.ones(D) * 100 + np.arange(D)).tolist()
         c.post("/route", json={"embedding": Q[2].tolist(), "lambda": 0.0})
         r = c.post("/route", json={"embedding": far, "lambda": 0.0}).json()
@@ -293,7 +294,7 @@ def test_routerbench_router_served_from_new_process(real_data: Path, tmp_path: P
         # raw prompts: the server strips the shared prefix and embeds with the recorded MiniLM
         prompts = [ds.prompts[i] for i in pick[:12]]
         lam = 1000.0
-        for i, text in zip(pick[:12], prompts):
+        for i, text in zip(pick[:12], prompts, strict=False):
             body = c.post("/route", json={"prompt": text, "lambda": lam}).json()
             d = prod.decide(ds.embeddings[i], lam)
             if body["model"] != d.model:  # only a near-tie may flip from float rounding of the encoder

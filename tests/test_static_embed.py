@@ -218,8 +218,8 @@ def test_service_routes_prompts_with_the_recorded_embedder(wl_router) -> None:  
     pytest.importorskip("fastapi", reason="the service needs the 'serve' extra")
     pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
     import httpx
-    from knnroute.service.app import create_app
 
+    from knnroute.service.app import create_app
     from tests.test_serve import thread_server
 
     prod, queries = wl_router
@@ -239,6 +239,7 @@ def test_service_routes_prompts_with_the_recorded_embedder(wl_router) -> None:  
 def subset_csv(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """300 ARC-Challenge prompts of RouterBench as a long-format CSV (a small real dataset)."""
     import pandas as pd
+
     from knnroute.data import load_dataset
 
     ds = load_dataset("routerbench")[0]

@@ -65,9 +65,9 @@ def fit_router(
     from knnroute.data.splits import carve_validation
     from knnroute.embed.prepare import prepare_data
     from knnroute.evaluate import curves
-    from knnroute.routers.tuned import KNNConfig, TunedKNNRouter
     from knnroute.production import FallbackPolicy, ProductionRouter
     from knnroute.routers.knn import KNNRouter
+    from knnroute.routers.tuned import KNNConfig, TunedKNNRouter
 
     t0 = time.perf_counter()
     (ds,) = prepare_data(data, embedder, seed=seed, pooled=True, progress=progress)

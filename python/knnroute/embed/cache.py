@@ -143,7 +143,7 @@ class EmbeddingCache:
             return found, None
         by_shard: dict[str, list[tuple[int, int]]] = {}
         pos = 0
-        for k, f in zip(keys, found):
+        for k, f in zip(keys, found, strict=False):
             if f:
                 shard, r = self._index[k]
                 by_shard.setdefault(shard, []).append((pos, r))

@@ -296,7 +296,7 @@ def run_cell(
         for m, cv in enumerate(_refs.single_model_curves(ts, tc, c_max)):
             name = f"single:{data.model_names[m]}"
             idx = np.full(ts.shape[0], m, dtype=np.int64)
-            sel = _sel.selection_scores(lambda _lam, _i=idx: _i, ts, tc, c_max)
+            sel = _sel.selection_scores(_constant_picks(idx), ts, tc, c_max)
             recs.append(record(name, cv, model=data.model_names[m], **sel))
             cvs[name] = cv
         return RunOutput(recs, cvs)
@@ -360,3 +360,8 @@ def run_cell(
         route_us_per_query=1e6 * route_s / max(1, int(sp.test.size)),
     )
     return RunOutput([rec], {router: cv}, extra)
+
+
+def _constant_picks(idx: np.ndarray) -> Any:
+    """A route function (lam -> model per prompt) that always returns ``idx``: a single model's row."""
+    return lambda _lam: idx

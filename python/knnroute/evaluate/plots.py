@@ -62,7 +62,7 @@ def _draw(ax: Any, curves: Mapping[str, Curve], x_end: float, log: bool) -> None
         sx = [cv.cost[0] / cv.c_max for _, cv in singles]
         sy = [cv.score[0] for _, cv in singles]
         ax.scatter(sx, sy, marker="x", s=36, color="0.25", label="single models", zorder=3)
-        for (n, _), x, y in zip(singles, sx, sy):
+        for (n, _), x, y in zip(singles, sx, sy, strict=False):
             ax.annotate(
                 n.split(":", 1)[1].split("/")[-1][:22],
                 (x, y),
@@ -125,7 +125,7 @@ def plot_dataset(
     x_end = max(1.0, max((float(x.max()) for x in xs if x.size), default=1.0))
     fig, axes = plt.subplots(1, 2, figsize=(13.0, 5.6), dpi=110, gridspec_kw={"width_ratios": [1.15, 1.0]})
     try:
-        for ax, log in zip(axes, (False, True)):
+        for ax, log in zip(axes, (False, True), strict=False):
             _draw(ax, curves, x_end, log)
         lin, lg = axes
         lin.set_title("linear cost (the AUC's axis; area left of 1 counts)", fontsize=9)

@@ -168,7 +168,6 @@ def measure_budget(s_hat: np.ndarray, c_hat: np.ndarray, scores: Any, costs: Any
     cost as the model's mean, as in evaluation).
     """
     import knnroute_core
-
     from knnroute.routers.curves import fill_missing
 
     ts, tc = fill_missing(scores, costs)

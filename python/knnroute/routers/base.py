@@ -17,8 +17,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import knnroute_core
 import numpy as np
+
+import knnroute_core
 
 __all__ = [
     "NotFittedError",

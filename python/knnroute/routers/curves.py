@@ -15,9 +15,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import knnroute_core
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+import knnroute_core
 
 __all__ = [
     "SCORE_SCALE",

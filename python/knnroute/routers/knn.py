@@ -6,9 +6,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import knnroute_core
 import numpy as np
 
+import knnroute_core
 from knnroute.routers.base import (
     NotFittedError,
     ParamsMixin,
@@ -207,7 +207,7 @@ class KNNRouter(ParamsMixin):
         self.model_names_ = resolve_model_names(model_names, S32.shape[1])
         qt = 1 if int(self.n_threads) == 1 else 0
         if self.index == "hnsw":
-            self.index_ = _HNSWIndex(X32, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef,
+            self.index_: _HNSWIndex | None = _HNSWIndex(X32, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef,
                                      int(self.n_threads), int(self.random_state))
             # The outcome tables live in Python; the core only aggregates and routes.
             self._S = S32
@@ -230,6 +230,7 @@ class KNNRouter(ParamsMixin):
     # -- approximate path ------------------------------------------------------------------------
     def _hnsw_predict(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = min(int(self.k), self.n_support_)
+        assert self.index_ is not None  # only called with index="hnsw"
         idx, sim = self.index_.search(Q, k, int(self.n_threads))
         return knnroute_core.aggregate(
             idx, sim, self._S, self._C, self.weighting, float(self.temperature), float(self.shrinkage),
@@ -334,8 +335,11 @@ class KNNRouter(ParamsMixin):
         core = self._fitted()
         if self.index_ is not None:
             raise NotImplementedError("confidence() needs index='exact'")
-        out = {"model": np.empty(len(Q), np.int64), "kth_similarity": np.empty(len(Q), np.float32),
-               "agreement": np.empty(len(Q), np.float32)}
+        out: dict[str, np.ndarray] = {
+            "model": np.empty(len(Q), np.int64),
+            "kth_similarity": np.empty(len(Q), np.float32),
+            "agreement": np.empty(len(Q), np.float32),
+        }
         for i in range(len(Q)):
             d = core.route_one_detail(Q[i], float(lam))
             out["model"][i] = d["model"]

@@ -172,7 +172,7 @@ class MLPRouter(UtilityRouterMixin, ParamsMixin):
         if val is not None:
             Xv, Sv, Cv = val
             Zv = np.stack([(Sv - s_mean) / s_std, (Cv - c_mean) / c_std], axis=2)
-        groups = [(0, 1)] if self.joint_targets else [(0,), (1,)]
+        groups: list[tuple[int, ...]] = [(0, 1)] if self.joint_targets else [(0,), (1,)]
         seeds = np.random.SeedSequence(seed_from(self.random_state)).generate_state(M * len(groups))
         params = self.get_params()
         estimators: list[list[tuple[tuple[int, ...], Any]]] = []
@@ -209,6 +209,7 @@ class MLPRouter(UtilityRouterMixin, ParamsMixin):
                 if Zv is not None:
                     vr = np.isfinite(Zv[:, m, list(cols)]).all(axis=1)
                     if vr.any():
+                        assert Xv is not None  # set together with Zv
                         yv = Zv[vr, m][:, list(cols)].astype(np.float32)
                         vpair = (Xv[vr], yv[:, 0] if len(cols) == 1 else yv)
                 est = _fit_mlp_regressor(

@@ -7,9 +7,10 @@ counts among its neighbours.
 
 from __future__ import annotations
 
-import knnroute_core
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+import knnroute_core
 
 __all__ = ["drop_self", "loo_search", "neighbours", "normalise_rows", "search"]
 

@@ -414,9 +414,13 @@ class LogisticSelector(_SelectorBase):
             with warnings.catch_warnings(), one_blas_thread():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 clf.fit(self.X_[keep], y[keep])
-            acc = self._accuracy(clf, self.val_[0], y_val) if y_val is not None else 0.0
+            acc = 0.0
+            if y_val is not None:
+                assert self.val_ is not None  # y_val comes from the validation split
+                acc = self._accuracy(clf, self.val_[0], y_val)
             if best is None or acc > best_acc:
                 best, best_acc = clf, acc
+        assert best is not None  # candidates is never empty
         best.selected_C_ = best.C
         return best
 
@@ -488,7 +492,9 @@ class MLPSelector(_SelectorBase):
             return _Constant(int(np.argmin(self.cost_mean_)))
         if classes.size == 1:
             return _Constant(int(classes[0]))
+        val: tuple[Any, Any] | None
         if y_val is not None:
+            assert self.val_ is not None  # y_val comes from the validation split
             tr, val = keep, (self.val_[0], y_val)
         else:
             part_tr, part_va = internal_split(keep.size, self.validation_fraction, self._seed)

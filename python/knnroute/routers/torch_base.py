@@ -91,6 +91,18 @@ class TorchRouter(UtilityRouterMixin, ParamsMixin):
     """Common trainer; subclasses set ``_net_name`` and implement ``_net_kwargs``."""
 
     _net_name = ""
+    # Constructor parameters every subclass stores through _set_common (declared for the type checker).
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    max_train_rows: int | None
+    validation_fraction: float
+    cost_weight: float
+    grad_clip: float
+    n_threads: int | None
+    random_state: int | np.random.Generator | None
 
     def _net_kwargs(self) -> dict[str, Any]:  # pragma: no cover - overridden
         return {}
@@ -314,6 +326,7 @@ class TorchRouter(UtilityRouterMixin, ParamsMixin):
             return s_hat, cz_hat
         nb_all = None
         if self.k_ is not None:
+            assert self.support_X_ is not None  # fitted with k_ set keeps its support set
             nb_all = torch.from_numpy(neighbours(self.support_X_, X, self.k_, exclude_self=False)[0])
         xt = torch.from_numpy(X)
         with _torch_session(torch, None, self.n_threads), torch.no_grad():

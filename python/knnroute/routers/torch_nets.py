@@ -127,7 +127,8 @@ class GraphNet(_Net):
         zero_edge = E.new_zeros(B, 3)
         L = len(self.msg)
         for layer in range(L):
-            msg, edge, skip, bns = self.msg[layer], self.edge[layer], self.skip[layer], self.bn[layer]
+            msg, edge, skip = self.msg[layer], self.edge[layer], self.skip[layer]
+            bns: Any = self.bn[layer]  # a ModuleList of three BatchNorms (indexed below)
             if hn is None:
                 hn_mean = F.embedding(inv, pu).mean(1)
             else:

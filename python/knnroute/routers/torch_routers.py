@@ -44,6 +44,8 @@ class LinearMFRouter(TorchRouter):
     )
     _net_name = "LinearMFNet"
 
+    dim: int
+
     def __init__(
         self,
         dim: int = 128,
@@ -95,6 +97,9 @@ class MLPMFRouter(TorchRouter):
         + ATTRS_DOC
     )
     _net_name = "MLPMFNet"
+
+    dim: int
+    hidden: int
 
     def __init__(
         self,
@@ -152,6 +157,10 @@ class GraphRouter(TorchRouter):
         + ATTRS_DOC
     )
     _net_name = "GraphNet"
+
+    k: int
+    hidden: int
+    n_layers: int
 
     def __init__(
         self,
@@ -214,6 +223,10 @@ class AttnRouter(TorchRouter):
         + ATTRS_DOC
     )
     _net_name = "AttnNet"
+
+    k: int
+    heads: int
+    head_dim: int
 
     def __init__(
         self,

@@ -22,10 +22,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import knnroute_core
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+import knnroute_core
 from knnroute.routers import curves as _curves
 from knnroute.routers.base import NotFittedError, ParamsMixin, lam_array
 from knnroute.routers.knn import KNNRouter
