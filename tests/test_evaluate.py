@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knnroute.evaluate import curves, diagnostics, references, selection
+from knnroute.evaluate import appendix_d, curves, diagnostics, references
 from knnroute.evaluate.runner import EvalData, resolve_routers, run_one, split_indices
 from knnroute.routers import tuned as tuning
 from knnroute.routers.neighbours import search
@@ -243,15 +243,15 @@ def test_selection_utilities_hand_computed() -> None:
     s = np.array([[1.0, 0.0], [1.0, 1.0]])
     c = np.array([[4.0, 1.0], [4.0, 1.0]])
     c_max = curves.cost_scale(c)  # 4
-    out = selection.oracle_selection(s, c, c_max)
+    out = appendix_d.oracle_selection(s, c, c_max)
     # lam_n = 1 (lam = 1/4): prompt 0: u = 1-1=0 vs 0-0.25 -> model 0 (0); prompt 1: 0 vs 0.75 -> model 1.
     assert out["sel_1"] == pytest.approx(100 * (0.0 + 0.75) / 2)
     # lam_n = 0.1: prompt 0 -> model 0 (0.9), prompt 1 -> model 1 (0.975).
     assert out["sel_0.1"] == pytest.approx(100 * (0.9 + 0.975) / 2)
     assert out["sel_mean"] == pytest.approx(np.mean([out["sel_1"], out["sel_0.5"], out["sel_0.1"]]))
-    single = selection.best_single_selection(s, c, c_max)
+    single = appendix_d.best_single_selection(s, c, c_max)
     assert single["sel_1"] == pytest.approx(100 * max(1 - 1.0, 0.5 - 0.25))
-    assert selection.random_selection(s, c, c_max)["sel_mean"] <= out["sel_mean"]
+    assert appendix_d.random_selection(s, c, c_max)["sel_mean"] <= out["sel_mean"]
 
 
 # --------------------------------------------------------------------------- tuning

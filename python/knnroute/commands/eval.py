@@ -112,14 +112,14 @@ def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -
     import dataclasses
 
     from knnroute.embed.prepare import prepare_data
-    from knnroute.evaluate import multimodal
+    from knnroute.evaluate import views
     from knnroute.evaluate.runner import EvalData
 
     seen: dict[str, int] = {}
     out = []
     for ds in prepare_data(spec, embedder, progress=progress):
-        if multimodal.is_multimodal(ds):  # text + image (MATH-V): text block as X, image block in meta
-            ed, ds = multimodal.eval_data(ds, embedder=embedder, progress=progress)
+        if views.is_multimodal(ds):  # text + image (MATH-V): text block as X, image block in meta
+            ed, ds = views.eval_data(ds, embedder=embedder, progress=progress)
         else:
             ed = EvalData.from_dataset(ds)
         if ed.name in seen:  # two datasets with one name (e.g. the same task from two sources)
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data = [ed for ed, _ in pairs]
     if args.routers == _DEFAULT_ROUTERS and any("image_X" in ed.meta for ed in data):
-        from knnroute.evaluate.multimodal import MULTIMODAL_ROUTERS  # image-only and fused rows
+        from knnroute.evaluate.views import MULTIMODAL_ROUTERS  # image-only and fused rows
 
         routers = [*routers, *[r for r in MULTIMODAL_ROUTERS if r not in routers]]
     seeds = list(range(args.seeds))

@@ -16,7 +16,7 @@ so the cosine of two fused vectors is exactly ``(1 - w) * cos(t, t') + w * cos(i
 weight of image similarity in the kNN similarity. ``w = 0`` is text-only, ``w = 1`` image-only. An item
 without an image is ``[t, 0]`` for every ``w`` (its text alone, unit norm): against an item with an image
 its cosine is ``sqrt(1 - w) * cos(t, t')``. ``w`` is a hyperparameter: choose it on validation
-(:mod:`knnroute.evaluate.multimodal` does so per split seed), never on test.
+(:mod:`knnroute.evaluate.views` does so per split seed), never on test.
 
 :class:`MultimodalEmbedder` wraps the two embedders and ``w`` behind the ordinary :class:`Embedder`
 interface (``encode`` takes :class:`MultimodalInput`, dicts ``{"text", "images"}`` or plain strings), so

@@ -2,7 +2,7 @@
 
 :func:`run_cell` splits by the seed, fits, predicts, sweeps and scores one router on one
 :class:`EvalData` (plain arrays, picklable). :func:`knnroute.evaluate.runner.run_one` is the same for every
-router name, also the multimodal views ``<router>@text|image|fused`` (:mod:`knnroute.evaluate.multimodal`,
+router name, also the multimodal views ``<router>@text|image|fused`` (:mod:`knnroute.evaluate.views`,
 which builds on this module); the grid and its fan-outs live in :mod:`knnroute.evaluate.runner` and
 :mod:`knnroute.evaluate.parallel`.
 
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from knnroute.evaluate import appendix_d as _sel
 from knnroute.evaluate import curves as _curves
 from knnroute.evaluate import references as _refs
-from knnroute.evaluate import selection as _sel
 from knnroute.routers import tuned as _tuning
 from knnroute.routers.curves import dense_lambda_grid
 
@@ -183,7 +183,7 @@ def resolve_routers(spec: str | Sequence[str]) -> list[str]:
     known = available_routers()
     if "all" in names:
         return known
-    # "<router>@text|image|fused": a learned router on one view of a multimodal dataset (evaluate.multimodal)
+    # "<router>@text|image|fused": a learned router on one view of a multimodal dataset (evaluate.views)
     bad = [s for s in names if s not in known and not (
         "@" in s and s.rpartition("@")[0] in known and s.rpartition("@")[2] in ("text", "image", "fused"))]
     if bad:

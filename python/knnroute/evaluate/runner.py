@@ -2,7 +2,7 @@
 
 Each (dataset, router, seed) cell is computed by one pure function, :func:`run_one`, from an
 :class:`EvalData` (plain arrays, picklable) and plain arguments (:mod:`knnroute.evaluate.cell`; the
-multimodal views ``<router>@text|image|fused``: :mod:`knnroute.evaluate.multimodal`). Nothing else is
+multimodal views ``<router>@text|image|fused``: :mod:`knnroute.evaluate.views`). Nothing else is
 shared between cells, so the grid can be fanned out (Ray, processes) with results identical to the serial
 loop in :func:`evaluate`. The record fields are described in :mod:`knnroute.evaluate.cell`.
 """
@@ -29,7 +29,7 @@ from knnroute.evaluate.cell import (
     run_cell,
     split_indices,
 )
-from knnroute.evaluate.multimodal import run_view
+from knnroute.evaluate.views import run_view
 from knnroute.routers.curves import Curve
 from knnroute.routers.tuned import KNNConfig
 
@@ -66,9 +66,9 @@ def run_one(
 
     ``router``: a name :func:`~knnroute.evaluate.cell.run_cell` takes (reference rows, kNN rows,
     baselines), or ``<router>@text|image|fused`` on a multimodal dataset
-    (:func:`~knnroute.evaluate.multimodal.run_view`); the other arguments as ``run_cell``.
+    (:func:`~knnroute.evaluate.views.run_view`); the other arguments as ``run_cell``.
     """
-    if "@" in router:  # a view of a multimodal dataset: text, image or fused (knnroute.evaluate.multimodal)
+    if "@" in router:  # a view of a multimodal dataset: text, image or fused (knnroute.evaluate.views)
         return run_view(data, router, seed, lams=lams, n_random=n_random, tuning_grid=tuning_grid)
     return run_cell(data, router, seed, lams=lams, n_random=n_random, tuning_grid=tuning_grid, split=split)
 
