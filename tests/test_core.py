@@ -167,7 +167,7 @@ def test_env_var_rejects_unknown_isa():
     assert out.returncode != 0 and "unknown ISA 'sse9'" in out.stderr
 
 
-KNOWN_ISAS = ["scalar", "avx2", "avx512", "avx512-vnni"]  # narrowest first
+KNOWN_ISAS = ["scalar", "avx2", "avx2-vnni", "avx512", "avx512-vnni", "neon", "neon-dotprod"]  # narrowest first
 
 
 def test_available_isas_reports_this_machine():
@@ -175,9 +175,18 @@ def test_available_isas_reports_this_machine():
     assert ISAS == [name for name in KNOWN_ISAS if name in ISAS]
     if "avx512-vnni" in ISAS:  # VNNI is a level above AVX-512, never instead of it
         assert "avx512" in ISAS
+    if "avx2-vnni" in ISAS:
+        assert "avx2" in ISAS
+    if "neon-dotprod" in ISAS:
+        assert "neon" in ISAS
+    # one architecture's levels only
+    assert not ({"avx2", "neon"} <= set(ISAS))
     assert kc.isa() in ISAS
     with pytest.raises(ValueError, match="unknown ISA"):
-        kc.set_isa("neon")
+        kc.set_isa("sse9")
+    other = "neon" if "avx2" in ISAS else "avx2"
+    with pytest.raises(ValueError, match="not supported"):
+        kc.set_isa(other)
 
 
 def test_default_isa_is_the_widest():

@@ -1,5 +1,6 @@
 // ISA detection and the run-time kernel choice: one kernel table per level (isa.hpp). The kernels
-// themselves are in scalar.cpp and simd/*.cpp.
+// themselves are in scalar.cpp and simd/*.cpp. Levels of the other architecture stay in the table (so
+// their names parse and say "not supported") with null kernels that are never reachable.
 #include "knnroute/isa.hpp"
 
 #include <atomic>
@@ -7,21 +8,79 @@
 #include <mutex>
 #include <stdexcept>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
+#if defined(__x86_64__)
+#define KNNROUTE_X86(f) f
+#else
+#define KNNROUTE_X86(f) nullptr
+#endif
+#if defined(__aarch64__)
+#define KNNROUTE_ARM(f) f
+#else
+#define KNNROUTE_ARM(f) nullptr
+#endif
+
 namespace knnroute {
 
 namespace {
 
+#if defined(__x86_64__)
+// AVX-VNNI (the VEX-encoded 256-bit vpdpbusd): CPUID leaf 7 sub-leaf 1, EAX bit 4. Older compilers'
+// __builtin_cpu_supports does not know "avxvnni", so read the bit directly (the OS saves ymm state
+// whenever avx2 is reported usable).
+bool cpu_has_avxvnni() {
+    unsigned a = 7, b = 0, c = 1, d = 0;
+    unsigned max_leaf = 0;
+    __asm__ volatile("cpuid" : "=a"(max_leaf), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    if (max_leaf < 7) return false;
+    a = 7;
+    c = 1;
+    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+    return (a >> 4) & 1u;
+}
+#endif
+
+#if defined(__aarch64__)
+bool cpu_has_dotprod() {
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    int v = 0;
+    std::size_t len = sizeof(v);
+    if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &len, nullptr, 0) == 0) return v != 0;
+    len = sizeof(v);
+    if (sysctlbyname("hw.optional.armv8_2_dotprod", &v, &len, nullptr, 0) == 0) return v != 0;
+    return false;
+#else
+    return false;
+#endif
+}
+#endif
+
 bool cpu_has(Isa isa) {
     switch (isa) {
         case Isa::scalar: return true;
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
         case Isa::avx2:
             return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        case Isa::avx2_vnni: return cpu_has(Isa::avx2) && cpu_has_avxvnni();
         case Isa::avx512:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                    __builtin_cpu_supports("f16c");
         case Isa::avx512_vnni: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512vnni");
+#endif
+#if defined(__aarch64__)
+        case Isa::neon: return true;  // Advanced SIMD (with half-precision conversion) is baseline AArch64
+        case Isa::neon_dotprod: return cpu_has_dotprod();
 #endif
         default: return false;
     }
@@ -40,29 +99,41 @@ void dot_block_i8_rows(const QuantQuery* qs, std::size_t nq, const std::int8_t* 
 const Kernels kTable[] = {
     {Isa::scalar, "scalar", dot_rows_f32_scalar, dot_block_f32_scalar, dot_rows_bf16_scalar, dot_rows_f16_scalar,
      dot_rows_i8_scalar, dot_block_i8_rows<dot_rows_i8_scalar>, select_ub_scalar},
-    {Isa::avx2, "avx2", dot_rows_f32_avx2, dot_block_f32_avx2, dot_rows_bf16_avx2, dot_rows_f16_avx2, dot_rows_i8_avx2,
-     dot_block_i8_rows<dot_rows_i8_avx2>, select_ub_avx2},
-    {Isa::avx512, "avx512", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512, dot_rows_f16_avx512,
-     dot_rows_i8_avx512, dot_block_i8_rows<dot_rows_i8_avx512>, select_ub_avx512},
-    {Isa::avx512_vnni, "avx512-vnni", dot_rows_f32_avx512, dot_block_f32_avx512, dot_rows_bf16_avx512,
-     dot_rows_f16_avx512, dot_rows_i8_avx512_vnni, dot_block_i8_avx512_vnni, select_ub_avx512},
+    {Isa::avx2, "avx2", KNNROUTE_X86(dot_rows_f32_avx2), KNNROUTE_X86(dot_block_f32_avx2),
+     KNNROUTE_X86(dot_rows_bf16_avx2), KNNROUTE_X86(dot_rows_f16_avx2), KNNROUTE_X86(dot_rows_i8_avx2),
+     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2>), KNNROUTE_X86(select_ub_avx2)},
+    {Isa::avx2_vnni, "avx2-vnni", KNNROUTE_X86(dot_rows_f32_avx2), KNNROUTE_X86(dot_block_f32_avx2),
+     KNNROUTE_X86(dot_rows_bf16_avx2), KNNROUTE_X86(dot_rows_f16_avx2), KNNROUTE_X86(dot_rows_i8_avx2_vnni),
+     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2_vnni>), KNNROUTE_X86(select_ub_avx2)},
+    {Isa::avx512, "avx512", KNNROUTE_X86(dot_rows_f32_avx512), KNNROUTE_X86(dot_block_f32_avx512),
+     KNNROUTE_X86(dot_rows_bf16_avx512), KNNROUTE_X86(dot_rows_f16_avx512), KNNROUTE_X86(dot_rows_i8_avx512),
+     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx512>), KNNROUTE_X86(select_ub_avx512)},
+    {Isa::avx512_vnni, "avx512-vnni", KNNROUTE_X86(dot_rows_f32_avx512), KNNROUTE_X86(dot_block_f32_avx512),
+     KNNROUTE_X86(dot_rows_bf16_avx512), KNNROUTE_X86(dot_rows_f16_avx512), KNNROUTE_X86(dot_rows_i8_avx512_vnni),
+     KNNROUTE_X86(dot_block_i8_avx512_vnni), KNNROUTE_X86(select_ub_avx512)},
+    {Isa::neon, "neon", KNNROUTE_ARM(dot_rows_f32_neon), KNNROUTE_ARM(dot_block_f32_neon),
+     KNNROUTE_ARM(dot_rows_bf16_neon), KNNROUTE_ARM(dot_rows_f16_neon), KNNROUTE_ARM(dot_rows_i8_neon),
+     KNNROUTE_ARM(dot_block_i8_rows<dot_rows_i8_neon>), KNNROUTE_ARM(select_ub_neon)},
+    {Isa::neon_dotprod, "neon-dotprod", KNNROUTE_ARM(dot_rows_f32_neon), KNNROUTE_ARM(dot_block_f32_neon),
+     KNNROUTE_ARM(dot_rows_bf16_neon), KNNROUTE_ARM(dot_rows_f16_neon), KNNROUTE_ARM(dot_rows_i8_neon_dotprod),
+     KNNROUTE_ARM(dot_block_i8_rows<dot_rows_i8_neon_dotprod>), KNNROUTE_ARM(select_ub_neon)},
 };
 // kTable[i].isa == Isa(i): parse_isa, isa_name and kernels_for index it by the enum.
-static_assert(sizeof(kTable) / sizeof(kTable[0]) == static_cast<std::size_t>(Isa::avx512_vnni) + 1);
+static_assert(sizeof(kTable) / sizeof(kTable[0]) == static_cast<std::size_t>(kIsaCount));
 
 Isa parse_isa(const std::string& name) {
-    if (name == "scalar") return Isa::scalar;
-    if (name == "avx2") return Isa::avx2;
-    if (name == "avx512") return Isa::avx512;
-    if (name == "avx512-vnni") return Isa::avx512_vnni;
-    throw std::invalid_argument("unknown ISA '" + name + "': use one of scalar, avx2, avx512, avx512-vnni");
+    for (const auto& k : kTable)
+        if (name == k.name) return k.isa;
+    throw std::invalid_argument("unknown ISA '" + name +
+                                "': use one of scalar, avx2, avx2-vnni, avx512, avx512-vnni, neon, neon-dotprod");
 }
 
+// The widest supported level: the last supported entry of the table (narrowest first per architecture).
 Isa best_isa() {
-    if (cpu_has(Isa::avx512_vnni)) return Isa::avx512_vnni;
-    if (cpu_has(Isa::avx512)) return Isa::avx512;
-    if (cpu_has(Isa::avx2)) return Isa::avx2;
-    return Isa::scalar;
+    Isa best = Isa::scalar;
+    for (const auto& k : kTable)
+        if (cpu_has(k.isa)) best = k.isa;
+    return best;
 }
 
 std::atomic<const Kernels*> g_active{nullptr};

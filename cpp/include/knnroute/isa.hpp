@@ -1,10 +1,14 @@
 // Instruction-set dispatch for the similarity kernels.
 //
 // The kernel set is chosen once, on first use: from $KNNROUTE_ISA if set ("scalar", "avx2",
-// "avx512", "avx512-vnni"; asking for an ISA the CPU lacks is an error), otherwise the widest ISA the
-// CPU supports. "avx512" is AVX-512 F/BW/VL/DQ without VNNI (int8 by vpmaddwd); "avx512-vnni" is the
-// same set with the int8 row and batch kernels on vpdpbusd. Each level is a full kernel set, so every
-// level can be forced (and tested) on a CPU that has the widest.
+// "avx2-vnni", "avx512", "avx512-vnni" on x86-64; "scalar", "neon", "neon-dotprod" on aarch64; asking
+// for an ISA the CPU lacks, or one not compiled for this architecture, is an error), otherwise the
+// widest ISA the CPU supports. "avx2" is AVX2 + FMA + F16C (int8 by vpmaddubsw / vpmaddwd);
+// "avx2-vnni" the same set with the int8 kernels on AVX-VNNI's 256-bit vpdpbusd. "avx512" is AVX-512
+// F/BW/VL/DQ without VNNI (int8 by vpmaddwd); "avx512-vnni" is the same set with the int8 row and batch
+// kernels on vpdpbusd. "neon" is AArch64 Advanced SIMD (f16 by fcvtl, int8 by smull/sadalp);
+// "neon-dotprod" the same set with the int8 kernels on sdot (the dotprod extension, ARMv8.2+). Each level
+// is a full kernel set, so every level can be forced (and tested) on a CPU that has the widest.
 // `set_isa` switches it later (a test hook; not meant for concurrent use with running searches).
 #pragma once
 
@@ -15,7 +19,9 @@
 
 namespace knnroute {
 
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3 };  // narrowest first
+// Narrowest first within an architecture; a level of the other architecture is never available.
+enum class Isa { scalar = 0, avx2 = 1, avx2_vnni = 2, avx512 = 3, avx512_vnni = 4, neon = 5, neon_dotprod = 6 };
+constexpr int kIsaCount = 7;
 
 // A unit query quantised for the int8 scan: q ~ sq * (hi + lo / 254), hi and lo integers in
 // [-127, 127] (two int8 digits, so the query's own rounding error is ~1/254 of one digit's).
@@ -103,9 +109,20 @@ void dot_block_i8_avx512_vnni(const QuantQuery*, std::size_t, const std::int8_t*
 std::size_t select_ub_scalar(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx2(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*);
+void dot_rows_i8_avx2_vnni(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
+                           std::size_t, float*);
 void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_f32_avx512(const float*, const float*, std::size_t, std::size_t, float*);
 void dot_block_f32_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+// AArch64 (cpp/src/simd/dot_neon.cpp; the sdot kernel in dot_neon_dotprod.cpp).
+void dot_rows_f32_neon(const float*, const float*, std::size_t, std::size_t, float*);
+void dot_block_f32_neon(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+void dot_rows_bf16_neon(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_f16_neon(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
+void dot_rows_i8_neon(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
+void dot_rows_i8_neon_dotprod(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
+                              std::size_t, float*);
+std::size_t select_ub_neon(const float*, const float*, float, float, std::size_t, std::uint32_t*);
 
 }  // namespace knnroute

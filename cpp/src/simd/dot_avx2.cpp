@@ -19,9 +19,13 @@
 #include "knnroute/isa.hpp"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
-#include <immintrin.h>
+#endif
 
 namespace knnroute {
 
@@ -191,58 +195,19 @@ std::size_t select_ub_avx2(const float* a, const float* err, float eq, float T, 
     return w;
 }
 
-void dot_rows_i8_avx2(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t*,
+#include "i8_avx2.hpp"  // the int8 scan template (shared with dot_avx2_vnni.cpp)
+
+void dot_rows_i8_avx2(const QuantQuery& q, const std::int8_t* base, const float* scale, const std::int32_t* rowsum,
                       std::size_t n, std::size_t d, float* out) {
-    // Exact integer sums: 16 int8 values widened to int16, vpmaddwd pairs into int32 lanes.
-    const std::size_t d16 = d & ~std::size_t{15};
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::int8_t* x = base + i * d;
-        __m256i h = _mm256_setzero_si256(), l = _mm256_setzero_si256();
-        std::size_t j = 0;
-        for (; j < d16; j += 16) {
-            const __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + j)));
-            h = _mm256_add_epi32(h, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q.hi + j))), xv));
-            l = _mm256_add_epi32(l, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q.lo + j))), xv));
-        }
-        alignas(32) std::int32_t th[8], tl[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(th), h);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(tl), l);
-        std::int32_t sh = 0, sl = 0;
-        for (int t = 0; t < 8; ++t) {
-            sh += th[t];
-            sl += tl[t];
-        }
-        for (; j < d; ++j) {
-            sh += static_cast<std::int32_t>(q.hi[j]) * x[j];
-            sl += static_cast<std::int32_t>(q.lo[j]) * x[j];
-        }
-        out[i] = scale[i] * q.sq * (static_cast<float>(sh) + static_cast<float>(sl) * (1.f / 254.f));
-    }
+    if (q.two_digits) i8_scan<true, false>(q, base, scale, rowsum, n, d, out);
+    else i8_scan<false, false>(q, base, scale, rowsum, n, d, out);
 }
 
 }  // namespace knnroute
 
-#pragma GCC pop_options
+#if defined(__clang__)
+#pragma clang attribute pop
 #else
-namespace knnroute {
-void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*) {
-    throw std::logic_error("avx2 kernels not compiled for this architecture");
-}
-void dot_block_f32_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t) {
-    throw std::logic_error("avx2 kernels not compiled for this architecture");
-}
-void dot_rows_bf16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
-    throw std::logic_error("avx2 kernels not compiled for this architecture");
-}
-void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
-    throw std::logic_error("avx2 kernels not compiled for this architecture");
-}
-std::size_t select_ub_avx2(const float*, const float*, float, float, std::size_t, std::uint32_t*) {
-    throw std::logic_error("avx2 kernels not compiled for this architecture");
-}
-void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t,
-                      float*) {
-    throw std::logic_error("avx2 kernels not compiled for this architecture");
-}
-}  // namespace knnroute
+#pragma GCC pop_options
 #endif
+#endif  // __x86_64__ (on other architectures this file compiles to nothing)

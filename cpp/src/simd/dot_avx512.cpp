@@ -31,11 +31,15 @@
 #include "knnroute/isa.hpp"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
+#endif
 // GCC 12 reports a false -Wmaybe-uninitialized inside avx512fintrin.h (_mm512_undefined_ps).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
 
 namespace knnroute {
 
@@ -512,35 +516,9 @@ std::size_t select_ub_avx512(const float* a, const float* err, float eq, float T
 
 }  // namespace knnroute
 
-#pragma GCC pop_options
+#if defined(__clang__)
+#pragma clang attribute pop
 #else
-namespace knnroute {
-void dot_rows_f32_avx512(const float*, const float*, std::size_t, std::size_t, float*) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-void dot_block_f32_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-std::size_t select_ub_avx512(const float*, const float*, float, float, std::size_t, std::uint32_t*) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-void dot_block_i8_avx512_vnni(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
-                              std::size_t, std::size_t, float*, std::size_t, I8Pack*) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-void dot_rows_i8_avx512_vnni(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
-                             std::size_t, float*) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
-                        std::size_t, float*) {
-    throw std::logic_error("avx512 kernels not compiled for this architecture");
-}
-}  // namespace knnroute
+#pragma GCC pop_options
 #endif
+#endif  // __x86_64__ (on other architectures this file compiles to nothing)
