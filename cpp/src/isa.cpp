@@ -8,7 +8,9 @@
 #include <mutex>
 #include <stdexcept>
 
-#if defined(__aarch64__) && defined(__linux__)
+#if defined(__x86_64__)
+#include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
@@ -33,18 +35,17 @@ namespace knnroute {
 namespace {
 
 #if defined(__x86_64__)
-// AVX-VNNI (the VEX-encoded 256-bit vpdpbusd): CPUID leaf 7 sub-leaf 1, EAX bit 4. Older compilers'
-// __builtin_cpu_supports does not know "avxvnni", so read the bit directly (the OS saves ymm state
-// whenever avx2 is reported usable).
+// CPUID bits that __builtin_cpu_supports does not name on every compiler (clang 14 knows no "f16c";
+// GCC 12 and clang 14 no "avxvnni"). F16C: leaf 1, ECX bit 29. AVX-VNNI (the VEX-encoded 256-bit
+// vpdpbusd): leaf 7 sub-leaf 1, EAX bit 4. The OS saves ymm state whenever "avx2" is reported usable,
+// and both are only consulted together with it.
+bool cpu_has_f16c() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && ((c >> 29) & 1u);
+}
 bool cpu_has_avxvnni() {
-    unsigned a = 7, b = 0, c = 1, d = 0;
-    unsigned max_leaf = 0;
-    __asm__ volatile("cpuid" : "=a"(max_leaf), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
-    if (max_leaf < 7) return false;
-    a = 7;
-    c = 1;
-    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
-    return (a >> 4) & 1u;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1u);
 }
 #endif
 
@@ -70,12 +71,11 @@ bool cpu_has(Isa isa) {
         case Isa::scalar: return true;
 #if defined(__x86_64__)
         case Isa::avx2:
-            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
         case Isa::avx2_vnni: return cpu_has(Isa::avx2) && cpu_has_avxvnni();
         case Isa::avx512:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                   __builtin_cpu_supports("f16c");
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && cpu_has_f16c();
         case Isa::avx512_vnni: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(__aarch64__)

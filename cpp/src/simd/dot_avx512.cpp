@@ -34,12 +34,16 @@
 #include <immintrin.h>
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))), apply_to = function)
+// A lambda does not inherit its function's target attribute under clang: the VNNI kernels' lambdas
+// name it themselves.
+#define KNNROUTE_VNNI_LAMBDA __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
-#endif
 // GCC 12 reports a false -Wmaybe-uninitialized inside avx512fintrin.h (_mm512_undefined_ps).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define KNNROUTE_VNNI_LAMBDA
+#endif
 
 namespace knnroute {
 
@@ -223,7 +227,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni_t(const Quan
             const std::int8_t* x3 = x2 + d;
             __m512i h0 = _mm512_setzero_si512(), h1 = h0, h2 = h0, h3 = h0;
             __m512i l0 = h0, l1 = h0, l2 = h0, l3 = h0;
-            auto step = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3, std::size_t j) {
+            auto step = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3, std::size_t j) KNNROUTE_VNNI_LAMBDA {
                 const __m512i qh = _mm512_loadu_si512(q.hi_u8 + j), ql = _mm512_loadu_si512(q.lo_u8 + j);
                 h0 = _mm512_dpbusd_epi32(h0, qh, v0);
                 h1 = _mm512_dpbusd_epi32(h1, qh, v1);
@@ -306,7 +310,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void i8_vnni_4q(const Qua
         __m512i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
         __m512i a20 = a00, a21 = a00, a22 = a00, a23 = a00;
         __m512i a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-        auto step = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3, std::size_t j) {
+        auto step = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3, std::size_t j) KNNROUTE_VNNI_LAMBDA {
             const __m512i u0 = _mm512_loadu_si512(q0 + j), u1 = _mm512_loadu_si512(q1 + j);
             const __m512i u2 = _mm512_loadu_si512(q2 + j), u3 = _mm512_loadu_si512(q3 + j);
             a00 = _mm512_dpbusd_epi32(a00, u0, v0);
