@@ -74,7 +74,7 @@ bool cpu_has(Isa isa) {
             return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
         case Isa::avx2_vnni: return cpu_has(Isa::avx2) && cpu_has_avxvnni();
         case Isa::avx512:
-            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            return cpu_has(Isa::avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && cpu_has_f16c();
         case Isa::avx512_vnni: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512vnni");
 #endif
@@ -106,8 +106,8 @@ const Kernels kTable[] = {
      KNNROUTE_X86(dot_rows_bf16_avx2), KNNROUTE_X86(dot_rows_f16_avx2), KNNROUTE_X86(dot_rows_i8_avx2_vnni),
      KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2_vnni>), KNNROUTE_X86(select_ub_avx2)},
     {Isa::avx512, "avx512", KNNROUTE_X86(dot_rows_f32_avx512), KNNROUTE_X86(dot_block_f32_avx512),
-     KNNROUTE_X86(dot_rows_bf16_avx512), KNNROUTE_X86(dot_rows_f16_avx512), KNNROUTE_X86(dot_rows_i8_avx512),
-     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx512>), KNNROUTE_X86(select_ub_avx512)},
+     KNNROUTE_X86(dot_rows_bf16_avx512), KNNROUTE_X86(dot_rows_f16_avx512), KNNROUTE_X86(dot_rows_i8_avx2),
+     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2>), KNNROUTE_X86(select_ub_avx512)},
     {Isa::avx512_vnni, "avx512-vnni", KNNROUTE_X86(dot_rows_f32_avx512), KNNROUTE_X86(dot_block_f32_avx512),
      KNNROUTE_X86(dot_rows_bf16_avx512), KNNROUTE_X86(dot_rows_f16_avx512), KNNROUTE_X86(dot_rows_i8_avx512_vnni),
      KNNROUTE_X86(dot_block_i8_avx512_vnni), KNNROUTE_X86(select_ub_avx512)},

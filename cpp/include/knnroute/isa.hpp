@@ -5,7 +5,7 @@
 // for an ISA the CPU lacks, or one not compiled for this architecture, is an error), otherwise the
 // widest ISA the CPU supports. "avx2" is AVX2 + FMA + F16C (int8 by vpmaddubsw / vpmaddwd);
 // "avx2-vnni" the same set with the int8 kernels on AVX-VNNI's 256-bit vpdpbusd. "avx512" is AVX-512
-// F/BW/VL/DQ without VNNI (int8 by vpmaddwd); "avx512-vnni" is the same set with the int8 row and batch
+// F/BW/VL/DQ without VNNI (int8 by the AVX2 kernel); "avx512-vnni" is the same set with the int8 row and batch
 // kernels on vpdpbusd. "neon" is AArch64 Advanced SIMD (f16 by fcvtl, int8 by smull/sadalp);
 // "neon-dotprod" the same set with the int8 kernels on sdot (the dotprod extension, ARMv8.2+). Each level
 // is a full kernel set, so every level can be forced (and tested) on a CPU that has the widest.
@@ -101,7 +101,6 @@ void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::siz
 void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
 void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
-void dot_rows_i8_avx512(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
 void dot_rows_i8_avx512_vnni(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
                              std::size_t, float*);
 void dot_block_i8_avx512_vnni(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,

@@ -13,8 +13,9 @@ inline __m128i reduce4_epi32(__m256i a, __m256i b, __m256i c, __m256i d) {
 }
 
 // Exact int32 sums of R rows x one or two query digits, 32 values a step. Without VNNI, vpmaddubsw
-// needs an unsigned operand: |x| (<= 127) times sign(x) * q (|q| <= 127), so a pair of products is at
-// most 2 * 127 * 127 = 32,258 and never saturates int16; vpmaddwd by ones widens the pairs to int32.
+// needs an unsigned operand: |q| (<= 127, once per step for all rows) times sign(q) * x (|x| <= 127, one
+// vpsignb per row), so a pair of products is at most 2 * 127 * 127 = 32,258 and never saturates int16;
+// vpmaddwd by ones widens the pairs to int32 (4 instructions per row per 32 values and digit).
 // With AVX-VNNI, one vpdpbusd of the u8 digit copy (q + 128) and the s8 row does the same, and the
 // result is corrected by 128 x the row sum. The d % 32 tail is summed in scalar with the same operand
 // (signed digit, or u8 digit before the correction), so the integers equal scalar's exactly.
@@ -34,16 +35,19 @@ inline void i8_rows(const QuantQuery& q, const std::int8_t* base, const float* s
         const __m256i vh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + j));
         __m256i vl = _mm256_setzero_si256();
         if constexpr (Two) vl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + j));
+        // |q| once per step for all R rows (unused, and dropped by the compiler, on the VNNI path)
+        const __m256i ah = _mm256_abs_epi8(vh);
+        __m256i al = _mm256_setzero_si256();
+        if constexpr (Two) al = _mm256_abs_epi8(vl);
         for (int r = 0; r < R; ++r) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + j));
             if constexpr (Vnni) {
                 h[r] = _mm256_dpbusd_avx_epi32(h[r], vh, v);
                 if constexpr (Two) l[r] = _mm256_dpbusd_avx_epi32(l[r], vl, v);
             } else {
-                const __m256i a = _mm256_abs_epi8(v);
-                h[r] = _mm256_add_epi32(h[r], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(vh, v)), ones));
+                h[r] = _mm256_add_epi32(h[r], _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(v, vh)), ones));
                 if constexpr (Two)
-                    l[r] = _mm256_add_epi32(l[r], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(vl, v)), ones));
+                    l[r] = _mm256_add_epi32(l[r], _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(v, vl)), ones));
             }
         }
     }
