@@ -16,14 +16,16 @@ Not a pytest suite: a benchmark of a whole process per level. Nothing here asser
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import bench.conftest as bc  # sets OPENBLAS_CORETYPE and OMP_WAIT_POLICY before NumPy loads a BLAS
 
@@ -46,6 +48,10 @@ def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> 
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def call_next(route: Callable[[Any], Any], queries: Iterator[Any]) -> Any:
+    return route(next(queries))
+
+
 def single_case(n: int, rounds: int) -> dict:
     from threadpoolctl import threadpool_limits
 
@@ -54,15 +60,17 @@ def single_case(n: int, rounds: int) -> dict:
     X, S, C, Q = problem(n, bc.D)
     out: dict = {"N": n, "impls": {}}
     with threadpool_limits(limits=1):
-        fns, routed = {}, {}
+        fns: dict[str, Callable[[], Any]] = {}
+        routed: dict[str, list[int]] = {}
         for impl in SINGLE_IMPLS:
             route, _ = make_impl(impl, X, S, C, 100, 1)
             routed[impl] = [int(route(q)) for q in Q]
             queries = itertools.cycle(list(Q))
-            fns[impl] = (lambda route=route, queries=queries: route(next(queries)))
+            fns[impl] = functools.partial(call_next, route, queries)
         med = interleaved(fns, rounds, warmup=10)
     for impl in SINGLE_IMPLS:
-        out["impls"][impl] = {"ms": med[impl] * 1e3, "agree_f32": float(np.mean(np.array(routed[impl]) == routed["ours-f32"]))}
+        agree = float(np.mean(np.array(routed[impl]) == routed["ours-f32"]))
+        out["impls"][impl] = {"ms": med[impl] * 1e3, "agree_f32": agree}
     return out
 
 
@@ -73,11 +81,12 @@ def batch_case(n: int, rounds: int) -> dict:
 
     X, S, C, Q = problem(n)
     with threadpool_limits(limits=1):
-        fns, routed = {}, {}
+        fns: dict[str, Callable[[], Any]] = {}
+        routed: dict[str, Any] = {}
         for impl in BATCH_IMPLS:
             f = make(impl, X, S, C, 1)
             routed[impl] = np.asarray(f(Q))
-            fns[impl] = (lambda f=f: f(Q))
+            fns[impl] = functools.partial(f, Q)
         med = interleaved(fns, rounds, warmup=1)
     return {
         "N": n,
@@ -92,14 +101,14 @@ def batch_case(n: int, rounds: int) -> dict:
 def child(rounds: int) -> dict:
     import knnroute_core as kc
 
-    quick = bc.QUICK
+    sizes = (5000,) if bc.QUICK else (10000, 100000)
     res = {
         "isa": kc.isa(),
         "cpu_model": bc.OPENBLAS_CHOICE.model,
         "openblas": os.environ.get("OPENBLAS_CORETYPE"),
         "loadavg_start": os.getloadavg(),
-        "single": [single_case(n, rounds if n <= 10000 else max(20, rounds // 5)) for n in ((5000,) if quick else (10000, 100000))],
-        "batch": [batch_case(5000 if quick else 10000, 3 if quick else 7)],
+        "single": [single_case(n, rounds if n <= 10000 else max(20, rounds // 5)) for n in sizes],
+        "batch": [batch_case(5000 if bc.QUICK else 10000, 3 if bc.QUICK else 7)],
     }
     res["loadavg_end"] = os.getloadavg()
     return res
@@ -132,7 +141,8 @@ def render(doc: dict) -> str:
     sep = "|---|" + "---|" * len(runs)
     for si in range(len(runs[0]["single"])):
         n = runs[0]["single"][si]["N"]
-        lines += [f"Single query (`route_one`), N = {n:,}, d = 384, k = 100, ms (ratio = fastest reference / ours):", "", head, sep]
+        title = f"Single query (`route_one`), N = {n:,}, d = 384, k = 100, ms (ratio = fastest reference / ours):"
+        lines += [title, "", head, sep]
         for impl in SINGLE_IMPLS:
             cells = []
             for r in runs:
@@ -144,12 +154,14 @@ def render(doc: dict) -> str:
                     cell += f" agree {c[impl]['agree_f32']:.3f}"
                 cells.append(cell)
             lines.append(f"| {impl} | " + " | ".join(cells) + " |")
-        lines.append("| int8 vs our f32 | " + " | ".join(
-            f"{r['single'][si]['impls']['ours-f32']['ms'] / r['single'][si]['impls']['ours-int8']['ms']:.2f}x" for r in runs) + " |")
+        speedups = [r["single"][si]["impls"]["ours-f32"]["ms"] / r["single"][si]["impls"]["ours-int8"]["ms"]
+                    for r in runs]
+        lines.append("| int8 vs our f32 | " + " | ".join(f"{x:.2f}x" for x in speedups) + " |")
         lines.append("")
     for bi in range(len(runs[0]["batch"])):
         b = runs[0]["batch"][bi]
-        lines += [f"Batch of {b['B']:,} (`route`), N = {b['N']:,}, ms per batch (ratio = fastest reference / ours):", "", head, sep]
+        title = f"Batch of {b['B']:,} (`route`), N = {b['N']:,}, ms per batch (ratio = fastest reference / ours):"
+        lines += [title, "", head, sep]
         for impl in BATCH_IMPLS:
             cells = []
             for r in runs:

@@ -126,8 +126,9 @@ PYBIND11_MODULE(_core, m) {
     m.attr("__version__") = KNNROUTE_VERSION;
 
     m.def("isa", []() { return std::string(isa_name(active_isa())); },
-          "Name of the active kernel set: 'avx512-vnni', 'avx512' (AVX-512 without VNNI), 'avx2' or 'scalar' "
-          "(chosen once, the widest the CPU has; $KNNROUTE_ISA overrides).");
+          "Name of the active kernel set: 'avx512-vnni', 'avx512' (AVX-512 without VNNI), 'avx2-vnni' (AVX2 with "
+          "AVX-VNNI), 'avx2', 'neon-dotprod', 'neon' (AArch64 without dotprod) or 'scalar' (chosen once, the widest "
+          "the CPU has; $KNNROUTE_ISA overrides).");
     m.def("available_isas", &available_isas, "Kernel sets this CPU supports, narrowest first.");
     m.def("set_isa", &set_isa, py::arg("name"),
           "Switch the active kernel set (test hook; do not call while searches run on other threads).");

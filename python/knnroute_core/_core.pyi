@@ -141,7 +141,7 @@ def hull_auc(costs: typing.Any, scores: typing.Any, c_max: typing.SupportsFloat 
     """
 def isa() -> str:
     """
-    Name of the active kernel set: 'avx512-vnni', 'avx512' (AVX-512 without VNNI), 'avx2' or 'scalar' (chosen once, the widest the CPU has; $KNNROUTE_ISA overrides).
+    Name of the active kernel set: 'avx512-vnni', 'avx512' (AVX-512 without VNNI), 'avx2-vnni' (AVX2 with AVX-VNNI), 'avx2', 'neon-dotprod', 'neon' (AArch64 without dotprod) or 'scalar' (chosen once, the widest the CPU has; $KNNROUTE_ISA overrides).
     """
 def last_rerank_count() -> int:
     """

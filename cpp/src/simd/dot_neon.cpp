@@ -49,8 +49,7 @@ inline float32x4_t widen_lo(uint16x8_t v, bool bf16) {
                 : vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(v)));
 }
 inline float32x4_t widen_hi(uint16x8_t v, bool bf16) {
-    return bf16 ? vreinterpretq_f32_u32(vshll_high_n_u16(v, 16))
-                : vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(v)));
+    return bf16 ? vreinterpretq_f32_u32(vshll_high_n_u16(v, 16)) : vcvt_high_f32_f16(vreinterpretq_f16_u16(v));
 }
 
 template <bool Bf16>
