@@ -1,5 +1,5 @@
-// Kernel-only timing of the one-digit int8 scan (the single-query path's scan) at every ISA level this
-// CPU has: 10,000 rows x 384 values (3.84 MB), median and minimum of 300 calls. Not a test and never run
+// Kernel-only timing of the single-query scans at every ISA level this CPU has, 10,000 rows x 384 values:
+// int8 one digit (3.84 MB), f16 (7.68 MB) and f32 (15.4 MB); median and minimum of 300 calls each. Not a test and never run
 // by CI; built with -DKNNROUTE_BUILD_TESTS=ON (knnroute_core_bench). docs/internals.md quotes it.
 #include <algorithm>
 #include <chrono>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "knnroute/isa.hpp"
+#include "knnroute/precision.hpp"
 
 using namespace knnroute;
 
@@ -27,17 +28,31 @@ int main() {
     std::vector<float> sc(n, 1.f), out(n);
     std::vector<std::int32_t> rs(n, 0);
     const QuantQuery q{qs.data(), qs.data() + dp, qu.data(), qu.data() + dp, 0.01f, 0, false};
-    for (const auto& name : available_isas()) {
-        set_isa(name);
-        const Kernels& K = kernels();
+    std::normal_distribution<float> nd(0.f, 0.05f);
+    std::vector<float> F(n * d), qf(d);
+    std::vector<std::uint16_t> H(n * d);
+    for (std::size_t t = 0; t < n * d; ++t) {
+        F[t] = nd(g);
+        H[t] = f32_to_f16(F[t]);
+    }
+    for (auto& v : qf) v = nd(g);
+    auto time = [](auto&& fn) {
         std::vector<double> t;
         for (int r = 0; r < 300; ++r) {
             const auto t0 = std::chrono::steady_clock::now();
-            K.dot_rows_i8(q, X.data(), sc.data(), rs.data(), n, d, out.data());
+            fn();
             t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
         }
         std::sort(t.begin(), t.end());
-        std::printf("%-13s int8 one-digit scan, 10k x 384: median %.1f us, min %.1f us\n", name.c_str(),
-                    t[t.size() / 2], t[0]);
+        return std::pair<double, double>(t[t.size() / 2], t[0]);
+    };
+    for (const auto& name : available_isas()) {
+        set_isa(name);
+        const Kernels& K = kernels();
+        const auto a = time([&] { K.dot_rows_i8(q, X.data(), sc.data(), rs.data(), n, d, out.data()); });
+        const auto b = time([&] { K.dot_rows_f16(qf.data(), H.data(), n, d, out.data()); });
+        const auto c = time([&] { K.dot_rows(qf.data(), F.data(), n, d, out.data()); });
+        std::printf("%-13s 10k x 384, median (min) us: int8 one digit %.1f (%.1f), f16 %.1f (%.1f), f32 %.1f (%.1f)\n",
+                    name.c_str(), a.first, a.second, b.first, b.second, c.first, c.second);
     }
 }
