@@ -1,8 +1,9 @@
 """The single-query (N = 10k and 100k) and batch tables once per ISA level this host supports.
 
 Each level runs in its own process with ``KNNROUTE_ISA`` forced (the kernel set is chosen once per process),
-and each process measures the references (NumPy, faiss ``IndexFlatIP``) again beside ours, interleaved call
-by call, so every ratio in a level's table is from one run. Cases and aggregation are those of
+and each process measures the references (NumPy, faiss ``IndexFlatIP``) again beside ours, in alternating
+blocks of consecutive calls (each implementation warm in cache, as in ``bench_single.py``), so every ratio in a
+level's table is from one run. Cases and aggregation are those of
 ``bench_single.py`` / ``bench_batch.py`` (d = 384, k = 100, M = 11, lambda = 200, one thread). An AVX-512 host
 forced to ``avx2`` stands in for an AVX2 host (same instructions, not the same core or memory).
 
@@ -35,16 +36,21 @@ BATCH_IMPLS = ["ours", "ours-int8", "numpy", "faiss"]
 REFS = ("numpy", "faiss")
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round by round."""
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, passes: int = 3) -> dict[str, float]:
+    """Median seconds per call of each function. Each function runs its calls in consecutive blocks (a few
+    warm-up calls, then rounds / passes timed ones), as bench_single.py does, so each implementation runs
+    with its own data in cache; the blocks of all functions alternate for `passes` passes, so drifts in
+    the host's load fall on every implementation alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(warmup + rounds):
+    per_pass = max(1, rounds // passes)
+    for _ in range(passes):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[name].append(dt)
+            for _ in range(warmup):
+                fn()
+            for _ in range(per_pass):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -87,7 +93,7 @@ def batch_case(n: int, rounds: int) -> dict:
             f = make(impl, X, S, C, 1)
             routed[impl] = np.asarray(f(Q))
             fns[impl] = functools.partial(f, Q)
-        med = interleaved(fns, rounds, warmup=1)
+        med = interleaved(fns, rounds, warmup=1, passes=1)
     return {
         "N": n,
         "B": len(Q),
@@ -136,7 +142,7 @@ def run_levels(levels: list[str], rounds: int) -> dict:
 
 def render(doc: dict) -> str:
     runs = doc["runs"]
-    lines = [f"Run {doc['time']}; host: {runs[0]['cpu_model']}; one thread; medians of interleaved calls.", ""]
+    lines = [f"Run {doc['time']}; host: {runs[0]['cpu_model']}; one thread; medians; calls in alternating blocks.", ""]
     head = "| ISA level | " + " | ".join(r["isa"] for r in runs) + " |"
     sep = "|---|" + "---|" * len(runs)
     for si in range(len(runs[0]["single"])):
