@@ -130,7 +130,8 @@ def load(
     return _finish(prod, load_embedder, embedder)
 
 
-def loads(data: bytes, verify: bool = True, *, expect_dim: int | None = None) -> ProductionRouter:
-    """Load a router from the bytes of a router file (same checks as :func:`load`)."""
-    return read_state_bytes(data, from_state, verify, expect_dim=expect_dim)
+def loads(data: bytes, verify: bool = True, *, expect_dim: int | None = None,
+          source: Any = "<bytes>") -> ProductionRouter:
+    """Load a router from the bytes of a router file (same checks as :func:`load`; errors name ``source``)."""
+    return read_state_bytes(data, from_state, verify, expect_dim=expect_dim, source=source)
 
