@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +137,151 @@ def test_defect01_changing_file_is_refused_and_old_router_kept(tmp_path: Path) -
     finally:
         slot_mod._file_signature = real  # type: ignore[assignment]
     assert s.state.generation == 1 and s.last_error is not None and "kept changing" in s.last_error
+
+
+# ------------------------------------------------------------------ 2: a 1 MiB batch of empty items
+def _hostile_batch(limit: int = 1 << 20) -> bytes:
+    n = (limit - len(b'{"items":[]}')) // 3
+    return b'{"items":[' + b",".join([b"{}"] * n) + b"]}"
+
+
+def test_defect02_hostile_batch_refused_before_item_validation(app_url: str) -> None:
+    """349,521 empty items in 1 MiB: refused by the item count with one short line (was: every item
+    validated on the event loop, 24 s and a 41 MB error body)."""
+    body = _hostile_batch()
+    assert len(body) <= 1 << 20
+    r = httpx.post(app_url + "/route/batch", content=body, headers={"content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code == 422 and "limit is 64" in r.json()["detail"]
+    assert len(r.content) < 200
+    assert httpx.get(app_url + "/health", timeout=10).status_code == 200
+
+
+def test_defect02_huge_embedding_refused_by_length(app_url: str) -> None:
+    """An embedding of 250k empty strings: refused by its length before any value is validated."""
+    body = b'{"embedding":[' + b",".join([b'""'] * 250_000) + b"]}"
+    r = httpx.post(app_url + "/route", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 422 and "expects 16" in r.json()["detail"]
+    assert len(r.content) < 200
+
+
+def test_defect02_error_bodies_are_truncated(app_url: str) -> None:
+    """64 items with 16 bad values each: at most ten errors come back, then a count of the rest."""
+    items = [{"embedding": ["x"] * D} for _ in range(64)]
+    r = httpx.post(app_url + "/route/batch", json={"items": items}, timeout=30)
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and len(detail) == 11 and "more errors" in detail[-1]["msg"]
+
+
+# ------------------------------------------------------------------ 9: types coerced instead of rejected
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"lambda": "5"}, "valid number"),
+        ({"lambda": True}, "valid number"),
+        ({"lambda": -1.0}, "greater than or equal to 0"),
+        ({"max_cost": "0.1"}, "valid number"),
+    ],
+)
+def test_defect09_strict_types_and_negative_lambda(app_url: str, extra: dict, needle: str) -> None:  # type: ignore[type-arg]
+    q = np.ones(D).tolist()
+    r = httpx.post(app_url + "/route", json={"embedding": q, **extra}, timeout=10)
+    assert r.status_code == 422 and needle in r.text
+
+
+@pytest.mark.parametrize("bad", [True, "0.5", None])
+def test_defect09_embedding_values_must_be_numbers(app_url: str, bad: object) -> None:
+    q: list[object] = np.ones(D).tolist()
+    q[3] = bad
+    r = httpx.post(app_url + "/route", json={"embedding": q}, timeout=10)
+    assert r.status_code == 422 and "valid number" in r.text
+
+
+def test_defect09_lowercase_bearer_scheme_accepted(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from knnroute.service.app import create_app
+    from knnroute.service.slot import RouterSlot
+
+    path = tmp_path / "r.knnr"
+    _router().save(path)
+    app = create_app(RouterSlot.from_path(path, load_embedder=False), admin_token="s3cret")
+    with TestClient(app) as c:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            r = c.post("/admin/reload", headers={"Authorization": f"{scheme} s3cret"})
+            assert r.status_code == 200, (scheme, r.text)
+        assert c.post("/admin/reload", headers={"Authorization": "Basic s3cret"}).status_code == 403
+
+
+# ------------------------------------------------------------------ 12: open reload and introspection
+def test_defect12_admin_off_and_health_hides_internals_without_token(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from knnroute.service.app import create_app
+    from knnroute.service.slot import RouterSlot
+
+    path = tmp_path / "secret-name.knnr"
+    _router().save(path)
+    with TestClient(create_app(RouterSlot.from_path(path, load_embedder=False))) as c:
+        r = c.post("/admin/reload")
+        assert r.status_code == 403 and "--admin-token" in r.json()["detail"]
+        h = c.get("/health").json()
+        assert h["status"] == "ok" and h["dim"] == D
+        assert not {"pid", "source", "last_reload_error", "watch_interval"} & set(h)
+        assert "secret-name" not in c.get("/health").text
+    with TestClient(create_app(RouterSlot.from_path(path, load_embedder=False), admin_token="t")) as c:
+        assert "pid" not in c.get("/health").json()
+        assert "pid" not in c.get("/health", headers={"Authorization": "Bearer wrong"}).json()
+        h = c.get("/health", headers={"Authorization": "Bearer t"}).json()
+        assert h["pid"] == os.getpid() and h["source"] == str(path)
+
+
+# ------------------------------------------------------------------ 10: abandoned bodies counted as 500
+def test_defect10_abandoned_body_is_499_not_500(app_url: str) -> None:
+    import socket
+
+    def metric(key: str) -> float:
+        for line in httpx.get(app_url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(key + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    k500 = 'knnroute_requests_total{endpoint="/route",method="POST",status="500"}'
+    k499 = 'knnroute_requests_total{endpoint="/route",method="POST",status="499"}'
+    before500, before499 = metric(k500), metric(k499)
+    host, port = app_url.removeprefix("http://").split(":")
+    for _ in range(2):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"POST /route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"embedding\": [")
+    t0 = time.monotonic()
+    while metric(k499) < before499 + 2 and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert metric(k499) == before499 + 2
+    assert metric(k500) == before500
+
+
+# ------------------------------------------------------------------ 5 and 6: the image-path resolver
+def test_defect05_nul_byte_in_image_path_is_422(tmp_path: Path) -> None:
+    from knnroute.service.guard import RequestError, resolve_images
+
+    root = tmp_path / "images"
+    root.mkdir()
+    with pytest.raises(RequestError) as e:
+        resolve_images(["cat\0.png"], str(root))
+    assert e.value.status == 422 and "image 0" in str(e.value.detail)
+
+
+def test_defect06_no_file_existence_oracle(tmp_path: Path) -> None:
+    """A path outside the image folder gets the same answer whether the file exists or not."""
+    from knnroute.service.guard import RequestError, resolve_images
+
+    root = tmp_path / "images"
+    root.mkdir()
+    (tmp_path / "exists.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+    answers = []
+    for name in ("../exists.png", "../missing.png", str(tmp_path / "exists.png"), str(tmp_path / "missing.png")):
+        with pytest.raises(RequestError) as e:
+            resolve_images([name], str(root))
+        answers.append((e.value.status, e.value.detail))
+    assert len(set(answers)) == 1 and answers[0][0] == 422

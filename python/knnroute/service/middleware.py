@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["AdminTokenMiddleware", "BodyLimitMiddleware", "Metrics", "MetricsMiddleware", "send_json"]
+__all__ = ["AdminTokenMiddleware", "BodyLimitMiddleware", "Metrics", "MetricsMiddleware", "bearer_ok", "send_json"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,25 +83,43 @@ async def _send_too_large(send: Send, limit: int) -> None:
                     [(b"connection", b"close")])
 
 
-class AdminTokenMiddleware:
-    """Answer 403 to requests under ``/admin/`` without ``Authorization: Bearer <token>``."""
+def bearer_ok(scope: Scope, token: str | None) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (the scheme is case-insensitive,
+    RFC 7235; the token is compared in constant time). Always False without a token."""
+    if not token:
+        return False
+    got = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
+    scheme, _, value = got.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token.encode())
 
-    def __init__(self, app: ASGIApp, token: str, prefix: str = "/admin/") -> None:
+
+class AdminTokenMiddleware:
+    """Guard ``/admin/``: 403 without ``Authorization: Bearer <token>``; with no token configured the
+    admin endpoints are off (403 saying how to turn them on), never open."""
+
+    def __init__(self, app: ASGIApp, token: str | None, prefix: str = "/admin/") -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token or None
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path", "").startswith(self.prefix):
-            got = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
-            if not hmac.compare_digest(got, self.expected):
+            if self.token is None:
+                await send_json(send, 403, {"detail": "admin endpoints are off: start the service with "
+                                                      "--admin-token (or $KNNROUTE_ADMIN_TOKEN) to use them"})
+                return
+            if not bearer_ok(scope, self.token):
                 await send_json(send, 403, {"detail": "admin token required: Authorization: Bearer <token>"})
                 return
         await self.app(scope, receive, send)
 
 
 class MetricsMiddleware:
-    """Count requests by endpoint and status and time them (Prometheus)."""
+    """Count requests by endpoint and status and time them (Prometheus).
+
+    A request that ends without a response because the client went away (it disconnected before
+    sending its whole body, or before the answer) is counted with status ``499`` (nginx's "client
+    closed request"), not 500: 500 means the service failed."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, endpoints: set[str]) -> None:
         self.app = app
@@ -114,7 +132,8 @@ class MetricsMiddleware:
             return
         path = scope.get("path", "")
         endpoint = path if path in self.endpoints else "other"
-        status = [500]
+        status = [0]
+        gone = [False]
         t0 = time.perf_counter()
 
         async def send_wrapper(msg: Message) -> None:
@@ -122,11 +141,18 @@ class MetricsMiddleware:
                 status[0] = int(msg["status"])
             await send(msg)
 
+        async def receive_wrapper() -> Message:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                gone[0] = True
+            return msg
+
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         finally:
+            code = status[0] or (499 if gone[0] else 500)
             m = self.metrics
-            m.requests.labels(endpoint, scope.get("method", ""), str(status[0])).inc()
+            m.requests.labels(endpoint, scope.get("method", ""), str(code)).inc()
             m.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
