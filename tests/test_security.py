@@ -285,3 +285,103 @@ def test_defect06_no_file_existence_oracle(tmp_path: Path) -> None:
             resolve_images([name], str(root))
         answers.append((e.value.status, e.value.detail))
     assert len(set(answers)) == 1 and answers[0][0] == 422
+
+
+# ------------------------------------------------------------------ 4: pickles run code
+class _Payload:
+    """Unpickling this touches a marker file: the stand-in for an attacker's code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_defect04_pickle_refused_without_allow_pickle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    from knnroute.cli import main
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(_Payload(marker)))
+    rc = main(["eval", "--data", str(evil), "--no-progress", "--seeds", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not marker.exists()
+    assert "--allow-pickle" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_defect04_convert_needs_the_flag_and_writes_parquet(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from knnroute.cli import main
+
+    df = pd.DataFrame({"prompt": ["a", "b"], "m1": [1.0, 0.0], "m1|total_cost": [1e-4, 2e-4],
+                       "m1|model_response": [["x"], ["y"]]})
+    src, dst = tmp_path / "rb.pkl", tmp_path / "rb.parquet"
+    df.to_pickle(src)
+    with pytest.raises(SystemExit):
+        main(["convert", str(src), str(dst)])  # argparse: --allow-pickle is required
+    assert not dst.exists()
+    assert main(["convert", "--allow-pickle", str(src), str(dst)]) == 0
+    back = pd.read_parquet(dst)
+    assert list(back["m1"]) == [1.0, 0.0] and list(back["m1|model_response"]) == ['["x"]', '["y"]']
+
+
+# ------------------------------------------------------------------ 11: tracebacks from the CLI
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    from knnroute.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_defect11_one_prompt_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "one.csv"
+    f.write_text("prompt_id,model,score,cost,prompt\np1,a,1,0.1,hello\np1,b,0,0.01,hello\n")
+    _one_line_error(capsys, ["eval", "--data", str(f), "--no-progress", "--seeds", "1"], "knnroute eval: error:")
+
+
+def test_defect11_deeply_nested_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "deep.jsonl"
+    f.write_text('{"prompt_id": "p1", "model": "a", "score": 1}\n' + '{"a":' * 200_000 + "1" + "}" * 200_000 + "\n")
+    _one_line_error(capsys, ["eval", "--data", str(f), "--no-progress"], str(f), "line 2")
+
+
+def test_defect11_bad_jsonl_line_names_file_and_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"prompt_id": "p1", "model": "a", "score": 1}\n{"prompt_id": "p2", "model": \n')
+    _one_line_error(capsys, ["eval", "--data", str(f), "--no-progress"], str(f), "line 2")
+
+
+def test_defect11_non_utf8_csv_names_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "latin1.csv"
+    f.write_bytes("prompt_id,model,score,prompt\np1,a,1,caf\xe9\n".encode("latin-1"))
+    _one_line_error(capsys, ["eval", "--data", str(f), "--no-progress"], str(f), "UTF-8")
+
+
+def test_defect11_overlong_line_refused_before_reading(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from knnroute.data import tables
+
+    monkeypatch.setattr(tables, "MAX_LINE_BYTES", 1000)
+    f = tmp_path / "long.jsonl"
+    f.write_text('{"prompt_id": "p1", "model": "a", "score": 1}\n' + '{"prompt": "' + "x" * 5000 + '"}\n')
+    _one_line_error(capsys, ["eval", "--data", str(f), "--no-progress"], str(f), "line 2 is longer")
+
+
+def test_defect11_memory_error_is_one_line(capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from knnroute.commands import eval as eval_cmd
+
+    def boom(args: object) -> int:
+        raise MemoryError
+
+    monkeypatch.setattr(eval_cmd, "run", boom)
+    _one_line_error(capsys, ["eval"], "out of memory")
