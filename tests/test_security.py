@@ -385,3 +385,45 @@ def test_defect11_memory_error_is_one_line(capsys: pytest.CaptureFixture[str],
 
     monkeypatch.setattr(eval_cmd, "run", boom)
     _one_line_error(capsys, ["eval"], "out of memory")
+
+
+# ------------------------------------------------------------------ 3: no token cap in the static embedder
+def test_defect03_static_embedder_caps_characters_and_tokens() -> None:
+    """A 200,000-emoji prompt (800k byte-fallback tokens, an 819 MB gather) is cut to MAX_CHARS
+    characters and MAX_TOKENS tokens before pooling; shorter prompts are untouched."""
+    pytest.importorskip("wordllama")
+    from knnroute.embed import get_embedder
+    from knnroute.embed.static import MAX_CHARS, MAX_TOKENS
+
+    e = get_embedder("wordllama")
+    hostile = "\U0001f600" * 200_000
+    assert len(e.token_ids(hostile)) == MAX_TOKENS
+    v = e.encode_one(hostile)
+    assert v.shape == (e.dim,) and np.isfinite(v).all()
+    long_text = "the cat sat on the mat " * 4000  # 92k characters
+    np.testing.assert_array_equal(e.encode_one(long_text), e.encode_one(long_text[:MAX_CHARS]))
+    short = "what is the capital of France?"
+    assert len(e.token_ids(short)) < 20
+
+
+# ------------------------------------------------------------------ 8: router files with impossible values
+@pytest.mark.parametrize(
+    ("array", "value", "needle"),
+    [("scores", 1e30, "scores must lie in [0, 1]"), ("scores", -0.5, "scores must lie in [0, 1]"),
+     ("costs", -1.0, "costs must be finite and >= 0"), ("costs", np.inf, "costs must be finite")],
+)
+@pytest.mark.parametrize("verify", [True, False])
+def test_defect08_impossible_values_refused_verified_or_not(tmp_path: Path, array: str, value: float, needle: str,
+                                                            verify: bool) -> None:
+    """A file re-signed with a score of 1e30 (it routed with a predicted score of 2.7e26) is refused at
+    load, with or without the payload check."""
+    import knnroute
+    from knnroute.production.persist import RouterFileError, write_state
+
+    state = _router().state()
+    state[array] = np.array(state[array], dtype=np.float32, copy=True)
+    state[array][5, 1] = value
+    path = tmp_path / "bad.knnr"
+    write_state(state, path)  # a correctly signed file: the digest matches
+    with pytest.raises(RouterFileError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        knnroute.load(path, verify=verify)
