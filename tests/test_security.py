@@ -427,3 +427,56 @@ def test_defect08_impossible_values_refused_verified_or_not(tmp_path: Path, arra
     write_state(state, path)  # a correctly signed file: the digest matches
     with pytest.raises(RouterFileError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         knnroute.load(path, verify=verify)
+
+
+# ------------------------------------------------------------------ 7: no request read timeout
+def _closed_by_server(s: object, deadline: float) -> bool:
+    import socket
+
+    assert isinstance(s, socket.socket)
+    s.settimeout(max(0.05, deadline - time.monotonic()))
+    try:
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return True  # EOF: the server closed it
+            if b"408" in data.split(b"\r\n", 1)[0]:
+                return True
+    except (TimeoutError, ConnectionResetError):
+        return False if time.monotonic() >= deadline else True
+
+
+def test_defect07_slowloris_connections_are_closed(tmp_path: Path) -> None:
+    """60 connections trickling a request head, and 20 trickling a body: all closed (or answered 408)
+    within the 1 s read timeout plus slack, and /health answers meanwhile (they were held 20 s+)."""
+    import socket
+
+    path = tmp_path / "r.knnr"
+    _router().save(path)
+    with process_server(path, "--no-embedder", "--read-timeout", "1") as url:
+        host, port = url.removeprefix("http://").split(":")
+        heads, bodies = [], []
+        for _ in range(60):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(b"POST /route HTTP/1.1\r\nHost: x\r\n")
+            heads.append(s)
+        for _ in range(20):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(b"POST /route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100000\r\n\r\n{")
+            bodies.append(s)
+        for _ in range(3):  # trickle: one byte each, which must not extend the deadline
+            time.sleep(0.3)
+            for s in heads:
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    pass
+        assert httpx.get(url + "/health", timeout=10).status_code == 200
+        deadline = time.monotonic() + 10
+        closed = sum(_closed_by_server(s, deadline) for s in heads + bodies)
+        for s in heads + bodies:
+            s.close()
+        assert closed == len(heads) + len(bodies)
+        r = httpx.post(url + "/route", json={"embedding": np.ones(D).tolist()}, timeout=10)
+        assert r.status_code == 200

@@ -51,6 +51,7 @@ from knnroute.service.middleware import (
 )
 from knnroute.service.schemas import BatchRequest, BatchResponse, RouteRequest, RouteResponse
 from knnroute.service.slot import RouterSlot
+from knnroute.service.timeouts import DEFAULT_READ_TIMEOUT, uvicorn_limits
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "create_app", "serve"]
 
@@ -245,6 +246,7 @@ def create_app(
     source: str | None = None,
     admin_token: str | None = None,
     image_dir: str | os.PathLike | None = None,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
 ) -> FastAPI:
     """The ASGI app serving ``router``.
 
@@ -268,6 +270,9 @@ def create_app(
         Let requests name images by a file path inside this folder (paths resolving outside it are
         refused). Without it, ``image`` / ``images`` are base64 only: clients never make the service
         read its own files.
+    read_timeout : float, optional
+        Seconds a request body may take to arrive (408 after; None: no limit). The request head has the
+        same deadline in :func:`serve` (:mod:`knnroute.service.timeouts`).
     """
     from knnroute import __version__
 
@@ -338,7 +343,7 @@ def create_app(
         return PlainTextResponse(body, media_type=ctype)
 
     app.add_middleware(AdminTokenMiddleware, token=admin_token)  # admin endpoints are off without a token
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, read_timeout=read_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
     return app
 
@@ -357,11 +362,15 @@ def serve(
     watch_interval: float | None = None,
     admin_token: str | None = None,
     image_dir: str | os.PathLike | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    limit_concurrency: int | None = None,
 ) -> None:
     """Load a router file and serve it with uvicorn until interrupted (SIGINT/SIGTERM).
 
     ``watch_interval``: reload the file when it changes (polled every that many seconds);
     ``admin_token``: required by ``POST /admin/reload`` (off without one) and for ``/health`` internals;
+    ``read_timeout``: seconds a connection may take to send a request head, and a request its body
+    (slowloris); ``limit_concurrency``: most concurrent connections (503 beyond; default no cap);
     ``image_dir``: requests may name image files inside this folder (multimodal routers; base64 images
     are accepted without it).
     """
@@ -375,12 +384,13 @@ def serve(
     slot = RouterSlot.from_path(router_path, verify=verify, load_embedder=load_embedder)
     t_load = time.perf_counter() - t0
     app = create_app(slot, max_body_bytes=max_body_bytes, max_batch=max_batch, source=str(router_path),
-                     admin_token=admin_token, image_dir=image_dir)
+                     admin_token=admin_token, image_dir=image_dir, read_timeout=read_timeout)
     if watch_interval:
         slot.watch(float(watch_interval))
     log.info("loaded %r from %s in %.2f s (ready in %.2f s)", slot.router, router_path, t_load,
              time.perf_counter() - t0)
     try:
-        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log)
+        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log,
+                    **uvicorn_limits(read_timeout, limit_concurrency))
     finally:
         slot.stop()

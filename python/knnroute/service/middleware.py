@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -21,12 +22,14 @@ class BodyLimitMiddleware:
     """Answer 413 for bodies over ``max_bytes`` (declared or streamed) without passing them on.
 
     The body is buffered (at most ``max_bytes``) and replayed to the app, so the app never sees a
-    partial body.
+    partial body. The whole body must arrive within ``read_timeout`` seconds (408 otherwise: a client
+    trickling its body cannot hold the request open).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -45,8 +48,15 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         total = 0
         more = True
+        loop = asyncio.get_running_loop()
+        deadline = None if self.read_timeout is None else loop.time() + self.read_timeout
         while more:
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), None if deadline is None else max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                await send_json(send, 408, {"detail": f"request body not received within {self.read_timeout} s"},
+                                [(b"connection", b"close")])
+                return
             if msg["type"] == "http.disconnect":
                 return
             body = msg.get("body", b"")
