@@ -30,7 +30,7 @@ with atheris.instrument_imports(include=["knnroute"]):
     from knnroute.production import ProductionRouter
     from knnroute.routers.knn import KNNRouter
     from knnroute.service.app import create_app
-    from knnroute.service.guard import RequestError, parse_batch, parse_route, resolve_images
+    from knnroute.service.guard import RequestError, _batch_over_limit, parse_batch, parse_route, resolve_images
 
 D = 4
 MAX_BATCH = 8
@@ -94,6 +94,13 @@ def _check_detail(e: RequestError) -> None:
 def _parse(fdp: atheris.FuzzedDataProvider) -> None:
     batch = fdp.ConsumeBool()
     body = fdp.ConsumeBytes(fdp.remaining_bytes())
+    if batch and _batch_over_limit(body, MAX_BATCH):  # the early scan agrees with a full parse
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("items"), list) and len(obj["items"]) <= MAX_BATCH:
+            raise AssertionError(f"scan said > {MAX_BATCH} items, the parse found {len(obj['items'])}")
     try:
         if batch:
             items = parse_batch(body, D, MAX_BATCH)

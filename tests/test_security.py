@@ -480,3 +480,19 @@ def test_defect07_slowloris_connections_are_closed(tmp_path: Path) -> None:
         assert closed == len(heads) + len(bodies)
         r = httpx.post(url + "/route", json={"embedding": np.ones(D).tolist()}, timeout=10)
         assert r.status_code == 200
+
+
+def test_defect02_batch_limit_scan_agrees_with_full_parse() -> None:
+    """The early item scan (stops at max_batch + 1 items) says "over the limit" exactly when the parsed
+    list is longer, for plain, spaced, nested and truncated bodies."""
+    import json
+
+    from knnroute.service.guard import _batch_over_limit
+
+    for limit in (0, 1, 2, 5):
+        for k in range(8):
+            items = [{"embedding": [0.5, {"x": [1, "]"]}]} if i % 2 else {} for i in range(k)]
+            for body in (json.dumps({"items": items}), json.dumps({"items": items}, indent=2)):
+                assert _batch_over_limit(body.encode(), limit) == (k > limit), (limit, k, body)
+    assert not _batch_over_limit(b'{"x": 1, "items": [{}, {}, {}]}', 1)  # other shapes: the full parse decides
+    assert not _batch_over_limit(b'{"items": [{}, {', 1)

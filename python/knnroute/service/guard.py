@@ -7,7 +7,9 @@ worker thread, never on the event loop. Order of the checks, cheapest first:
 2. JSON syntax and nesting depth (400), the JSON types of the envelope;
 3. the item count against ``max_batch`` and each embedding's length against the router's dimension,
    on the raw lists (422), so a 1 MiB body of 350k empty items or a 250k-value embedding is refused
-   after one parse, without building a model per item;
+   after one parse, without building a model per item. A batch body of the plain shape
+   ``{"items": [...]}`` is not even parsed whole: its items are scanned one by one and the scan stops at
+   item ``max_batch + 1`` (:func:`_batch_over_limit`);
 4. pydantic (strict types: no strings or booleans for numbers), whose error list is cut to
    :data:`MAX_ERRORS` entries and :data:`MAX_DETAIL_CHARS` characters.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,6 +33,9 @@ __all__ = ["MAX_DETAIL_CHARS", "MAX_ERRORS", "RequestError", "parse_batch", "par
 MAX_ERRORS = 10
 MAX_DETAIL_CHARS = 2000
 MAX_PATH_CHARS = 4096
+_BATCH_HEAD = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"items"[ \t\n\r]*:[ \t\n\r]*\[')
+_WS = re.compile(r"[ \t\n\r]*")
+_SCAN = json.JSONDecoder().scan_once
 
 
 class RequestError(Exception):
@@ -79,8 +85,38 @@ def parse_route(body: bytes, dim: int) -> RouteRequest:
         raise _validation(e, ("body",)) from None
 
 
+def _batch_over_limit(body: bytes, limit: int) -> bool:
+    """True when ``body`` is ``{"items": [...]}`` with more than ``limit`` items, found by scanning at most
+    ``limit + 1`` items (not the whole body). False when it has fewer, or another shape, or bad JSON
+    (the full parse then decides and reports)."""
+    m = _BATCH_HEAD.match(body)
+    if m is None:
+        return False
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    idx = _WS.match(text, m.end()).end()  # type: ignore[union-attr]
+    if text.startswith("]", idx):
+        return False
+    for n in range(1, limit + 2):
+        try:
+            _, idx = _SCAN(text, idx)
+        except (StopIteration, RecursionError, ValueError):
+            return False
+        if n > limit:
+            return True  # item limit + 1 exists (what follows it is not read)
+        idx = _WS.match(text, idx).end()  # type: ignore[union-attr]
+        if not text.startswith(",", idx):
+            return False
+        idx = _WS.match(text, idx + 1).end()  # type: ignore[union-attr]
+    return False  # not reached: the loop returns
+
+
 def parse_batch(body: bytes, dim: int, max_batch: int) -> list[RouteRequest]:
     """The items of ``POST /route/batch``; the count is checked on the raw list before any item is."""
+    if _batch_over_limit(body, max_batch):
+        raise RequestError(422, f"batch has more than {max_batch} items; the limit is {max_batch}")
     obj = _loads(body)
     items = obj.get("items") if isinstance(obj, dict) else None
     if isinstance(items, list):
