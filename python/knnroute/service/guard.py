@@ -35,7 +35,7 @@ MAX_DETAIL_CHARS = 2000
 MAX_PATH_CHARS = 4096
 _BATCH_HEAD = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"items"[ \t\n\r]*:[ \t\n\r]*\[')
 _WS = re.compile(r"[ \t\n\r]*")
-_SCAN = json.JSONDecoder().scan_once
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner (undeclared in typeshed)
 
 
 class RequestError(Exception):
