@@ -145,6 +145,9 @@ def probe_copies(router: Path, n: int, work: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         for i in range(n):
             subprocess.run(["cp", str(router), str(target)], check=True)
+            if proc.poll() is not None:
+                n = i + 1
+                break
             if i % 10 == 0:
                 try:
                     code = httpx.post(url + "/admin/reload", headers=AUTH, timeout=30).status_code
@@ -156,8 +159,9 @@ def probe_copies(router: Path, n: int, work: Path) -> dict[str, Any]:
         stop.set()
         th.join(60)
         alive = proc.poll() is None
+        exit_code = proc.returncode  # None while alive; -7 (SIGBUS) was the defect
         h = httpx.get(url + "/health", headers=AUTH, timeout=10).json() if alive else {}
-    return {"copies": n, "seconds": round(seconds, 1), "server_alive": alive, "exit_code": proc.returncode,
+    return {"copies": n, "seconds": round(seconds, 1), "server_alive": alive, "exit_code": exit_code,
             **counts, "admin_reloads": reloads, "generation": h.get("router_generation"),
             "last_reload_error": h.get("last_reload_error")}
 
