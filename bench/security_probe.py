@@ -179,7 +179,7 @@ def probe_batch(router: Path) -> dict[str, Any]:
         out["health_idle"] = idle.summary()
         lat_b, lat_e, sizes = [], [], set()
         with httpx.Client(base_url=url, timeout=60) as c, HealthPoller(url) as hp:
-            for _ in range(20):
+            for _ in range(100):
                 ms, r = _timed(lambda: c.post("/route/batch", content=body, headers=hdr))
                 lat_b.append(ms)
                 sizes.add((r.status_code, len(r.content)))
@@ -187,6 +187,7 @@ def probe_batch(router: Path) -> dict[str, Any]:
                 lat_e.append(ms)
                 sizes.add((r.status_code, len(r.content)))
         out.update({
+            "requests_each": len(lat_b),
             "batch_ms": {"p50": round(statistics.median(lat_b), 1), "max": round(max(lat_b), 1)},
             "embedding_250k_ms": {"p50": round(statistics.median(lat_e), 1), "max": round(max(lat_e), 1)},
             "responses_status_bytes": sorted(sizes), "health_during": hp.summary(),
