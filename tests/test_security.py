@@ -496,3 +496,43 @@ def test_defect02_batch_limit_scan_agrees_with_full_parse() -> None:
                 assert _batch_over_limit(body.encode(), limit) == (k > limit), (limit, k, body)
     assert not _batch_over_limit(b'{"x": 1, "items": [{}, {}, {}]}', 1)  # other shapes: the full parse decides
     assert not _batch_over_limit(b'{"items": [{}, {', 1)
+
+
+@pytest.fixture(scope="module")
+def image_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A prompt router (WordLlama) served with an image folder, and a file that sits outside it."""
+    pytest.importorskip("wordllama")
+    from knnroute.embed import get_embedder
+    from knnroute.service.app import create_app
+
+    base = tmp_path_factory.mktemp("img")
+    root = base / "images"
+    root.mkdir()
+    (base / "exists.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+    emb = get_embedder("wordllama")
+    prompts = [f"question number {i} about topic {i % 7}" for i in range(60)]
+    X = emb.encode(prompts, progress=False)
+    S = np.column_stack([np.arange(60) % 2, np.ones(60)]).astype(np.float64)
+    C = np.tile([1e-4, 1e-2], (60, 1))
+    p = ProductionRouter(KNNRouter(k=5).fit(X, S, C, model_names=["cheap", "best"]), embedder=emb)
+    with thread_server(create_app(p, image_dir=root)) as url:
+        yield url, base
+
+
+def test_defect05_nul_byte_in_image_path_over_http(image_service: tuple[str, Path]) -> None:
+    """A NUL byte in an image path: 422 with a message (was: 500 from os.path.realpath, connection dropped)."""
+    url, _ = image_service
+    r = httpx.post(url + "/route", json={"prompt": "hello", "image": "cat\u0000.png"}, timeout=30)
+    assert r.status_code == 422 and "image 0" in r.json()["detail"]
+    assert httpx.get(url + "/health", timeout=10).status_code == 200
+
+
+def test_defect06_no_file_existence_oracle_over_http(image_service: tuple[str, Path]) -> None:
+    """Outside the image folder: the same answer for a file that exists and one that does not (was:
+    "outside the service's image folder" versus "not valid base64")."""
+    url, base = image_service
+    answers = set()
+    for name in ("../exists.png", "../missing.png", str(base / "exists.png"), str(base / "missing.png")):
+        r = httpx.post(url + "/route", json={"prompt": "hello", "image": name}, timeout=30)
+        answers.add((r.status_code, r.text))
+    assert len(answers) == 1 and next(iter(answers))[0] == 422
