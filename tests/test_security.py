@@ -536,3 +536,28 @@ def test_defect06_no_file_existence_oracle_over_http(image_service: tuple[str, P
         r = httpx.post(url + "/route", json={"prompt": "hello", "image": name}, timeout=30)
         answers.add((r.status_code, r.text))
     assert len(answers) == 1 and next(iter(answers))[0] == 422
+
+
+def test_per_client_concurrency_limit_option() -> None:
+    """``max_client_concurrency``: a client with a request in flight gets 429 for the next one; others
+    (and the same client once its request ends) are served."""
+    import socket
+
+    from knnroute.service.app import create_app
+
+    app = create_app(_router(), max_client_concurrency=1)
+    with thread_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"POST /route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{")  # in flight: waiting for its body
+            t0 = time.monotonic()
+            r = httpx.get(url + "/health", timeout=10)
+            while r.status_code != 429 and time.monotonic() - t0 < 5:
+                time.sleep(0.05)
+                r = httpx.get(url + "/health", timeout=10)
+            assert r.status_code == 429 and "limit 1" in r.json()["detail"]
+        t0 = time.monotonic()
+        while httpx.get(url + "/health", timeout=10).status_code != 200 and time.monotonic() - t0 < 15:
+            time.sleep(0.1)
+        assert httpx.get(url + "/health", timeout=10).status_code == 200

@@ -35,6 +35,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "slower than this (default 10)")
     p.add_argument("--limit-concurrency", type=int, metavar="N",
                    help="most concurrent connections; more get 503 (default: no cap)")
+    p.add_argument("--max-client-concurrency", type=int, metavar="N",
+                   help="most requests in flight per client address; more get 429 (default: no cap; behind a "
+                   "proxy, limit per client in the proxy)")
     p.add_argument("--replicas", type=int, metavar="N",
                    help="serve N replicas with Ray Serve (the 'ray' extra) on --host/--port instead of one "
                    "process")
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             image_dir=args.image_dir,
             read_timeout=args.read_timeout,
             limit_concurrency=args.limit_concurrency,
+            max_client_concurrency=args.max_client_concurrency,
         )
     except (RouterFileError, FileNotFoundError, ValueError) as e:
         print(f"knnroute serve: error: {e}", file=sys.stderr)

@@ -45,6 +45,7 @@ from knnroute.service.guard import MAX_DETAIL_CHARS, RequestError, parse_batch, 
 from knnroute.service.middleware import (
     AdminTokenMiddleware,
     BodyLimitMiddleware,
+    ClientConcurrencyMiddleware,
     Metrics,
     MetricsMiddleware,
     bearer_ok,
@@ -247,6 +248,7 @@ def create_app(
     admin_token: str | None = None,
     image_dir: str | os.PathLike | None = None,
     read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    max_client_concurrency: int | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``router``.
 
@@ -273,6 +275,8 @@ def create_app(
     read_timeout : float, optional
         Seconds a request body may take to arrive (408 after; None: no limit). The request head has the
         same deadline in :func:`serve` (:mod:`knnroute.service.timeouts`).
+    max_client_concurrency : int, optional
+        Most requests in flight per client address (429 beyond; default no cap).
     """
     from knnroute import __version__
 
@@ -344,6 +348,8 @@ def create_app(
 
     app.add_middleware(AdminTokenMiddleware, token=admin_token)  # admin endpoints are off without a token
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, read_timeout=read_timeout)
+    if max_client_concurrency is not None:
+        app.add_middleware(ClientConcurrencyMiddleware, limit=max_client_concurrency)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
     return app
 
@@ -364,6 +370,7 @@ def serve(
     image_dir: str | os.PathLike | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
     limit_concurrency: int | None = None,
+    max_client_concurrency: int | None = None,
 ) -> None:
     """Load a router file and serve it with uvicorn until interrupted (SIGINT/SIGTERM).
 
@@ -371,6 +378,7 @@ def serve(
     ``admin_token``: required by ``POST /admin/reload`` (off without one) and for ``/health`` internals;
     ``read_timeout``: seconds a connection may take to send a request head, and a request its body
     (slowloris); ``limit_concurrency``: most concurrent connections (503 beyond; default no cap);
+    ``max_client_concurrency``: most requests in flight per client address (429 beyond);
     ``image_dir``: requests may name image files inside this folder (multimodal routers; base64 images
     are accepted without it).
     """
@@ -384,7 +392,8 @@ def serve(
     slot = RouterSlot.from_path(router_path, verify=verify, load_embedder=load_embedder)
     t_load = time.perf_counter() - t0
     app = create_app(slot, max_body_bytes=max_body_bytes, max_batch=max_batch, source=str(router_path),
-                     admin_token=admin_token, image_dir=image_dir, read_timeout=read_timeout)
+                     admin_token=admin_token, image_dir=image_dir, read_timeout=read_timeout,
+                     max_client_concurrency=max_client_concurrency)
     if watch_interval:
         slot.watch(float(watch_interval))
     log.info("loaded %r from %s in %.2f s (ready in %.2f s)", slot.router, router_path, t_load,

@@ -1,4 +1,5 @@
-"""ASGI middleware of the service: body size limit, admin bearer token, Prometheus metrics."""
+"""ASGI middleware of the service: body size limit, per-client concurrency, admin bearer token, Prometheus
+metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["AdminTokenMiddleware", "BodyLimitMiddleware", "Metrics", "MetricsMiddleware", "bearer_ok", "send_json"]
+__all__ = [
+    "AdminTokenMiddleware",
+    "BodyLimitMiddleware",
+    "ClientConcurrencyMiddleware",
+    "Metrics",
+    "MetricsMiddleware",
+    "bearer_ok",
+    "send_json",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -101,6 +110,41 @@ def bearer_ok(scope: Scope, token: str | None) -> bool:
     got = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
     scheme, _, value = got.strip().partition(b" ")
     return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token.encode())
+
+
+class ClientConcurrencyMiddleware:
+    """Answer 429 to a client (by peer address) that already has ``limit`` requests in flight.
+
+    Behind a proxy every request comes from the proxy's address: limit per client in the proxy instead
+    (``docs/security.md``). Counting happens on the event loop, so no lock is needed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"per-client concurrency limit must be >= 1, got {limit}")
+        self.app = app
+        self.limit = int(limit)
+        self.active: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        key = str(client[0]) if client else "?"
+        n = self.active.get(key, 0)
+        if n >= self.limit:
+            await send_json(send, 429, {"detail": f"too many concurrent requests from this client "
+                                                  f"(limit {self.limit})"})
+            return
+        self.active[key] = n + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self.active[key] - 1
+            if left:
+                self.active[key] = left
+            else:
+                del self.active[key]
 
 
 class AdminTokenMiddleware:
