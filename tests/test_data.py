@@ -228,7 +228,12 @@ def test_routerbench_pickle_path(real_data: Path, tmp_path: Path) -> None:
     df = pd.concat(frames, ignore_index=True).set_index("Unnamed: 0")
     pkl = tmp_path / "routerbench_0shot.pkl"
     df.to_pickle(pkl)
-    dss = load_dataset(pkl)
+    from knnroute.data.tables import PickleRefused, allow_pickle
+
+    with pytest.raises(PickleRefused, match="--allow-pickle"):
+        load_dataset(pkl)  # a pickle runs code: never unpickled without the opt-in
+    with allow_pickle():
+        dss = load_dataset(pkl)
     assert {d.name: d.n for d in dss} == {"arc_challenge": 1484, "mbpp": 427, "winogrande": 1267}
     assert sum(int(np.isnan(d.scores).sum()) for d in dss) == 154
     assert all(d.split is None and d.n_models == 11 for d in dss)
@@ -239,7 +244,16 @@ def test_routerbench_pickle_path(real_data: Path, tmp_path: Path) -> None:
     idx = np.array([order[k] for k in csv_arc.ids])
     np.testing.assert_array_equal(pkl_arc.scores[idx], csv_arc.scores)
     np.testing.assert_array_equal(pkl_arc.costs[idx], csv_arc.costs)
-    one = load_routerbench(pkl, by_task=False)
+    with allow_pickle():
+        one = load_routerbench(pkl, by_task=False)
+    # converted once to Parquet (the documented command), the same data without unpickling
+    from knnroute.cli import main
+
+    pq = tmp_path / "routerbench_0shot.parquet"
+    assert main(["convert", "--allow-pickle", str(pkl), str(pq)]) == 0
+    pq_arc = load_dataset(pq)[0]
+    np.testing.assert_array_equal(pq_arc.scores, pkl_arc.scores)
+    np.testing.assert_array_equal(pq_arc.costs, pkl_arc.costs)
     assert (
         len(one) == 1
     )

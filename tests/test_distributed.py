@@ -387,7 +387,7 @@ def test_service_reload_admin_endpoint_and_watcher(tmp_path: Path) -> None:
         return [x["model"] for x in r.json()["results"]]
 
     with TestClient(app) as c:
-        h = c.get("/health").json()
+        h = c.get("/health", headers={"Authorization": "Bearer s3cret"}).json()
         assert h["router_generation"] == 1 and h["router_sha256"] == dig_a and h["source"] == str(path)
         assert models(c) == ref_a
         dig_b = _save_as(b, path)
@@ -403,7 +403,8 @@ def test_service_reload_admin_endpoint_and_watcher(tmp_path: Path) -> None:
         path.write_bytes(bytes(raw))
         r = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 500 and "still serving generation 2" in r.json()["detail"]
-        assert models(c) == ref_b and c.get("/health").json()["last_reload_error"]
+        assert models(c) == ref_b
+        assert c.get("/health", headers={"Authorization": "Bearer s3cret"}).json()["last_reload_error"]
         # the watcher picks up the next (good) file by itself
         slot.watch(0.05)
         try:
@@ -414,8 +415,8 @@ def test_service_reload_admin_endpoint_and_watcher(tmp_path: Path) -> None:
         finally:
             slot.stop()
     # an in-memory router has nothing to reload
-    with TestClient(create_app(a, load_embedder=False)) as c:
-        assert c.post("/admin/reload").status_code == 409
+    with TestClient(create_app(a, load_embedder=False, admin_token="t")) as c:
+        assert c.post("/admin/reload", headers={"Authorization": "Bearer t"}).status_code == 409
 
 
 def _free_port() -> int:
@@ -439,7 +440,8 @@ def test_ray_serve_replicas_receive_router_updates(ray_session, tmp_path: Path) 
     dig_a = _save_as(a, path)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    opts = {"num_replicas": 2, "watch_interval": 0.2, "load_embedder": False, "num_cpus_per_replica": 0.25}
+    opts = {"num_replicas": 2, "watch_interval": 0.2, "load_embedder": False, "num_cpus_per_replica": 0.25,
+            "admin_token": "t"}  # /health shows the pid to an authenticated caller
     serve.run(serve_deployment(path, **opts, user_config={"generation": 1}), name="knnroute", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
 
@@ -450,7 +452,7 @@ def test_ray_serve_replicas_receive_router_updates(ray_session, tmp_path: Path) 
         while not (len(seen) == 2 and all(d == want for d in seen.values())):
             if time.monotonic() - t0 > timeout:
                 raise AssertionError(f"replicas did not converge: {seen}")
-            h = client.get("/health").json()
+            h = client.get("/health", headers={"Authorization": "Bearer t"}).json()
             seen[h["pid"]] = h["router_sha256"]
             time.sleep(0.02)
         return seen

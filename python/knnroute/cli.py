@@ -5,6 +5,13 @@ Subcommands are registered in :data:`COMMANDS`: each names a module exposing
 module is imported when the parser is built, so it must import its heavy dependencies inside ``run``.
 Every subcommand's module lives in :mod:`knnroute.commands`; adding one is one line here plus that
 module.
+
+User errors never end in a traceback: :func:`main` turns a ``ValueError`` (bad data, bad option; a
+``RouterFileError``, a ``UnicodeDecodeError``), a missing file, a missing extra, input nested too deeply
+(``RecursionError``) or too large for memory (``MemoryError``) into one line on stderr,
+``knnroute <command>: error: ...``, and exit status 2. Loaders name the file and the row in their
+messages. Commands that read ``--data`` also take ``--allow-pickle``: without it a pickle is refused
+unread (unpickling runs code).
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ COMMANDS: list[Command] = [
     Command(
         "serve", "serve a router file over HTTP (POST /route, /metrics, /health)", "knnroute.commands.serve"
     ),
+    Command("convert", "convert a trusted RouterBench pickle to Parquet once (pickles run code when read)",
+            "knnroute.commands.convert"),
     Command("route-batch", "route prompts or embeddings from Parquet/CSV/JSONL files to Parquet decisions "
             "(in process or on Ray Data)", "knnroute.commands.route_batch"),
 ]
@@ -59,6 +68,10 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
             cmd.name, help=cmd.help, description=(mod.__doc__ or cmd.help).strip().split("\n\n")[0]
         )
         mod.configure(p)
+        if any(a.dest == "data" for a in p._actions) and not any(a.dest == "allow_pickle" for a in p._actions):
+            p.add_argument("--allow-pickle", action="store_true",
+                           help="allow --data to name a pickle (.pkl). WARNING: unpickling runs any code the "
+                           "file carries: only for files you trust; prefer 'knnroute convert' to Parquet")
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -71,7 +84,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help()
         return 2
-    return int(run(args))
+    from knnroute.data.tables import allow_pickle
+
+    def fail(msg: str) -> int:
+        line = " ".join(str(msg).split())
+        print(f"knnroute {args.command}: error: {line[:2000]}", file=sys.stderr)
+        return 2
+
+    try:
+        with allow_pickle(bool(getattr(args, "allow_pickle", False))):
+            return int(run(args))
+    except KeyboardInterrupt:
+        print(f"knnroute {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except RecursionError:
+        return fail("input nested too deeply (a JSON value or a data file): RecursionError")
+    except MemoryError:
+        return fail("out of memory: an input (a line, a prompt, a file) is too large for this machine")
+    except FileNotFoundError as e:
+        return fail(str(e) if e.filename is None else f"{e.filename}: no such file or folder")
+    except (ValueError, ImportError, OSError) as e:
+        return fail(str(e) or type(e).__name__)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,8 +28,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", type=float, metavar="SECONDS",
                    help="reload the router file when it changes (polled every SECONDS; atomic swap)")
     p.add_argument("--admin-token", default=os.environ.get("KNNROUTE_ADMIN_TOKEN"),
-                   help="bearer token required by POST /admin/reload (default: $KNNROUTE_ADMIN_TOKEN; "
-                   "without one the endpoint is open to whoever reaches the bound address)")
+                   help="bearer token required by POST /admin/reload and to see process internals in /health "
+                   "(default: $KNNROUTE_ADMIN_TOKEN; without one the admin endpoints are off)")
+    p.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close connections that take longer to send a request head, and answer 408 to bodies "
+                   "slower than this (default 10)")
+    p.add_argument("--limit-concurrency", type=int, metavar="N",
+                   help="most concurrent connections; more get 503 (default: no cap)")
+    p.add_argument("--max-client-concurrency", type=int, metavar="N",
+                   help="most requests in flight per client address; more get 429 (default: no cap; behind a "
+                   "proxy, limit per client in the proxy)")
     p.add_argument("--replicas", type=int, metavar="N",
                    help="serve N replicas with Ray Serve (the 'ray' extra) on --host/--port instead of one "
                    "process")
@@ -91,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
             watch_interval=args.watch,
             admin_token=args.admin_token,
             image_dir=args.image_dir,
+            read_timeout=args.read_timeout,
+            limit_concurrency=args.limit_concurrency,
+            max_client_concurrency=args.max_client_concurrency,
         )
     except (RouterFileError, FileNotFoundError, ValueError) as e:
         print(f"knnroute serve: error: {e}", file=sys.stderr)

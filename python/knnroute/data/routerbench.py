@@ -22,6 +22,7 @@ from knnroute.data.tables import (
     check_models_have_outcomes,
     check_scores,
     numeric_column,
+    read_pickle,
     read_table,
     require_pandas,
 )
@@ -170,8 +171,9 @@ def load_routerbench(
       split: shipped test -> ``test`` untouched; shipped train -> ``train``, with a seeded
       ``val_fraction`` (default 1/8) relabelled ``val``.
     * ``.pkl`` (``routerbench_0shot.pkl`` / ``routerbench_5shot.pkl`` from Hugging Face
-      ``withmartian/routerbench``, downloaded by the user; same columns): no shipped split. Only unpickle
-      files you trust: a pickle can run code.
+      ``withmartian/routerbench``, downloaded by the user; same columns): no shipped split. A pickle can
+      run code: it is read only inside :func:`knnroute.data.tables.allow_pickle` (``--allow-pickle``);
+      convert it once to Parquet with ``knnroute convert --allow-pickle``.
     * A single CSV: no split.
 
     With ``by_task=False`` everything becomes one dataset ``routerbench`` with ``groups`` = ``eval_name``.
@@ -183,7 +185,7 @@ def load_routerbench(
     gpt-3.5-turbo-1106 only, the other scored for the other 10 models. Both rows are kept as shipped; a
     repeated sample_id gets ``#<row key>`` appended to stay unique (``meta["n_duplicate_sample_ids"]``).
     """
-    pd = require_pandas()
+    require_pandas()
     p = Path(path)
     if p.is_dir():
         files = sorted(p.rglob("*.csv"))
@@ -215,9 +217,7 @@ def load_routerbench(
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file or folder")
     if p.suffix.lower() in (".pkl", ".pickle"):
-        df = pd.read_pickle(p)
-        if not isinstance(df, pd.DataFrame):
-            raise ValueError(f"{p}: expected a pickled pandas DataFrame, got {type(df).__name__}")
+        df = read_pickle(p)  # refused unless the caller opted in (allow_pickle / --allow-pickle)
         if len(df) == 0:
             raise ValueError(f"{p}: file has no rows")
         kind = "RouterBench pickle"

@@ -6,14 +6,21 @@ the header).
 
 Token estimate used where a source has no token counts: ``tokens ~= characters / 4`` (``CHARS_PER_TOKEN``).
 ``pandas`` is needed for CSV / Parquet / pickle (the ``data`` extra) and is imported lazily.
+
+Pickles run code when they are read: :func:`read_pickle` refuses them unless the caller opted in with
+:func:`allow_pickle` (the CLI's ``--allow-pickle``). Parquet and CSV are the documented formats;
+``knnroute convert --allow-pickle IN.pkl OUT.parquet`` converts a trusted pickle once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,8 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "SCORE_RANGE",
     "PathLike",
+    "PickleRefused",
+    "allow_pickle",
     "check_costs",
     "check_models_have_outcomes",
     "check_scores",
@@ -31,6 +40,7 @@ __all__ = [
     "numeric_column",
     "parse_prices",
     "read_jsonl",
+    "read_pickle",
     "read_price_table",
     "read_table",
     "require_pandas",
@@ -42,6 +52,37 @@ CHARS_PER_TOKEN = 4.0
 SCORE_RANGE = (0.0, 1.0)
 
 PathLike = str | os.PathLike
+
+_PICKLE_OK: ContextVar[bool] = ContextVar("knnroute_allow_pickle", default=False)
+
+
+class PickleRefused(ValueError):
+    """A pickle was given without the explicit opt-in (:func:`allow_pickle`, ``--allow-pickle``)."""
+
+
+@contextlib.contextmanager
+def allow_pickle(on: bool = True) -> Iterator[None]:
+    """Within this block, :func:`read_pickle` may unpickle files (which runs any code they carry)."""
+    token = _PICKLE_OK.set(bool(on))
+    try:
+        yield
+    finally:
+        _PICKLE_OK.reset(token)
+
+
+def read_pickle(path: Path) -> Any:
+    """A pickled DataFrame, only inside :func:`allow_pickle`; otherwise :class:`PickleRefused` is raised
+    before a byte of the file is read (unpickling runs code: only open files you trust)."""
+    if not _PICKLE_OK.get():
+        raise PickleRefused(
+            f"{path}: refusing to unpickle (a pickle can run code); convert it once with "
+            f"'knnroute convert --allow-pickle {path} OUT.parquet', or pass --allow-pickle if you trust it"
+        )
+    pd = require_pandas()
+    df = pd.read_pickle(path)
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{path}: expected a pickled pandas DataFrame, got {type(df).__name__}")
+    return df
 
 
 def require_pandas() -> Any:
@@ -70,11 +111,16 @@ def read_table(path: Path) -> Any:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=True)
+            df = pd.DataFrame(_jsonl_records(path))
         else:
             df = pd.read_csv(path)
     except pd.errors.EmptyDataError as e:
         raise ValueError(f"{path}: file is empty") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded); "
+                         "save the file as UTF-8") from None
+    except pd.errors.ParserError as e:
+        raise ValueError(f"{path}: not a valid CSV file: {str(e).strip()[:300]}") from None
     if len(df) == 0:
         raise ValueError(f"{path}: file has a header but no data rows")
     return df
@@ -153,18 +199,59 @@ def find_dir(root: Path, rel: str) -> Path:
     raise FileNotFoundError(f"{root}: expected a folder {rel}/ inside it")
 
 
+#: the longest line a JSON-lines file may have (a longer one is refused before it is read into memory)
+MAX_LINE_BYTES = 64 << 20
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, bytes) of a JSON-lines file, each line at most :data:`MAX_LINE_BYTES`."""
+    with open(path, "rb") as fh:
+        for i in itertools.count(1):
+            line = fh.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE_BYTES:
+                raise ValueError(f"{path}: line {i} is longer than {MAX_LINE_BYTES} bytes")
+            yield i, line
+
+
+def _parse_line(path: Path, i: int, line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {i}: not valid JSON ({e.msg}, column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: line {i}: not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError(f"{path}: line {i}: JSON nested too deeply") from None
+
+
+def _jsonl_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines table; a malformed line is an error naming the file and the line."""
+    out = []
+    for i, line in _jsonl_lines(path):
+        if not line.strip():
+            continue
+        rec = _parse_line(path, i, line)
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}: line {i}: expected a JSON object, got {type(rec).__name__}")
+        out.append(rec)
+    return out
+
+
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Records of a JSON-lines file and the number of malformed lines skipped."""
     out: list[dict[str, Any]] = []
     bad = 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad += 1
+    for i, line in _jsonl_lines(path):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad += 1
+        except RecursionError:
+            raise ValueError(f"{path}: line {i}: JSON nested too deeply") from None
     return out, bad
 
 

@@ -42,6 +42,13 @@ _DIMS = (64, 128, 256)  # the shipped table is 256-d; smaller = its leading dime
 #: distinct pieces (a ``▁``-run and the characters after it) whose token ids are memoised
 WORD_CACHE = 1 << 18
 _PIECE = re.compile("\u2581*[^\u2581]+|\u2581+")
+#: a prompt is embedded from its first MAX_CHARS characters and at most MAX_TOKENS tokens (a hostile
+#: 200,000-emoji prompt is 800k byte-fallback tokens: an 819 MB gather before these caps). Real prompts
+#: are far shorter (the longest in ../shared/data: 4,753 characters); a longer one differs from the
+#: library's embedding (which has no limit) only there.
+MAX_CHARS = 32_768
+MAX_TOKENS = 8_192
+_POOL_CHUNK = 4096  # rows gathered at once when pooling (bounds the temporary to 4 MB at d = 256)
 
 
 def wordllama_dir() -> Path:
@@ -178,6 +185,9 @@ class WordLlamaEmbedder(Embedder):
         character (checked at load), so no merge crosses the start of a ``▁``-run that follows a
         character: BPE on those pieces separately gives the same ids. We split there and memoise each
         piece's ids (up to ``WORD_CACHE`` pieces), so repeated words cost a dict lookup.
+
+        Bounded: only the first :data:`MAX_CHARS` characters are tokenised and at most :data:`MAX_TOKENS`
+        ids are returned, so one request's CPU and memory are capped whatever its text.
         """
         if self._tok is None:
             self._load()
@@ -185,20 +195,28 @@ class WordLlamaEmbedder(Embedder):
             return []
         cache = self._words
         ids: list[int] = []
-        for w in _PIECE.findall("\u2581" + text.replace(" ", "\u2581")):
+        for w in _PIECE.findall("\u2581" + text[:MAX_CHARS].replace(" ", "\u2581")):
+            if len(ids) >= MAX_TOKENS:
+                break
             got = cache.get(w)
             if got is None:
                 got = [t.id for t in self._bpe.tokenize(w)]
                 if len(cache) < WORD_CACHE:
                     cache[w] = got
             ids.extend(got)
-        return ids
+        return ids[:MAX_TOKENS]
 
     def _pool(self, ids: list[int]) -> np.ndarray:
         """Mean-pool direction of the rows of ``ids`` (unnormalised sum; empty -> the fixed empty vector)."""
         if not ids:
             return self._empty_vector().copy()
-        return self._table[np.asarray(ids, dtype=np.intp)].sum(axis=0)  # type: ignore[index]
+        idx = np.asarray(ids, dtype=np.intp)
+        table = self._table
+        assert table is not None
+        if len(idx) <= _POOL_CHUNK:
+            return table[idx].sum(axis=0)
+        return sum((table[idx[s : s + _POOL_CHUNK]].sum(axis=0) for s in range(0, len(idx), _POOL_CHUNK)),
+                   np.zeros(table.shape[1], dtype=table.dtype))
 
     def _encode(self, items: Sequence[Any], batch_size: int) -> np.ndarray:
         self._load()

@@ -138,7 +138,10 @@ def map_cells(
                     c = futures[f]
                     exc = f.exception()
                     if exc is not None:
-                        raise RuntimeError(f"evaluation cell {_describe(kind, c, data)} failed: {exc!r}") from exc
+                        where = f"evaluation cell {_describe(kind, c, data)}"
+                        if isinstance(exc, ValueError):  # bad data or settings: a user error, one line
+                            raise ValueError(f"{where}: {exc}") from exc
+                        raise RuntimeError(f"{where} failed: {exc!r}") from exc
                     outs[c] = f.result()
                     if bar is not None:
                         if label is not None:

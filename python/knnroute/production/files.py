@@ -6,6 +6,7 @@ writes plain state; this module converts that state to and from a router.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,12 +17,34 @@ import numpy as np
 from knnroute.production.persist import read_state, read_state_bytes
 from knnroute.production.router import ProductionRouter
 
-__all__ = ["from_state", "load", "loads", "save"]
+__all__ = ["check_values", "from_state", "load", "loads", "save"]
+
+
+def check_values(meta: Mapping[str, Any], S: np.ndarray, C: np.ndarray) -> None:
+    """Refuse impossible values, whether or not the payload digest was checked: a re-signed or
+    unverified file must not route with a score of 1e30. Scores on [0, 1] or NaN (missing); costs
+    finite and >= 0 or NaN; prices finite and >= 0. (Embeddings: the core refuses non-finite and zero
+    rows.) Raises ValueError naming the first bad cell."""
+    bad = ~np.isnan(S) & ~((S >= 0.0) & (S <= 1.0))
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"score of row {i}, model {j} is {float(S[i, j])!r}: scores must lie in [0, 1] (or NaN)")
+    bad = ~np.isnan(C) & ~(np.isfinite(C) & (C >= 0.0))
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"cost of row {i}, model {j} is {float(C[i, j])!r}: costs must be finite and >= 0")
+    for m, p in (meta.get("prices") or {}).items():
+        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                             and math.isfinite(v) and v >= 0 for v in p)):
+            raise ValueError(f"price of {m!r} is {p!r}: expected [input, output] USD per 1M tokens, finite, >= 0")
 
 
 def from_state(meta: Mapping[str, Any], X: np.ndarray, S: np.ndarray, C: np.ndarray) -> ProductionRouter:
-    """Rebuild a router from validated file metadata and arrays (the core copies the arrays)."""
+    """Rebuild a router from validated file metadata and arrays (the core copies the arrays); values
+    are checked first (:func:`check_values`)."""
     from knnroute.routers.knn import KNNRouter
+
+    check_values(meta, S, C)
 
     knn = meta["knn"]
     n = X.shape[0]
@@ -130,7 +153,8 @@ def load(
     return _finish(prod, load_embedder, embedder)
 
 
-def loads(data: bytes, verify: bool = True, *, expect_dim: int | None = None) -> ProductionRouter:
-    """Load a router from the bytes of a router file (same checks as :func:`load`)."""
-    return read_state_bytes(data, from_state, verify, expect_dim=expect_dim)
+def loads(data: bytes, verify: bool = True, *, expect_dim: int | None = None,
+          source: Any = "<bytes>") -> ProductionRouter:
+    """Load a router from the bytes of a router file (same checks as :func:`load`; errors name ``source``)."""
+    return read_state_bytes(data, from_state, verify, expect_dim=expect_dim, source=source)
 

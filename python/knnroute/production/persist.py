@@ -26,7 +26,8 @@ its ``dtype``, absolute ``offset`` and ``shape``; and ``payload_offset``, ``payl
 Writing goes to a temporary file in the target folder, is fsync-ed and then ``os.replace``-d over the
 target, so a reader sees either the old file or the new one, never a partial one.
 
-Reading memory-maps the file, checks every structural fact (magic, version, header digest, JSON types,
+Reading copies the file into memory first (never a memory map: a file rewritten in place under a map
+kills the reader with SIGBUS), checks every structural fact (magic, version, header digest, JSON types,
 sizes, offsets, alignment, shapes, payload length) before touching the arrays, verifies the payload
 digest (``verify=True``; one SHA-256 pass over the payload, measured 0.14 s for 163 MB), and hands
 the mapped arrays to a ``build`` callback (the router's constructor, which copies them into the core's
@@ -40,7 +41,6 @@ import hashlib
 import itertools
 import json
 import math
-import mmap
 import os
 import struct
 import tempfile
@@ -58,7 +58,9 @@ __all__ = [
     "PRECISIONS",
     "RouterFileError",
     "jsonable",
+    "metadata_of",
     "read_metadata",
+    "read_snapshot",
     "read_state",
     "read_state_bytes",
     "write_state",
@@ -370,11 +372,16 @@ def _check_meta(meta: dict[str, Any], size: int, path: Any) -> None:
 
 
 def read_state_bytes(data: bytes, build: Build[T], verify: bool = True, *,
-                     expect_dim: int | None = None) -> T:
-    """:func:`read_state` from the bytes of a router file (same checks)."""
+                     expect_dim: int | None = None, source: Any = "<bytes>") -> T:
+    """:func:`read_state` from the bytes of a router file (same checks; errors name ``source``)."""
     if len(data) == 0:
-        raise RouterFileError("<bytes>: file is empty")
-    return _from_buffer(memoryview(data), len(data), "<bytes>", build, verify, expect_dim)
+        raise RouterFileError(f"{source}: file is empty")
+    return _from_buffer(memoryview(data), len(data), source, build, verify, expect_dim)
+
+
+def metadata_of(data: bytes, source: Any = "<bytes>") -> dict[str, Any]:
+    """The validated JSON metadata in the bytes of a router file (no payload check)."""
+    return _parse_header(memoryview(data), len(data), source)
 
 
 def _from_buffer(buf: Any, size: int, path: Any, build: Build[T], verify: bool, expect_dim: int | None) -> T:
@@ -429,8 +436,8 @@ def read_state(path: str | os.PathLike, build: Build[T], verify: bool = True, *,
                expect_dim: int | None = None) -> T:
     """Read a router file and hand its plain state to ``build(meta, X, S, C)``; returns what it returns.
 
-    The arrays are views into the memory-mapped file (embeddings widened to float32 when stored as
-    f16/bf16): ``build`` must copy what it keeps; the map is closed when it returns.
+    The arrays are views into an in-memory snapshot of the file (:func:`read_snapshot`; embeddings
+    widened to float32 when stored as f16/bf16): ``build`` must copy what it keeps.
 
     Parameters
     ----------
@@ -451,15 +458,29 @@ def read_state(path: str | os.PathLike, build: Build[T], verify: bool = True, *,
     FileNotFoundError
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            raise _fail(path, "file is empty")
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        return _from_buffer(mm, size, path, build, verify, expect_dim)
-    finally:
-        try:
-            mm.close()
-        except BufferError:  # pragma: no cover - an array view still alive; the map closes with it
-            pass
+    data = read_snapshot(path)
+    return _from_buffer(memoryview(data), len(data), path, build, verify, expect_dim)
+
+
+def read_snapshot(path: str | os.PathLike, attempts: int = 5) -> bytes:
+    """The bytes of ``path``, read into memory as one consistent snapshot.
+
+    Never memory-mapped: a writer that truncates or rewrites a mapped file in place makes the reader's
+    next page access raise SIGBUS and kill the process. The file is read whole and its size and mtime
+    compared before and after; a file that changed during the read is read again (up to ``attempts``
+    times), then refused with a :class:`RouterFileError` saying it keeps changing. The payload digest
+    (``verify=True``) then proves the snapshot is the file that was written.
+    """
+    path = Path(path)
+    for _ in range(max(1, attempts)):
+        with open(path, "rb") as fh:
+            st0 = os.fstat(fh.fileno())
+            if st0.st_size == 0:
+                raise _fail(path, "file is empty")
+            data = fh.read(st0.st_size + 1)  # one byte more: notices a file that grew meanwhile
+            st1 = os.fstat(fh.fileno())
+        if len(data) == st0.st_size and (st0.st_size, st0.st_mtime_ns) == (st1.st_size, st1.st_mtime_ns):
+            return data
+        time.sleep(0.01)
+    raise _fail(path, f"the file kept changing while it was read ({attempts} attempts); "
+                      "write router files atomically (knnroute saves do: temporary file + rename)")

@@ -6,18 +6,19 @@ Endpoints (see ``docs/service.md``; the OpenAPI schema is at ``/openapi.json``, 
   ``"max_cost"`` (USD per query; lambda from the budget table saved with the router) -> the chosen
   model, predicted score and cost per model, confidence, fallback flag.
 * ``POST /route/batch`` -- ``{"items": [<route request>, ...]}`` -> ``{"results": [...]}``.
-* ``GET /health`` -- liveness and what is loaded.
+* ``GET /health`` -- liveness and what is loaded (process internals only with the admin token).
 * ``GET /metrics`` -- Prometheus text: requests, latency histogram, routed model counts, fallbacks.
 * ``POST /admin/reload`` -- re-read the router file and swap it in atomically (services started from a
-  file; ``Authorization: Bearer <token>`` when an admin token is set).
+  file; needs ``Authorization: Bearer <token>``: off when the service has no admin token).
 
 Request and response models: :mod:`knnroute.service.schemas`; body limit, admin token and metrics:
 :mod:`knnroute.service.middleware`; the reloadable router: :mod:`knnroute.service.slot`.
 
 Errors: malformed JSON -> 400; unknown fields, wrong types, wrong embedding size, NaN, a prompt without
-an embedder -> 422 with a message; a body over ``max_body_bytes`` -> 413 (read no further). Routing
-endpoints are synchronous functions, so FastAPI runs them in its thread pool: the core releases the
-GIL while it searches, and the event loop keeps accepting connections.
+an embedder -> 422 with a message (at most ten errors); a body over ``max_body_bytes`` -> 413 (read no
+further); more than ``max_batch`` items -> 422 before any item is validated. The routing endpoints read
+the raw body and parse, validate and route it on the thread pool (:mod:`knnroute.service.guard`): the
+event loop never does per-item work, and the core releases the GIL while it searches.
 
 FastAPI, uvicorn and prometheus-client are imported here, not by ``import knnroute`` (the ``serve`` extra).
 """
@@ -35,12 +36,23 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from knnroute.production.router import ProductionRouter, RouteDecision
-from knnroute.service.middleware import AdminTokenMiddleware, BodyLimitMiddleware, Metrics, MetricsMiddleware
+from knnroute.service.guard import MAX_DETAIL_CHARS, RequestError, parse_batch, parse_route, resolve_images
+from knnroute.service.middleware import (
+    AdminTokenMiddleware,
+    BodyLimitMiddleware,
+    ClientConcurrencyMiddleware,
+    Metrics,
+    MetricsMiddleware,
+    bearer_ok,
+)
 from knnroute.service.schemas import BatchRequest, BatchResponse, RouteRequest, RouteResponse
 from knnroute.service.slot import RouterSlot
+from knnroute.service.timeouts import DEFAULT_READ_TIMEOUT, uvicorn_limits
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "create_app", "serve"]
 
@@ -53,12 +65,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON"}, 413: {"description": "Body too large"},
     422: {"description": "Invalid request"},
 }
-
-
-class _Unprocessable(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def _response(router: ProductionRouter, d: RouteDecision, max_cost: float | None) -> dict[str, Any]:
@@ -84,28 +90,6 @@ def _response(router: ProductionRouter, d: RouteDecision, max_cost: float | None
 
 
 
-def _request_images(it: RouteRequest, image_root: str | None) -> list[Any]:
-    """The images of one request as ImageRef (bytes): base64, or a file under ``image_root``."""
-    from knnroute.embed.image import ImageRef, decode_base64_image
-
-    raw = ([it.image] if it.image is not None else []) + list(it.images or [])
-    out: list[Any] = []
-    for j, s in enumerate(raw):
-        if image_root is not None and len(s) < 4096 and not s.startswith("data:"):
-            p = os.path.realpath(os.path.join(image_root, s))
-            if os.path.isfile(p):
-                if os.path.commonpath([p, image_root]) != image_root:
-                    raise _Unprocessable(f"image {j}: path is outside the service's image folder")
-                with open(p, "rb") as fh:
-                    out.append(ImageRef(fh.read(), os.path.basename(p)))
-                continue
-        try:
-            out.append(ImageRef(decode_base64_image(s), f"image {j}"))
-        except ValueError as e:
-            raise _Unprocessable(f"image {j}: {e}") from None
-    return out
-
-
 class _Routing:
     """Route request items with the slot's current router; count them in the metrics."""
 
@@ -122,23 +106,23 @@ class _Routing:
         for i, it in enumerate(items):
             if it.embedding is not None:
                 if len(it.embedding) != d:
-                    raise _Unprocessable(
-                        f"item {i}: embedding has {len(it.embedding)} values, the router expects {d}"
+                    raise RequestError(
+                        422, f"item {i}: embedding has {len(it.embedding)} values, the router expects {d}"
                     )
                 vecs[i] = np.asarray(it.embedding, dtype=np.float32)
             else:
                 prompt_pos.append(i)
         if prompt_pos:
             if not prompt_ok:
-                raise _Unprocessable(
-                    "this service routes embeddings only (the router has no embedder, or it was started "
+                raise RequestError(
+                    422, "this service routes embeddings only (the router has no embedder, or it was started "
                     "without one): send 'embedding'"
                 )
-            imgs = [_request_images(items[i], self.image_root) for i in prompt_pos]
+            imgs = [resolve_images(_images_of(items[i]), self.image_root) for i in prompt_pos]
             try:
                 X = router.embed([str(items[i].prompt) for i in prompt_pos], imgs if any(imgs) else None)
             except (ValueError, FileNotFoundError) as e:
-                raise _Unprocessable(str(e)) from None
+                raise RequestError(422, str(e)[:MAX_DETAIL_CHARS]) from None
             for j, i in enumerate(prompt_pos):
                 vecs[i] = X[j]
         return vecs
@@ -152,7 +136,7 @@ class _Routing:
             try:
                 dec = router.decide(vecs[i], it.lambda_, it.max_cost)
             except ValueError as e:
-                raise _Unprocessable(f"item {i}: {e}" if len(items) > 1 else str(e)) from None
+                raise RequestError(422, f"item {i}: {e}" if len(items) > 1 else str(e)) from None
             out.append(_response(router, dec, it.max_cost))
         m = self.metrics
         with self._counter_lock:
@@ -180,19 +164,41 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": jsonable_encoder(clean)}, status_code=422)
 
 
-async def _unprocessable(request: Request, exc: _Unprocessable) -> JSONResponse:
-    return JSONResponse({"detail": exc.message}, status_code=422)
+async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 
-def _health(slot: RouterSlot, source: str | None, started: float) -> dict[str, Any]:
+def _body_schema(name: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request models (the routing endpoints read raw bodies, see guard.py)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for model in (RouteRequest, BatchRequest):
+            js = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+            schemas.update(js.pop("$defs", {}))
+            schemas[model.__name__] = js
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+def _images_of(it: RouteRequest) -> list[str]:
+    return ([it.image] if it.image is not None else []) + list(it.images or [])
+
+
+def _health(slot: RouterSlot, source: str | None, started: float, internals: bool) -> dict[str, Any]:
+    """What is loaded; process internals (file, pid, last reload error...) only for an authenticated caller."""
     from knnroute import __version__
 
     st = slot.state
     router = st.router
-    return {
+    public = {
         "status": "ok",
         "version": __version__,
-        "source": source if source is not None else slot.path,
         "size": router.size,
         "dim": router.dim,
         "models": router.model_names,
@@ -203,9 +209,15 @@ def _health(slot: RouterSlot, source: str | None, started: float) -> dict[str, A
         "budget_points": 0 if router.budget is None else len(router.budget.lams),
         "fallback": None if router.fallback is None else router.fallback.to_dict(),
         "default_lambda": router.default_lambda,
-        "uptime_seconds": round(time.time() - started, 3),
         "router_generation": st.generation,
         "router_sha256": st.digest,
+    }
+    if not internals:
+        return public
+    return {
+        **public,
+        "source": source if source is not None else slot.path,
+        "uptime_seconds": round(time.time() - started, 3),
         "router_loaded_at": st.loaded_at,
         "watch_interval": slot.watch_interval,
         "last_reload_error": slot.last_error,
@@ -235,6 +247,8 @@ def create_app(
     source: str | None = None,
     admin_token: str | None = None,
     image_dir: str | os.PathLike | None = None,
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+    max_client_concurrency: int | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``router``.
 
@@ -251,11 +265,18 @@ def create_app(
     source : str, optional
         Where the router came from (shown by ``/health``; default: the slot's file).
     admin_token : str, optional
-        Require ``Authorization: Bearer <admin_token>`` on ``/admin/`` endpoints (``POST /admin/reload``).
+        Require ``Authorization: Bearer <admin_token>`` on ``/admin/`` endpoints (``POST /admin/reload``);
+        without a token they are off (403). With it, ``/health`` shows process internals (file, pid, last
+        reload error) to callers that send the token.
     image_dir : path, optional
         Let requests name images by a file path inside this folder (paths resolving outside it are
         refused). Without it, ``image`` / ``images`` are base64 only: clients never make the service
         read its own files.
+    read_timeout : float, optional
+        Seconds a request body may take to arrive (408 after; None: no limit). The request head has the
+        same deadline in :func:`serve` (:mod:`knnroute.service.timeouts`).
+    max_client_concurrency : int, optional
+        Most requests in flight per client address (429 beyond; default no cap).
     """
     from knnroute import __version__
 
@@ -273,24 +294,44 @@ def create_app(
     app.state.slot = slot
     app.state.metrics = metrics
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(_Unprocessable, _unprocessable)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
-    @app.post("/route", response_model=RouteResponse, response_model_by_alias=True, responses=_ERRORS)
-    def route(req: RouteRequest) -> JSONResponse:
+    def _json_body(request: Request) -> None:
+        ctype = request.headers.get("content-type", "")
+        if "json" not in ctype.lower():
+            raise RequestError(415, f"send a JSON body with Content-Type: application/json (got {ctype[:100]!r})")
+
+    # The routing endpoints read the raw body (already bounded by BodyLimitMiddleware) and parse,
+    # validate and route it on a worker thread: the event loop never runs per-item work (guard.py).
+    @app.post("/route", response_model=RouteResponse, response_model_by_alias=True, responses=_ERRORS,
+              openapi_extra=_body_schema("RouteRequest"))
+    async def route(request: Request) -> JSONResponse:
         """Route one prompt (or embedding) to a model."""
-        return JSONResponse(routing.decide_many([req])[0])
+        _json_body(request)
+        body = await request.body()
 
-    @app.post("/route/batch", response_model=BatchResponse, response_model_by_alias=True, responses=_ERRORS)
-    def route_batch(req: BatchRequest) -> JSONResponse:
+        def work() -> dict[str, Any]:
+            return routing.decide_many([parse_route(body, slot.state.router.dim)])[0]
+
+        return JSONResponse(await run_in_threadpool(work))
+
+    @app.post("/route/batch", response_model=BatchResponse, response_model_by_alias=True, responses=_ERRORS,
+              openapi_extra=_body_schema("BatchRequest"))
+    async def route_batch(request: Request) -> JSONResponse:
         """Route up to ``max_batch`` queries in one request (prompts are embedded together)."""
-        if len(req.items) > max_batch:
-            raise _Unprocessable(f"batch has {len(req.items)} items; the limit is {max_batch}")
-        return JSONResponse({"results": routing.decide_many(req.items)})
+        _json_body(request)
+        body = await request.body()
+
+        def work() -> dict[str, Any]:
+            return {"results": routing.decide_many(parse_batch(body, slot.state.router.dim, max_batch))}
+
+        return JSONResponse(await run_in_threadpool(work))
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
-        """Liveness and what this service routes with."""
-        return _health(slot, source, started)
+    def health(request: Request) -> dict[str, Any]:
+        """Liveness and what this service routes with (process internals need the admin token)."""
+        return _health(slot, source, started, bearer_ok(request.scope, admin_token))
 
     @app.post("/admin/reload", responses={403: {"description": "Missing or wrong admin token"},
                                           409: {"description": "No router file to reload"},
@@ -305,9 +346,10 @@ def create_app(
         body, ctype = metrics.render()
         return PlainTextResponse(body, media_type=ctype)
 
-    if admin_token is not None:
-        app.add_middleware(AdminTokenMiddleware, token=admin_token)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(AdminTokenMiddleware, token=admin_token)  # admin endpoints are off without a token
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, read_timeout=read_timeout)
+    if max_client_concurrency is not None:
+        app.add_middleware(ClientConcurrencyMiddleware, limit=max_client_concurrency)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
     return app
 
@@ -326,11 +368,17 @@ def serve(
     watch_interval: float | None = None,
     admin_token: str | None = None,
     image_dir: str | os.PathLike | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    limit_concurrency: int | None = None,
+    max_client_concurrency: int | None = None,
 ) -> None:
     """Load a router file and serve it with uvicorn until interrupted (SIGINT/SIGTERM).
 
     ``watch_interval``: reload the file when it changes (polled every that many seconds);
-    ``admin_token``: required by ``POST /admin/reload`` (which is open on the bound address without it);
+    ``admin_token``: required by ``POST /admin/reload`` (off without one) and for ``/health`` internals;
+    ``read_timeout``: seconds a connection may take to send a request head, and a request its body
+    (slowloris); ``limit_concurrency``: most concurrent connections (503 beyond; default no cap);
+    ``max_client_concurrency``: most requests in flight per client address (429 beyond);
     ``image_dir``: requests may name image files inside this folder (multimodal routers; base64 images
     are accepted without it).
     """
@@ -344,12 +392,14 @@ def serve(
     slot = RouterSlot.from_path(router_path, verify=verify, load_embedder=load_embedder)
     t_load = time.perf_counter() - t0
     app = create_app(slot, max_body_bytes=max_body_bytes, max_batch=max_batch, source=str(router_path),
-                     admin_token=admin_token, image_dir=image_dir)
+                     admin_token=admin_token, image_dir=image_dir, read_timeout=read_timeout,
+                     max_client_concurrency=max_client_concurrency)
     if watch_interval:
         slot.watch(float(watch_interval))
     log.info("loaded %r from %s in %.2f s (ready in %.2f s)", slot.router, router_path, t_load,
              time.perf_counter() - t0)
     try:
-        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log)
+        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log,
+                    **uvicorn_limits(read_timeout, limit_concurrency))
     finally:
         slot.stop()

@@ -1,13 +1,15 @@
 """The service's request and response models (pydantic): what ``/route`` and ``/route/batch`` accept.
 
-Validation at the HTTP edge: unknown fields, wrong types, non-finite numbers (``allow_inf_nan=False``),
-a prompt and an embedding together, both ``lambda`` and ``max_cost``. What only the router knows (the
-embedding's dimension, zero vectors) is checked by the router's core.
+Validation at the HTTP edge: unknown fields, wrong types (strict: a number must be a JSON number, never
+a string or a boolean; a string must be a JSON string), non-finite numbers (``allow_inf_nan=False``), a
+negative ``lambda`` or ``max_cost``, a prompt and an embedding together, both ``lambda`` and ``max_cost``.
+Size limits that must hold before these models are built are in :mod:`knnroute.service.guard`. What
+only the router knows (the embedding's dimension, zero vectors) is checked by the router's core.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr, model_validator
 
 __all__ = [
     "MAX_IMAGES",
@@ -30,25 +32,26 @@ class RouteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
 
-    prompt: str | None = Field(
+    prompt: StrictStr | None = Field(
         None, max_length=MAX_PROMPT_CHARS, description="Prompt text (needs the router's embedder)."
     )
-    embedding: list[float] | None = Field(
+    embedding: list[StrictFloat] | None = Field(
         None, description="Prompt embedding (d floats, the router's embedder)."
     )
-    lambda_: float | None = Field(
-        None, alias="lambda",
-        description="Cost weight: score ([0, 1]) per USD. Default: the router's default.",
+    lambda_: StrictFloat | None = Field(
+        None, alias="lambda", ge=0,
+        description="Cost weight: score ([0, 1]) per USD, >= 0 (0: best predicted score whatever the cost). "
+        "Default: the router's default.",
     )
-    max_cost: float | None = Field(
+    max_cost: StrictFloat | None = Field(
         None, ge=0, description="Budget: mean USD per query; lambda from the held-out budget table."
     )
-    image: str | None = Field(
+    image: StrictStr | None = Field(
         None,
         description="An image sent with the prompt: base64 or a data:image/...;base64, URL (a file path "
         "under the service's image_dir when it has one). Needs a router with a multimodal embedder.",
     )
-    images: list[str] | None = Field(
+    images: list[StrictStr] | None = Field(
         None, max_length=MAX_IMAGES, description="Several images with the prompt (as 'image'); averaged."
     )
 

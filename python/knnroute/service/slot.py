@@ -15,8 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from knnroute.production.files import load
-from knnroute.production.persist import read_metadata
+from knnroute.production.files import loads
+from knnroute.production.persist import RouterFileError, metadata_of, read_snapshot
 from knnroute.production.router import ProductionRouter
 
 __all__ = ["RouterSlot", "SlotState"]
@@ -79,15 +79,18 @@ class RouterSlot:
 
     @staticmethod
     def _load(path: str, verify: bool) -> tuple[ProductionRouter, str | None, tuple[int, int, int, int]]:
-        """Load the file; its digest and signature are those of the file that was loaded (retried when the
-        file is replaced during the load)."""
+        """Load one consistent snapshot of the file (read into memory, never mapped: a file rewritten in
+        place cannot crash the service); its digest and signature are those of the bytes loaded. A file
+        that keeps changing is refused (:class:`RouterFileError`), and a reload then keeps the old router."""
         for _ in range(5):
             before = _file_signature(path)
-            digest = read_metadata(path).get("payload_sha256")
-            router = load(path, verify=verify)
+            data = read_snapshot(path)
             if _file_signature(path) == before:
-                return router, digest, before
-        return router, None, _file_signature(path)  # pragma: no cover - replaced on every attempt
+                digest = metadata_of(data, path).get("payload_sha256")
+                return loads(data, verify=verify, source=path), digest, before
+            time.sleep(0.02)
+        raise RouterFileError(f"{path}: the file kept changing during the load (5 attempts); write router "
+                              "files atomically (temporary file + rename, as knnroute's save does)")
 
     def _prepare(self, router: ProductionRouter, old: SlotState | None, generation: int, digest: str | None,
                  signature: tuple[int, int, int, int] | None) -> SlotState:

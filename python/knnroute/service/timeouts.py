@@ -1,0 +1,80 @@
+"""Read timeouts for the service's connections (slowloris): uvicorn has none for request headers.
+
+* :func:`timed_protocol` -- uvicorn's HTTP protocol (httptools, else h11) with a header deadline: a
+  connection must deliver a complete request head within ``read_timeout`` seconds of opening (or of
+  its previous response); otherwise it is closed. The deadline is not extended by trickling bytes.
+* The body has its own deadline in :class:`~knnroute.service.middleware.BodyLimitMiddleware` (408).
+* :func:`uvicorn_limits` -- the uvicorn settings the service runs with (keep-alive, header size,
+  concurrency).
+
+uvicorn is imported inside the functions (the ``serve`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["DEFAULT_READ_TIMEOUT", "MAX_HEADER_BYTES", "timed_protocol", "uvicorn_limits"]
+
+DEFAULT_READ_TIMEOUT = 10.0
+MAX_HEADER_BYTES = 16 * 1024
+KEEP_ALIVE_SECONDS = 5
+
+
+def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None = None) -> type[asyncio.Protocol]:
+    """A uvicorn HTTP protocol class that closes connections whose request head is late."""
+    if not read_timeout > 0:
+        raise ValueError(f"read timeout must be a positive number of seconds, got {read_timeout!r}")
+    if base is None:
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+        except ImportError:  # pragma: no cover - httptools is optional in uvicorn
+            from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    assert base is not None
+
+    class TimedProtocol(base):  # type: ignore[valid-type,misc]
+        _read_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request on this connection has the same deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._read_timer = self.loop.call_later(read_timeout, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _timed_out(self) -> None:
+            self._read_timer = None
+            cycle = getattr(self, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                return  # the head arrived and the request is being handled (its body has its own deadline)
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    TimedProtocol.__name__ = TimedProtocol.__qualname__ = f"Timed{base.__name__}"
+    return TimedProtocol
+
+
+def uvicorn_limits(read_timeout: float = DEFAULT_READ_TIMEOUT, limit_concurrency: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``: the timed protocol, keep-alive,
+    the h11 header size bound and (optionally) a cap on concurrent connections (503 beyond it)."""
+    return {
+        "http": timed_protocol(read_timeout),
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "limit_concurrency": limit_concurrency,
+    }
