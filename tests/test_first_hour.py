@@ -25,7 +25,7 @@ from knnroute import _progress
 from knnroute.cli import COMMANDS, build_parser, main, plain
 from knnroute.data.long import load_long
 from knnroute.data.registry import load_dataset
-from knnroute.embed import embed_texts
+from knnroute.embed import embed_texts, encoders
 from knnroute.embed.encoders import EMBEDDERS, PROGRESS_MIN_ITEMS, CallableEmbedder, register_embedder
 from knnroute.evaluate import plots
 from knnroute.evaluate.report import format_notes
@@ -43,9 +43,11 @@ def _fake_vectors(texts: list[str]) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def _fake_embedder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("KNNROUTE_CACHE", str(tmp_path / "cache"))
-    if FAKE not in EMBEDDERS:
-        register_embedder(FAKE, lambda **kw: CallableEmbedder(_fake_vectors, identity=FAKE, dim=16))
+    register_embedder(FAKE, lambda **kw: CallableEmbedder(_fake_vectors, identity=FAKE, dim=16), overwrite=True)
     yield
+    EMBEDDERS.pop(FAKE, None)  # leave the registry as other test modules expect it
+    for key in [k for k in encoders._instances if k[0] == FAKE]:
+        del encoders._instances[key]
 
 
 class _Counter:

@@ -185,6 +185,6 @@ def run(args: argparse.Namespace) -> int:
     if report["generated"]:
         print("NOTE: fitted on the GENERATED demo benchmark (not real data)")
     print(f"fitted {prod!r}")
-    print(json.dumps(report, indent=2))
     print(f"default: {report['default_lambda_gives']}")
+    print(json.dumps(report, indent=2))
     return 0
