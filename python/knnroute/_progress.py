@@ -29,8 +29,12 @@ def bar(total: int, desc: str, unit: str = "item", *, enabled: bool = True, leav
         from tqdm.auto import tqdm
     except ImportError:  # progress is cosmetic; run without it
         return None
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=leave, mininterval=MIN_INTERVAL,
-                smoothing=0.1, file=sys.stderr)
+    # A pseudo-terminal that reports a 0 x 0 size (script(1), some container runtimes) gets no bar at all
+    # from tqdm's own sizing: give it a fixed one instead.
+    sized = _columns() > 0
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=sized, ncols=None if sized else 100,
+                nrows=None if sized else 40, leave=leave, mininterval=MIN_INTERVAL, smoothing=0.1,
+                file=sys.stderr)
 
 
 def step(message: str, *, enabled: bool = True) -> None:
@@ -45,3 +49,14 @@ def _is_tty() -> bool:
         return bool(isatty and isatty())
     except ValueError:  # a closed stream
         return False
+
+
+def _columns() -> int:
+    """Width of the terminal on stderr (0 when it reports none or cannot be asked)."""
+    import os
+
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
