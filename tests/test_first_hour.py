@@ -26,7 +26,13 @@ from knnroute.cli import COMMANDS, build_parser, main, plain
 from knnroute.data.long import load_long
 from knnroute.data.registry import load_dataset
 from knnroute.embed import embed_texts, encoders
-from knnroute.embed.encoders import EMBEDDERS, PROGRESS_MIN_ITEMS, CallableEmbedder, register_embedder
+from knnroute.embed.encoders import (
+    EMBEDDERS,
+    PROGRESS_MIN_ITEMS,
+    PROGRESS_STEP,
+    CallableEmbedder,
+    register_embedder,
+)
 from knnroute.evaluate import plots
 from knnroute.evaluate.report import format_notes
 from knnroute.production import save
@@ -74,20 +80,23 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 
 # ---------------------------------------------------------------------------------- 1. progress
-def test_encode_progress_moves_once_per_model_batch() -> None:
+def test_encode_progress_moves_every_32_prompts() -> None:
     emb = CallableEmbedder(_fake_vectors, identity="x", dim=16)
     sink = _Counter()
     X = emb.encode([f"prompt {i}" for i in range(2000)], batch_size=64, progress=sink)
     assert X.shape == (2000, 16)
-    assert len(sink.updates) == 32  # ceil(2000 / 64): it moved every 1,024 before
-    assert max(sink.updates) == 64 and sum(sink.updates) == 2000
+    assert len(sink.updates) == 63  # ceil(2000 / 32): it moved every 1,024 before
+    assert max(sink.updates) == PROGRESS_STEP == 32 and sum(sink.updates) == 2000
+    sink = _Counter()
+    emb.encode([f"p{i}" for i in range(100)], batch_size=16, progress=sink)
+    assert sink.updates == [16] * 6 + [4]  # a smaller model batch moves it more often still
 
 
 def test_embed_texts_bar_moves_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     sink = _Counter()
     monkeypatch.setattr(CallableEmbedder, "progress_bar", lambda self, total: sink)
     embed_texts([f"t{i}" for i in range(300)], FAKE, progress=True, batch_size=64)
-    assert len(sink.updates) == 5 and sum(sink.updates) == 300  # a 300-prompt file gets a bar now
+    assert len(sink.updates) == 10 and sum(sink.updates) == 300  # a 300-prompt file gets a bar now
 
 
 def test_short_files_get_a_bar() -> None:
