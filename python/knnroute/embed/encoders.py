@@ -40,8 +40,8 @@ class Embedder:
     """Base class: subclasses set ``identity`` and implement ``_encode(items) -> array (n, d)``.
 
     ``encode`` does the rest: batching (``_encode`` gets at most one model batch and ``PROGRESS_STEP`` items
-    at a time, so progress moves every few seconds), progress bar, float32, unit-norm rows, and a ``ValueError`` naming the item when a row is zero
-    or not finite.
+    at a time, so progress moves every few seconds), progress bar, float32, unit-norm rows, and a
+    ``ValueError`` naming the item when a row is zero or not finite.
     """
 
     identity: str = ""
