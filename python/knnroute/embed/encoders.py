@@ -241,17 +241,23 @@ class SentenceTransformerEmbedder(Embedder):
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' own progress bars (``Loading weights: 100%``) while a model loads."""
+    """Silence transformers' own progress bars (``Loading weights: 100%``) and sentence-transformers' INFO
+    line (``Loading SentenceTransformer model from ...``) while a model loads."""
+    import logging
+
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
         yield
         return
-    was_on = hf_logging.is_progress_bar_enabled()
+    st_log = logging.getLogger("sentence_transformers")
+    was_on, level = hf_logging.is_progress_bar_enabled(), st_log.level
     hf_logging.disable_progress_bar()
+    st_log.setLevel(max(logging.WARNING, level))
     try:
         yield
     finally:
+        st_log.setLevel(level)
         if was_on:
             hf_logging.enable_progress_bar()
 
