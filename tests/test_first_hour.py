@@ -122,6 +122,17 @@ def test_bar_on_a_terminal_shows_rate_and_time_left(monkeypatch: pytest.MonkeyPa
     assert _progress.bar(100, "embed", enabled=False) is None  # --quiet wins on a terminal too
 
 
+def test_bar_on_a_terminal_that_reports_no_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # script(1) and some container runtimes report 0 x 0: tqdm then drew nothing for minutes
+    monkeypatch.setattr(_progress, "_is_tty", lambda: True)
+    monkeypatch.setattr(_progress, "_columns", lambda: 0)
+    b = _progress.bar(100, "embed")
+    try:
+        assert b is not None and b.ncols == 100 and b.nrows == 40
+    finally:
+        b.close()
+
+
 @pytest.mark.parametrize("command", ["eval", "fit", "route-batch", "serve"])
 def test_every_command_takes_quiet(command: str) -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")

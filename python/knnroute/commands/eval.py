@@ -6,9 +6,13 @@ dataset found under the data directory), a registered dataset name (``routerbenc
 or a path (a file in a supported format, or a folder such as ``routerbench-0shot-subset`` whose per-task
 files become separate datasets); several, comma separated.
 
-Output: a table per dataset (routers x AUC, gain, selection utility; mean ± std over seeds) and a compact
-routers x datasets matrix on stdout; ``--json PATH`` writes every number with the conventions;
-``--plot DIR`` draws one PNG per dataset (the first seed's curves, hulls and reference curves).
+Output: a table per dataset (routers x AUC, gain, selection utility; mean ± std over seeds) with a key to
+its columns and rows underneath, and compact routers x datasets matrices on stdout; ``--json PATH`` writes
+every number with the conventions; ``--plot DIR`` draws one PNG per dataset (the first seed's curves, hulls
+and reference curves; the legend gives the table's mean ± std, then that seed's AUC).
+
+Long steps (embedding, the evaluation grid) show progress bars on a terminal; ``-q`` turns them off. Data
+with token counts instead of a cost column takes ``--prices FILE``.
 """
 
 from __future__ import annotations
