@@ -17,12 +17,14 @@ unread (unpickling runs code).
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import import_module
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+__all__ = ["COMMANDS", "Command", "build_parser", "main", "plain"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,14 @@ COMMANDS: list[Command] = [
 ]
 
 
+def plain(doc: str) -> str:
+    """A docstring as ``--help`` shows it: reST roles and literals as plain text (``:mod:`a.b``` -> a.b,
+    ``:func:`~a.b``` -> b, double backquotes dropped), paragraphs kept."""
+    text = re.sub(r":[a-z]+:`~[\w.]*?\.?(\w+)`", r"\1", inspect.cleandoc(doc))
+    text = re.sub(r":[a-z]+:`([^`]+)`", r"\1", text)
+    return text.replace("``", "").replace("::", ":")
+
+
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with one subparser per registered command."""
     from knnroute import __version__
@@ -65,7 +75,8 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
     for cmd in COMMANDS if commands is None else commands:
         mod = import_module(cmd.module)
         p = sub.add_parser(
-            cmd.name, help=cmd.help, description=(mod.__doc__ or cmd.help).strip().split("\n\n")[0]
+            cmd.name, help=cmd.help, description=plain(mod.__doc__ or cmd.help),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.configure(p)
         if any(a.dest == "data" for a in p._actions) and not any(a.dest == "allow_pickle" for a in p._actions):

@@ -6,9 +6,13 @@ dataset found under the data directory), a registered dataset name (``routerbenc
 or a path (a file in a supported format, or a folder such as ``routerbench-0shot-subset`` whose per-task
 files become separate datasets); several, comma separated.
 
-Output: a table per dataset (routers x AUC, gain, selection utility; mean ± std over seeds) and a compact
-routers x datasets matrix on stdout; ``--json PATH`` writes every number with the conventions;
-``--plot DIR`` draws one PNG per dataset (the first seed's curves, hulls and reference curves).
+Output: a table per dataset (routers x AUC, gain, selection utility; mean ± std over seeds) with a key to
+its columns and rows underneath, and compact routers x datasets matrices on stdout; ``--json PATH`` writes
+every number with the conventions; ``--plot DIR`` draws one PNG per dataset (the first seed's curves, hulls
+and reference curves; the legend gives the table's mean ± std, then that seed's AUC).
+
+Long steps (embedding, the evaluation grid) show progress bars on a terminal; ``-q`` turns them off. Data
+with token counts instead of a cost column takes ``--prices FILE``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from knnroute.commands._options import add_prices, add_quiet
 from knnroute.data.spec import SPEC_HELP
 
 __all__ = ["configure", "load_eval_data", "parse_lambdas", "run"]
@@ -66,7 +71,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-singles", action="store_true", help="leave the single-model rows out of the printed table"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(p)
+    add_prices(p)
     p.add_argument(
         "--jobs", type=int, default=None, metavar="N",
         help="worker processes for the (dataset x router x seed) grid (default: every CPU of this "
@@ -104,8 +110,11 @@ def parse_lambdas(spec: str) -> list[float] | None:
     return sorted(vals)
 
 
-def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -> list[tuple[Any, Any]]:
+def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True,
+                   prices: str | None = None) -> list[tuple[Any, Any]]:
     """Load ``spec`` (a data spec, see :mod:`knnroute.data.spec`) and embed what has no embeddings.
+
+    ``prices``: a price table file for the spec's long-format files with token counts (``--prices``).
 
     Returns ``(EvalData, RoutingDataset)`` pairs; duplicate names get a ``#2``, ``#3``... suffix.
     """
@@ -117,7 +126,7 @@ def load_eval_data(spec: str, embedder: str = "minilm", progress: bool = True) -
 
     seen: dict[str, int] = {}
     out = []
-    for ds in prepare_data(spec, embedder, progress=progress):
+    for ds in prepare_data(spec, embedder, progress=progress, prices=prices):
         if views.is_multimodal(ds):  # text + image (MATH-V): text block as X, image block in meta
             ed, ds = views.eval_data(ds, embedder=embedder, progress=progress)
         else:
@@ -173,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--seeds must be >= 1")
         if getattr(args, "jobs", None) is not None and args.jobs < 1:
             raise ValueError("--jobs must be >= 1")
-        pairs = load_eval_data(args.data, embedder=args.embedder, progress=progress)
+        pairs = load_eval_data(args.data, embedder=args.embedder, progress=progress,
+                               prices=getattr(args, "prices", None))
     except (ValueError, FileNotFoundError) as exc:
         print(f"knnroute eval: error: {exc}", file=sys.stderr)
         return 2
@@ -207,8 +217,10 @@ def run(args: argparse.Namespace) -> int:
         f"numerics: {_curves.backend()}\n"
     )
     print(report.format_table(summary, singles=not args.no_singles))
+    print(report.format_notes(len(seeds)))
+    print("\nAUC per dataset (mean over seeds; avg = unweighted mean over the datasets)")
     print(report.format_matrix(summary, "auc"))
-    print()
+    print("\nGAIN per dataset (share of the best-single -> oracle headroom; mean over seeds)")
     print(report.format_matrix(summary, "gain"))
     timing = report.format_timing(summary)
     if timing:
@@ -264,7 +276,10 @@ def run(args: argparse.Namespace) -> int:
                 args.plot_dir,
                 generated=ed.generated,
                 subtitle=f"seed {plotted}: {n_test} test prompts (of {ed.n}) x {ed.n_models} models; "
-                + ("exact lambda sweep" if lams is None else f"{len(lams)}-point lambda grid"),
+                + ("exact lambda sweep" if lams is None else f"{len(lams)}-point lambda grid")
+                + f"; legend: AUC mean ± std over {len(seeds)} seed(s) (as in the table), then seed {plotted}'s",
+                mean_auc={r["router"]: (r["auc_mean"], r["auc_std"]) for r in summary if r["dataset"] == ed.name},
+                seed_label=f"seed {plotted}",
             )
             print(f"plot: {path}")
 

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from knnroute.commands._options import add_prices, add_quiet
 from knnroute.data.spec import SPEC_HELP
 
 __all__ = ["configure", "fit_router", "run"]
@@ -35,14 +36,17 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="copy a single query scans when serving (exact results for every choice; int8 is the "
                    "fastest, see bench/README.md); recorded in the file (default f32)")
     p.add_argument("--default-lambda", type=float, default=0.0,
-                   help="lambda used when a request names none (score per USD; default 0 = best quality)")
+                   help="lambda used when a request names neither lambda nor max_cost (score per USD; default "
+                   "0 = the model with the highest predicted score whatever its cost); fit prints what it gives "
+                   "on the validation prompts")
     p.add_argument("--fallback-model", default=None, help="model to use when the router is unsure")
     p.add_argument("--fallback-distance-quantile", type=float, default=None, metavar="Q",
                    help="fall back for prompts farther from their k-th neighbour than a share Q of "
                    "validation prompts (e.g. 0.95)")
     p.add_argument("--fallback-min-agreement", type=float, default=None, metavar="A",
                    help="fall back when fewer than A of the neighbours agree with the routed model")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(p)
+    add_prices(p)
 
 
 def fit_router(
@@ -56,21 +60,28 @@ def fit_router(
     fallback_min_agreement: float | None = None,
     progress: bool = True,
     scan_precision: str = "f32",
+    prices: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict.
 
     ``data`` is a data spec (:mod:`knnroute.data.spec`); all its datasets are pooled into one
-    (:func:`knnroute.data.spec.pool`: they must share one model pool, else ``ValueError``).
+    (:func:`knnroute.data.spec.pool`: they must share one model pool, else ``ValueError``). ``prices``: a
+    price table file for long-format data with token counts (``--prices``). With ``progress``, each step
+    is named on stderr and embedding shows a bar (on a terminal).
     """
+    from knnroute._progress import step
     from knnroute.data.splits import carve_validation
     from knnroute.embed.prepare import prepare_data
     from knnroute.evaluate import curves
     from knnroute.production import FallbackPolicy, ProductionRouter
+    from knnroute.production.budgets import describe_default
     from knnroute.routers.knn import KNNRouter
     from knnroute.routers.tuned import KNNConfig, TunedKNNRouter
 
     t0 = time.perf_counter()
-    (ds,) = prepare_data(data, embedder, seed=seed, pooled=True, progress=progress)
+    step(f"fit: loading {data} and embedding its prompts ({embedder}; cached after the first run)",
+         enabled=progress)
+    (ds,) = prepare_data(data, embedder, seed=seed, pooled=True, progress=progress, prices=prices)
     t_embed = time.perf_counter() - t0
     assert ds.split is not None  # pooled data always carries a split
     if not (ds.split == "val").any():
@@ -79,6 +90,9 @@ def fit_router(
     X, S, C = ds.embeddings, ds.scores, ds.costs
     assert X is not None  # prepare_data embeds every dataset
     t1 = time.perf_counter()
+    step(f"fit: {'tuning k, weighting and shrinkage on' if k is None else 'fitting k=' + str(k) + ';'} "
+         f"{tr.size} training / {va.size} validation prompts ({time.perf_counter() - t0:.1f} s so far)",
+         enabled=progress)
     if k is None:
         tuned = TunedKNNRouter(random_state=seed).fit(
             X[tr], S[tr], C[tr], model_names=ds.model_names, X_val=X[va], scores_val=S[va], costs_val=C[va]
@@ -102,6 +116,8 @@ def fit_router(
         prefix_stripper=ds.meta.get("prefix_stripper"),
         default_lambda=default_lambda,
     )
+    step(f"fit: measuring the budget table on {va.size} validation prompts ({time.perf_counter() - t0:.1f} s "
+         "so far)", enabled=progress)
     prod.budget_table(X[va], S[va], C[va], source=f"{ds.name}: validation split ({va.size} prompts)")
     if fallback_model is not None:
         if fallback_distance_quantile is not None:
@@ -123,6 +139,8 @@ def fit_router(
         "val_auc": val_auc,
         "budget_points": len(prod.budget.lams) if prod.budget is not None else 0,
         "embedder": ds.meta.get("embedder"),
+        "default_lambda": default_lambda,
+        "default_lambda_gives": describe_default(default_lambda, prod.budget),
         "embed_seconds": round(t_embed, 2),
         "fit_seconds": round(t_fit, 2),
     }
@@ -132,7 +150,7 @@ def fit_router(
         report["test_auc"] = curves.curve_from_predictions(sh, ch, ts, tc, curves.cost_scale(tc)).auc
     if prod.fallback is not None:
         report["fallback"] = prod.fallback.to_dict()
-    prod.meta = {k: v for k, v in report.items() if k not in ("embed_seconds", "fit_seconds")}
+    prod.meta = {k: v for k, v in report.items() if k not in ("embed_seconds", "fit_seconds", "default_lambda_gives")}
     prod.meta["split_source"] = ds.meta.get("split_source")
     return prod, report
 
@@ -154,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             fallback_min_agreement=args.fallback_min_agreement,
             progress=not args.no_progress,
             scan_precision=args.scan_precision,
+            prices=args.prices,
         )
         t0 = time.perf_counter()
         path = prod.save(args.out, precision=args.precision)
@@ -166,5 +185,6 @@ def run(args: argparse.Namespace) -> int:
     if report["generated"]:
         print("NOTE: fitted on the GENERATED demo benchmark (not real data)")
     print(f"fitted {prod!r}")
+    print(f"default: {report['default_lambda_gives']}")
     print(json.dumps(report, indent=2))
     return 0

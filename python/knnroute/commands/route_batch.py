@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from knnroute.commands._options import add_prices, add_quiet
 from knnroute.data.spec import SPEC_HELP
 
 __all__ = ["configure", "run", "write_spec_inputs"]
@@ -46,14 +47,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="Ray actors (default 2)")
     p.add_argument("--ray-address", help="Ray cluster to connect to (default: start a local one)")
     p.add_argument("--no-verify", action="store_true", help="skip the router file's payload checksum")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(p)
+    add_prices(p, "; with --data only")
 
 
-def write_spec_inputs(spec: str, folder: str | Path) -> list[Path]:
+def write_spec_inputs(spec: str, folder: str | Path, prices: str | None = None) -> list[Path]:
     """Write the prompts of a data spec as Parquet files in ``folder`` (one per dataset); returns the paths.
 
     Columns: ``dataset``, ``id`` and ``embedding`` (float32 lists) when every dataset of the spec carries
-    embeddings, else ``prompt`` (``ValueError`` when a dataset has neither).
+    embeddings, else ``prompt`` (``ValueError`` when a dataset has neither). ``prices``: a price table
+    file for long-format files with token counts instead of a cost column (``--prices``).
     """
     import numpy as np
     import pyarrow as pa
@@ -61,7 +64,7 @@ def write_spec_inputs(spec: str, folder: str | Path) -> list[Path]:
 
     from knnroute.data.spec import resolve_spec
 
-    datasets = resolve_spec(spec)
+    datasets = resolve_spec(spec, prices=prices)
     use_embeddings = all(ds.embeddings is not None for ds in datasets)
     if not use_embeddings:
         bare = [ds.name for ds in datasets if ds.prompts is None]
@@ -95,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
     tmp = None
     try:
         inputs = args.input
+        prices = getattr(args, "prices", None)
+        if prices is not None and getattr(args, "data", None) is None:
+            raise ValueError("--prices goes with --data (it turns token counts into costs while loading)")
         if getattr(args, "data", None) is not None:
             tmp = tempfile.TemporaryDirectory(prefix="knnroute-route-batch-")
-            inputs = [str(p) for p in write_spec_inputs(args.data, tmp.name)]
+            inputs = [str(p) for p in write_spec_inputs(args.data, tmp.name, prices=prices)]
             keep = ["dataset", "id"] if keep is None else keep
         res = route_batch(
             args.router,

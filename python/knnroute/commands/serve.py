@@ -23,7 +23,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-embedder", action="store_true",
                    help="do not load the router's embedder: route embeddings only (fast start, no torch)")
     p.add_argument("--no-verify", action="store_true", help="skip the payload checksum at load")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="info (default) logs start-up, readiness with the time it took and what a request "
+                   "without lambda gets")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (--log-level warning)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--watch", type=float, metavar="SECONDS",
                    help="reload the router file when it changes (polled every SECONDS; atomic swap)")
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             load_embedder=not args.no_embedder,
             verify=not args.no_verify,
-            log_level=args.log_level,
+            log_level="warning" if args.quiet else args.log_level,
             access_log=args.access_log,
             watch_interval=args.watch,
             admin_token=args.admin_token,

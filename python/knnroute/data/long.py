@@ -27,11 +27,21 @@ from knnroute.data.tables import (
     row_label,
 )
 
-__all__ = ["LONG_GROUP_COLUMNS", "LONG_REQUIRED", "load_long", "save_long", "to_long"]
+__all__ = ["LONG_FORMS", "LONG_GROUP_COLUMNS", "LONG_REQUIRED", "PRICE_FORMS", "load_long", "save_long", "to_long"]
 
 
 LONG_REQUIRED = ("prompt_id", "model", "score")
 LONG_GROUP_COLUMNS = ("task", "group")
+#: The accepted columns, as every error about them shows them.
+LONG_FORMS = (
+    "long format: prompt_id, model, score (required); cost, or input_tokens + output_tokens with a price "
+    "table (--prices FILE on the command line, load_long(path, prices=...) in Python); optional: prompt, "
+    "task or group, split"
+)
+PRICE_FORMS = (
+    "a price table is JSON {model: [USD per 1M input tokens, USD per 1M output tokens]} (or {model: "
+    "{input_price, output_price}}) or CSV with columns model, input_price, output_price"
+)
 
 
 def load_long(
@@ -64,9 +74,13 @@ def load_long(
     missing = [c for c in LONG_REQUIRED if c not in cols]
     has_tokens = {"input_tokens", "output_tokens"} <= cols
     if "cost" not in cols and not has_tokens:
-        missing.append("cost (or input_tokens + output_tokens with a price table)")
+        absent = [c for c in ("input_tokens", "output_tokens") if c not in cols]
+        # with one token column present, name the other one: that is the likelier omission
+        missing.append("cost" if len(absent) == 2 else f"cost (or {absent[0]}, to go with the token column)")
     if missing:
-        raise ValueError(f"{p}: missing required column(s) {missing}; found {sorted(cols)}")
+        raise ValueError(
+            f"{p}: missing required column(s) {missing}; found {sorted(cols)}. Accepted: {LONG_FORMS}"
+        )
     if df["prompt_id"].isna().any():
         i = int(np.flatnonzero(df["prompt_id"].isna().to_numpy())[0])
         raise ValueError(f"{p}: {row_label(i)}, column 'prompt_id' is empty")
@@ -90,7 +104,8 @@ def load_long(
     else:
         if price_table is None:
             raise ValueError(
-                f"{p}: no 'cost' column, so a price table is needed: load_long(path, prices=...)"
+                f"{p}: no 'cost' column, so a price table is needed for input_tokens/output_tokens: "
+                f"--prices FILE on the command line (load_long(path, prices=...) in Python); {PRICE_FORMS}"
             )
         tin = numeric_column(df["input_tokens"], p, "input_tokens")
         tout = numeric_column(df["output_tokens"], p, "output_tokens")
@@ -98,7 +113,9 @@ def load_long(
         check_costs(tout, p, "output_tokens")
         nopr = sorted(set(model) - set(price_table))
         if nopr:
-            raise ValueError(f"{p}: no price for model(s) {nopr} in the price table")
+            raise ValueError(
+                f"{p}: no price for model(s) {nopr} in the price table (it has {sorted(price_table)})"
+            )
         pin = np.array([price_table[m][0] for m in model])
         pout = np.array([price_table[m][1] for m in model])
         cost = (tin * pin + tout * pout) / 1e6

@@ -16,7 +16,7 @@ from typing import Any
 from knnroute.data.dataset import RoutingDataset
 from knnroute.data.demo import DEMO_NAME, make_demo
 from knnroute.data.llmrouter import is_llmrouter_dir, load_llmrouter
-from knnroute.data.long import load_long
+from knnroute.data.long import LONG_FORMS, load_long
 from knnroute.data.mathv import is_mathv_dir, load_mathv
 from knnroute.data.routellm import (
     is_routellm_dir,
@@ -221,11 +221,7 @@ def load_dataset(path_or_name: PathLike, **kw: Any) -> list[RoutingDataset]:
                 return [load_long(p, **kw)]
             if is_routerbench_wide(cols):
                 return load_routerbench(p, **kw)
-            raise ValueError(
-                f"{p}: columns not recognised: expected the long format "
-                "(prompt_id, prompt, model, score, cost) or RouterBench wide format "
-                f"(prompt, eval_name, <model>, <model>|total_cost); found {sorted(cols)[:12]}"
-            )
+            raise ValueError(_unrecognised_columns(p, cols))
         raise ValueError(f"{p}: unsupported file type {suffix!r} (use .csv, .parquet, .jsonl or .pkl)")
     known = ", ".join(["demo", *REAL_DATASETS])
     raise FileNotFoundError(f"{path_or_name!s}: not a file, a folder or a known dataset name ({known})")
@@ -236,3 +232,22 @@ def iter_real_datasets(names: Iterable[str] | None = None, **kw: Any) -> Iterabl
     """Yield every dataset of ``names`` (default: all of :func:`list_real_datasets`)."""
     for name in names if names is not None else list_real_datasets():
         yield from load_dataset(name, **kw)
+
+
+def _unrecognised_columns(p: Path, cols: set[str]) -> str:
+    """The error for a table that is neither format: what is missing, near misses, and both forms."""
+    import difflib
+
+    missing = [c for c in ("prompt_id", "model") if c not in cols]
+    hints = []
+    for c in missing:
+        close = difflib.get_close_matches(c, sorted(cols), n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{close[0]!r} -> {c!r}?")
+    hint = f" (did you mean {', '.join(hints)})" if hints else ""
+    shown = sorted(cols)[:12]
+    return (
+        f"{p}: columns not recognised: missing {missing}{hint}; found {shown}"
+        f"{' ...' if len(cols) > 12 else ''}. Accepted: the {LONG_FORMS}; or the RouterBench wide format: "
+        "prompt, eval_name, <model>, <model>|total_cost"
+    )

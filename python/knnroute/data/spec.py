@@ -20,8 +20,10 @@ from pathlib import Path
 
 from knnroute.data import registry
 from knnroute.data.dataset import RoutingDataset, concat
+from knnroute.data.long import PRICE_FORMS
 from knnroute.data.registry import DEMO_NAMES, data_dir, list_real_datasets, load_dataset
 from knnroute.data.splits import ensure_split
+from knnroute.data.tables import table_columns
 
 __all__ = ["SPEC_HELP", "pool", "resolve_spec", "spec_items"]
 
@@ -50,7 +52,7 @@ def _resolve_item(item: str) -> str:
     return item
 
 
-def resolve_spec(spec: str, *, seed: int = 0) -> list[RoutingDataset]:
+def resolve_spec(spec: str, *, seed: int = 0, prices: str | Path | None = None) -> list[RoutingDataset]:
     """The datasets a data spec names (see the module docstring), in the spec's order.
 
     Parameters
@@ -61,6 +63,10 @@ def resolve_spec(spec: str, *, seed: int = 0) -> list[RoutingDataset]:
     seed : int
         Passed to the real-data loaders (it seeds the validation share carved from a shipped train split);
         the demo benchmark is always the same (seed 0) so that every command sees the same demo.
+    prices : path, optional
+        A price table file (JSON or CSV, see :func:`~knnroute.data.tables.read_price_table`) for the
+        long-format files of the spec: their ``input_tokens``/``output_tokens`` become costs (the
+        commands' ``--prices FILE``). ``ValueError`` when the spec has no long-format file to use it on.
 
     Raises
     ------
@@ -71,6 +77,9 @@ def resolve_spec(spec: str, *, seed: int = 0) -> list[RoutingDataset]:
         whose folder is missing.
     """
     out: list[RoutingDataset] = []
+    if prices is not None and not Path(prices).is_file():
+        raise FileNotFoundError(f"--prices: {prices} is not a file ({PRICE_FORMS})")
+    used_prices = False
     for item in spec_items(spec):
         if item == "all":
             names = list_real_datasets()
@@ -84,8 +93,26 @@ def resolve_spec(spec: str, *, seed: int = 0) -> list[RoutingDataset]:
         elif item in DEMO_NAMES:
             out.extend(load_dataset(item))
         else:
-            out.extend(load_dataset(_resolve_item(item), seed=seed))
+            path = _resolve_item(item)
+            if prices is not None and _is_long_file(path):
+                out.extend(load_dataset(path, seed=seed, prices=prices))
+                used_prices = True
+            else:
+                out.extend(load_dataset(path, seed=seed))
+    if prices is not None and not used_prices:
+        raise ValueError(
+            f"--prices applies to long-format files (prompt_id, model, score, input_tokens, output_tokens); "
+            f"the data spec {spec!r} has none (built-in datasets carry their own costs)"
+        )
     return out
+
+
+def _is_long_file(item: str) -> bool:
+    """Whether ``item`` is a CSV/Parquet/JSONL file with the long format's key columns."""
+    p = Path(item)
+    if not p.is_file() or p.suffix.lower() not in (".csv", ".parquet", ".pq", ".jsonl", ".ndjson"):
+        return False
+    return {"prompt_id", "model"} <= table_columns(p)
 
 
 def pool(datasets: Sequence[RoutingDataset], name: str, seed: int = 0) -> RoutingDataset:

@@ -94,7 +94,8 @@ def embed_texts(
     cache_dir : path, optional
         Cache root (default ``$KNNROUTE_CACHE`` or ``~/.cache/knnroute/embeddings``).
     progress : bool
-        Show a tqdm progress bar for long encodes.
+        Show a progress bar (moving every ``PROGRESS_STEP`` texts at most, with rate and time left; only
+        when stderr is a terminal) for encodes of ``PROGRESS_MIN_ITEMS`` or more texts.
     batch_size : int
         Model batch size.
     stats : dict, optional
@@ -124,6 +125,10 @@ def embed_texts(
         log.info("embedding %d texts with %s (%d cached)", miss.size, emb.identity, int(found.sum()))
         bar = emb.progress_bar(int(miss.size)) if progress and miss.size >= PROGRESS_MIN_ITEMS else None
         try:
+            if bar is not None:  # loading the model takes seconds: say so instead of sitting at 0%
+                bar.set_description_str(f"embed [{emb.short_name}] (loading the model)")
+                _ = emb.dim
+                bar.set_description_str(f"embed [{emb.short_name}]")
             for start in range(0, miss.size, FLUSH_ROWS):
                 part = miss[start : start + FLUSH_ROWS]
                 vecs = emb.encode(

@@ -19,25 +19,29 @@ only when a model is actually loaded or a progress bar shown.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# Show a progress bar only when at least this many items are encoded (short encodes stay quiet).
-PROGRESS_MIN_ITEMS = 512
-# Items handed to the model per call inside encode(): progress granularity, not the model's batch size.
-_CHUNK = 1024
+# Show a progress bar only when at least this many items are encoded (more than two model batches: a
+# 300-prompt file embeds for ~10 s on a busy CPU and gets a bar; a handful of prompts stays quiet).
+PROGRESS_MIN_ITEMS = 128
+# Most items handed to the model per call (and so per progress update): a 64-prompt batch of long prompts
+# took up to 8.8 s on a 2-core VM at load 7; 32 (sentence-transformers' own default batch) halves that.
+PROGRESS_STEP = 32
 
 
 class Embedder:
     """Base class: subclasses set ``identity`` and implement ``_encode(items) -> array (n, d)``.
 
-    ``encode`` does the rest: chunking, progress bar, float32, unit-norm rows, and a ``ValueError`` naming
-    the item when a row is zero or not finite.
+    ``encode`` does the rest: batching (``_encode`` gets at most one model batch and ``PROGRESS_STEP`` items
+    at a time, so progress moves every few seconds), progress bar, float32, unit-norm rows, and a
+    ``ValueError`` naming the item when a row is zero or not finite.
     """
 
     identity: str = ""
@@ -64,8 +68,9 @@ class Embedder:
         batch_size : int
             Items per model batch.
         progress : bool or progress bar
-            True shows a tqdm bar when at least ``PROGRESS_MIN_ITEMS`` items are encoded; an object with
-            ``update(n)`` (an open tqdm bar) is advanced instead.
+            True shows a tqdm bar (rate and time left; only on a terminal) when at least
+            ``PROGRESS_MIN_ITEMS`` items are encoded; an object with ``update(n)`` (an open tqdm bar, a
+            callback) is advanced once per call to the model (``min(batch_size, PROGRESS_STEP)`` items).
 
         Returns
         -------
@@ -83,9 +88,10 @@ class Embedder:
         out: np.ndarray | None = None
         own_bar = progress is True and n >= PROGRESS_MIN_ITEMS
         bar = self.progress_bar(n) if own_bar else (progress if hasattr(progress, "update") else None)
+        step = max(1, min(int(batch_size), PROGRESS_STEP))  # the bar moves every few seconds at most
         try:
-            for start in range(0, n, _CHUNK):
-                idx = order[start : start + _CHUNK]
+            for start in range(0, n, step):
+                idx = order[start : start + step]
                 vecs = np.asarray(self._encode([items[i] for i in idx], batch_size), dtype=np.float32)
                 if vecs.ndim != 2 or vecs.shape[0] != len(idx):
                     raise ValueError(
@@ -106,8 +112,10 @@ class Embedder:
         return self.encode([text], progress=False)[0]
 
     def progress_bar(self, total: int) -> Any:
-        """A tqdm bar for ``total`` items (None when tqdm is not installed)."""
-        return _progress_bar(total, f"embed [{self.short_name}]")
+        """A tqdm bar for ``total`` items (None when tqdm is missing or stderr is not a terminal)."""
+        from knnroute._progress import bar
+
+        return bar(total, f"embed [{self.short_name}]")
 
     @property
     def short_name(self) -> str:
@@ -126,14 +134,6 @@ def _unit_rows(x: np.ndarray, who: str) -> np.ndarray:
         i = int(np.flatnonzero(norms == 0)[0])
         raise ValueError(f"embedder {who!r}: item {i} embedded to an all-zero vector (no direction)")
     return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
-
-
-def _progress_bar(total: int, desc: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is cosmetic; run without it
-        return None
-    return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, leave=False)
 
 
 # ------------------------------------------------------------------------ sentence-transformers
@@ -213,7 +213,8 @@ class SentenceTransformerEmbedder(Embedder):
                 raise ImportError(
                     "sentence-transformers is not installed: pip install 'knnroute[embed]'"
                 ) from e
-            self._model = SentenceTransformer(str(self.path), device=self.device)
+            with _quiet_transformers():  # no "Loading weights" bar in service logs or the REPL
+                self._model = SentenceTransformer(str(self.path), device=self.device)
             getdim = (
                 getattr(self._model, "get_embedding_dimension", None)
                 or self._model.get_sentence_embedding_dimension
@@ -236,6 +237,29 @@ class SentenceTransformerEmbedder(Embedder):
             convert_to_numpy=True,
             normalize_embeddings=True,
         )
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own progress bars (``Loading weights: 100%``) and sentence-transformers' INFO
+    line (``Loading SentenceTransformer model from ...``) while a model loads."""
+    import logging
+
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
+        yield
+        return
+    st_log = logging.getLogger("sentence_transformers")
+    was_on, level = hf_logging.is_progress_bar_enabled(), st_log.level
+    hf_logging.disable_progress_bar()
+    st_log.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        st_log.setLevel(level)
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def package_dir(module: str, missing: str) -> Path:

@@ -41,6 +41,7 @@ def prepare_data(
     seed: int = 0,
     pooled: bool = False,
     progress: bool = True,
+    prices: Any = None,
 ) -> list[RoutingDataset]:
     """The datasets of ``spec``, embedded; with ``pooled`` one dataset (named ``spec``) with a split.
 
@@ -56,10 +57,13 @@ def prepare_data(
         Stack the datasets into one (they must share one model pool: ``ValueError`` otherwise).
     progress : bool
         Progress bars while embedding.
+    prices : path, optional
+        Price table for the spec's long-format files with token counts (``--prices``; see
+        :func:`~knnroute.data.spec.resolve_spec`).
     """
     from knnroute.data.spec import pool, resolve_spec
 
-    datasets = resolve_spec(spec, seed=seed)
+    datasets = resolve_spec(spec, seed=seed, prices=prices)
     if pooled:
         datasets = [pool(datasets, name=spec, seed=seed)]
     return embed_datasets(datasets, embedder, progress=progress)

@@ -110,10 +110,10 @@ def map_cells(
     outs: dict[tuple[Any, ...], Any] = {}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from knnroute._progress import bar as _bar
 
         suffix = f" ({n_jobs} processes)" if n_jobs > 1 and len(cells) > 1 else ""
-        bar = tqdm(total=len(cells), desc=desc + suffix, unit="run", dynamic_ncols=True)
+        bar = _bar(len(cells), desc + suffix, unit="run", leave=True)
     try:
         if n_jobs == 1 or len(cells) <= 1:
             for c in cells:

@@ -49,9 +49,9 @@ def evaluate_ray(
     pending = list(futures)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from knnroute._progress import bar as _bar
 
-        bar = tqdm(total=len(cells), desc="fit + evaluate (ray)", unit="run", dynamic_ncols=True)
+        bar = _bar(len(cells), "fit + evaluate (ray)", unit="run", leave=True)
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

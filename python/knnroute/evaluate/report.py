@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONVENTIONS", "format_matrix", "format_table", "format_timing", "summarise", "to_jsonable", "write_json"]
+__all__ = [
+    "CONVENTIONS", "format_matrix", "format_notes", "format_table", "format_timing", "summarise", "to_jsonable",
+    "write_json",
+]
 
 CONVENTIONS: dict[str, str] = {
     "score": "true score on [0, 1] x100; a missing score counts as 0",
@@ -146,6 +149,24 @@ def format_table(summary: Sequence[Mapping[str, Any]], singles: bool = True) -> 
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def format_notes(n_seeds: int) -> str:
+    """The footer printed under :func:`format_table`: every column and row name, in words."""
+    spread = f"std over the {n_seeds} split seeds" if n_seeds > 1 else "0 (one seed)"
+    return "\n".join([
+        "columns (value ± spread = mean ± " + spread + "):",
+        "  AUC   area under the router's non-decreasing cost-quality hull, cost / c_max on [0, 1], score x100;",
+        "        0-100, higher is better (c_max = mean cost of always using the most expensive model)",
+        "  gain  (AUC - AUC best-single) / (AUC oracle - AUC best-single): 0 = no better than a fixed choice",
+        "        of models, 1 = the oracle",
+        "  sel (App. D)  the paper's Appendix D selection utility: 100 x mean(score - lambda x cost / c_max)",
+        "        at lambda = 1, 0.5 and 0.1, averaged (python/knnroute/evaluate/README.md)",
+        "rows: oracle = the truly best model per prompt; random = a uniform model per prompt; best-single =",
+        "  the hull of the single models' points (a choice that ignores the prompt); knn-K = mean outcome of",
+        "  the K nearest training prompts; knn-tuned = k, weighting and shrinkage chosen on validation;",
+        "  indented rows = one model always",
+    ])
 
 
 def format_matrix(

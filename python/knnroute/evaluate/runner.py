@@ -99,18 +99,22 @@ def evaluate(
     records: list[dict[str, Any]] = []
     curves: dict[tuple[str, str, int], Curve] = {}
     extras: dict[tuple[str, str, int], dict[str, Any]] = {}
-    it: Iterable[tuple[EvalData, str, int]] = cells
-    if progress:
-        from tqdm.auto import tqdm
+    from knnroute._progress import bar as _bar
 
-        it = tqdm(cells, desc="fit + evaluate", unit="run", dynamic_ncols=True)
-    for d, r, s in it:
-        if progress:
-            it.set_postfix_str(f"{d.name} {r} seed={s}", refresh=False)  # type: ignore[attr-defined]
-        out = runner(d, r, s, lams=lams, n_random=n_random)
-        records.extend(out.records)
-        for name, cv in out.curves.items():
-            curves[(d.name, name, s)] = cv
-        if out.extra:
-            extras[(d.name, r, s)] = out.extra
+    bar = _bar(len(cells), "fit + evaluate", unit="run", enabled=progress, leave=True)
+    try:
+        for d, r, s in cells:
+            if bar is not None:
+                bar.set_postfix_str(f"{d.name} {r} seed={s}", refresh=False)
+            out = runner(d, r, s, lams=lams, n_random=n_random)
+            if bar is not None:
+                bar.update(1)
+            records.extend(out.records)
+            for name, cv in out.curves.items():
+                curves[(d.name, name, s)] = cv
+            if out.extra:
+                extras[(d.name, r, s)] = out.extra
+    finally:
+        if bar is not None:
+            bar.close()
     return EvalResult(records=records, curves=curves, extras=extras, datasets=data)

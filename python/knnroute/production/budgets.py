@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_BUDGET_POINTS", "BudgetPoint", "BudgetTable", "measure_budget", "thin"]
+__all__ = ["MAX_BUDGET_POINTS", "BudgetPoint", "BudgetTable", "describe_default", "measure_budget", "thin"]
 
 # Budget tables longer than this are thinned (keeping every Pareto point) before being stored.
 MAX_BUDGET_POINTS = 2048
@@ -192,3 +192,24 @@ def measure_budget(s_hat: np.ndarray, c_hat: np.ndarray, scores: Any, costs: Any
     keep = thin(mc, ms, MAX_BUDGET_POINTS)
     return BudgetTable(mids[keep], mc[keep], ms[keep], shares[keep], list(model_names), int(ts.shape[0]),
                        source)
+
+
+def describe_default(default_lambda: float, budget: BudgetTable | None) -> str:
+    """What a request without lambda or a budget gets, in one line (``knnroute fit`` prints it, ``serve``
+    logs it): the default lambda and, with a budget table, its operating point on the held-out prompts."""
+    lam = float(default_lambda)
+    what = (
+        "the model with the highest predicted score, whatever its cost" if lam == 0
+        else f"the model with the best predicted score minus {lam:g} x its predicted cost (USD)"
+    )
+    text = f"a request without lambda or max_cost gets lambda = {lam:g} (score per USD): {what}"
+    if budget is not None:
+        i = int(np.argmin(np.abs(budget.lams - lam)))
+        p = budget.point(i)
+        top = max(p.shares, key=lambda m: p.shares[m])
+        text += (
+            f"; on {budget.n} held-out prompts: mean cost ${p.mean_cost:.3g} per query, mean score "
+            f"{p.mean_score:.3f}, {p.shares[top]:.0%} to {top}"
+        )
+    return text + ". Send lambda or max_cost per request, or fit with --default-lambda"
+

@@ -190,6 +190,30 @@ def _layout(state: dict[str, Any], arrays: list[tuple[str, np.ndarray]], precisi
     raise RuntimeError("header layout did not converge")  # pragma: no cover - converges in 2-3 steps
 
 
+
+def file_mode(path: Path) -> int:
+    """The mode a router file is written with: the replaced file's mode when there is one, else what a new
+    file gets under the process umask (0644 under umask 022), as ``open()`` would create it."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it back at once
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: Path, meta: dict[str, Any], arrays: list[tuple[str, np.ndarray]]) -> None:
     """Digest the payload, then write preamble, header and payload to a temporary file and rename it."""
     payload_offset = meta["payload_offset"]
@@ -222,6 +246,7 @@ def _write_atomic(path: Path, meta: dict[str, Any], arrays: list[tuple[str, np.n
             for _, part in chunks:
                 fh.write(part)
             fh.flush()
+            os.fchmod(fh.fileno(), file_mode(path))  # mkstemp makes 0600; a router file is shared
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

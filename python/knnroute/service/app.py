@@ -384,20 +384,22 @@ def serve(
     """
     import uvicorn
 
+    from knnroute.production.budgets import describe_default
+
     t0 = time.perf_counter()
     if not math.isfinite(port) or not 0 <= port < 65536:
         raise ValueError(f"port must be in [0, 65535], got {port}")
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(levelname)s: %(message)s")
     slot = RouterSlot.from_path(router_path, verify=verify, load_embedder=load_embedder)
-    t_load = time.perf_counter() - t0
     app = create_app(slot, max_body_bytes=max_body_bytes, max_batch=max_batch, source=str(router_path),
                      admin_token=admin_token, image_dir=image_dir, read_timeout=read_timeout,
                      max_client_concurrency=max_client_concurrency)
     if watch_interval:
         slot.watch(float(watch_interval))
-    log.info("loaded %r from %s in %.2f s (ready in %.2f s)", slot.router, router_path, t_load,
-             time.perf_counter() - t0)
+    log.info("ready in %.1f s (router file + embedder warm-up): %r from %s; serving on http://%s:%d",
+             time.perf_counter() - t0, slot.router, router_path, host, int(port))
+    log.info("%s", describe_default(slot.router.default_lambda, slot.router.budget))
     try:
         uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log,
                     **uvicorn_limits(read_timeout, limit_concurrency))
