@@ -38,6 +38,8 @@ COMMANDS: list[Command] = [
     Command(
         "serve", "serve a router file over HTTP (POST /route, /metrics, /health)", "knnroute.commands.serve"
     ),
+    Command("gateway", "OpenAI-compatible gateway: route chat completions to upstream models, learn from "
+            "feedback", "knnroute.commands.gateway"),
     Command("route-batch", "route prompts or embeddings from Parquet/CSV/JSONL files to Parquet decisions "
             "(in process or on Ray Data)", "knnroute.commands.route_batch"),
 ]
