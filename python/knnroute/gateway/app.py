@@ -30,7 +30,7 @@ from knnroute.gateway.config import GatewayConfig
 from knnroute.gateway.decisions import DecisionLog, routed_text
 from knnroute.gateway.feedback import FeedbackStore, Pending
 from knnroute.gateway.sessions import Sessions
-from knnroute.gateway.upstream import Attempt, UpstreamFailure, Upstreams
+from knnroute.gateway.upstream import Attempt, UpstreamFailure, UpstreamResponse, Upstreams
 from knnroute.production.router import ProductionRouter, RouteDecision
 from knnroute.service.app import create_app
 from knnroute.service.slot import RouterSlot
@@ -218,7 +218,7 @@ class Gateway:
         return _error(status, f"every upstream failed (tried {tried}); last: {last.reason}", "upstream_error",
                       headers={"x-knnroute-request-id": rid})
 
-    def _stream(self, resp: Any, headers: dict[str, str], rid: str, t0: float, kind: str,
+    def _stream(self, resp: UpstreamResponse, headers: dict[str, str], rid: str, t0: float, kind: str,
                 d: RouteDecision | None, x: np.ndarray | None, name: str, attempts: list[Attempt],
                 text: str | None, explore: bool) -> StreamingResponse:
         async def body() -> Any:
@@ -230,7 +230,7 @@ class Gateway:
                 outcome = "interrupted"
                 raise
             finally:
-                await resp.aclose()
+                await resp.aclose(complete=outcome == "ok")
                 if d is not None and x is not None and outcome == "ok":
                     self.store.remember(rid, Pending(x, name, self.cost(name, d, None)))
                 self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)

@@ -1,21 +1,25 @@
-"""Forwarding to OpenAI-compatible upstreams: one pooled ``httpx.AsyncClient``, bounded retries with
+"""Forwarding to OpenAI-compatible upstreams: one pooled ``aiohttp.ClientSession``, bounded retries with
 exponential backoff on connect errors, timeouts, 429 and 5xx, and a clear failure when they run out (the
 caller then tries the next model). Upstream keys come from environment variables and are only ever put in
 the outgoing ``Authorization`` header.
+
+aiohttp, not httpx: under 64 concurrent requests httpx's pool (httpcore 1.0) probed every idle connection's
+socket on each request, about a third of the gateway's CPU in a py-spy profile (docs/gateway.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from knnroute.gateway.config import GatewayConfig
 
-__all__ = ["Attempt", "UpstreamFailure", "Upstreams"]
+__all__ = ["Attempt", "UpstreamFailure", "UpstreamResponse", "Upstreams"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 2.0
@@ -39,32 +43,56 @@ class UpstreamFailure(Exception):
         self.model, self.reason, self.timeout = model, reason, timeout
 
 
+class UpstreamResponse:
+    """An upstream's answer: status and headers; ``content`` (read) or ``aiter_raw`` (streaming)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, content: bytes | None) -> None:
+        self._resp = resp
+        self.status_code = resp.status
+        self.headers = {k.lower(): v for k, v in resp.headers.items()}
+        self.content = content if content is not None else b""
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    async def aiter_raw(self) -> Any:
+        async for chunk in self._resp.content.iter_any():
+            yield chunk
+
+    async def aclose(self, complete: bool = True) -> None:
+        """Release the connection (``complete``) or close it, which cancels an unfinished upstream request."""
+        if complete:
+            self._resp.release()
+        else:
+            self._resp.close()
+
+
 @dataclass
 class Upstreams:
-    """The configured upstreams and the shared HTTP client (created on first use, in the serving loop)."""
+    """The configured upstreams and the shared HTTP session (created on first use, in the serving loop)."""
 
     cfg: GatewayConfig
-    _client: httpx.AsyncClient | None = field(default=None, repr=False)
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     @property
     def names(self) -> list[str]:
         return list(self.cfg.upstreams)
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-                follow_redirects=False,
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
+                auto_decompress=False,  # bytes pass through as the upstream sent them
             )
-        return self._client
+        return self._session
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def open(self, name: str, body: dict[str, Any], stream: bool,
-                   attempts: list[Attempt]) -> httpx.Response:
+                   attempts: list[Attempt]) -> UpstreamResponse:
         """POST ``body`` (its ``model`` replaced by the upstream's id) to ``name``'s chat completions.
 
         Returns the response with its headers read: with ``stream`` the body is still open (iterate
@@ -74,12 +102,15 @@ class Upstreams:
         """
         up = self.cfg.upstreams[name]
         url = up.base_url.rstrip("/") + "/chat/completions"
-        payload = {**body, "model": self.cfg.upstream_model(name)}
+        payload = json.dumps({**body, "model": self.cfg.upstream_model(name)}).encode()
         headers = {"content-type": "application/json"}
         key = up.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        client = self.client()
+        # streams: the timeout bounds connecting and each wait for data, not the whole answer
+        timeout = (aiohttp.ClientTimeout(sock_connect=up.timeout_s, sock_read=up.timeout_s) if stream
+                   else aiohttp.ClientTimeout(total=up.timeout_s))
+        session = self.session()
         reason, timed_out, delay = "no attempt", False, 0.0
         for attempt in range(up.max_retries + 1):
             if attempt:
@@ -87,40 +118,39 @@ class Upstreams:
             t0 = time.perf_counter()
             delay = up.backoff_s * (2 ** attempt)
             try:
-                req = client.build_request("POST", url, json=payload, headers=headers,
-                                           timeout=httpx.Timeout(up.timeout_s))
-                resp = await client.send(req, stream=True)
-            except httpx.TimeoutException:
+                resp = await session.post(url, data=payload, headers=headers, timeout=timeout)
+            except TimeoutError:
                 reason, timed_out = f"timeout after {up.timeout_s:g} s", True
                 attempts.append(Attempt(name, None, time.perf_counter() - t0, "timeout"))
                 continue
-            except httpx.HTTPError as e:
+            except aiohttp.ClientError as e:
                 reason, timed_out = f"connection failed ({type(e).__name__})", False
                 attempts.append(Attempt(name, None, time.perf_counter() - t0, type(e).__name__))
                 continue
-            if resp.status_code in RETRY_STATUSES:
-                await resp.aclose()
-                reason, timed_out = f"status {resp.status_code}", resp.status_code in (408, 504)
-                attempts.append(Attempt(name, resp.status_code, time.perf_counter() - t0, reason))
+            if resp.status in RETRY_STATUSES:
+                resp.release()
+                reason, timed_out = f"status {resp.status}", resp.status in (408, 504)
+                attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, reason))
                 try:
                     delay = max(delay, min(float(resp.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S))
                 except ValueError:
                     pass
                 continue
+            content = None
             if not stream:
                 try:
-                    await resp.aread()
-                except httpx.TimeoutException:
+                    content = await resp.read()
+                except TimeoutError:
+                    resp.close()
                     reason, timed_out = f"timeout after {up.timeout_s:g} s reading the body", True
-                    attempts.append(Attempt(name, resp.status_code, time.perf_counter() - t0, "timeout"))
+                    attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, "timeout"))
                     continue
-                except httpx.HTTPError as e:
+                except aiohttp.ClientError as e:
+                    resp.close()
                     reason, timed_out = f"body failed ({type(e).__name__})", False
-                    attempts.append(Attempt(name, resp.status_code, time.perf_counter() - t0,
-                                            type(e).__name__))
+                    attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, type(e).__name__))
                     continue
-                finally:
-                    await resp.aclose()
-            attempts.append(Attempt(name, resp.status_code, time.perf_counter() - t0))
-            return resp
+                resp.release()
+            attempts.append(Attempt(name, resp.status, time.perf_counter() - t0))
+            return UpstreamResponse(resp, content)
         raise UpstreamFailure(name, reason, timed_out)
