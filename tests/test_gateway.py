@@ -379,3 +379,27 @@ def test_feedback_survives_kill_9(router_file: Path, tmp_path: Path) -> None:
 
         saved = load(router)  # SIGTERM saved the file with every feedback row
         assert saved.size == size0 + n and saved.meta["feedback_seq"] == n
+
+
+def test_batcher_groups_concurrent_items() -> None:
+    import asyncio
+
+    from knnroute.gateway.batching import Batcher
+
+    sizes: list[int] = []
+
+    def fn(items: Any) -> list[Any]:
+        sizes.append(len(items))
+        return [ValueError(f"bad {i}") if i == 3 else i * i for i in items]
+
+    async def main() -> list[Any]:
+        b = Batcher(fn, max_batch=8, wait_s=0.01)
+        try:
+            return await asyncio.gather(*[b.submit(i) for i in range(20)], return_exceptions=True)
+        finally:
+            await b.aclose()
+
+    out = asyncio.run(main())
+    assert [o for i, o in enumerate(out) if i != 3] == [i * i for i in range(20) if i != 3]
+    assert isinstance(out[3], ValueError) and str(out[3]) == "bad 3"  # only that caller gets its error
+    assert sum(sizes) == 20 and max(sizes) == 8 and len(sizes) < 20

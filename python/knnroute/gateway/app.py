@@ -18,6 +18,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -26,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from knnroute.gateway.auth import GatewayAuthMiddleware
+from knnroute.gateway.batching import Batcher
 from knnroute.gateway.config import GatewayConfig
 from knnroute.gateway.decisions import DecisionLog, routed_text
 from knnroute.gateway.feedback import FeedbackStore, Pending
@@ -78,6 +80,9 @@ class Gateway:
         self.decisions = DecisionLog(cfg.server.decision_log, cfg.server.log_prompts)
         self.metrics = _GatewayMetrics(metrics.registry, list(cfg.upstreams))
         self.rng = random.Random()
+        srv = cfg.server
+        self.batcher = (Batcher(self.decide_many, srv.embed_batch_max, srv.embed_batch_wait_ms / 1e3)
+                        if srv.embed_batch_wait_ms > 0 else None)
 
     @property
     def router(self) -> ProductionRouter:
@@ -87,6 +92,18 @@ class Gateway:
         router = self.router
         x = router.embed_one(text)
         return router.decide(x, lam, max_cost), x
+
+    def decide_many(self, items: Sequence[tuple[str, float | None, float | None]]) -> list[Any]:
+        """One embedding pass for many (text, lambda, max_cost); per item a (decision, x) or the error."""
+        router = self.router
+        X = router.embed([t for t, _, _ in items])
+        out: list[Any] = []
+        for x, (_, lam, max_cost) in zip(X, items, strict=True):
+            try:
+                out.append((router.decide(x, lam, max_cost), x))
+            except ValueError as e:
+                out.append(e)
+        return out
 
     def order(self, d: RouteDecision, sticky: str | None) -> tuple[list[str], bool]:
         """Models to try, best first: the session's model, else the router's choice, then the rest by
@@ -172,7 +189,10 @@ class Gateway:
             if lam is None and max_cost is None:
                 lam, max_cost = rc.lambda_, rc.max_cost
             try:
-                dec, x = await anyio.to_thread.run_sync(self.decide, text, lam, max_cost)
+                if self.batcher is not None:
+                    dec, x = await self.batcher.submit((text, lam, max_cost))
+                else:
+                    dec, x = await anyio.to_thread.run_sync(self.decide, text, lam, max_cost)
             except ValueError as e:
                 return _error(422, str(e))
             d = dec
@@ -286,6 +306,8 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     gw = Gateway(cfg, slot, store, app.state.metrics)
     app.state.gateway = gw
     app.router.on_shutdown.append(gw.upstreams.aclose)  # close pooled upstream connections
+    if gw.batcher is not None:
+        app.router.on_shutdown.append(gw.batcher.aclose)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:

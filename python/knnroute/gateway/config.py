@@ -48,6 +48,8 @@ class ServerConfig(_Strict):
     decision_log: Path | None = None
     log_prompts: bool = False
     max_body_bytes: int = Field(default=8 << 20, gt=0)
+    embed_batch_max: int = Field(default=64, gt=0)  # micro-batching of concurrent requests' embeddings
+    embed_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)  # 0: no batching
 
 
 class FeedbackConfig(_Strict):
