@@ -7,7 +7,8 @@ ARC-C training rows, and the load generator ``bench/service_loadgen.py``. Sequen
 prompts sent straight to the upstream and through the gateway (``"model": "knnroute"``), one keep-alive
 connection each; overhead = gateway percentile - upstream percentile. Throughput: ``--requests`` at
 concurrency 64 through the gateway and straight to the upstream, errors counted. MiniLM's offline batch
-throughput on the same prompts (``encode`` in batches of 64, no cache) is measured in the same run.
+throughput on the same prompts (the router's PromptEncoder, batches of 64, no cache) is measured in the same
+run.
 
     KNNROUTE_CACHE=/tmp/eqcache HF_HUB_OFFLINE=1 python -m bench.gateway_overhead --out docs/gateway-overhead.json
 """
@@ -108,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sequential", type=int, default=300)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--batch-wait-ms", type=float, nargs="*", default=[0.0, 2.0],
+                   help="gateway micro-batching waits to compare (0 = no batching)")
     p.add_argument("--out", default="docs/gateway-overhead.json")
     args = p.parse_args(argv)
     import knnroute_core
     from knnroute.data import load_dataset
-    from knnroute.embed import embed_dataset, get_embedder
+    from knnroute.embed import embed_dataset
     from knnroute.production import ProductionRouter
     from knnroute.routers.knn import KNNRouter
 
@@ -137,35 +140,42 @@ def main(argv: list[str] | None = None) -> int:
                     router_file)
                 prompts = [str(t) for t in np.asarray(ds.prompts, dtype=object)[te]]
                 ups = "".join(f'[upstreams."{m}"]\nbase_url = "{up}/v1"\nmodel = "m"\n' for m in ds.model_names)
-                cfg = tmp / f"{spec}.toml"
-                cfg.write_text(f'[router]\nfile = "{router_file}"\nlambda = 0.0\n{ups}')
-                gw_port = _free_port()
-                gw = f"http://127.0.0.1:{gw_port}"
                 routed = [{"model": "knnroute", "messages": [{"role": "user", "content": q}]} for q in prompts]
                 direct = [{"model": "m", "messages": [{"role": "user", "content": q}]} for q in prompts]
-                with _process([sys.executable, "-m", "knnroute", "gateway", "--config", str(cfg), "--port",
-                               str(gw_port), "--log-level", "warning"], gw + "/health", tmp / "gw.log"):
-                    d_lat = _sequential(up + "/v1/chat/completions", direct, args.sequential)
-                    g_lat = _sequential(gw + "/v1/chat/completions", routed, args.sequential)
-                    load_gw = _load(gw + "/v1/chat/completions", routed, args.requests, args.concurrency, tmp)
-                    load_up = _load(up + "/v1/chat/completions", direct, args.requests, args.concurrency, tmp)
-                d, g = _pct(d_lat), _pct(g_lat)
-                res: dict[str, Any] = {
-                    "upstream_ms": d, "gateway_ms": g,
-                    "overhead_ms": {k: round(g[k] - d[k], 3) for k in ("p50", "p99", "mean")},
-                    "gateway_load": load_gw, "upstream_load": load_up,
-                }
-                emb = get_embedder(spec)
-                texts = prompts * max(1, 1000 // len(prompts))
-                emb.encode(texts[:64])
+                per_wait: dict[str, Any] = {}
+                for wait in args.batch_wait_ms:
+                    cfg = tmp / f"{spec}.toml"
+                    cfg.write_text(f'[router]\nfile = "{router_file}"\nlambda = 0.0\n'
+                                   f"[server]\nembed_batch_wait_ms = {wait}\n{ups}")
+                    gw_port = _free_port()
+                    gw = f"http://127.0.0.1:{gw_port}"
+                    with _process([sys.executable, "-m", "knnroute", "gateway", "--config", str(cfg), "--port",
+                                   str(gw_port), "--log-level", "warning"], gw + "/health", tmp / "gw.log"):
+                        d_lat = _sequential(up + "/v1/chat/completions", direct, args.sequential)
+                        g_lat = _sequential(gw + "/v1/chat/completions", routed, args.sequential)
+                        load_gw = _load(gw + "/v1/chat/completions", routed, args.requests, args.concurrency, tmp)
+                        load_up = _load(up + "/v1/chat/completions", direct, args.requests, args.concurrency, tmp)
+                    d, g = _pct(d_lat), _pct(g_lat)
+                    per_wait[f"batch_wait_ms={wait:g}"] = {
+                        "upstream_ms": d, "gateway_ms": g,
+                        "overhead_ms": {k: round(g[k] - d[k], 3) for k in ("p50", "p99", "mean")},
+                        "gateway_load": load_gw, "upstream_load": load_up,
+                    }
+                    print(spec, wait, json.dumps(per_wait[f"batch_wait_ms={wait:g}"]), flush=True)
+                res: dict[str, Any] = {"runs": per_wait}
+                # the reference: the same prompts through the same PromptEncoder (prefix stripping), in batches
+                enc = ProductionRouter(knn, embedder=spec, prefix_stripper=ds.meta.get("prefix_stripper"))
+                texts = prompts * max(1, 500 // len(prompts))
+                enc.embed(texts[:64])
                 t0 = time.perf_counter()
                 for i in range(0, len(texts), 64):
-                    emb.encode(texts[i:i + 64])
+                    enc.embed(texts[i:i + 64])
                 offline = len(texts) / (time.perf_counter() - t0)
                 res["embedder_offline_batch_per_s"] = round(offline, 1)
-                res["gateway_rps_over_offline_embedding"] = round(load_gw["throughput_rps"] / offline, 3)
+                for r in per_wait.values():
+                    r["gateway_rps_over_offline_embedding"] = round(r["gateway_load"]["throughput_rps"] / offline, 3)
                 results["embedders"][spec] = res
-                print(spec, json.dumps(res), flush=True)
+                print(spec, "offline embedding per s", round(offline, 1), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")
     return 0
