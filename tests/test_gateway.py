@@ -403,3 +403,26 @@ def test_batcher_groups_concurrent_items() -> None:
     assert [o for i, o in enumerate(out) if i != 3] == [i * i for i in range(20) if i != 3]
     assert isinstance(out[3], ValueError) and str(out[3]) == "bad 3"  # only that caller gets its error
     assert sum(sizes) == 20 and max(sizes) == 8 and len(sizes) < 20
+
+
+def test_exploration_and_streamed_feedback(stack: dict[str, Any]) -> None:
+    url, gw = stack["url"], stack["gw"]
+    c = client(url)
+    gw.cfg.feedback.explore = 1.0  # every routed request (outside sessions) goes to a random model
+    try:
+        got = {c.chat.completions.with_raw_response.create(
+            model="knnroute", messages=[{"role": "user", "content": QUESTIONS[1]}]).headers["x-knnroute-model"]
+            for _ in range(30)}
+    finally:
+        gw.cfg.feedback.explore = 0.0
+    assert len(got) >= 2  # routed alone, this prompt always goes to "coder"
+    recs = [json.loads(line) for line in (stack["folder"] / "decisions.jsonl").read_text().splitlines()]
+    assert sum(r.get("explore") is True for r in recs) >= 30
+    with c.chat.completions.with_streaming_response.create(
+            model="knnroute", messages=[{"role": "user", "content": QUESTIONS[0]}], stream=True) as resp:
+        rid = resp.headers["x-knnroute-request-id"]
+        text = "".join(line for line in resp.iter_lines())
+    assert text.endswith("data: [DONE]") and "chat.completion.chunk" in text
+    r = httpx.post(url + "/v1/feedback", json={"request_id": rid, "score": 1.0},
+                   headers={"authorization": f"Bearer {KEY}"}, timeout=10)
+    assert r.status_code == 200 and r.json()["model"] == resp.headers["x-knnroute-model"]

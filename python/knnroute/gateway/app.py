@@ -241,6 +241,9 @@ class Gateway:
     def _stream(self, resp: UpstreamResponse, headers: dict[str, str], rid: str, t0: float, kind: str,
                 d: RouteDecision | None, x: np.ndarray | None, name: str, attempts: list[Attempt],
                 text: str | None, explore: bool) -> StreamingResponse:
+        if d is not None and x is not None:  # feedback may arrive before the stream ends
+            self.store.remember(rid, Pending(x, name, self.cost(name, d, None)))
+
         async def body() -> Any:
             outcome = "ok"
             try:
@@ -251,8 +254,6 @@ class Gateway:
                 raise
             finally:
                 await resp.aclose(complete=outcome == "ok")
-                if d is not None and x is not None and outcome == "ok":
-                    self.store.remember(rid, Pending(x, name, self.cost(name, d, None)))
                 self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
 
         return StreamingResponse(body(), status_code=resp.status_code,
