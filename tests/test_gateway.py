@@ -108,8 +108,20 @@ def stack(router_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield {"url": url, "gw": gw, "scripts": scripts, "folder": folder, "upstreams": urls}
 
 
+_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def client(url: str, key: str = KEY) -> Any:
-    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=20)
+    c = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=20)
+    _CLIENTS.append(c)
+    return c
 
 
 def route_model(url: str, text: str, lam: float) -> str:
@@ -375,6 +387,7 @@ def test_feedback_survives_kill_9(router_file: Path, tmp_path: Path) -> None:
             proc.wait(30)
         for fh in logs:
             fh.close()
+        assert KEY not in (tmp_path / "gw.log").read_text() and ADMIN not in (tmp_path / "gw.log").read_text()
         from knnroute import load
 
         saved = load(router)  # SIGTERM saved the file with every feedback row
