@@ -202,6 +202,12 @@ def test_unknown_model_and_bad_body(stack: dict[str, Any]) -> None:
     r = httpx.post(stack["url"] + "/v1/chat/completions", content=b"{not json",
                    headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"}, timeout=10)
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    with pytest.raises(openai.UnprocessableEntityError, match="no budget table"):
+        client(stack["url"]).chat.completions.create(model="knnroute", messages=[{"role": "user", "content": "x"}],
+                                                     extra_body={"max_cost": 0.01})
+    with pytest.raises(openai.UnprocessableEntityError, match="'lambda' must be a number"):
+        client(stack["url"]).chat.completions.create(model="knnroute", messages=[{"role": "user", "content": "x"}],
+                                                     extra_body={"lambda": "high"})
 
 
 def test_retry_then_fallback(stack: dict[str, Any]) -> None:

@@ -313,7 +313,11 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         """OpenAI chat completions, routed (``"model": "knnroute"``) or passed through."""
-        return await gw.chat(request)
+        try:
+            return await gw.chat(request)
+        except Exception as e:  # a bug of ours: one line to the client, the trace to the log only
+            log.exception("chat request failed")
+            return _error(500, f"gateway error: {type(e).__name__} (see the gateway log)", "server_error")
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> JSONResponse:
