@@ -445,3 +445,19 @@ def test_exploration_and_streamed_feedback(stack: dict[str, Any]) -> None:
     r = httpx.post(url + "/v1/feedback", json={"request_id": rid, "score": 1.0},
                    headers={"authorization": f"Bearer {KEY}"}, timeout=10)
     assert r.status_code == 200 and r.json()["model"] == resp.headers["x-knnroute-model"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # litellm's own, at import
+def test_litellm_reaches_the_gateway(stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of LiteLLM's price map
+    litellm = pytest.importorskip("litellm")
+    url = stack["url"]
+    for q in QUESTIONS[:3]:
+        want = route_model(url, q, 0.0)
+        r = litellm.completion(model="openai/knnroute", api_base=url + "/v1", api_key=KEY, num_retries=0,
+                               messages=[{"role": "user", "content": q}], timeout=20)
+        assert r.choices[0].message.content == f"answer from {want}"
+    chunks = litellm.completion(model="openai/knnroute", api_base=url + "/v1", api_key=KEY, stream=True,
+                                messages=[{"role": "user", "content": QUESTIONS[1]}], timeout=20)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
+    assert text == f"answer from {route_model(url, QUESTIONS[1], 0.0)}"
