@@ -49,6 +49,8 @@ COMMANDS: list[Command] = [
     ),
     Command("convert", "convert a trusted RouterBench pickle to Parquet once (pickles run code when read)",
             "knnroute.commands.convert"),
+    Command("gateway", "OpenAI-compatible gateway: route chat completions to upstream models, learn from "
+            "feedback", "knnroute.commands.gateway"),
     Command("route-batch", "route prompts or embeddings from Parquet/CSV/JSONL files to Parquet decisions "
             "(in process or on Ray Data)", "knnroute.commands.route_batch"),
 ]

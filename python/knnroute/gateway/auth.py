@@ -1,0 +1,51 @@
+"""Inbound auth: ``Authorization: Bearer <key>`` against the configured keys (constant-time compare).
+
+``/health`` is open; ``/metrics`` and ``/admin/...`` need the admin key (when it is unset: an API
+key); everything else needs an API key or the admin key (when keys are set; with none, auth is off).
+Keys are never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+from knnroute.service.middleware import ASGIApp, Receive, Scope, Send, send_json
+
+__all__ = ["GatewayAuthMiddleware"]
+
+OPEN_PATHS = frozenset({"/health"})
+ADMIN_PREFIXES = ("/metrics", "/admin/")
+
+
+def _matches(got: bytes, keys: Sequence[bytes]) -> bool:
+    ok = False
+    for k in keys:  # compare against every key: the time does not say which one matched
+        ok |= hmac.compare_digest(got, k)
+    return ok
+
+
+class GatewayAuthMiddleware:
+    def __init__(self, app: ASGIApp, api_keys: Sequence[str], admin_key: str | None) -> None:
+        self.app = app
+        self.api = [f"Bearer {k}".encode() for k in api_keys]
+        self.admin = [] if admin_key is None else [f"Bearer {admin_key}".encode()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path not in OPEN_PATHS:
+            got = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
+            admin = path.startswith(ADMIN_PREFIXES)
+            # admin paths take the admin key; without one set, they fall back to the API keys
+            need = self.admin if admin and self.admin else self.api + self.admin
+            if need and not _matches(got, need):
+                what = "the admin key" if admin and self.admin else "an API key"
+                await send_json(send, 401, {"error": {
+                    "message": f"missing or wrong key: send Authorization: Bearer <key> with {what}",
+                    "type": "invalid_request_error", "code": "invalid_api_key"}},
+                    [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,211 @@
+"""Durable online learning: outcome feedback becomes support rows, and nothing acknowledged is lost.
+
+* :class:`FeedbackLog` -- an append-only JSON-lines file. Each acknowledged feedback is one line
+  (``seq``, request id, model, score, cost, the routed prompt's embedding), written and ``fsync``-ed
+  before the client gets its 200.
+* :class:`FeedbackStore` -- applies feedback to the live :class:`~knnroute.production.ProductionRouter`
+  (one row: the routed prompt's embedding, the observed score and cost for the model that answered, NaN
+  -- unobserved -- for every other model; the core's aggregation skips NaN cells), re-saves the router
+  file atomically on a timer and at shutdown with the last applied ``seq`` in its metadata
+  (``meta["feedback_seq"]``), and at start replays the log past that ``seq``. So a ``kill -9`` after N
+  acknowledged feedbacks loses none: each is in the log (fsync) and is either in the saved file or
+  replayed from the log.
+
+One process owns the log; several replicas need one shared durable log (a database), not one file each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knnroute.production.persist import write_state
+from knnroute.production.router import ProductionRouter
+
+__all__ = ["FeedbackLog", "FeedbackStore", "Pending"]
+
+log = logging.getLogger("knnroute.gateway")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An answered request that may still get feedback."""
+
+    embedding: np.ndarray  # (d,) float32, the routed text's embedding
+    model: str  # the model that answered
+    cost: float  # USD: from the upstream's usage and the router's prices, else the predicted cost
+
+
+class FeedbackLog:
+    """Append-only JSON lines with fsync; ``records()`` reads it back (a torn last line is skipped)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the process's life
+        self._lock = threading.Lock()
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    log.warning("feedback log %s: skipped a torn or corrupt line", self.path)
+                    continue
+                if isinstance(rec, dict) and "seq" in rec:
+                    out.append(rec)
+        return out
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+class FeedbackStore:
+    """Pending requests, the durable log, live updates of the router and periodic atomic saves.
+
+    Parameters
+    ----------
+    router : the live router (updated in place)
+    router_file : where it is re-saved (atomically: the old file stays whole until the new one is in place)
+    log_path : the feedback log (None: feedback is applied but not durable, and the file is not re-saved)
+    pending_max : answered requests remembered for feedback (oldest forgotten first)
+    """
+
+    def __init__(self, router: ProductionRouter, router_file: str | os.PathLike | None,
+                 log_path: str | os.PathLike | None, pending_max: int = 100_000) -> None:
+        self.router = router
+        self.router_file = None if router_file is None else Path(router_file)
+        self.log = None if log_path is None else FeedbackLog(log_path)
+        self.pending_max = int(pending_max)
+        self._pending: OrderedDict[str, Pending] = OrderedDict()
+        self._done: set[str] = set()
+        self._lock = threading.Lock()  # seq, the log order and router rows stay in step
+        self.seq = int(router.meta.get("feedback_seq", 0))
+        self.saved_seq = self.seq
+        self.applied = 0
+        self._stop = threading.Event()
+        self._saver: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ requests
+    def remember(self, request_id: str, pending: Pending) -> None:
+        with self._lock:
+            self._pending[request_id] = pending
+            while len(self._pending) > self.pending_max:
+                self._pending.popitem(last=False)
+
+    def known(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._pending or request_id in self._done
+
+    # ------------------------------------------------------------------ feedback
+    def _row(self, rec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        names = self.router.model_names
+        S = np.full((1, len(names)), np.nan, dtype=np.float32)
+        C = np.full((1, len(names)), np.nan, dtype=np.float32)
+        j = names.index(rec["model"])
+        S[0, j] = float(rec["score"])
+        C[0, j] = float(rec["cost"])
+        return np.asarray(rec["embedding"], dtype=np.float32)[None, :], S, C
+
+    def submit(self, request_id: str, score: float) -> dict[str, Any]:
+        """Log (fsync) and apply one feedback. Raises KeyError (unknown id) or ValueError (already given)."""
+        with self._lock:
+            p = self._pending.get(request_id)
+            if p is None:
+                if request_id in self._done:
+                    raise ValueError(f"request {request_id!r} already has feedback")
+                raise KeyError(request_id)
+            rec = {"seq": self.seq + 1, "request_id": request_id, "time": time.time(), "model": p.model,
+                   "score": float(score), "cost": float(p.cost),
+                   "embedding": [float(v) for v in p.embedding]}
+            if self.log is not None:
+                self.log.append(rec)  # durable before it is acknowledged or applied
+            self.seq += 1
+            X, S, C = self._row(rec)
+            self.router.add(X, S, C, ids=[f"fb-{request_id}"])
+            del self._pending[request_id]
+            self._done.add(request_id)
+            self.applied += 1
+            return {"request_id": request_id, "model": p.model, "seq": self.seq, "size": self.router.size}
+
+    def replay(self) -> int:
+        """Apply the log's records past the saved ``seq`` (at start); returns how many were applied."""
+        if self.log is None:
+            return 0
+        n = 0
+        with self._lock:
+            for rec in self.log.records():
+                if int(rec["seq"]) <= self.seq:
+                    continue
+                if rec.get("model") not in self.router.model_names:
+                    log.warning("feedback %s names model %r, not in the router: skipped", rec["seq"],
+                                rec.get("model"))
+                    self.seq = int(rec["seq"])
+                    continue
+                X, S, C = self._row(rec)
+                rid = str(rec["request_id"])
+                self.router.add(X, S, C, ids=[f"fb-{rid}"])
+                self._done.add(rid)
+                self.seq = int(rec["seq"])
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ saving
+    def save(self) -> bool:
+        """Re-save the router file atomically when feedback arrived since the last save."""
+        if self.router_file is None or self.log is None:
+            return False
+        with self._lock:
+            if self.seq == self.saved_seq:
+                return False
+            seq = self.seq
+            self.router.meta["feedback_seq"] = seq
+            state = self.router.state()
+        write_state(state, self.router_file)
+        self.saved_seq = seq
+        log.info("saved %s (feedback seq %d, %d rows)", self.router_file, seq, len(state["ids"]))
+        return True
+
+    def start(self, interval: float) -> None:
+        """Save every ``interval`` seconds in a daemon thread."""
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.save()
+                except Exception:  # the next tick retries; the log keeps everything meanwhile
+                    log.exception("periodic save of %s failed", self.router_file)
+
+        self._saver = threading.Thread(target=loop, name="knnroute-feedback-save", daemon=True)
+        self._saver.start()
+
+    def close(self) -> None:
+        """Stop the timer, save once more, close the log (idempotent)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._saver is not None:
+            self._saver.join(10)
+        try:
+            self.save()
+        finally:
+            if self.log is not None:
+                self.log.close()

@@ -1,0 +1,78 @@
+"""Start the gateway: config, router, feedback replay, periodic saves, uvicorn; save again at shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from knnroute.gateway.config import ConfigError, GatewayConfig, load_config
+from knnroute.gateway.feedback import FeedbackStore
+
+__all__ = ["build", "serve_gateway"]
+
+log = logging.getLogger("knnroute.gateway")
+
+
+def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, FeedbackStore]:
+    """Load the router, replay the feedback log, and build the app; returns (app, store)."""
+    from knnroute.gateway.app import create_gateway_app
+    from knnroute.service.slot import RouterSlot
+
+    if not cfg.router.file.is_file():
+        raise ConfigError(f"router.file: {cfg.router.file} does not exist (make one with 'knnroute fit')")
+    slot = RouterSlot.from_path(cfg.router.file, load_embedder=load_embedder)
+    router = slot.router
+    if not router.has_embedder:
+        raise ConfigError(f"router.file: {cfg.router.file} records no embedder, so prompts cannot be routed: "
+                          "fit it with one")
+    if (cfg.router.max_cost is not None) and router.budget is None:
+        raise ConfigError("router.max_cost: the router file has no budget table: use router.lambda")
+    names = router.model_names
+    routable = [m for m in names if m in cfg.upstreams]
+    if not routable:
+        raise ConfigError(f"upstreams: none of the router's models {names} has an upstream table")
+    for m in names:
+        if m not in cfg.upstreams:
+            log.warning("model %r has no [upstreams] table: it is never chosen", m)
+    for m in cfg.upstreams:
+        if m not in names:
+            log.info("upstream %r is not in the router: reachable by name only (no routing)", m)
+    if not cfg.keys(cfg.server.api_keys_env):
+        log.warning("$%s is unset: the gateway accepts requests without an API key", cfg.server.api_keys_env)
+    if not cfg.keys(cfg.server.admin_key_env):
+        log.warning("$%s is unset: /metrics and /admin/ are open", cfg.server.admin_key_env)
+    store = FeedbackStore(router, cfg.router.file, cfg.feedback.log, cfg.feedback.pending_max)
+    n = store.replay()
+    if n:
+        log.info("replayed %d feedback record(s) from %s past the saved seq", n, cfg.feedback.log)
+    if cfg.feedback.log is None:
+        log.warning("feedback.log is unset: feedback is applied in memory only and lost at exit")
+    app = create_gateway_app(cfg, slot, store)
+    return app, store
+
+
+def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080,
+                  log_level: str = "info") -> None:
+    """Serve until interrupted; the router file is saved on a timer and once more at shutdown."""
+    import uvicorn
+
+    if not 0 <= int(port) < 65536:
+        raise ConfigError(f"port must be in [0, 65535], got {port}")
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(levelname)s: %(message)s")
+    cfg = load_config(config)
+    app, store = build(cfg)
+    store.start(cfg.feedback.save_interval_s)
+
+    async def _shutdown() -> None:  # uvicorn re-raises SIGTERM after shutdown: save here, not after run()
+        store.close()
+        app.state.gateway.decisions.close()
+
+    app.router.on_shutdown.append(_shutdown)
+    log.info("gateway on http://%s:%d: %r, upstreams %s", host, port, store.router, sorted(cfg.upstreams))
+    try:
+        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=False)
+    finally:
+        store.close()
+        app.state.gateway.decisions.close()

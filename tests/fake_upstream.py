@@ -1,0 +1,105 @@
+"""Loopback HTTP servers for the gateway's tests and benchmark: a minimal OpenAI chat-completions upstream
+(plain and server-sent-event streaming replies, scripted 429s, 5xx and slow replies), and a thread runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def thread_server(app: Any, timeout: float = 20.0, port: int | None = None) -> Iterator[str]:
+    """Run ``app`` on uvicorn in a background thread on a loopback port; always stopped."""
+    port = free_port() if port is None else port
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        t0 = time.monotonic()
+        while not server.started:
+            if time.monotonic() - t0 > timeout or not th.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        th.join(10)
+
+
+class Script:
+    """What the next requests get: ``fail`` 500s, ``busy`` 429s, ``delay`` seconds before answering."""
+
+    def __init__(self) -> None:
+        self.fail = 0
+        self.busy = 0
+        self.delay = 0.0
+        self.stream_delay = 0.0
+        self.bodies: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        self.stream_closed = 0
+
+
+def make_upstream(name: str, script: Script | None = None) -> tuple[FastAPI, Script]:
+    """A chat-completions server whose answers say ``name`` (its content is ``"answer from <name>"``)."""
+    sc = script or Script()
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        sc.bodies.append(body)
+        sc.auth.append(request.headers.get("authorization"))
+        if sc.busy > 0:
+            sc.busy -= 1
+            return JSONResponse({"error": {"message": "rate limited"}}, status_code=429,
+                                headers={"retry-after": "0"})
+        if sc.fail > 0:
+            sc.fail -= 1
+            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        if sc.delay:
+            await asyncio.sleep(sc.delay)
+        text = f"answer from {name}"
+        base = {"id": "chatcmpl-1", "created": int(time.time()), "model": body.get("model")}
+        if body.get("stream"):
+            async def events() -> Any:
+                try:
+                    for i, word in enumerate(text.split()):
+                        delta = {"content": (" " if i else "") + word}
+                        if i == 0:
+                            delta["role"] = "assistant"
+                        chunk = {**base, "object": "chat.completion.chunk",
+                                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                        yield f"data: {json.dumps(chunk)}\n\n"
+                        if sc.stream_delay:
+                            await asyncio.sleep(sc.stream_delay)
+                    end = {**base, "object": "chat.completion.chunk",
+                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    yield f"data: {json.dumps(end)}\n\n"
+                    yield "data: [DONE]\n\n"
+                finally:
+                    sc.stream_closed += 1
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return {**base, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}
+
+    return app, sc
