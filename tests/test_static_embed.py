@@ -290,7 +290,8 @@ def test_fit_cli_with_wordllama_writes_a_routable_file(subset_csv, tmp_path: Pat
     rc = main(["fit", "--data", str(path), "--out", str(f), "--embedder", "wordllama", "--k", "20",
                "--scan-precision", "int8", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{") : out.rindex("}") + 1])
     wl = get_embedder("wordllama")
     assert report["embedder"] == wl.identity
     prod = production.load(f)

@@ -301,7 +301,7 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     api_keys = cfg.keys(cfg.server.api_keys_env)
     admins = cfg.keys(cfg.server.admin_key_env)
     admin = admins[0] if admins else None
-    app = create_app(slot, max_body_bytes=cfg.server.max_body_bytes, source=str(cfg.router.file))
+    app = create_app(slot, max_body_bytes=cfg.server.max_body_bytes, source=str(cfg.router.file), admin_token=admin)
     # a reload would swap the router under the feedback store: the gateway saves instead (/admin/save)
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") != "/admin/reload"]
     gw = Gateway(cfg, slot, store, app.state.metrics)
