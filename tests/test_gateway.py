@@ -461,3 +461,26 @@ def test_litellm_reaches_the_gateway(stack: dict[str, Any], monkeypatch: pytest.
                                 messages=[{"role": "user", "content": QUESTIONS[1]}], timeout=20)
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
     assert text == f"answer from {route_model(url, QUESTIONS[1], 0.0)}"
+
+
+def test_start_warns_when_feedback_would_be_noisy(router_file: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Shrinkage 0 (the fixture's router): the gateway warns at start that feedback rows will make it noisy;
+    a router fitted with shrinkage > 0 gets no such warning."""
+    from knnroute.embed import get_embedder
+
+    def warned(router: Path) -> bool:
+        caplog.clear()
+        cfg = write_config(tmp_path, router, {m: "http://127.0.0.1:9" for m in NAMES})
+        with caplog.at_level("WARNING", logger="knnroute.gateway"), gateway(cfg):
+            pass
+        return any("shrinkage 0" in r.getMessage() for r in caplog.records)
+
+    assert warned(router_file)
+    prompts, topic = _prompts()
+    X = get_embedder("wordllama").encode(prompts)
+    S = np.column_stack([topic == 0, topic == 1, topic == 2]).astype(float)
+    C = np.tile([1e-5, 1e-4, 1e-3], (len(topic), 1))
+    shrunk = tmp_path / "shrunk.knnr"
+    ProductionRouter(KNNRouter(k=5, shrinkage=10).fit(X, S, C, model_names=NAMES), embedder="wordllama").save(shrunk)
+    assert not warned(shrunk)
