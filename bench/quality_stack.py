@@ -196,8 +196,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "better": int((d > 1e-9).sum()),
                 "worse": int((d < -1e-9).sum()),
             }
-        for v, _, _ in VARIANTS:
-            summary[f"alpha_{v}"] = [r[f"alpha_{v}"] for r in rs]
+        for var, _, _ in VARIANTS:
+            summary[f"alpha_{var}"] = [r[f"alpha_{var}"] for r in rs]
         out.append(summary)
     return out
 
