@@ -40,6 +40,7 @@ from knnroute.evaluate.cell import EvalData, input_cost_kwargs, split_indices
 from knnroute.routers import curves as _curves
 from knnroute.routers import tuned as _tuned
 from knnroute.routers.linear import LinearRouter
+from knnroute.routers.neighbours import search
 
 # (name, blend the cost as well as the score, choose the weight on validation + LOO train (else validation only))
 VARIANTS: tuple[tuple[str, bool, bool], ...] = (
@@ -108,6 +109,32 @@ def blend_auc(
     ]
 
 
+def joint_choice(
+    X_tr: NDArray[np.float32], S_tr: Arr, C_tr: Arr, X_va: NDArray[np.float32],
+    rs: Arr, rc: Arr, ps: Arr, pc: Arr,
+) -> tuple[_tuned.KNNConfig, int]:
+    """(kNN configuration, blend index) with the highest AUC on the pool (validation + LOO train), jointly.
+
+    The kNN grid is ``knn-tuned``'s (``tune_knn``: one search, every configuration from its prefix); ``rs`` /
+    ``rc`` are the ridge predictions of the pool in the same row order. Ties: the earlier configuration, then
+    the larger weight on kNN.
+    """
+    configs = _tuned.knn_grid(X_tr.shape[0] - 1)
+    k_max = max(c.k for c in configs)
+    idx, sim = search(X_tr, X_va, k_max)
+    li, ls = _tuned.loo_neighbours(X_tr, k_max)
+    idx, sim = np.concatenate([idx, li]), np.concatenate([sim, ls])
+    c_max = _curves.cost_scale(pc)
+    best, best_auc = (configs[0], 0), -np.inf
+    preds = _tuned.grid_predictions(idx, sim, S_tr.astype(np.float32), C_tr.astype(np.float32), configs)
+    for cfg, (sh, ch) in zip(configs, preds, strict=True):
+        aucs = blend_auc(np.asarray(sh, np.float64), np.asarray(ch, np.float64), rs, rc, ps, pc, c_max)
+        i = int(np.argmax(aucs))
+        if aucs[i] > best_auc:
+            best, best_auc = (cfg, i), aucs[i]
+    return best
+
+
 def run_seed(data: EvalData, seed: int) -> dict[str, Any]:
     """One (dataset, seed): knn-tuned, ridge, the validated blend and the test-picked blend, test AUCs."""
     sp = split_indices(data.n, seed, data.split)
@@ -162,6 +189,16 @@ def run_seed(data: EvalData, seed: int) -> dict[str, Any]:
         out[f"auc_{name}_testpick"] = test[best_test]
         out[f"tune_auc_{name}"] = dict(zip(map(str, ALPHAS), tune, strict=True))
         out[f"test_auc_{name}"] = dict(zip(map(str, ALPHAS), test, strict=True))
+    # joint: the kNN configuration and the blend weight chosen together on the pool
+    cfg, a_idx = joint_choice(
+        X_tr, S_tr, C_tr, X_va, np.concatenate([rv_s, rl_s]), np.concatenate([rv_c, rl_c]), ps, pc
+    )
+    jk_s, jk_c = (np.asarray(a, np.float64) for a in _tuned.make_knn_router(cfg).fit(X_tr, S_tr, C_tr).predict(X_te))
+    a = ALPHAS[a_idx]
+    out["alpha_stack_joint"], out["knn_config_joint"] = a, cfg.label()
+    out["auc_stack_joint"] = _curves.curve_from_predictions(
+        a * jk_s + (1 - a) * rt_s, a * jk_c + (1 - a) * rt_c, ts, tc, c_max
+    ).auc
     return {
         **out,
         "seconds": time.perf_counter() - t0,
@@ -174,7 +211,7 @@ def _gain(auc: float, r: dict[str, Any]) -> float:
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per dataset and compared router: paired (router - knn-tuned) AUC mean, std, seeds better/worse, gain."""
-    keys = ["auc_ridge"] + [f"auc_{v}{t}" for v, _, _ in VARIANTS for t in ("", "_testpick")]
+    keys = ["auc_ridge", "auc_stack_joint"] + [f"auc_{v}{t}" for v, _, _ in VARIANTS for t in ("", "_testpick")]
     out = []
     for name in dict.fromkeys(r["dataset"] for r in rows):
         rs = [r for r in rows if r["dataset"] == name]
@@ -196,6 +233,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "better": int((d > 1e-9).sum()),
                 "worse": int((d < -1e-9).sum()),
             }
+        summary["alpha_stack_joint"] = [r["alpha_stack_joint"] for r in rs]
         for var, _, _ in VARIANTS:
             summary[f"alpha_{var}"] = [r[f"alpha_{var}"] for r in rs]
         out.append(summary)
@@ -223,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for v, _, _ in VARIANTS
             )
             print(f"{r['dataset']} seed={seed} knn-tuned={r['auc_knn_tuned']:.2f} ridge={r['auc_ridge']:.2f} "
+                  f"joint(a={r['alpha_stack_joint']:.1f}, {r['knn_config_joint']})={r['auc_stack_joint']:.2f} "
                   f"{picks} {r['seconds']:.1f}s", flush=True)
     summary = summarise(rows)
     print("\n| dataset | router | AUC | gain % | paired diff vs knn-tuned, mean ± std | seeds better/worse |")
@@ -236,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {s['dataset']} | (best-single / oracle) | {s['auc_best_single']:.2f} / {s['auc_oracle']:.2f} "
               "| | | |")
     print("\nchosen weights on kNN: " + "; ".join(
-        f"{s['dataset']} " + ", ".join(f"{v}={s[f'alpha_{v}']}" for v, _, _ in VARIANTS) for s in summary))
+        f"{s['dataset']} " + ", ".join(f"{v}={s[f'alpha_{v}']}" for v in [*(v for v, _, _ in VARIANTS), "stack_joint"])
+        for s in summary))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"isa": knnroute_core.isa(), "alphas": ALPHAS, "rows": rows, "summary": summary}, f,
