@@ -14,6 +14,10 @@ For every (dataset, seed) the split, fit and scoring are those of ``knnroute eva
 4. The chosen blend is scored on test (exact lambda sweep, hull AUC), paired with ``knn-tuned`` on the same
    seed.
 
+Variants (``VARIANTS``): blend the score only (cost from kNN), or choose ``a`` on the validation prompts only;
+and ``stack_joint``, which chooses the kNN configuration (``knn-tuned``'s whole grid) and ``a`` together on the
+pool. Results and their reading: ``docs/quality.md``.
+
 Also printed, for context only (never a valid router): ridge alone, and the best ``a`` picked on test (the
 ceiling of this family of blends on these splits).
 
