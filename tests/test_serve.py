@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,34 +23,18 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from knnroute.production import FallbackPolicy, ProductionRouter
 from knnroute.routers.knn import KNNRouter
+from tests.servers import free_port
+from tests.servers import thread_server as _thread_server
 
 D, M = 16, 3
 NAMES = ["cheap", "mid", "best"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def thread_server(app, timeout: float = 20.0) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Run ``app`` on uvicorn in a background thread on a free loopback port; always stopped."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    try:
-        t0 = time.monotonic()
-        while not server.started:
-            if time.monotonic() - t0 > timeout or not th.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        th.join(10)
+    """The service on uvicorn in a background thread (no lifespan: the tests hold the router themselves)."""
+    with _thread_server(app, timeout=timeout, lifespan="off") as url:
+        yield url
 
 
 @contextlib.contextmanager
