@@ -222,6 +222,12 @@ def run(args: argparse.Namespace) -> int:
     print(report.format_matrix(summary, "auc"))
     print("\nGAIN per dataset (share of the best-single -> oracle headroom; mean over seeds)")
     print(report.format_matrix(summary, "gain"))
+    savings = report.format_savings(summary)
+    if savings:
+        print("\nSAVINGS per dataset: the cost at which each router matches the best single model's quality, "
+              "and its quality at the cheapest model's cost (mean ± std over seeds)")
+        print(savings)
+        print(report.format_savings_notes())
     timing = report.format_timing(summary)
     if timing:
         print("\nfit and routing time per router (s; mean over seeds, summed over datasets; route = one "
@@ -282,6 +288,14 @@ def run(args: argparse.Namespace) -> int:
                 seed_label=f"seed {plotted}",
             )
             print(f"plot: {path}")
+        from knnroute.evaluate.plots import plot_savings
+
+        path = plot_savings(
+            summary, args.plot_dir,
+            subtitle=f"mean ± std over {len(seeds)} seed(s); "
+            + ("exact lambda sweep" if lams is None else f"{len(lams)}-point lambda grid"),
+        )
+        print(f"plot: {path}")
 
     if args.json_path:
         from knnroute import __version__
