@@ -186,7 +186,7 @@ def test_summary_and_block(cells: dict[str, list[dict]]) -> None:
     lines = text.splitlines()
     assert lines[0].startswith("clusters")
     best = cells["oracle"][0]["best_model"].split("/")[-1]
-    assert f"cost to match {best}" in text and "saves / 1k queries" in text
+    assert f"best model:     {best}" in text and "cost to match best" in text and "saves / 1k queries" in text
     row = {ln.split()[0]: ln for ln in lines[4:] if ln.strip()}
     assert "never" in row["random"] and "$" not in row["random"]
     assert "100.0% ± 0.0%" in row["best-single"] and "$0.0" in row["best-single"]

@@ -203,11 +203,14 @@ def plot_dataset(
     return path
 
 
+SAVINGS_TOP = 250.0  # panel (a)'s y limit at most (% of the best model's cost)
+
 SAVINGS_CAPTION = (
     "Read off each router's hull (the curve the AUC integrates; points between two lambdas are reached by "
     "routing a share of the prompts at each); bars: mean over the split seeds, whiskers: std.\n"
     "(a) cost at which the hull first reaches the best single model's mean test score, as a share of that "
-    "model's cost (below the 100% line = the same quality for less); 'never' = no seed reached it, "
+    "model's cost (below the 100% line = the same quality for less; bars cut at the top are labelled with their "
+    "value); 'never' = no seed reached it, "
     "'k/n' = only k of n seeds did.\n"
     "(b) the hull's score at the cheapest model's mean cost minus that model's own score (x100 points)."
 )
@@ -222,6 +225,7 @@ def plot_savings(summary: Sequence[Mapping[str, Any]], out_dir: str | Path, *, s
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     rows = [r for r in summary if "match_cost_share_mean" in r and not str(r["router"]).startswith("single:")]
@@ -246,7 +250,8 @@ def plot_savings(summary: Sequence[Mapping[str, Any]], out_dir: str | Path, *, s
 
     shares = [100.0 * stat(d, n, "match_cost_share")[0] for d in datasets for n in routers]
     finite = [v for v in shares if np.isfinite(v)]
-    top = max(120.0, 1.12 * max(finite, default=100.0))
+    # the interesting range is around 100%: a share far above it is cut at the top and labelled there
+    top = max(120.0, min(SAVINGS_TOP, 1.12 * max(finite, default=100.0)))
     labelled = n_ds * n_r <= 80  # value labels on the bars while they fit
     try:
         for j, name in enumerate(routers):
@@ -260,11 +265,19 @@ def plot_savings(summary: Sequence[Mapping[str, Any]], out_dir: str | Path, *, s
                 if labelled:
                     for xi, v, sd in zip(xs[ok], ms[ok, 0], np.nan_to_num(ms[ok, 1]), strict=True):
                         text = f"{v:.0f}%" if ax is ax_a else f"{round(v, 1) + 0.0:+.1f}"
+                        if ax is ax_a and v + sd > top:
+                            continue  # labelled below, at the top of the axis
                         up = round(v, 1) >= 0
                         ax.annotate(text, (xi, v + sd if up else v - sd), xytext=(0, 2 if up else -2),
                                     textcoords="offset points",
                                     ha="center", va="bottom" if up else "top", fontsize=6, color="0.2",
-                                    rotation=90 if bar_w < 0.12 else 0, zorder=4)
+                                    rotation=90 if bar_w < 0.12 else 0, zorder=4,
+                                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.7})
+            for xi, v in zip(xs, [100.0 * stat(d, name, "match_cost_share")[0] for d in datasets], strict=True):
+                if np.isfinite(v) and v > top * 0.9:  # cut at the top: say how high
+                    ax_a.text(xi, top * 0.88, f"{v:.0f}%", rotation=90, ha="center", va="top", fontsize=7,
+                              color="0.1", zorder=4,
+                              bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
             for i, ds in enumerate(datasets):  # 'never' and partial matches on panel (a)
                 r = cell.get((ds, name))
                 if r is None:
@@ -281,10 +294,8 @@ def plot_savings(summary: Sequence[Mapping[str, Any]], out_dir: str | Path, *, s
                               fontsize=6, color="0.15", zorder=3)
         handles = [Patch(facecolor=cmap(j % cmap.N), label=name) for j, name in enumerate(routers)]
         handles.append(Patch(facecolor="none", edgecolor="0.3", hatch="///", label="never matches"))
+        handles.append(Line2D([], [], color="black", linewidth=1.0, linestyle="--", label="100% = best's cost"))
         ax_a.axhline(100.0, color="black", linewidth=1.0, linestyle="--", zorder=3)
-        ax_a.text(0.005, 100.0, "100% = the best model's cost", transform=ax_a.get_yaxis_transform(),
-                  fontsize=7, va="bottom", ha="left", zorder=4,
-                  bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85})
         ax_a.set_ylim(0.0, top)
         ax_a.set_ylabel("cost to match the best model\n(% of its cost; lower is better)", fontsize=9)
         ax_a.set_title("(a) cost share needed to match the best single model's quality", fontsize=10, loc="left")

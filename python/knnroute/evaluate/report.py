@@ -5,7 +5,8 @@ JSON layout (``write_json``)::
     {
       "conventions": {...},            # how every number was computed (CONVENTIONS + run settings)
       "results": [ {dataset, router, seed, auc, gain, ...}, ... ],   # flat: pandas.DataFrame(results)
-      "summary": [ {dataset, router, n_seeds, auc_mean, auc_std, gain_mean, gain_std, ...}, ... ],
+      "summary": [ {dataset, router, n_seeds, auc_mean, auc_std, gain_mean, gain_std, ...,
+                    match_cost_share_mean, ..., match_never, best_model, cheapest_model}, ... ],
       "curves": [ {dataset, router, seed, c_max, auc, hull_cost, hull_score, [cost, score, lams]}, ... ],
       "tuning": [ {dataset, seed, k, weighting, temperature, shrinkage, val_auc}, ... ],
       "datasets": [ {name, n, n_models, models, generated, source}, ... ],
@@ -278,10 +279,10 @@ def format_savings(summary: Sequence[Mapping[str, Any]]) -> str:
                 f"  {role + ' model:':<16}{name:<22} score {r0.get(f'{key}_score_mean', float('nan')):6.2f}  "
                 f"${usd:.{max(d, 3 if usd < 1 else 2)}f} / 1k queries{also}"
             )
-        at_cheap = f"score at {cheap}'s cost"
+        wm, wa, wv = 24, 24, 14  # the models are named above: the headers stay short
         lines.append(
-            f"  {'router':<14} {('cost to match ' + best):>30}  {'saves / 1k queries':>20}  "
-            f"{at_cheap:>24}  {('vs ' + cheap):>16}"
+            f"  {'router':<14} {'cost to match best':>{wm}}  {'saves / 1k queries':>20}  "
+            f"{'score at cheapest cost':>{wa}}  {'vs cheapest':>{wv}}"
         )
         for r in rows:
             n, never = int(r["n_seeds"]), int(r.get("match_never", 0))
@@ -291,11 +292,12 @@ def format_savings(summary: Sequence[Mapping[str, Any]]) -> str:
             else:
                 match = f"{100 * m:.1f}% ± {100 * s:.1f}%" + (f" ({never}/{n} never)" if never else "")
                 sm, ss = r["match_saving_usd_per_1k_mean"], r["match_saving_usd_per_1k_std"]
-                saves = f"${round(sm, d) + 0.0:.{d}f} ± {ss:.{d}f}"
+                sm = round(sm, d) + 0.0
+                saves = f"{'-' if sm < 0 else ''}${abs(sm):.{d}f} ± {ss:.{d}f}"
             lines.append(
-                f"  {str(r['router'])[:14]:<14} {match:>30}  {saves:>20}  "
-                f"{_fmt(r['score_at_cheapest_mean'], r['score_at_cheapest_std']):>24}  "
-                f"{_signed(r['score_at_cheapest_gain_mean'], r['score_at_cheapest_gain_std']):>16}"
+                f"  {str(r['router'])[:14]:<14} {match:>{wm}}  {saves:>20}  "
+                f"{_fmt(r['score_at_cheapest_mean'], r['score_at_cheapest_std']):>{wa}}  "
+                f"{_signed(r['score_at_cheapest_gain_mean'], r['score_at_cheapest_gain_std']):>{wv}}"
             )
         lines.append("")
     return "\n".join(lines)
@@ -307,11 +309,13 @@ def format_savings_notes() -> str:
         "key: every number is read off the router's hull, the curve the AUC integrates (a point between two",
         "  lambdas' points is reached by routing a share of the prompts at each); best model = highest mean",
         "  test score (ties: cheaper), cheapest = lowest mean test cost (ties: higher score), per seed's test set",
-        "  cost to match  the cost at which the hull first reaches the best model's score, as a share of that",
-        "                 model's cost: < 100% = its quality for less; never = the hull stays below it;",
-        "                 (k/n never) = k seeds never reached it and are left out of the mean",
-        "  saves          the best model's cost minus that cost, USD per 1,000 queries",
-        "  score at ...   the hull's score (x100) at the cheapest model's cost; vs = minus that model's own score",
+        "  cost to match best      the cost at which the hull first reaches the best model's score, as a share",
+        "                          of that model's cost: < 100% = its quality for less (> 100%: only for more);",
+        "                          never = the hull stays below it; (k/n never) = k seeds never reached it,",
+        "                          left out of the mean",
+        "  saves / 1k queries      the best model's cost minus that cost, USD per 1,000 queries",
+        "  score at cheapest cost  the hull's score (x100) at the cheapest model's cost",
+        "  vs cheapest             that minus the cheapest model's own score (> 0: better for the same money)",
     ])
 
 
