@@ -292,7 +292,7 @@ def plot_savings(summary: Sequence[Mapping[str, Any]], out_dir: str | Path, *, s
                 elif never:
                     ax_a.text(xs[i], top * 0.97, f"{n - never}/{n}\nseeds", ha="center", va="top",
                               fontsize=6, color="0.15", zorder=3)
-        handles = [Patch(facecolor=cmap(j % cmap.N), label=name) for j, name in enumerate(routers)]
+        handles: list[Any] = [Patch(facecolor=cmap(j % cmap.N), label=name) for j, name in enumerate(routers)]
         handles.append(Patch(facecolor="none", edgecolor="0.3", hatch="///", label="never matches"))
         handles.append(Line2D([], [], color="black", linewidth=1.0, linestyle="--", label="100% = best's cost"))
         ax_a.axhline(100.0, color="black", linewidth=1.0, linestyle="--", zorder=3)
