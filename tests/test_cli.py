@@ -84,11 +84,35 @@ def test_eval_json_schema(demo_run: tuple[int, Path, Path, str]) -> None:
     s = pd.DataFrame(payload["summary"])
     assert {"auc_mean", "auc_std", "gain_mean", "gain_std", "n_seeds"} <= set(s)
     assert payload["diagnostics"][0]["locality"]["r"] is not None
+    savings = ["match_cost_share", "match_saving_usd_per_1k", "score_at_cheapest", "score_at_cheapest_gain"]
+    refs = ["best_model", "best_model_cost", "best_model_score", "cheapest_model", "cheapest_model_cost",
+            "cheapest_model_score"]
+    assert {*savings, *refs} <= set(df)
+    assert (df[df.router == "best-single"]["match_cost_share"] == 1.0).all()
+    assert (df[df.router == "oracle"]["match_cost_share"] <= 1.0 + 1e-12).all()
+    assert {f"{k}_{x}" for k in savings for x in ("mean", "std")} | {"match_never", "best_model"} <= set(s)
+    assert "savings" in payload["conventions"]
+
+
+def test_eval_prints_savings_and_draws_them(demo_run: tuple[int, Path, Path, str]) -> None:
+    _, _, plot_dir, text = demo_run
+    block = text[text.index("SAVINGS per dataset"):]
+    assert text.index("GAIN per dataset") < text.index("SAVINGS per dataset")
+    assert "best model:" in block and "cheapest model:" in block and "cost to match" in block
+    assert "saves / 1k queries" in block and "key: every number is read off the router's hull" in block
+    rows = block.split("key:")[0]
+    assert "oracle" in rows and "knn-tuned" in rows and "single:" not in rows
+    assert "100.0% ± 0.0%" in rows  # best-single matches the best model at exactly its cost
+    png = plot_dir / "savings.png"
+    assert f"plot: {png}" in text
+    data = png.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 20_000
+    assert int.from_bytes(data[16:20], "big") >= 800 and int.from_bytes(data[20:24], "big") >= 500
 
 
 def test_eval_png_is_written(demo_run: tuple[int, Path, Path, str]) -> None:
     _, _, plot_dir, _ = demo_run
-    pngs = sorted(plot_dir.glob("*.png"))
+    pngs = sorted(p for p in plot_dir.glob("*.png") if p.name != "savings.png")
     assert [p.name for p in pngs] == ["demo-generated.png"]
     data = pngs[0].read_bytes()
     assert data[:8] == PNG_SIGNATURE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import socket
 import time
 from collections.abc import Iterator
@@ -295,7 +296,7 @@ def _strip(x):  # type: ignore[no-untyped-def]
         return {k: _strip(v) for k, v in x.items() if not _is_timing(str(k))}
     if isinstance(x, list):
         return [_strip(v) for v in x]
-    return x
+    return "NaN" if isinstance(x, float) and math.isnan(x) else x  # NaN != NaN (e.g. match_cost_share)
 
 
 def test_eval_on_ray_matches_local(ray_session) -> None:  # type: ignore[no-untyped-def]

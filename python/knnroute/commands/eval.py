@@ -7,9 +7,12 @@ or a path (a file in a supported format, or a folder such as ``routerbench-0shot
 files become separate datasets); several, comma separated.
 
 Output: a table per dataset (routers x AUC, gain, selection utility; mean ± std over seeds) with a key to
-its columns and rows underneath, and compact routers x datasets matrices on stdout; ``--json PATH`` writes
-every number with the conventions; ``--plot DIR`` draws one PNG per dataset (the first seed's curves, hulls
-and reference curves; the legend gives the table's mean ± std, then that seed's AUC).
+its columns and rows underneath, compact routers x datasets matrices, and the SAVINGS block (per dataset
+and router: the cost share at which the router matches the best single model's quality and the dollars that
+saves per 1,000 queries, and its quality at the cheapest model's cost; :mod:`knnroute.evaluate.savings`) on
+stdout; ``--json PATH`` writes every number with the conventions; ``--plot DIR`` draws one PNG per dataset
+(the first seed's curves, hulls and reference curves; the legend gives the table's mean ± std, then that
+seed's AUC) and ``DIR/savings.png`` over all datasets.
 
 Long steps (embedding, the evaluation grid) show progress bars on a terminal; ``-q`` turns them off. Data
 with token counts instead of a cost column takes ``--prices FILE``.
@@ -57,7 +60,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", dest="json_path", metavar="PATH", help="write all results and conventions as JSON"
     )
-    p.add_argument("--plot", dest="plot_dir", metavar="DIR", help="write one cost-quality PNG per dataset")
+    p.add_argument("--plot", dest="plot_dir", metavar="DIR",
+                   help="write one cost-quality PNG per dataset and savings.png over all of them")
     p.add_argument("--embedder", default="minilm",
                    help="embedder for datasets without embeddings: minilm (default), wordllama (static, "
                    "fast), or a sentence-transformers model folder")
@@ -222,6 +226,12 @@ def run(args: argparse.Namespace) -> int:
     print(report.format_matrix(summary, "auc"))
     print("\nGAIN per dataset (share of the best-single -> oracle headroom; mean over seeds)")
     print(report.format_matrix(summary, "gain"))
+    savings = report.format_savings(summary)
+    if savings:
+        print("\nSAVINGS per dataset (mean ± std over seeds): the cost at which each router matches the best "
+              "single model's\nquality, and the quality it reaches at the cheapest model's cost")
+        print(savings)
+        print(report.format_savings_notes())
     timing = report.format_timing(summary)
     if timing:
         print("\nfit and routing time per router (s; mean over seeds, summed over datasets; route = one "
@@ -282,6 +292,14 @@ def run(args: argparse.Namespace) -> int:
                 seed_label=f"seed {plotted}",
             )
             print(f"plot: {path}")
+        from knnroute.evaluate.plots import plot_savings
+
+        path = plot_savings(
+            summary, args.plot_dir,
+            subtitle=f"mean ± std over {len(seeds)} seed(s); "
+            + ("exact lambda sweep" if lams is None else f"{len(lams)}-point lambda grid"),
+        )
+        print(f"plot: {path}")
 
     if args.json_path:
         from knnroute import __version__

@@ -6,6 +6,8 @@ Modules (import the one you need; importing this package imports nothing heavy):
   (exact lambda sweep or a grid, the non-decreasing convex hull with the (0, 0) anchor, AUC over
   cost / c_max) is :mod:`knnroute.routers.curves`, re-exported there.
 - :mod:`~knnroute.evaluate.references`: Oracle, Random (mean of 10 seeds), Best-single hull, single models.
+- :mod:`~knnroute.evaluate.savings`: the cost share at which a router's hull matches the best single model's
+  quality (and the dollars saved per 1,000 queries), and its quality at the cheapest model's cost.
 - :mod:`~knnroute.evaluate.appendix_d`: the paper's appendix-D protocol (utility at lambda = 1, 0.5, 0.1
   over c_max), reported apart from the AUC.
 - ``knn-tuned`` (k, weighting, shrinkage by validation AUC) is :mod:`knnroute.routers.tuned`
@@ -37,5 +39,6 @@ __all__ = [
     "references",
     "report",
     "runner",
+    "savings",
     "views",
 ]

@@ -11,7 +11,10 @@ Records are flat dicts (``pandas.DataFrame(records)`` works): ``dataset``, ``rou
 (``sel_1``, ``sel_0.5``, ``sel_0.1``, ``sel_mean``), timings (``fit_seconds``: fit including any
 validation tuning; ``eval_seconds``: predict + curve + selection protocol; ``route_seconds``: one
 ``route(X_test, 0.5 / c_max)`` call, the Table-3 latency), and router-specific fields (``k``,
-``weighting``, ``temperature``, ``shrinkage``, ``val_auc`` for kNN).
+``weighting``, ``temperature``, ``shrinkage``, ``val_auc`` for kNN). The savings fields
+(:mod:`knnroute.evaluate.savings`): the test set's ``best_model``, ``best_model_cost``, ``best_model_score``,
+``cheapest_model``, ``cheapest_model_cost``, ``cheapest_model_score`` and, read off each router's hull,
+``match_cost_share``, ``match_saving_usd_per_1k``, ``score_at_cheapest``, ``score_at_cheapest_gain``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from numpy.typing import NDArray
 from knnroute.evaluate import appendix_d as _sel
 from knnroute.evaluate import curves as _curves
 from knnroute.evaluate import references as _refs
+from knnroute.evaluate import savings as _savings
 from knnroute.routers import tuned as _tuning
 from knnroute.routers.curves import dense_lambda_grid
 
@@ -259,6 +263,7 @@ def run_cell(
     lam_usd = None if lams is None else np.asarray(lams, dtype=np.float64) / c_max
     oracle = _refs.oracle_curve(ts, tc, c_max, lams=lam_usd)
     best = _refs.best_single_curve(ts, tc, c_max)
+    ref = _savings.reference_models(ts, tc, data.model_names)
     base = {
         "dataset": data.name,
         "seed": int(seed),
@@ -272,6 +277,7 @@ def run_cell(
         "split": "shipped" if sp.shipped else "seeded-70/10/20",
         "sweep": "exact" if lams is None else f"grid({len(lams)})",
         "generated": data.generated,
+        **ref,
     }
 
     def record(name: str, curve: _curves.Curve, **fields: Any) -> dict[str, Any]:
@@ -280,6 +286,7 @@ def run_cell(
             **base,
             "auc": curve.auc,
             "gain": _curves.gain(curve.auc, best.auc, oracle.auc),
+            **_savings.savings_fields(curve, ref),
             **fields,
         }
 
@@ -309,6 +316,7 @@ def run_cell(
             gain=_curves.gain(rr.auc, best.auc, oracle.auc),
             auc_repeat_std=float(rr.aucs.std()),
             n_random=n_random,
+            **_savings.savings_fields_mean(rr.curves, ref),  # per repeat, averaged, as the AUC
         )
         return RunOutput([rec], {"random": cv})
 

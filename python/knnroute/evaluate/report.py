@@ -5,7 +5,8 @@ JSON layout (``write_json``)::
     {
       "conventions": {...},            # how every number was computed (CONVENTIONS + run settings)
       "results": [ {dataset, router, seed, auc, gain, ...}, ... ],   # flat: pandas.DataFrame(results)
-      "summary": [ {dataset, router, n_seeds, auc_mean, auc_std, gain_mean, gain_std, ...}, ... ],
+      "summary": [ {dataset, router, n_seeds, auc_mean, auc_std, gain_mean, gain_std, ...,
+                    match_cost_share_mean, ..., match_never, best_model, cheapest_model}, ... ],
       "curves": [ {dataset, router, seed, c_max, auc, hull_cost, hull_score, [cost, score, lams]}, ... ],
       "tuning": [ {dataset, seed, k, weighting, temperature, shrinkage, val_auc}, ... ],
       "datasets": [ {name, n, n_models, models, generated, source}, ... ],
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "CONVENTIONS", "format_matrix", "format_notes", "format_table", "format_timing", "summarise", "to_jsonable",
-    "write_json",
+    "CONVENTIONS", "format_matrix", "format_notes", "format_savings", "format_savings_notes", "format_table",
+    "format_timing", "summarise", "to_jsonable", "write_json",
 ]
 
 CONVENTIONS: dict[str, str] = {
@@ -78,7 +79,21 @@ CONVENTIONS: dict[str, str] = {
         "(sel_1, sel_0.5, sel_0.1) and their mean (sel_mean); separate from the AUC"
     ),
     "seeds": "mean +- std (population, ddof=0) over the split seeds",
+    "savings": (
+        "per test set: best model = highest mean test score (ties: cheaper), cheapest model = lowest mean test "
+        "cost (ties: higher score). Read off each router's hull, the curve the AUC integrates (a point between "
+        "two lambdas' points is reached by routing a share of the prompts at each): match_cost_share = the "
+        "smallest cost at which the hull reaches the best model's score / the best model's cost (NaN = never; "
+        "< 1 = the best model's quality for that share of its cost); match_saving_usd_per_1k = (best model "
+        "cost - that cost) x 1000 in USD; score_at_cheapest = the hull's score x100 at the cheapest model's "
+        "cost; score_at_cheapest_gain = that - the cheapest model's score. Random: mean over its repeats "
+        "(NaN if any repeat never matches). Summary: mean +- std over the seeds that matched; "
+        "match_never = seeds that never did"
+    ),
 }
+
+_SAVINGS_KEYS = ("match_cost_share", "match_saving_usd_per_1k", "score_at_cheapest", "score_at_cheapest_gain",
+                 "best_model_cost", "best_model_score", "cheapest_model_cost", "cheapest_model_score")
 
 
 def to_jsonable(x: Any) -> Any:
@@ -115,9 +130,25 @@ def summarise(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             if any(key in r for r in rs):
                 m, s = _nan_stats([r.get(key, float("nan")) for r in rs])
                 row[f"{key}_mean"], row[f"{key}_std"] = m, s
+        if any("match_cost_share" in r for r in rs):
+            for key in _SAVINGS_KEYS:
+                m, s = _nan_stats([r.get(key, float("nan")) for r in rs])
+                row[f"{key}_mean"], row[f"{key}_std"] = m, s
+            row["match_never"] = sum(
+                1 for r in rs if not math.isfinite(_num(r.get("match_cost_share", float("nan"))))
+            )
+            for key in ("best_model", "cheapest_model"):  # the most frequent over seeds, and every one seen
+                names = [str(r[key]) for r in rs if r.get(key) is not None]
+                if names:
+                    row[key] = max(dict.fromkeys(names), key=names.count)
+                    row[f"{key}s"] = list(dict.fromkeys(names))
         row["generated"] = bool(rs[0].get("generated", False))
         out.append(row)
     return out
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def _fmt(m: float, s: float, digits: int = 2) -> str:
@@ -209,6 +240,83 @@ def format_timing(summary: Sequence[Mapping[str, Any]]) -> str:
         route = [r.get("route_seconds_mean", float("nan")) for r in rows]
         lines.append(f"{name[:14]:<14}{np.nansum(fit):>14.3f}{np.nansum(route):>15.4f}{np.nanmax(route):>15.4f}")
     return "\n".join(lines)
+
+
+def _short(name: str, width: int = 22) -> str:
+    return name.split("/")[-1][:width]
+
+
+def _signed(m: float, s: float, digits: int = 2) -> str:
+    if not math.isfinite(m):
+        return "n/a"
+    m = round(m, digits) + 0.0  # no "-0.00"
+    return f"{m:+.{digits}f} ± {s:.{digits}f}"
+
+
+def format_savings(summary: Sequence[Mapping[str, Any]]) -> str:
+    """The SAVINGS block: per dataset and router (single models left out), the cost share at which the
+    router's hull matches the best single model's quality, the dollars that saves per 1,000 queries, and
+    the quality the hull reaches at the cheapest model's cost against that model's own (mean ± std over
+    seeds; :mod:`knnroute.evaluate.savings`). Empty when the summary has no savings fields."""
+    lines: list[str] = []
+    by_ds: dict[str, list[Mapping[str, Any]]] = {}
+    for row in summary:
+        if "match_cost_share_mean" in row and not str(row["router"]).startswith("single:"):
+            by_ds.setdefault(row["dataset"], []).append(row)
+    for ds, rows in by_ds.items():
+        r0 = rows[0]
+        best, cheap = _short(str(r0.get("best_model", "?"))), _short(str(r0.get("cheapest_model", "?")))
+        best_1k = 1000.0 * r0.get("best_model_cost_mean", float("nan"))
+        cheap_1k = 1000.0 * r0.get("cheapest_model_cost_mean", float("nan"))
+        d = 2 if best_1k >= 1 else 3 if best_1k >= 0.1 else 5
+        gen = " [GENERATED demo data]" if r0.get("generated") else ""
+        lines.append(f"{ds}{gen}  ({r0['n_seeds']} seeds)")
+        for role, name, key, usd in (("best", best, "best_model", best_1k), ("cheapest", cheap, "cheapest_model",
+                                                                              cheap_1k)):
+            others = [_short(str(n)) for n in r0.get(f"{key}s", []) if _short(str(n)) != name]
+            also = f"  (most seeds; also {', '.join(others)})" if others else ""
+            lines.append(
+                f"  {role + ' model:':<16}{name:<22} score {r0.get(f'{key}_score_mean', float('nan')):6.2f}  "
+                f"${usd:.{max(d, 3 if usd < 1 else 2)}f} / 1k queries{also}"
+            )
+        wm, wa, wv = 24, 24, 14  # the models are named above: the headers stay short
+        lines.append(
+            f"  {'router':<14} {'cost to match best':>{wm}}  {'saves / 1k queries':>20}  "
+            f"{'score at cheapest cost':>{wa}}  {'vs cheapest':>{wv}}"
+        )
+        for r in rows:
+            n, never = int(r["n_seeds"]), int(r.get("match_never", 0))
+            m, s = r["match_cost_share_mean"], r["match_cost_share_std"]
+            if never >= n or not math.isfinite(m):
+                match, saves = "never", "-"
+            else:
+                match = f"{100 * m:.1f}% ± {100 * s:.1f}%" + (f" ({never}/{n} never)" if never else "")
+                sm, ss = r["match_saving_usd_per_1k_mean"], r["match_saving_usd_per_1k_std"]
+                sm = round(sm, d) + 0.0
+                saves = f"{'-' if sm < 0 else ''}${abs(sm):.{d}f} ± {ss:.{d}f}"
+            lines.append(
+                f"  {str(r['router'])[:14]:<14} {match:>{wm}}  {saves:>20}  "
+                f"{_fmt(r['score_at_cheapest_mean'], r['score_at_cheapest_std']):>{wa}}  "
+                f"{_signed(r['score_at_cheapest_gain_mean'], r['score_at_cheapest_gain_std']):>{wv}}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def format_savings_notes() -> str:
+    """The key printed under :func:`format_savings`."""
+    return "\n".join([
+        "key: every number is read off the router's hull, the curve the AUC integrates (a point between two",
+        "  lambdas' points is reached by routing a share of the prompts at each); best model = highest mean",
+        "  test score (ties: cheaper), cheapest = lowest mean test cost (ties: higher score), per seed's test set",
+        "  cost to match best      the cost at which the hull first reaches the best model's score, as a share",
+        "                          of that model's cost: < 100% = its quality for less (> 100%: only for more);",
+        "                          never = the hull stays below it; (k/n never) = k seeds never reached it,",
+        "                          left out of the mean",
+        "  saves / 1k queries      the best model's cost minus that cost, USD per 1,000 queries",
+        "  score at cheapest cost  the hull's score (x100) at the cheapest model's cost",
+        "  vs cheapest             that minus the cheapest model's own score (> 0: better for the same money)",
+    ])
 
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
