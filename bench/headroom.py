@@ -86,6 +86,30 @@ def analyse(name: str, X: np.ndarray, S: np.ndarray, C: np.ndarray, dup: float, 
     return out
 
 
+def mathv_split(ds: Any, S: np.ndarray) -> dict[str, Any]:
+    """MATH-V mixes 5-option multiple-choice and free-form answers: the rescue rates of each part."""
+    from knnroute.data.registry import data_dir
+
+    opts = {}
+    with open(data_dir() / "math-v" / "data" / "test.jsonl", encoding="utf-8") as f:
+        for line in f:
+            item = json.loads(line)
+            opts[str(item["id"])] = len(item.get("options") or [])
+    q = np.array([opts.get(str(i), 0) for i in ds.ids])
+    s = np.where(np.isnan(S), 0.0, S)
+    best = int(np.argmax(s.mean(axis=0)))
+    out: dict[str, Any] = {}
+    for label, rows in (("mc", q > 0), ("free", q == 0)):
+        miss = rows & (s[:, best] <= 0)
+        out[f"{label}_share"] = float(rows.mean())
+        out[f"{label}_best_model_acc"] = float(s[rows, best].mean())
+        out[f"{label}_oracle_acc"] = float(s[rows].max(axis=1).mean())
+        out[f"{label}_observed_rescue_rate"] = float(np.mean(s[miss].max(axis=1) > 0))
+        if label == "mc":
+            out["mc_chance_rescue_rate"] = float(1.0 - (1.0 - 1.0 / 5) ** (S.shape[1] - 1))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="routerbench")
@@ -95,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from knnroute.commands.eval import load_eval_data
 
     rows = []
-    for ed, _ds in load_eval_data(args.data, progress=False):
+    for ed, ds in load_eval_data(args.data, progress=False):
         r = analyse(ed.name, ed.X, ed.scores, ed.costs, args.dup)
+        if ed.name == "math-v":
+            r.update(mathv_split(ds, ed.scores))
         rows.append(r)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
     if args.out:

@@ -73,6 +73,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "base": ("base",),
     "wide": ("base", "wide"),
     "lexical": ("base", "lexical"),
+    "lexhash": ("base", "lexhash"),
     "static": ("base", "static"),
     "lcb": ("base", "lcb"),
     "dedup": ("base", "dedup"),
@@ -115,6 +116,17 @@ def tfidf_lsa(texts: Sequence[str], train: NDArray[np.int64], dim: int = 256, se
     T_tr = vec.fit_transform([texts[i] for i in train])
     svd = TruncatedSVD(n_components=min(dim, T_tr.shape[1] - 1), random_state=seed).fit(T_tr)
     return unit(svd.transform(vec.transform(list(texts))))
+
+
+def hashed_lexical(texts: Sequence[str], dim: int = 1024) -> NDArray[np.float32]:
+    """Stateless lexical vectors: binary word 1-2-grams (English stop words dropped) feature-hashed with
+    random signs into ``dim`` buckets (a count sketch: dot products are preserved in expectation); unit rows.
+    Needs no fitted state, so a router file would need only the spec."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    hv = HashingVectorizer(n_features=dim, ngram_range=(1, 2), alternate_sign=True, binary=True,
+                           stop_words="english", norm=None)
+    return unit(hv.transform(list(texts)).toarray())
 
 
 class Setup:
@@ -313,6 +325,11 @@ def run_seed(data: EvalData, texts: Sequence[str] | None, X_static: NDArray[np.f
         T = tfidf_lsa(texts, st.sp.train, seed=seed)
         for w in MIX_W:
             cands += grid_candidates(st, "lexical", f"minilm+tfidf w={w:g}", mix(data.X, T, w), base_grid, len(cands))
+    if "lexhash" in want and texts is not None:
+        H = hashed_lexical(texts)
+        for w in MIX_W:
+            cands += grid_candidates(st, "lexhash", f"minilm+hashed lexical w={w:g}", mix(data.X, H, w),
+                                     base_grid, len(cands))
     if "static" in want and X_static is not None:
         for w in MIX_W:
             cands += grid_candidates(st, "static", f"minilm+wordllama w={w:g}", mix(data.X, X_static, w),

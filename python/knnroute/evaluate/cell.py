@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_ROUTERS",
     "DEFAULT_SEEDS",
     "KNN_ROUTERS",
+    "LEXICAL_ROUTERS",
     "REFERENCE_ROUTERS",
     "EvalData",
     "RunOutput",
@@ -52,6 +53,8 @@ __all__ = [
 
 REFERENCE_ROUTERS: tuple[str, ...] = ("oracle", "random", "best-single", "single")
 KNN_ROUTERS: tuple[str, ...] = ("knn-10", "knn-100", "knn-tuned")
+# knn-tuned with the hybrid (dense + lexical) similarity's weight in its search (issue 21): needs prompt texts
+LEXICAL_ROUTERS: tuple[str, ...] = ("knn-tuned-lex",)
 DEFAULT_ROUTERS: tuple[str, ...] = REFERENCE_ROUTERS + KNN_ROUTERS
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 SELECTION_GRID = 101  # lambda-grid points for the selection routers' curves when no grid is given
@@ -112,7 +115,10 @@ class EvalData:
             split=np.asarray(ds.split, dtype=object) if _shipped(ds) else None,
             generated=bool(ds.generated),
             source=str(ds.source),
-            meta={} if known is None else {"input_cost": known},
+            meta={
+                **({} if known is None else {"input_cost": known}),
+                **({} if getattr(ds, "prompts", None) is None else {"texts": list(ds.prompts)}),
+            },
         )
 
 
@@ -177,7 +183,7 @@ def _baseline_factories() -> dict[str, Callable[..., Any]]:
 
 def available_routers() -> list[str]:
     """Every router name ``--routers`` accepts: references, kNN rows, then the learned baselines."""
-    return [*DEFAULT_ROUTERS, *_baseline_factories()]
+    return [*DEFAULT_ROUTERS, *LEXICAL_ROUTERS, *_baseline_factories()]
 
 
 def resolve_routers(spec: str | Sequence[str]) -> list[str]:
@@ -216,7 +222,7 @@ def input_cost_kwargs(
     output cost (:class:`~knnroute.routers.tuned.TunedKNNRouter`); no other router takes them.
     """
     known = data.meta.get("input_cost")
-    if router != "knn-tuned" or known is None:
+    if router not in ("knn-tuned", "knn-tuned-lex") or known is None:
         return {}, {}
     fit_kw = {"input_cost": known[fit_rows], "input_cost_val": known[val_rows]}
     return fit_kw, {"input_cost": known[query_rows]}
@@ -326,18 +332,22 @@ def run_cell(
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
     fit_kw, pred_kw = input_cost_kwargs(data, router, sp.train, sp.val, sp.test)
-    if router == "knn-tuned":
-        model: Any = _tuning.TunedKNNRouter(grid=tuning_grid, random_state=seed)
-        params: dict[str, Any] = {}
+    if router == "knn-tuned-lex":
+        model, lex_w, X_te = _fit_lexical(data, sp, seed, tuning_grid, fit_kw)
+        params: dict[str, Any] = {"lexical_weight": lex_w}
     else:
-        model, params = make_eval_router(router, seed, int(sp.train.size))
-    model.fit(
-        X_tr, S_tr, C_tr, model_names=list(data.model_names), X_val=X_va, scores_val=S_va, costs_val=C_va,
-        **fit_kw,
-    )
+        if router == "knn-tuned":
+            model = _tuning.TunedKNNRouter(grid=tuning_grid, random_state=seed)
+            params = {}
+        else:
+            model, params = make_eval_router(router, seed, int(sp.train.size))
+        model.fit(
+            X_tr, S_tr, C_tr, model_names=list(data.model_names), X_val=X_va, scores_val=S_va, costs_val=C_va,
+            **fit_kw,
+        )
     fit_s = time.perf_counter() - t0
-    if router == "knn-tuned":
-        params = {**model.best_.kwargs(), "cost_model": model.cost_model_, "val_auc": model.val_auc_}
+    if router in ("knn-tuned", "knn-tuned-lex"):
+        params = {**params, **model.best_.kwargs(), "cost_model": model.cost_model_, "val_auc": model.val_auc_}
         extra["tuning"] = model.tuning_table_
     t0 = time.perf_counter()
     if getattr(model, "selection", False):
@@ -368,6 +378,36 @@ def run_cell(
         route_us_per_query=1e6 * route_s / max(1, int(sp.test.size)),
     )
     return RunOutput([rec], {router: cv}, extra)
+
+
+def _fit_lexical(
+    data: EvalData, sp: Split, seed: int, grid: Sequence[_tuning.KNNConfig] | None, fit_kw: dict[str, Any]
+) -> tuple[Any, float, NDArray[np.float32]]:
+    """``knn-tuned-lex``: ``knn-tuned`` whose search also covers the hybrid similarity
+    ``w cos_dense + (1 - w) cos_lexical`` (:mod:`knnroute.embed.lexical`, fitted on the training prompts),
+    ``w`` in ``{1} + LEXICAL_WEIGHTS``, chosen with the kNN settings by the same tuning AUC (ties: the dense
+    similarity, then the larger ``w``). Without prompt texts it is ``knn-tuned`` (``w = 1``).
+
+    Returns the fitted :class:`~knnroute.routers.tuned.TunedKNNRouter`, the chosen ``w`` and the test rows
+    in the chosen representation.
+    """
+    from knnroute.embed.lexical import LEXICAL_WEIGHTS, lexical_vectors, mix
+
+    texts = data.meta.get("texts")
+    T = None if texts is None else lexical_vectors(texts, sp.train, seed=seed)
+    reps: list[tuple[float, NDArray[np.float32]]] = [(1.0, data.X)]
+    if T is not None:
+        reps += [(w, mix(data.X, T, w)) for w in LEXICAL_WEIGHTS]
+    best: tuple[Any, float, NDArray[np.float32]] | None = None
+    for w, X in reps:
+        m = _tuning.TunedKNNRouter(grid=grid, random_state=seed).fit(
+            X[sp.train], data.scores[sp.train], data.costs[sp.train], model_names=list(data.model_names),
+            X_val=X[sp.val], scores_val=data.scores[sp.val], costs_val=data.costs[sp.val], **fit_kw,
+        )
+        if best is None or m.val_auc_ > best[0].val_auc_:
+            best = (m, w, X[sp.test])
+    assert best is not None
+    return best
 
 
 def _constant_picks(idx: np.ndarray) -> Any:

@@ -73,6 +73,11 @@ CONVENTIONS: dict[str, str] = {
         "fit_seconds: fit incl. tuning; route_seconds: one route(X_test, 0.5/c_max) call on the whole test "
         "set (Table 3 style; fit excluded); wall clock on the machine of the run"
     ),
+    "knn-tuned-lex": (
+        "knn-tuned whose search also covers the hybrid similarity w cos_dense + (1 - w) cos_lexical, w in "
+        "{1, 0.75, 0.5} (lexical: word 1-2-gram TF-IDF + 256-d LSA fitted on the training prompts), chosen "
+        "with the kNN settings by the same tuning AUC (ties: dense); without prompt texts it is knn-tuned"
+    ),
     "knn-10 / knn-100": "the paper's fixed rows: uniform mean of the k nearest training prompts (cosine)",
     "selection": (
         "appendix D: utility 100 * mean(s - lambda c) at lambda = 1.0, 0.5, 0.1 divided by c_max "
@@ -196,6 +201,7 @@ def format_notes(n_seeds: int) -> str:
         "rows: oracle = the truly best model per prompt; random = a uniform model per prompt; best-single =",
         "  the hull of the single models' points (a choice that ignores the prompt); knn-K = mean outcome of",
         "  the K nearest training prompts; knn-tuned = k, weighting and shrinkage chosen on validation;",
+        "  knn-tuned-lex = the same search over dense and dense + lexical (TF-IDF) similarity;",
         "  indented rows = one model always",
     ])
 
