@@ -154,7 +154,9 @@ class Setup:
             self.cost_models.append(("input+knn", r_tr, np.concatenate([k_va, k_tr]), pred_kw["input_cost"]))
         self.n_train = int(sp.train.size)
 
-    def neighbours(self, X: NDArray[np.float32], k_max: int, drop_above: float | None = None) -> tuple[Any, Any, Any, Any]:
+    def neighbours(
+        self, X: NDArray[np.float32], k_max: int, drop_above: float | None = None
+    ) -> tuple[Any, Any, Any, Any]:
         """Pool (validation + LOO train) and test neighbours; ``drop_above``: skip neighbours that similar."""
         Xtr, Xva, Xte = X[self.sp.train], X[self.sp.val], X[self.sp.test]
         extra = 0 if drop_above is None else max(0, min(DROP_EXTRA, self.n_train - 1 - k_max))
@@ -402,8 +404,8 @@ def summarise(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> str:
     for n, v in avg.items():
         if len(v) != len(datasets) or not v:
             continue
-        A, B, O, G = (np.mean([x[i] for x in v]) for i in range(4))
-        lines.append(f"| {n} | {A:.2f} | {100 * G:.1f} | {100 * (A - B) / (O - B):.1f} |")
+        auc, best, orc, g = (np.mean([x[i] for x in v]) for i in range(4))
+        lines.append(f"| {n} | {auc:.2f} | {100 * g:.1f} | {100 * (auc - best) / (orc - best):.1f} |")
     return "\n".join(lines)
 
 
