@@ -32,13 +32,40 @@ def cap_of(name: str) -> int | None:
     return getattr(_cell._baseline_factories()[name](random_state=0), "max_train_rows", None)
 
 
+def summarise(path: str) -> str:
+    """Markdown: per (router, dataset) the capped and uncapped AUC (mean over the seeds run), the paired
+    difference, and the fit times; then per router the mean over datasets."""
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["router"], r["dataset"]), []).append(r)
+    out = ["| router | dataset | train prompts (cap) | seeds | AUC capped | AUC uncapped | diff "
+           "| fit s capped -> uncapped |",
+           "|---|---|---|---|---|---|---|---|"]
+    for (router, ds), rs in sorted(groups.items()):
+        d = [r["auc_uncapped"] - r["auc_capped"] for r in rs]
+        out.append(
+            f"| {router} | {ds} | {rs[0]['n_train']:,} ({rs[0]['cap']:,}) | {len(rs)} | "
+            f"{sum(r['auc_capped'] for r in rs) / len(rs):.2f} | {sum(r['auc_uncapped'] for r in rs) / len(rs):.2f} | "
+            f"{sum(d) / len(d):+.2f} | {sum(r['fit_s_capped'] for r in rs) / len(rs):.1f} -> "
+            f"{sum(r['fit_s_uncapped'] for r in rs) / len(rs):.1f} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--summary", metavar="JSONL", help="only print the table of a saved run")
     ap.add_argument("--data", default="all")
     ap.add_argument("--routers", default=",".join(ROUTERS))
     ap.add_argument("--seeds", default="0", help="comma list of split seeds")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     args = ap.parse_args(argv)
+    if args.summary:
+        print(summarise(args.summary))
+        return 0
+    if not args.out:
+        ap.error("--out is required")
     import torch
 
     torch.set_num_threads(1)

@@ -35,6 +35,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, Path,
                 "--plot",
                 str(plot_dir),
                 "--diagnostics",
+                "--markdown",
+                str(out / "res" / "tables.md"),
             ]
         )
     return rc, json_path, plot_dir, buf.getvalue()
@@ -108,6 +110,22 @@ def test_eval_prints_savings_and_draws_them(demo_run: tuple[int, Path, Path, str
     data = png.read_bytes()
     assert data[:8] == PNG_SIGNATURE and len(data) > 20_000
     assert int.from_bytes(data[16:20], "big") >= 800 and int.from_bytes(data[20:24], "big") >= 500
+
+
+def test_eval_writes_the_readme_tables_as_markdown(demo_run: tuple[int, Path, Path, str]) -> None:
+    from knnroute.evaluate.report import format_markdown
+
+    _, json_path, _, text = demo_run
+    md_path = json_path.parent / "tables.md"
+    assert f"markdown: {md_path}" in text
+    md = md_path.read_text(encoding="utf-8")
+    payload = json.loads(json_path.read_text(encoding="utf-8"))
+    assert md == format_markdown(payload["summary"])  # the same tables from the saved JSON
+    assert md.startswith("*GENERATED demo data")
+    knn = next(x for x in md.splitlines() if x.startswith("| knn-tuned |"))
+    row = next(r for r in payload["summary"] if r["router"] == "knn-tuned")
+    assert f"{row['auc_mean']:.2f} ± {row['auc_std']:.2f}" in knn
+    assert "| demo-generated | frontier, $" in md  # the savings table names the best model
 
 
 def test_eval_png_is_written(demo_run: tuple[int, Path, Path, str]) -> None:

@@ -77,3 +77,52 @@ def test_headroom_counts_on_a_hand_made_table():
     assert r["dup_prompts"] == 2 and r["dup_agree"] == 0.5
     # row 0 follows row 1's best (a tie at 0: cheaper model 0, score 1); row 1 follows row 0's (model 0, 0)
     assert r["twin_oracle_acc"] == 0.5
+
+
+def test_lexical_vectors_are_fitted_on_the_training_prompts_only():
+    from knnroute.embed.lexical import lexical_vectors
+
+    texts = [f"alpha beta topic{i % 3} word{i % 5}" for i in range(30)]
+    train = np.arange(20)
+    T = lexical_vectors(texts, train, dim=8)
+    changed = texts[:20] + ["zulu yankee xray"] * 10  # only unseen words in the non-training rows
+    T2 = lexical_vectors(changed, train, dim=8)
+    np.testing.assert_allclose(T2[:20], T[:20], atol=1e-6)  # training rows do not see the others
+    assert np.all(T2[20:] == 0.0)  # no training term: similarity 0 to everything
+    np.testing.assert_allclose(np.linalg.norm(T[:20], axis=1), 1.0, atol=1e-5)
+    assert lexical_vectors(["a", "b", "c", "d"], np.arange(4)) is None  # no term in two prompts
+
+
+def _demo_eval_data(with_texts: bool) -> EvalData:
+    from knnroute.data import make_demo
+
+    ds = make_demo(n=300, seed=3)
+    ed = EvalData.from_dataset(ds)
+    assert ("texts" in ed.meta) and len(ed.meta["texts"]) == ed.n
+    if not with_texts:
+        ed = EvalData(name=ed.name, X=ed.X, scores=ed.scores, costs=ed.costs, model_names=ed.model_names)
+    return ed
+
+
+def test_knn_tuned_lex_searches_a_superset_of_knn_tuned():
+    from knnroute.evaluate.cell import run_cell
+
+    ed = _demo_eval_data(with_texts=True)
+    for seed in (0, 1):
+        plain = run_cell(ed, "knn-tuned", seed).records[0]
+        lex = run_cell(ed, "knn-tuned-lex", seed).records[0]
+        assert lex["lexical_weight"] in (1.0, 0.75, 0.5)
+        assert lex["val_auc"] >= plain["val_auc"]  # the dense candidates are all still there
+        if lex["lexical_weight"] == 1.0:
+            assert lex["auc"] == plain["auc"]
+        else:
+            assert lex["val_auc"] > plain["val_auc"]  # chosen only when strictly better on the pool
+
+
+def test_knn_tuned_lex_without_texts_is_knn_tuned():
+    from knnroute.evaluate.cell import run_cell
+
+    ed = _demo_eval_data(with_texts=False)
+    plain = run_cell(ed, "knn-tuned", 0).records[0]
+    lex = run_cell(ed, "knn-tuned-lex", 0).records[0]
+    assert lex["lexical_weight"] == 1.0 and lex["auc"] == plain["auc"] and lex["k"] == plain["k"]

@@ -195,3 +195,32 @@ def test_summary_and_block(cells: dict[str, list[dict]]) -> None:
     assert not any(k.startswith("single:") for k in row)
     assert "cost to match" in report.format_savings_notes()
     assert "savings" in report.CONVENTIONS
+
+
+def test_markdown_tables_carry_the_summary_means_and_the_pooled_gain():
+    from knnroute.evaluate.report import format_markdown
+
+    def row(ds, router, auc, std, best, orc, **kw):
+        return {"dataset": ds, "router": router, "n_seeds": 2, "auc_mean": auc, "auc_std": std,
+                "auc_best_single_mean": best, "auc_oracle_mean": orc, **kw}
+
+    sav = {"match_cost_share_mean": 0.5, "match_cost_share_std": 0.1, "match_never": 0,
+           "match_saving_usd_per_1k_mean": 1.25, "best_model": "org/big", "best_model_cost_mean": 0.0025,
+           "score_at_cheapest_mean": 40.0, "score_at_cheapest_gain_mean": -0.001}
+    summary = [
+        row("a", "knn-tuned", 80.0, 0.5, 70.0, 90.0, **sav),
+        row("b", "knn-tuned", 60.0, 1.0, 50.0, 100.0, **{**sav, "match_never": 2}),
+        row("a", "single:org/big", 75.0, 0.0, 70.0, 90.0),
+        row("a", "other", 71.0, 0.0, 70.0, 90.0),
+    ]
+    md = format_markdown(summary)
+    lines = md.splitlines()
+    assert lines[0] == "| router | a | b | avg | pooled gain % |"
+    # avg AUC 70, avg best-single 60, avg oracle 95: pooled gain 10 / 35
+    assert lines[2] == f"| knn-tuned | 80.00 ± 0.50 | 60.00 ± 1.00 | 70.00 | {100 * 10 / 35:.1f} |"
+    assert lines[3] == "| other | 71.00 ± 0.00 |  |  |  |"  # no average without every dataset
+    assert not any("single:" in x for x in lines)
+    assert "| a | big, $2.500 | knn-tuned | 50% ± 10% | $1.250 | 40.00 (+0.00) |" in lines
+    assert "| b | big, $2.500 | knn-tuned | never | – | 40.00 (+0.00) |" in lines
+    assert not md.startswith("*GENERATED")
+    assert format_markdown([{**summary[0], "generated": True}]).startswith("*GENERATED demo data")

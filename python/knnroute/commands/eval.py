@@ -60,6 +60,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", dest="json_path", metavar="PATH", help="write all results and conventions as JSON"
     )
+    p.add_argument(
+        "--markdown", dest="markdown_path", metavar="PATH",
+        help="write the README's tables as Markdown: AUC mean ± std per router and dataset with the average "
+        "and pooled gain, and the savings of knn-tuned / knn-tuned-lex per dataset",
+    )
     p.add_argument("--plot", dest="plot_dir", metavar="DIR",
                    help="write one cost-quality PNG per dataset and savings.png over all of them")
     p.add_argument("--embedder", default="minilm",
@@ -356,6 +361,13 @@ def run(args: argparse.Namespace) -> int:
         }
         path = report.write_json(args.json_path, payload)
         print(f"json: {path}")
+    if args.markdown_path:
+        from pathlib import Path
+
+        md = Path(args.markdown_path)
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(report.format_markdown(summary), encoding="utf-8")
+        print(f"markdown: {md}")
     print(f"\ndone in {time.perf_counter() - t_start:.1f} s (evaluation {eval_seconds:.1f} s)")
     return 0
 

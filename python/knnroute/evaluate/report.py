@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "CONVENTIONS", "format_matrix", "format_notes", "format_savings", "format_savings_notes", "format_table",
-    "format_timing", "summarise", "to_jsonable", "write_json",
+    "CONVENTIONS", "format_markdown", "format_matrix", "format_notes", "format_savings", "format_savings_notes",
+    "format_table", "format_timing", "summarise", "to_jsonable", "write_json",
 ]
 
 CONVENTIONS: dict[str, str] = {
@@ -307,6 +307,59 @@ def format_savings(summary: Sequence[Mapping[str, Any]]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def format_markdown(
+    summary: Sequence[Mapping[str, Any]], savings_routers: Sequence[str] = ("knn-tuned", "knn-tuned-lex")
+) -> str:
+    """The README's tables (``knnroute eval --markdown PATH``) from a summary.
+
+    1. AUC mean ± std per router (rows; single models left out) and dataset (columns), the unweighted
+       average over datasets, and the pooled gain ``(avg AUC - avg best-single) / (avg oracle -
+       avg best-single)`` in % (blank where a router lacks a dataset).
+    2. Savings per dataset for ``savings_routers`` (those present): the best model and its cost, the cost
+       share at which the router's hull matches its score (``k/n never``: seeds that never did), the USD
+       saved per 1,000 queries, and the score at the cheapest model's cost against that model's.
+    """
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
+    names = list(dict.fromkeys(r["router"] for r in summary if not str(r["router"]).startswith("single:")))
+    cell = {(r["dataset"], r["router"]): r for r in summary}
+    lines = ["*GENERATED demo data, not real results*", ""] if any(r.get("generated") for r in summary) else []
+    lines += ["| router | " + " | ".join(datasets) + " | avg | pooled gain % |",
+              "|---|" + "---|" * (len(datasets) + 2)]
+    for name in names:
+        rows = [cell.get((d, name)) for d in datasets]
+        vals = [f"{r['auc_mean']:.2f} ± {r['auc_std']:.2f}" if r else "" for r in rows]
+        avg = pooled = ""
+        if all(rows):
+            a = float(np.mean([r["auc_mean"] for r in rows]))  # type: ignore[index]
+            b = float(np.mean([r.get("auc_best_single_mean", float("nan")) for r in rows]))  # type: ignore[union-attr]
+            o = float(np.mean([r.get("auc_oracle_mean", float("nan")) for r in rows]))  # type: ignore[union-attr]
+            avg = f"{a:.2f}"
+            pooled = f"{100 * (a - b) / (o - b):.1f}" if math.isfinite(o - b) and o - b > 1e-12 else ""
+        lines.append(f"| {name} | " + " | ".join(vals) + f" | {avg} | {pooled} |")
+    present = [n for n in savings_routers if n in names]
+    if present and any("match_cost_share_mean" in r for r in summary):
+        lines += ["", "| dataset | best model, $ / 1k queries | router | cost to match the best model | saves / 1k "
+                  "queries | score at the cheapest model's cost (vs that model) |", "|---|---|---|---|---|---|"]
+        for d in datasets:
+            for name in present:
+                r = cell.get((d, name))
+                if r is None or "match_cost_share_mean" not in r:
+                    continue
+                n, never = int(r["n_seeds"]), int(r.get("match_never", 0))
+                m = r["match_cost_share_mean"]
+                if never >= n or m is None or not math.isfinite(m):  # None: NaN read back from JSON
+                    match, saves = "never", "–"
+                else:
+                    match = f"{100 * m:.0f}% ± {100 * r['match_cost_share_std']:.0f}%" + (
+                        f" ({never}/{n} never)" if never else "")
+                    saves = f"${r['match_saving_usd_per_1k_mean']:.3f}"
+                best = f"{_short(str(r.get('best_model', '?')))}, ${1000 * r['best_model_cost_mean']:.3f}"
+                gain = round(float(r["score_at_cheapest_gain_mean"]), 2) + 0.0  # no "-0.00"
+                at_cheap = f"{r['score_at_cheapest_mean']:.2f} ({gain:+.2f})"
+                lines.append(f"| {d} | {best} | {name} | {match} | {saves} | {at_cheap} |")
+    return "\n".join(lines) + "\n"
 
 
 def format_savings_notes() -> str:
