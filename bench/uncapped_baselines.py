@@ -32,10 +32,11 @@ def cap_of(name: str) -> int | None:
     return getattr(_cell._baseline_factories()[name](random_state=0), "max_train_rows", None)
 
 
-def summarise(path: str) -> str:
-    """Markdown: per (router, dataset) the capped and uncapped AUC (mean over the seeds run), the paired
-    difference, and the fit times; then per router the mean over datasets."""
+def summarise(path: str, seeds: Sequence[int] | None = None) -> str:
+    """Markdown: per (router, dataset) the capped and uncapped AUC (mean over the seeds run, or over
+    ``seeds``), the paired difference, and the fit times."""
     rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    rows = [r for r in rows if seeds is None or r["seed"] in seeds]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["router"], r["dataset"]), []).append(r)
@@ -58,11 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--summary", metavar="JSONL", help="only print the table of a saved run")
     ap.add_argument("--data", default="all")
     ap.add_argument("--routers", default=",".join(ROUTERS))
-    ap.add_argument("--seeds", default="0", help="comma list of split seeds")
+    ap.add_argument("--seeds", default=None, help="comma list of split seeds (default 0; with --summary: all)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.summary:
-        print(summarise(args.summary))
+        print(summarise(args.summary, [int(x) for x in args.seeds.split(",")] if args.seeds else None))
         return 0
     if not args.out:
         ap.error("--out is required")
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from knnroute.commands.eval import load_eval_data
 
     data = sorted((ed for ed, _ in load_eval_data(args.data, progress=False)), key=lambda d: d.n)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in (args.seeds or "0").split(",")]
     base = _cell._baseline_factories()
     for ed in data:
         for name in args.routers.split(","):

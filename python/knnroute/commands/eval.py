@@ -44,8 +44,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=_DEFAULT_ROUTERS,
         metavar="LIST",
         help="comma list or 'all' (reference rows oracle, random, best-single and single models always "
-        "included); names: oracle, random, best-single, knn-10, knn-100, knn-tuned, and the learned "
-        "baselines when installed; on data with images, <router>@text|image|fused picks the input view "
+        "included); names: oracle, random, best-single, knn-10, knn-100, knn-tuned, knn-tuned-lex (knn-tuned "
+        "also searching a dense + lexical TF-IDF similarity; needs prompt texts), and the learned baselines "
+        "when installed; on data with images, <router>@text|image|fused picks the input view "
         "(fused: image weight chosen on validation)",
     )
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="split seeds 0..N-1 (default 5)")
