@@ -350,3 +350,97 @@ def test_tampered_lexical_arrays_refused(tmp_path: Path) -> None:
     payload[off : off + 4] = struct.pack("<f", float("nan"))
     with pytest.raises(RouterFileError):
         loads(_resign(blob, meta, bytes(payload)))
+
+
+# ------------------------------------------------------------------------------------ knnroute fit
+def _topic_csv(tmp_path: Path, n: int = 300) -> Path:
+    """Long-format data whose best model depends on the prompt's topic words (lexical signal only: the
+    dense embedder below is a hash of the whole text, neighbours by it are random)."""
+    from knnroute.data import RoutingDataset, save_long
+
+    rng = np.random.default_rng(0)
+    topics = {
+        "math": "integral derivative equation algebra theorem proof",
+        "code": "python function compile bug stack array",
+        "poem": "sonnet rhyme verse stanza metaphor poet",
+    }
+    filler = "please tell me about the following thing today now quickly".split()
+    prompts, scores = [], []
+    for i in range(n):
+        t = list(topics)[i % 3]
+        words = list(rng.choice(topics[t].split(), 3)) + list(rng.choice(filler, 4))
+        rng.shuffle(words)
+        prompts.append(f"q{i} " + " ".join(words))
+        s = np.full(3, 0.1)
+        s[i % 3] = 0.9
+        scores.append(np.clip(s + rng.normal(0, 0.05, 3), 0, 1))
+    ds = RoutingDataset(name="topics", model_names=["m-math", "m-code", "m-poem"], scores=np.array(scores),
+                        costs=np.full((n, 3), 1e-4) * np.array([1.0, 1.1, 1.2]), prompts=prompts)
+    return save_long(ds, tmp_path / "topics.csv")
+
+
+def _register_hash_dense() -> None:
+    from knnroute.embed.encoders import EMBEDDERS, CallableEmbedder, register_embedder
+
+    def fn(texts: list[str]) -> np.ndarray:
+        import hashlib
+
+        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
+        return np.stack([np.random.default_rng(s).normal(size=16) for s in seeds]).astype(np.float32)
+
+    if "hash-dense-test" not in EMBEDDERS:
+        def make() -> CallableEmbedder:
+            e = CallableEmbedder(fn, identity="hash-dense-test-v1", dim=16)
+            e.spec = "hash-dense-test"  # type: ignore[attr-defined]
+            return e
+
+        register_embedder("hash-dense-test", make)
+
+
+def test_fit_writes_a_hybrid_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("sklearn")
+    import json
+
+    import knnroute
+    from knnroute.cli import main
+    from knnroute.production.persist import read_metadata
+
+    monkeypatch.setenv("KNNROUTE_CACHE", str(tmp_path / "cache"))
+    _register_hash_dense()
+    csv = _topic_csv(tmp_path)
+
+    def fit(*extra: str) -> tuple[dict, Path]:  # type: ignore[type-arg]
+        import contextlib
+        import io
+
+        out = tmp_path / f"r{len(extra)}.knnr"
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(["fit", "--data", str(csv), "--out", str(out), "--embedder", "hash-dense-test",
+                       "--no-progress", *extra])
+        assert rc == 0
+        text = buf.getvalue()
+        assert "similarity: " in text
+        return json.loads(text[text.index("{"):]), out
+
+    rep, path = fit()
+    assert rep["lexical_weight"] in (0.75, 0.5)  # the topic words are the only signal
+    assert set(rep["lexical_val_auc"]) == {"1", "0.75", "0.5"}
+    assert rep["lexical_val_auc"]["1"] < rep["lexical_val_auc"][f"{rep['lexical_weight']:g}"]
+    meta = read_metadata(path)
+    assert "lexical_components" in meta["arrays"]
+    assert meta["embedder"]["lexical"]["w"] == rep["lexical_weight"]
+    assert meta["meta"]["lexical_weight"] == rep["lexical_weight"]
+    assert meta["dim"] == 16 + meta["embedder"]["lexical"]["k"]
+    r = knnroute.load(path)
+    picks = r.route_prompts(["integral theorem proof please", "python compile bug", "sonnet rhyme poet"], 0.0)
+    assert list(picks) == ["m-math", "m-code", "m-poem"]
+
+    rep_d, path_d = fit("--no-lexical")
+    assert rep_d["lexical_weight"] == 1.0 and "no-lexical" in rep_d["lexical_note"]
+    meta_d = read_metadata(path_d)
+    assert set(meta_d["arrays"]) == {"embeddings", "scores", "costs"} and meta_d["dim"] == 16
+    assert "lexical" not in meta_d["embedder"]
+    assert rep_d["file_bytes"] < rep["file_bytes"]
+    rep_k, _ = fit("--k", "5")
+    assert rep_k["lexical_weight"] == 1.0 and "--k" in rep_k["lexical_note"]
