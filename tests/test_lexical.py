@@ -444,3 +444,23 @@ def test_fit_writes_a_hybrid_router(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert rep_d["file_bytes"] < rep["file_bytes"]
     rep_k, _ = fit("--k", "5")
     assert rep_k["lexical_weight"] == 1.0 and "--k" in rep_k["lexical_note"]
+
+
+def test_service_routes_prompts_with_the_hybrid(tmp_path: Path) -> None:
+    """``knnroute serve``'s app over a hybrid router file: /route with a prompt = the router's decision."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    import knnroute
+    from knnroute.service.app import create_app
+
+    prod, _ = hybrid_router()
+    path = prod.save(tmp_path / "h.knnr")  # type: ignore[attr-defined]
+    loaded = knnroute.load(path)
+    with TestClient(create_app(knnroute.load(path))) as c:
+        assert c.get("/health").json()["prompts"] is True
+        for q in QUERIES[:4]:
+            r = c.post("/route", json={"prompt": q, "lambda": 100.0})
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == loaded.route_prompt(q, 100.0).model
