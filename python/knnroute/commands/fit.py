@@ -1,9 +1,11 @@
 """``knnroute fit``: embed a dataset, fit the tuned kNN router, measure its budget table, save it.
 
 The support set is the training split; k, weighting and shrinkage are chosen on the validation split
-(``knn-tuned``); the budget table (lambda -> mean cost, score and share per model) and any fallback
-threshold are measured on the same validation prompts; the test split is only used to report the saved
-router's AUC. The file is written atomically (see ``docs/service.md`` for the format).
+(``knn-tuned``; with prompt texts also the lexical hybrid's dense weight ``w``, as ``knn-tuned-lex``, a
+router with ``w < 1`` storing its lexical model: ``--no-lexical`` keeps it dense); the budget table
+(lambda -> mean cost, score and share per model) and any fallback threshold are measured on the same
+validation prompts; the test split is only used to report the saved router's AUC. The file is written
+atomically (see ``docs/service.md`` for the format).
 """
 
 from __future__ import annotations

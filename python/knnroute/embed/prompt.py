@@ -65,6 +65,11 @@ class PromptEncoder:
         spec are kept (an Embedder object is also used as is); the model loads on first use.
     prefix_stripper : dict, optional
         ``PrefixStripper.to_dict()`` state of the support set, applied to new prompts before embedding.
+    lexical : LexicalModel, optional
+        With a recorded hybrid embedder (a mapping with ``lexical`` facts, as a router file holds): its
+        :class:`~knnroute.embed.lexical.LexicalModel` (rebuilt from the file's arrays). The embedder is then
+        a :class:`~knnroute.embed.lexical.HybridLexicalEmbedder` around the dense embedder the facts name
+        (or the dense one given to :meth:`set_embedder`). A ``HybridLexicalEmbedder`` object carries its own.
 
     Encoding is serialised by a lock (fast tokenizers are not safe to share between threads).
     """
