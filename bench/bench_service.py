@@ -47,7 +47,7 @@ def _router(tmp: Path, quick: bool):
         from knnroute.data import concat, load_dataset
         from knnroute.embed import embed_dataset
 
-        prod, report = fit_router("routerbench", progress=False)
+        prod, report = fit_router("routerbench", progress=False, lexical=False)  # queries are MiniLM vectors
         ds = embed_dataset(concat(load_dataset("routerbench")), progress=False)
         Q = ds.embeddings[ds.split_index("test")]
         desc = f"RouterBench subset (real): knn {report['config']}, support {prod.size}, test queries {len(Q)}"

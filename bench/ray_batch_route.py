@@ -51,7 +51,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="knnroute-raybench-"))
     try:
         t0 = time.perf_counter()
-        prod, _report = fit_router("routerbench", progress=False)
+        prod, _report = fit_router("routerbench", progress=False, lexical=False)  # queries are MiniLM vectors
         if args.support:
             from knnroute.production import ProductionRouter
             from knnroute.routers.knn import KNNRouter

@@ -28,24 +28,42 @@ with atheris.instrument_imports(include=["knnroute"]):
     from knnroute.routers.knn import KNNRouter
 
 
-def _seed() -> bytes:
+def _seed(lexical: bool = False) -> bytes:
+    """A valid router file; with ``lexical`` one whose embedder is the lexical hybrid (a tiny hand-made
+    LexicalModel beside a 5-d dense embedder), so the optional ``lexical_*`` arrays and facts are fuzzed."""
     import tempfile
     from pathlib import Path
 
+    from knnroute.embed.encoders import CallableEmbedder
+    from knnroute.embed.lexical import HybridLexicalEmbedder, LexicalModel
+
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(12, 5)).astype(np.float32)
+    d = 5 + (3 if lexical else 0)
+    X = rng.normal(size=(12, d)).astype(np.float32)
     S = rng.random((12, 3))
     C = rng.random((12, 3)) * 1e-3
     S[0, 0] = np.nan
-    p = ProductionRouter(KNNRouter(k=4).fit(X, S, C, model_names=["a", "b", "c"]), prices={"a": (1, 2)})
+    emb = None
+    if lexical:
+        lex = LexicalModel(["alpha", "alpha beta", "beta", "gamma", "delta", "zeta"],
+                           rng.random(6) + 1.0, rng.normal(size=(3, 6)))
+        dense = CallableEmbedder(lambda t: np.ones((len(t), 5)), identity="fuzz-dense", dim=5)
+        emb = HybridLexicalEmbedder(dense, lex, 0.75)
+    p = ProductionRouter(KNNRouter(k=4).fit(X, S, C, model_names=["a", "b", "c"]), prices={"a": (1, 2)},
+                         embedder=emb)
     p.budget_table(X[:6], S[:6], C[:6])
     with tempfile.TemporaryDirectory() as td:
         return p.save(Path(td) / "seed.knnr").read_bytes()
 
 
-SEED = _seed()
-_, _, _HLEN, _ = struct.unpack_from("<8sII32s", SEED, 0)
-SEED_META = json.loads(SEED[PREAMBLE_SIZE : PREAMBLE_SIZE + _HLEN])
+def _meta(blob: bytes) -> dict:  # type: ignore[type-arg]
+    hlen = struct.unpack_from("<8sII32s", blob, 0)[2]
+    return json.loads(blob[PREAMBLE_SIZE : PREAMBLE_SIZE + hlen])  # type: ignore[no-any-return]
+
+
+SEEDS = [_seed(), _seed(lexical=True)]
+SEED = SEEDS[0]
+SEED_META = _meta(SEED)
 
 
 def _paths(obj, prefix=()):  # type: ignore[no-untyped-def]
@@ -58,7 +76,9 @@ def _paths(obj, prefix=()):  # type: ignore[no-untyped-def]
             yield from _paths(v, (*prefix, i))
 
 
-PATHS = [p for p in _paths(SEED_META) if p]
+SEED_METAS = [_meta(b) for b in SEEDS]
+SEED_PATHS = [[p for p in _paths(m) if p] for m in SEED_METAS]
+PATHS = SEED_PATHS[0]
 
 
 def _value(fdp: atheris.FuzzedDataProvider):  # type: ignore[no-untyped-def]
@@ -81,9 +101,11 @@ def _value(fdp: atheris.FuzzedDataProvider):  # type: ignore[no-untyped-def]
 
 
 def _structured(fdp: atheris.FuzzedDataProvider) -> bytes:
-    meta = json.loads(json.dumps(SEED_META))
+    which = fdp.ConsumeIntInRange(0, len(SEEDS) - 1)
+    seed, seed_meta, paths = SEEDS[which], SEED_METAS[which], SEED_PATHS[which]
+    meta = json.loads(json.dumps(seed_meta))
     for _ in range(fdp.ConsumeIntInRange(1, 4)):
-        path = PATHS[fdp.ConsumeIntInRange(0, len(PATHS) - 1)]
+        path = paths[fdp.ConsumeIntInRange(0, len(paths) - 1)]
         node = meta
         try:
             for key in path[:-1]:
@@ -91,7 +113,7 @@ def _structured(fdp: atheris.FuzzedDataProvider) -> bytes:
             node[path[-1]] = _value(fdp)
         except (KeyError, IndexError, TypeError):
             pass
-    payload = bytearray(SEED[SEED_META["payload_offset"] :])
+    payload = bytearray(seed[seed_meta["payload_offset"] :])
     if fdp.ConsumeBool() and payload:  # flip payload bytes and re-sign: reaches the core's own checks
         for _ in range(fdp.ConsumeIntInRange(1, 8)):
             payload[fdp.ConsumeIntInRange(0, len(payload) - 1)] = fdp.ConsumeIntInRange(0, 255)
@@ -100,8 +122,8 @@ def _structured(fdp: atheris.FuzzedDataProvider) -> bytes:
     try:
         header = json.dumps(meta, separators=(",", ":")).encode()
     except (ValueError, TypeError):
-        return SEED
-    p0 = SEED_META["payload_offset"]
+        return seed
+    p0 = seed_meta["payload_offset"]
     room = p0 - PREAMBLE_SIZE
     if len(header) > room:
         header = header[:room]  # truncated JSON: must be refused
@@ -118,7 +140,8 @@ def TestOneInput(data: bytes) -> None:
     elif mode == 1:
         blob = _structured(fdp)
     else:  # byte edits of the valid seed (truncation, flips), without re-signing
-        b = bytearray(SEED[: fdp.ConsumeIntInRange(0, len(SEED))])
+        src = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)]
+        b = bytearray(src[: fdp.ConsumeIntInRange(0, len(src))])
         for _ in range(fdp.ConsumeIntInRange(0, 4)):
             if b:
                 b[fdp.ConsumeIntInRange(0, len(b) - 1)] = fdp.ConsumeIntInRange(0, 255)

@@ -1,9 +1,11 @@
 """``knnroute fit``: embed a dataset, fit the tuned kNN router, measure its budget table, save it.
 
 The support set is the training split; k, weighting and shrinkage are chosen on the validation split
-(``knn-tuned``); the budget table (lambda -> mean cost, score and share per model) and any fallback
-threshold are measured on the same validation prompts; the test split is only used to report the saved
-router's AUC. The file is written atomically (see ``docs/service.md`` for the format).
+(``knn-tuned``; with prompt texts also the lexical hybrid's dense weight ``w``, as ``knn-tuned-lex``, a
+router with ``w < 1`` storing its lexical model: ``--no-lexical`` keeps it dense); the budget table
+(lambda -> mean cost, score and share per model) and any fallback threshold are measured on the same
+validation prompts; the test split is only used to report the saved router's AUC. The file is written
+atomically (see ``docs/service.md`` for the format).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="lambda used when a request names neither lambda nor max_cost (score per USD; default "
                    "0 = the model with the highest predicted score whatever its cost); fit prints what it gives "
                    "on the validation prompts")
+    p.add_argument("--no-lexical", action="store_true",
+                   help="dense similarity only: do not try the lexical hybrid (w cos_dense + (1 - w) "
+                   "cos_lexical, TF-IDF LSA fitted on the training prompts; w in {1, 0.75, 0.5} chosen on "
+                   "validation, stored in the router file when w < 1)")
     p.add_argument("--fallback-model", default=None, help="model to use when the router is unsure")
     p.add_argument("--fallback-distance-quantile", type=float, default=None, metavar="Q",
                    help="fall back for prompts farther from their k-th neighbour than a share Q of "
@@ -61,6 +67,7 @@ def fit_router(
     progress: bool = True,
     scan_precision: str = "f32",
     prices: str | None = None,
+    lexical: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict.
 
@@ -68,6 +75,12 @@ def fit_router(
     (:func:`knnroute.data.spec.pool`: they must share one model pool, else ``ValueError``). ``prices``: a
     price table file for long-format data with token counts (``--prices``). With ``progress``, each step
     is named on stderr and embedding shows a bar (on a terminal).
+
+    With ``lexical`` (default), prompt texts, our own embedding and tuned k, the dense weight ``w`` of the
+    hybrid similarity ``w cos_dense + (1 - w) cos_lexical`` is tuned with the kNN settings as the
+    evaluator's ``knn-tuned-lex`` does (``w`` in ``{1} + LEXICAL_WEIGHTS``, validation + leave-one-out AUC;
+    ties: dense, then the larger ``w``); when ``w < 1`` the router embeds prompts with a
+    :class:`~knnroute.embed.lexical.HybridLexicalEmbedder` stored in the file. The report says which ``w``.
     """
     from knnroute._progress import step
     from knnroute.data.splits import carve_validation
@@ -93,13 +106,33 @@ def fit_router(
     step(f"fit: {'tuning k, weighting and shrinkage on' if k is None else 'fitting k=' + str(k) + ';'} "
          f"{tr.size} training / {va.size} validation prompts ({time.perf_counter() - t0:.1f} s so far)",
          enabled=progress)
+    hybrid: Any = None
+    lex_report: dict[str, Any] = {"lexical_weight": 1.0}
     if k is None:
-        tuned = TunedKNNRouter(random_state=seed).fit(
-            X[tr], S[tr], C[tr], model_names=ds.model_names, X_val=X[va], scores_val=S[va], costs_val=C[va]
-        )
+        reps: list[tuple[float, Any, Any]] = [(1.0, X, None)]
+        if lexical:
+            reps += _lexical_reps(ds, X, tr, embedder, seed, lex_report, progress)
+        elif ds.prompts is not None:
+            lex_report["lexical_note"] = "off (--no-lexical)"
+        tuned = None
+        val_aucs: dict[str, float] = {}
+        for w, X_w, h in reps:
+            t = TunedKNNRouter(random_state=seed).fit(
+                X_w[tr], S[tr], C[tr], model_names=ds.model_names, X_val=X_w[va], scores_val=S[va],
+                costs_val=C[va],
+            )
+            val_aucs[f"{w:g}"] = float(t.val_auc_)
+            if tuned is None or t.val_auc_ > tuned.val_auc_:  # strict: ties keep the dense / larger w
+                tuned, X, hybrid = t, X_w, h
+                lex_report["lexical_weight"] = w
+        assert tuned is not None
+        if len(reps) > 1:
+            lex_report["lexical_val_auc"] = val_aucs
         knn, best = tuned.router_, tuned.best_
         val_auc = tuned.val_auc_
     else:
+        if lexical and ds.prompts is not None:
+            lex_report["lexical_note"] = "off: a fixed --k is not tuned (dense similarity)"
         knn = KNNRouter(k=min(k, tr.size)).fit(X[tr], S[tr], C[tr], model_names=ds.model_names)
         best, val_auc = KNNConfig(k=knn.k), None
     if scan_precision != "f32":  # same neighbours (exact), faster single-query scans when serving
@@ -112,7 +145,9 @@ def fit_router(
         knn,
         ids=[str(i) for i in ds.ids[tr]],
         prices=ds.prices,
-        embedder=ds.meta.get("embedder") and {"identity": ds.meta["embedder"], "spec": _spec(embedder)},
+        embedder=hybrid if hybrid is not None else (
+            ds.meta.get("embedder") and {"identity": ds.meta["embedder"], "spec": _spec(embedder)}
+        ),
         prefix_stripper=ds.meta.get("prefix_stripper"),
         default_lambda=default_lambda,
     )
@@ -138,7 +173,8 @@ def fit_router(
         "scan_precision": scan_precision,
         "val_auc": val_auc,
         "budget_points": len(prod.budget.lams) if prod.budget is not None else 0,
-        "embedder": ds.meta.get("embedder"),
+        "embedder": ds.meta.get("embedder") if hybrid is None else hybrid.identity,
+        **lex_report,
         "default_lambda": default_lambda,
         "default_lambda_gives": describe_default(default_lambda, prod.budget),
         "embed_seconds": round(t_embed, 2),
@@ -153,6 +189,48 @@ def fit_router(
     prod.meta = {k: v for k, v in report.items() if k not in ("embed_seconds", "fit_seconds", "default_lambda_gives")}
     prod.meta["split_source"] = ds.meta.get("split_source")
     return prod, report
+
+
+def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: dict[str, Any],
+                  progress: bool) -> list[tuple[float, Any, Any]]:
+    """``(w, hybrid support rows, HybridLexicalEmbedder)`` for each ``w`` in ``LEXICAL_WEIGHTS``; none when
+    the data has no prompt texts, was not embedded here (precomputed vectors: nothing to rebuild at serving
+    time), scikit-learn is missing, or the training prompts share no term. Says why in ``report``."""
+    from knnroute._progress import step
+
+    if ds.prompts is None:
+        return []
+    if ds.meta.get("embed_stats") is None or not ds.meta.get("embedder"):
+        report["lexical_note"] = "off: precomputed embeddings (no embedder to pair with)"
+        return []
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        report["lexical_note"] = "off: scikit-learn is not installed (pip install 'knnroute[eval]')"
+        return []
+    from knnroute.data.hygiene import PrefixStripper
+    from knnroute.embed.encoders import get_embedder
+    from knnroute.embed.lexical import FIT_MAX_FEATURES, LEXICAL_WEIGHTS, HybridLexicalEmbedder, LexicalModel
+
+    step(f"fit: fitting the lexical model (TF-IDF LSA) on {tr.size} training prompts", enabled=progress)
+    texts = list(ds.prompts)
+    state = ds.meta.get("prefix_stripper")
+    if state and state.get("prefixes"):  # the texts the embedder saw, as served prompts are stripped
+        texts = PrefixStripper.from_dict(state).transform(texts, None if ds.groups is None else list(ds.groups))
+    lex = LexicalModel.fit([texts[i] for i in tr], seed=seed, max_features=FIT_MAX_FEATURES)
+    if lex is None:
+        report["lexical_note"] = "off: the training prompts share no term"
+        return []
+    dense = get_embedder(_spec(embedder))
+    if dense.identity != ds.meta["embedder"]:
+        report["lexical_note"] = "off: the embedder does not rebuild with the identity the data was embedded with"
+        return []
+    report.update(lexical_terms=lex.n_terms, lexical_dim=lex.dim)
+    out = []
+    for w in LEXICAL_WEIGHTS:
+        h = HybridLexicalEmbedder(dense, lex, w)
+        out.append((w, h.combine(X, texts), h))
+    return out
 
 
 def _spec(embedder: str) -> str:
@@ -173,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             scan_precision=args.scan_precision,
             prices=args.prices,
+            lexical=not args.no_lexical,
         )
         t0 = time.perf_counter()
         path = prod.save(args.out, precision=args.precision)
@@ -186,5 +265,8 @@ def run(args: argparse.Namespace) -> int:
         print("NOTE: fitted on the GENERATED demo benchmark (not real data)")
     print(f"fitted {prod!r}")
     print(f"default: {report['default_lambda_gives']}")
+    lw = report.get("lexical_weight", 1.0)
+    print(f"similarity: {'dense only' if lw == 1.0 else f'lexical hybrid, dense weight w={lw:g}'}"
+          + (f" ({report['lexical_note']})" if report.get("lexical_note") else ""))
     print(json.dumps(report, indent=2))
     return 0

@@ -4,24 +4,68 @@ The hybrid similarity of two prompts is ``w cos_dense + (1 - w) cos_lexical``. :
 dot product is exactly that (``[sqrt(w) x_dense, sqrt(1 - w) x_lexical]`` of unit rows is itself a unit row),
 so the core's cosine top-k serves the hybrid similarity unchanged. Issue 21's experiments
 (``bench/quality_ideas.py``, ``docs/quality.md``) found it the one idea that raised the tuned kNN router on most
-of the nine datasets; the evaluator's ``knn-tuned-lex`` row chooses ``w`` on validation.
+of the nine datasets; the evaluator's ``knn-tuned-lex`` row chooses ``w`` on validation, and ``knnroute fit``
+deploys it (:class:`HybridLexicalEmbedder`, stored in the router file).
 
 The vectorizer and the LSA projection are fitted on the training prompts only (never validation or test);
-every prompt is then transformed. scikit-learn is imported on first use (the ``eval`` extra).
+every prompt is then transformed. :meth:`LexicalModel.fit` needs scikit-learn (the ``eval`` extra);
+:meth:`LexicalModel.transform` is plain NumPy (a serving install may lack scikit-learn) and reproduces
+scikit-learn's ``TfidfVectorizer.transform`` + ``TruncatedSVD.transform``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["LEXICAL_DIM", "LEXICAL_WEIGHTS", "lexical_vectors", "mix"]
+from knnroute.embed.encoders import Embedder
+
+__all__ = [
+    "LEXICAL_DIM",
+    "LEXICAL_WEIGHTS",
+    "MAX_CHARS",
+    "MAX_COMPONENTS",
+    "MAX_VOCABULARY",
+    "HybridLexicalEmbedder",
+    "LexicalModel",
+    "hybrid_identity",
+    "lexical_from_file",
+    "lexical_vectors",
+    "mix",
+]
 
 # Dense weights w tried besides w = 1 (dense only); chosen on validation like any kNN setting.
 LEXICAL_WEIGHTS: tuple[float, ...] = (0.75, 0.5)
 LEXICAL_DIM = 256
+#: a prompt is transformed from its first MAX_CHARS characters (as the static embedder; bounds the work a
+#: hostile prompt can cause)
+MAX_CHARS = 32_768
+#: caps on a loaded (untrusted) model: vocabulary terms V and LSA components k
+MAX_VOCABULARY = 200_000
+MAX_COMPONENTS = 1_024
+MAX_TERM_CHARS = 1_024
+#: the evaluator's vocabulary cap (kept: its results must not move); ``knnroute fit`` uses FIT_MAX_FEATURES
+EVAL_MAX_FEATURES = 200_000
+FIT_MAX_FEATURES = 50_000
+#: scikit-learn's default token pattern (words of two or more word characters)
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+_SETTINGS: dict[str, Any] = {
+    "lowercase": True,
+    "token_pattern": TOKEN_PATTERN,
+    "ngram_range": [1, 2],
+    "sublinear_tf": True,
+    "norm": "l2",
+    "min_df": 2,
+    "max_chars": MAX_CHARS,
+}
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 
 def _unit(A: NDArray[np.float64]) -> NDArray[np.float32]:
@@ -29,31 +73,151 @@ def _unit(A: NDArray[np.float64]) -> NDArray[np.float32]:
     return (A / np.where(n > 0, n, 1.0)).astype(np.float32)
 
 
+def _terms(text: str) -> list[str]:
+    """Word unigrams and bigrams (joined by one space) of the lowercased text, as scikit-learn's analyzer."""
+    toks = _TOKEN.findall(text[:MAX_CHARS].lower())
+    return toks + [f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)]
+
+
+class LexicalModel:
+    """A fitted TF-IDF (word 1-2-grams, sublinear tf, l2) + LSA projection, as plain state.
+
+    Attributes
+    ----------
+    vocabulary : list of str
+        The terms, in column order (V).
+    idf : (V,) float32
+        Inverse document frequencies (scikit-learn's smoothed idf).
+    components : (k, V) float32
+        LSA directions (``TruncatedSVD.components_``).
+    settings : dict
+        Tokenisation settings (fixed: lowercase, ``TOKEN_PATTERN``, 1-2-grams, sublinear tf, l2, min_df=2).
+    """
+
+    def __init__(self, vocabulary: Sequence[str], idf: ArrayLike, components: ArrayLike,
+                 settings: Mapping[str, Any] | None = None) -> None:
+        vocab = list(vocabulary)
+        idf_a = np.ascontiguousarray(np.asarray(idf, dtype=np.float32).reshape(-1))
+        comp = np.asarray(components, dtype=np.float32)
+        V = len(vocab)
+        if comp.ndim != 2 or comp.shape[1] != V or idf_a.shape != (V,):
+            raise ValueError(f"lexical model: {V} terms, idf {idf_a.shape}, components {comp.shape} disagree")
+        if not 1 <= V <= MAX_VOCABULARY or not 1 <= comp.shape[0] <= MAX_COMPONENTS:
+            raise ValueError(f"lexical model: V={V}, k={comp.shape[0]} outside 1..{MAX_VOCABULARY} / "
+                             f"1..{MAX_COMPONENTS}")
+        if not all(isinstance(t, str) and 0 < len(t) <= MAX_TERM_CHARS for t in vocab):
+            raise ValueError(f"lexical model: vocabulary terms must be non-empty strings of at most "
+                             f"{MAX_TERM_CHARS} characters")
+        index = {t: i for i, t in enumerate(vocab)}
+        if len(index) != V:
+            raise ValueError("lexical model: vocabulary terms must be distinct")
+        if not (np.isfinite(idf_a).all() and (idf_a > 0).all()):
+            raise ValueError("lexical model: idf values must be finite and > 0")
+        if not np.isfinite(comp).all():
+            raise ValueError("lexical model: components must be finite")
+        got = dict(settings) if settings is not None else dict(_SETTINGS)
+        if got != _SETTINGS:
+            raise ValueError(f"lexical model: unsupported settings {got!r} (this knnroute reads {_SETTINGS!r})")
+        self.vocabulary = vocab
+        self.idf = idf_a
+        self.settings = got
+        self._index = index
+        self._comp_t = np.ascontiguousarray(comp.T)  # (V, k): a term's column is one contiguous row
+        self._sha256: str | None = None
+
+    @property
+    def components(self) -> NDArray[np.float32]:
+        """(k, V) float32 (a view of the stored transpose)."""
+        return self._comp_t.T
+
+    @property
+    def dim(self) -> int:
+        return int(self._comp_t.shape[1])
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.vocabulary)
+
+    # ------------------------------------------------------------------------------------- fitting
+    @classmethod
+    def fit(cls, texts: Sequence[str], dim: int = LEXICAL_DIM, seed: int = 0,
+            max_features: int = FIT_MAX_FEATURES) -> LexicalModel | None:
+        """Fit on (training) texts; None when they share no term or are too few for one component.
+
+        ``max_features`` keeps the most frequent terms (bounds V, hence the router file: k x V x 4 bytes).
+        """
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if not 1 <= int(max_features) <= MAX_VOCABULARY:
+            raise ValueError(f"max_features must be in 1..{MAX_VOCABULARY}, got {max_features}")
+        docs = [str(t)[:MAX_CHARS] for t in texts]
+        if len(docs) < 3:
+            return None
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=int(max_features))
+        try:
+            T = vec.fit_transform(docs)
+        except ValueError:  # empty vocabulary: no term in two training prompts
+            return None
+        k = min(int(dim), T.shape[1] - 1, len(docs) - 1, MAX_COMPONENTS)
+        if k < 1:
+            return None
+        svd = TruncatedSVD(n_components=k, random_state=int(seed)).fit(T)
+        return cls(list(vec.get_feature_names_out()), vec.idf_, svd.components_)
+
+    # ------------------------------------------------------------------------------------- transform
+    def transform(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """(n, k) float32 unit rows (a prompt with no known term: a zero row). NumPy only."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not one str")
+        out = np.zeros((len(texts), self.dim), dtype=np.float64)
+        idf, comp_t, index = self.idf, self._comp_t, self._index
+        for r, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"item {r} is {type(text).__name__}, expected str")
+            counts = Counter(i for i in map(index.get, _terms(text)) if i is not None)
+            if not counts:
+                continue
+            cols = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            vals = (1.0 + np.log(tf)) * idf[cols].astype(np.float64)
+            vals /= math.sqrt(float(vals @ vals))
+            out[r] = vals @ comp_t[cols].astype(np.float64)
+        return _unit(out)
+
+    # ------------------------------------------------------------------------------------- state
+    def sha256(self) -> str:
+        """SHA-256 of the whole state (vocabulary, idf, components, settings): the model's identity."""
+        if self._sha256 is None:
+            h = hashlib.sha256()
+            h.update(repr(sorted(self.settings.items())).encode())
+            h.update(str(len(self.vocabulary)).encode() + b"\0")
+            for t in self.vocabulary:
+                h.update(t.encode("utf-8") + b"\0")
+            h.update(self.idf.astype("<f4").tobytes())
+            h.update(np.ascontiguousarray(self.components, dtype="<f4").tobytes())
+            self._sha256 = h.hexdigest()
+        return self._sha256
+
+    def __repr__(self) -> str:
+        return f"LexicalModel(V={self.n_terms}, k={self.dim}, sha256={self.sha256()[:12]})"
+
+
 def lexical_vectors(
     texts: Sequence[str], train: ArrayLike, dim: int = LEXICAL_DIM, seed: int = 0
 ) -> NDArray[np.float32] | None:
     """Unit LSA rows of every prompt: word 1-2-gram TF-IDF (sublinear tf, terms in >= 2 training prompts)
-    fitted on ``texts[train]``, projected on its top ``dim`` singular directions (seeded).
+    fitted on ``texts[train]``, projected on its top ``dim`` singular directions (seeded): a
+    :class:`LexicalModel` fitted on the training prompts, transforming every prompt.
 
     Returns None when the training prompts share no term (nothing lexical to compare). A prompt with no
     known term gets a zero row (lexical similarity 0 to everything).
     """
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     rows = np.asarray(train, dtype=np.int64)
     if len(texts) == 0 or rows.size < 3:
         return None
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200_000)
-    try:
-        T_tr = vec.fit_transform([str(texts[i]) for i in rows])
-    except ValueError:  # empty vocabulary: no term in two training prompts
-        return None
-    k = min(int(dim), T_tr.shape[1] - 1, rows.size - 1)
-    if k < 1:
-        return None
-    svd = TruncatedSVD(n_components=k, random_state=int(seed)).fit(T_tr)
-    return _unit(svd.transform(vec.transform([str(t) for t in texts])))
+    model = LexicalModel.fit([str(texts[i]) for i in rows], dim=dim, seed=seed, max_features=EVAL_MAX_FEATURES)
+    return None if model is None else model.transform([str(t) for t in texts])
 
 
 def mix(dense: ArrayLike, lexical: ArrayLike, w: float) -> NDArray[np.float32]:
@@ -65,3 +229,114 @@ def mix(dense: ArrayLike, lexical: ArrayLike, w: float) -> NDArray[np.float32]:
     if A.shape[0] != B.shape[0]:
         raise ValueError(f"dense has {A.shape[0]} rows, lexical {B.shape[0]}")
     return np.ascontiguousarray(np.concatenate([np.sqrt(w) * A, np.sqrt(1.0 - w) * B], axis=1), dtype=np.float32)
+
+
+def _check_w(w: Any) -> float:
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 < float(w) < 1.0:
+        raise ValueError(f"the hybrid's dense weight w must be a number in (0, 1), got {w!r}")
+    return float(w)
+
+
+def hybrid_identity(dense_identity: str, w: float, lexical_sha256: str) -> str:
+    """The identity of a :class:`HybridLexicalEmbedder` (dense identity, ``w``, lexical state digest)."""
+    return f"hybrid-lexical(w={w:g};dense={dense_identity};lexical={lexical_sha256})"
+
+
+class HybridLexicalEmbedder(Embedder):
+    """Dense embedder + :class:`LexicalModel` behind one :class:`~knnroute.embed.Embedder`: the dot product
+    of two outputs is ``w cos_dense + (1 - w) cos_lexical`` (:func:`mix`; rows re-normalised as the core
+    does, which matters only for prompts with no known term).
+
+    ``identity`` names the dense identity, ``w`` and the SHA-256 of the lexical state, so neither caches nor
+    router files ever mix two lexical models. It has fitted state, so no spec string rebuilds it
+    (``spec = None``): a router file stores the lexical arrays (:mod:`knnroute.production.persist`).
+    """
+
+    cacheable = False  # the dense block is cached by its own embedder; the lexical part is cheap
+    spec = None
+
+    def __init__(self, dense: Any, lexical: LexicalModel, w: float) -> None:
+        from knnroute.embed.encoders import get_embedder
+
+        if not isinstance(lexical, LexicalModel):
+            raise TypeError(f"lexical must be a LexicalModel, got {type(lexical).__name__}")
+        self.dense = get_embedder(dense)
+        if getattr(self.dense, "modality", "text") != "text":
+            raise ValueError("the lexical hybrid needs a text embedder")
+        self.lexical = lexical
+        self.w = _check_w(w)
+        self.identity = hybrid_identity(self.dense.identity, self.w, lexical.sha256())
+
+    @property
+    def dim(self) -> int:
+        return int(self.dense.dim) + self.lexical.dim
+
+    def combine(self, dense_rows: ArrayLike, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Hybrid rows from already computed dense rows of ``texts`` (``knnroute fit`` reuses its cache)."""
+        out = mix(dense_rows, self.lexical.transform(texts), self.w)
+        n = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.where(n > 0, n, 1.0), dtype=np.float32)
+
+    def encode(self, items: Sequence[Any], batch_size: int = 64, progress: Any = True) -> np.ndarray:
+        items = list(items)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.combine(self.dense.encode(items, batch_size=batch_size, progress=progress), items)
+
+    def _encode(self, items: Sequence[Any], batch_size: int) -> np.ndarray:  # pragma: no cover - unused
+        return self.encode(items, batch_size, progress=False)
+
+    def encode_one(self, text: Any) -> np.ndarray:
+        if not isinstance(text, str):
+            raise TypeError(f"prompt must be a str, got {type(text).__name__}")
+        return self.combine(self.dense.encode_one(text)[None, :], [text])[0]
+
+    # ------------------------------------------------------------------------------- router files
+    def file_info(self) -> dict[str, Any]:
+        """JSON facts a router file records (the arrays go beside them: :meth:`file_arrays`)."""
+        from knnroute.embed.prompt import embedder_spec
+
+        return {
+            "w": self.w,
+            "dense": {"identity": self.dense.identity, "spec": embedder_spec(self.dense)},
+            "vocabulary": list(self.lexical.vocabulary),
+            "settings": dict(self.lexical.settings),
+            "k": self.lexical.dim,
+            "n_terms": self.lexical.n_terms,
+            "sha256": self.lexical.sha256(),
+        }
+
+    def file_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "lexical_components": np.ascontiguousarray(self.lexical.components, dtype="<f4"),
+            "lexical_idf": np.ascontiguousarray(self.lexical.idf.reshape(1, -1), dtype="<f4"),
+        }
+
+
+def lexical_from_file(info: Mapping[str, Any], components: np.ndarray, idf: np.ndarray) -> LexicalModel:
+    """The :class:`LexicalModel` of a router file's ``embedder.lexical`` facts and arrays (validated: the
+    vocabulary, shapes, caps and the recorded SHA-256 must agree). Raises ValueError."""
+    if not isinstance(info, Mapping):
+        raise ValueError("embedder 'lexical' must be an object")
+    vocab = info.get("vocabulary")
+    if not isinstance(vocab, list):
+        raise ValueError("embedder lexical 'vocabulary' must be a list of strings")
+    settings = info.get("settings")
+    if not isinstance(settings, dict):
+        raise ValueError("embedder lexical 'settings' must be an object")
+    if components.ndim != 2 or idf.shape != (1, components.shape[1]):
+        raise ValueError(f"lexical arrays: components {components.shape}, idf {idf.shape} disagree")
+    for key, want in (("k", components.shape[0]), ("n_terms", components.shape[1])):
+        got = info.get(key)
+        if isinstance(got, bool) or got != want:
+            raise ValueError(f"embedder lexical {key!r} is {got!r}, the arrays say {want}")
+    _check_w(info.get("w"))
+    dense = info.get("dense")
+    if not (isinstance(dense, dict) and isinstance(dense.get("identity"), str) and dense["identity"]
+            and (dense.get("spec") is None or isinstance(dense["spec"], str))):
+        raise ValueError("embedder lexical 'dense' must be an object with an identity (and a spec)")
+    model = LexicalModel(vocab, np.array(idf[0], dtype=np.float32), np.array(components, dtype=np.float32),
+                         settings)
+    if info.get("sha256") != model.sha256():
+        raise ValueError("embedder lexical 'sha256' does not match the stored vocabulary and arrays")
+    return model

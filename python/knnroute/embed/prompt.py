@@ -65,19 +65,68 @@ class PromptEncoder:
         spec are kept (an Embedder object is also used as is); the model loads on first use.
     prefix_stripper : dict, optional
         ``PrefixStripper.to_dict()`` state of the support set, applied to new prompts before embedding.
+    lexical : LexicalModel, optional
+        With a recorded hybrid embedder (a mapping with ``lexical`` facts, as a router file holds): its
+        :class:`~knnroute.embed.lexical.LexicalModel` (rebuilt from the file's arrays). The embedder is then
+        a :class:`~knnroute.embed.lexical.HybridLexicalEmbedder` around the dense embedder the facts name
+        (or the dense one given to :meth:`set_embedder`). A ``HybridLexicalEmbedder`` object carries its own.
 
     Encoding is serialised by a lock (fast tokenizers are not safe to share between threads).
     """
 
-    def __init__(self, embedder: Any = None, prefix_stripper: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, embedder: Any = None, prefix_stripper: Mapping[str, Any] | None = None,
+                 lexical: Any = None) -> None:
+        from knnroute.embed.lexical import HybridLexicalEmbedder, LexicalModel
+
         self._lock = threading.Lock()
         self._embedder_obj: Any = None
         self._stripper: Any = None
+        self._lexical: LexicalModel | None = None
         self.info: dict[str, Any] = _resolve_info(embedder)
         if embedder is not None and not isinstance(embedder, (Mapping, str, os.PathLike)):
             self._embedder_obj = embedder if hasattr(embedder, "encode") else None
+        if isinstance(embedder, HybridLexicalEmbedder):
+            self._lexical = embedder.lexical
+            self.info["lexical"] = embedder.file_info()
+        elif isinstance(embedder, Mapping) and embedder.get("lexical") is not None:
+            if not isinstance(lexical, LexicalModel):
+                raise ValueError("this embedder has lexical facts: it needs its LexicalModel (lexical=...)")
+            self._lexical = lexical
+            self.info["lexical"] = dict(embedder["lexical"])
+            self._check_lexical()
+        elif lexical is not None:
+            raise ValueError("lexical= is only for a recorded hybrid embedder (a mapping with 'lexical' facts)")
         if prefix_stripper is not None:
             self.info["prefix_stripper"] = dict(prefix_stripper)
+
+    def _check_lexical(self) -> None:
+        """The recorded identity must be the one the dense identity, w and the lexical model give."""
+        from knnroute.embed.lexical import hybrid_identity
+
+        lex = self.info["lexical"]
+        assert self._lexical is not None
+        want = hybrid_identity(lex["dense"]["identity"], float(lex["w"]), self._lexical.sha256())
+        if self.info.get("identity") != want:
+            raise ValueError(f"embedder identity {self.info.get('identity')!r} does not match its lexical "
+                             f"facts ({want!r})")
+        dim = self.info.get("dim")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= self._lexical.dim):
+            raise ValueError(f"embedder dim {dim!r} leaves no dense dimensions beside {self._lexical.dim} "
+                             "lexical ones")
+
+    @property
+    def lexical(self) -> Any:
+        """The :class:`~knnroute.embed.lexical.LexicalModel` of a hybrid embedder (None otherwise)."""
+        return self._lexical
+
+    def lexical_arrays(self) -> dict[str, np.ndarray]:
+        """The optional router-file arrays of a hybrid embedder (empty otherwise)."""
+        if self._lexical is None:
+            return {}
+        return {
+            "lexical_components": np.ascontiguousarray(self._lexical.components, dtype="<f4"),
+            "lexical_idf": np.ascontiguousarray(self._lexical.idf.reshape(1, -1), dtype="<f4"),
+        }
 
     @property
     def identity(self) -> str | None:
@@ -115,6 +164,9 @@ class PromptEncoder:
                     raise ValueError(
                         "this router has no recorded embedder: route embeddings, or set_embedder(...)"
                     )
+                if self._lexical is not None:
+                    self._embedder_obj = self._build_hybrid()
+                    return self._embedder_obj
                 if not info.get("spec"):
                     raise ValueError(
                         f"embedder {info['identity']!r} cannot be rebuilt from the file (no spec): "
@@ -127,6 +179,25 @@ class PromptEncoder:
                 self._embedder_obj = emb
         return self._embedder_obj
 
+    def _build_hybrid(self) -> Any:
+        from knnroute.embed.encoders import get_embedder
+
+        dense = self.info["lexical"]["dense"]
+        if not dense.get("spec"):
+            raise ValueError(
+                f"the dense embedder {dense['identity']!r} of this lexical hybrid cannot be rebuilt from the "
+                "file (no spec): call set_embedder(dense_embedder) with the same model"
+            )
+        return self._hybrid(get_embedder(dense["spec"]))
+
+    def _hybrid(self, dense: Any) -> Any:
+        """The hybrid of this router's lexical model around ``dense`` (identity checked)."""
+        from knnroute.embed.lexical import HybridLexicalEmbedder
+
+        emb = HybridLexicalEmbedder(dense, self._lexical, float(self.info["lexical"]["w"]))  # type: ignore[arg-type]
+        self._check_identity(emb)
+        return emb
+
     def _check_identity(self, emb: Any) -> None:
         want = self.info.get("identity")
         if want and emb.identity != want:
@@ -138,11 +209,17 @@ class PromptEncoder:
     def set_embedder(self, embedder: Any) -> None:
         """Use this embedder (its identity must match the recorded one, if any)."""
         from knnroute.embed.encoders import get_embedder
+        from knnroute.embed.lexical import HybridLexicalEmbedder
 
         emb = get_embedder(embedder)
+        if self._lexical is not None and not isinstance(emb, HybridLexicalEmbedder):
+            emb = self._hybrid(emb)  # the dense half of this router's hybrid
         self._check_identity(emb)
         if not self.info.get("identity"):
             self.info.update(identity=emb.identity, spec=embedder_spec(emb))
+            if isinstance(emb, HybridLexicalEmbedder):
+                self._lexical = emb.lexical
+                self.info["lexical"] = emb.file_info()
         self._embedder_obj = emb
 
     # ------------------------------------------------------------------------------ encoding

@@ -39,12 +39,29 @@ def check_values(meta: Mapping[str, Any], S: np.ndarray, C: np.ndarray) -> None:
             raise ValueError(f"price of {m!r} is {p!r}: expected [input, output] USD per 1M tokens, finite, >= 0")
 
 
-def from_state(meta: Mapping[str, Any], X: np.ndarray, S: np.ndarray, C: np.ndarray) -> ProductionRouter:
+def from_state(meta: Mapping[str, Any], X: np.ndarray, S: np.ndarray, C: np.ndarray,
+               extra: Mapping[str, np.ndarray] | None = None) -> ProductionRouter:
     """Rebuild a router from validated file metadata and arrays (the core copies the arrays); values
-    are checked first (:func:`check_values`)."""
+    are checked first (:func:`check_values`). ``extra``: the optional arrays (the lexical hybrid's
+    ``lexical_components`` and ``lexical_idf``), rebuilt into the router's
+    :class:`~knnroute.embed.lexical.LexicalModel` (copied and validated against the embedder's facts)."""
+    from knnroute.embed.prompt import PromptEncoder
     from knnroute.routers.knn import KNNRouter
 
     check_values(meta, S, C)
+    emb_meta = meta.get("embedder")
+    embedder: Any = emb_meta
+    lex_meta = emb_meta.get("lexical") if isinstance(emb_meta, Mapping) else None
+    if lex_meta is not None or extra:
+        from knnroute.embed.lexical import lexical_from_file
+
+        if lex_meta is None or not extra or set(extra) != {"lexical_components", "lexical_idf"}:
+            raise ValueError("lexical arrays and the embedder's lexical facts go together")
+        lexical = lexical_from_file(lex_meta, extra["lexical_components"], extra["lexical_idf"])
+        if X.shape[1] <= lexical.dim:
+            raise ValueError(f"dim={X.shape[1]} leaves no dense dimensions beside {lexical.dim} lexical ones")
+        assert isinstance(emb_meta, Mapping)  # lex_meta came from it
+        embedder = PromptEncoder(emb_meta, emb_meta.get("prefix_stripper"), lexical=lexical)
 
     knn = meta["knn"]
     n = X.shape[0]
@@ -62,7 +79,7 @@ def from_state(meta: Mapping[str, Any], X: np.ndarray, S: np.ndarray, C: np.ndar
         router,
         ids=meta["ids"],
         prices=prices,
-        embedder=meta.get("embedder"),
+        embedder=embedder,
         budget=meta.get("budget"),
         fallback=meta.get("fallback"),
         default_lambda=float(meta.get("default_lambda", 0.0)),

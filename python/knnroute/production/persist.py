@@ -20,7 +20,9 @@ section: ``"f32"``, ``"f16"`` or ``"bf16"``), ``model_names``, ``prices``, the k
 ``weighting``, ``temperature``, ``shrinkage``), the embedder (identity, spec, prefix-stripping state),
 prompt ``ids``, the budget table, the fallback policy, the default lambda, and ``arrays``: for each of
 ``embeddings`` (n, d; unit rows), ``scores`` (n, M; float32, NaN = missing) and ``costs`` (n, M; float32)
-its ``dtype``, absolute ``offset`` and ``shape``; and ``payload_offset``, ``payload_size`` and
+its ``dtype``, absolute ``offset`` and ``shape`` (a router with the lexical hybrid embedder adds
+``lexical_components`` (k, V) and ``lexical_idf`` (1, V), both ``<f4``, described by the embedder's
+``lexical`` facts; build then gets them as ``extra=``); and ``payload_offset``, ``payload_size`` and
 ``payload_sha256`` (SHA-256 of the bytes ``[payload_offset, payload_offset + payload_size)``).
 
 Writing goes to a temporary file in the target folder, is fsync-ed and then ``os.replace``-d over the
@@ -79,6 +81,11 @@ PREAMBLE_SIZE = _PREAMBLE.size  # 48
 # Storage precisions of the embeddings section and their on-disk dtypes (bf16 stored as raw uint16).
 PRECISIONS: dict[str, str] = {"f32": "<f4", "f16": "<f2", "bf16": "<u2"}
 _MAX_HEADER = 1 << 30
+# Optional arrays (both or neither): the lexical hybrid's LSA components (k, V) and idf (1, V), both <f4
+# (knnroute.embed.lexical). Files without them load unchanged.
+OPTIONAL_ARRAYS = ("lexical_components", "lexical_idf")
+MAX_LEXICAL_TERMS = 200_000
+MAX_LEXICAL_COMPONENTS = 1_024
 _WEIGHTINGS = ("uniform", "similarity", "softmax")
 
 
@@ -150,8 +157,15 @@ def write_state(state: Mapping[str, Any], path: str | os.PathLike, precision: st
     M = S.shape[1]
     if S.shape != (n, M) or C.shape != (n, M) or len(state["ids"]) != n:
         raise ValueError("inconsistent router state: embeddings, scores, costs and ids disagree on n")
-    meta = _layout(state, [("embeddings", X), ("scores", S), ("costs", C)], precision)
-    _write_atomic(path, meta, [("embeddings", X), ("scores", S), ("costs", C)])
+    arrays = [("embeddings", X), ("scores", S), ("costs", C)]
+    extra = [(name, state.pop(name)) for name in OPTIONAL_ARRAYS if state.get(name) is not None]
+    for name in OPTIONAL_ARRAYS:
+        state.pop(name, None)
+    if extra and len(extra) != len(OPTIONAL_ARRAYS):
+        raise ValueError(f"inconsistent router state: the optional arrays {list(OPTIONAL_ARRAYS)} go together")
+    arrays += [(name, np.ascontiguousarray(a, dtype="<f4")) for name, a in extra]
+    meta = _layout(state, arrays, precision)
+    _write_atomic(path, meta, arrays)
     return path
 
 
@@ -372,6 +386,24 @@ def _check_meta(meta: dict[str, Any], size: int, path: Any) -> None:
         "scores": (np.dtype("<f4"), (n, M)),
         "costs": (np.dtype("<f4"), (n, M)),
     }
+    present = [name for name in OPTIONAL_ARRAYS if name in arrays]
+    if present:
+        if len(present) != len(OPTIONAL_ARRAYS):
+            raise _fail(path, f"arrays {list(OPTIONAL_ARRAYS)} go together (the file has only {present})")
+        emb = meta.get("embedder")
+        if not (isinstance(emb, dict) and isinstance(emb.get("lexical"), dict)):
+            raise _fail(path, "lexical arrays without the embedder's 'lexical' facts")
+        lk = _get(emb["lexical"], "k", int, path)
+        lv = _get(emb["lexical"], "n_terms", int, path)
+        if not (1 <= lk <= MAX_LEXICAL_COMPONENTS and 1 <= lv <= MAX_LEXICAL_TERMS):
+            raise _fail(path, f"lexical model k={lk}, n_terms={lv} outside 1..{MAX_LEXICAL_COMPONENTS} / "
+                              f"1..{MAX_LEXICAL_TERMS}")
+        if lk >= d:
+            raise _fail(path, f"lexical model k={lk} leaves no dense dimensions in dim={d}")
+        want["lexical_components"] = (np.dtype("<f4"), (lk, lv))
+        want["lexical_idf"] = (np.dtype("<f4"), (1, lv))
+    elif isinstance(meta.get("embedder"), dict) and meta["embedder"].get("lexical") is not None:
+        raise _fail(path, "the embedder has 'lexical' facts but the file has no lexical arrays")
     spans = []
     for name, (dt, shape) in want.items():
         a = _get(arrays, name, dict, path)
@@ -426,21 +458,25 @@ def _from_buffer(buf: Any, size: int, path: Any, build: Build[T], verify: bool, 
         if h.hexdigest() != meta["payload_sha256"]:
             raise _fail(path, "corrupt payload: its SHA-256 does not match the header")
     arrs = {}
-    for name in ("embeddings", "scores", "costs"):
+    names = ["embeddings", "scores", "costs"] + [a for a in OPTIONAL_ARRAYS if a in meta["arrays"]]
+    for name in names:
         spec = meta["arrays"][name]
         shape = tuple(spec["shape"])
         arrs[name] = np.frombuffer(
             buf, dtype=np.dtype(spec["dtype"]), count=shape[0] * shape[1], offset=spec["offset"]
         ).reshape(shape)
     X = _from_storage(arrs["embeddings"], meta["precision"])
+    extra = {name: arrs[name] for name in OPTIONAL_ARRAYS if name in arrs}
     try:
+        if extra:  # only builds that know the optional arrays take them (old builds see old files)
+            return build(meta, X, arrs["scores"], arrs["costs"], extra=extra)  # type: ignore[call-arg]
         return build(meta, X, arrs["scores"], arrs["costs"])
     except RouterFileError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
         raise _fail(path, f"invalid contents: {e}") from None
     finally:
-        del X, arrs  # build has copied the arrays: release the buffer exports
+        del X, arrs, extra  # build has copied the arrays: release the buffer exports
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -497,6 +497,7 @@ class ProductionRouter:
                 "fallback": None if self.fallback is None else self.fallback.to_dict(),
                 "default_lambda": self.default_lambda,
                 "meta": jsonable(self.meta),
+                **self.encoder.lexical_arrays(),  # the lexical hybrid's arrays (none for a dense router)
             }
 
     def save(self, path: str | os.PathLike, precision: str = "f32") -> Path:
