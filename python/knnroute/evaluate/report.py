@@ -354,7 +354,8 @@ def format_markdown(
                 else:
                     match = f"{100 * m:.0f}% ± {100 * r['match_cost_share_std']:.0f}%" + (
                         f" ({never}/{n} never)" if never else "")
-                    saves = f"${r['match_saving_usd_per_1k_mean']:.3f}"
+                    v = round(float(r["match_saving_usd_per_1k_mean"]), 3) + 0.0  # no "$-0.000"
+                    saves = f"{'-' if v < 0 else ''}${abs(v):.3f}"
                 best = f"{_short(str(r.get('best_model', '?')))}, ${1000 * r['best_model_cost_mean']:.3f}"
                 gain = round(float(r["score_at_cheapest_gain_mean"]), 2) + 0.0  # no "-0.00"
                 at_cheap = f"{r['score_at_cheapest_mean']:.2f} ({gain:+.2f})"
