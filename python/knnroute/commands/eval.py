@@ -33,7 +33,7 @@ from knnroute.data.spec import SPEC_HELP
 __all__ = ["configure", "load_eval_data", "parse_lambdas", "run"]
 
 # With images in the data (MATH-V) the default also adds knn-100 / knn-tuned @image and @fused rows.
-_DEFAULT_ROUTERS = "knn-10,knn-100,knn-tuned"
+_DEFAULT_ROUTERS = "knn-10,knn-100,knn-tuned,knn-tuned-lex"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
