@@ -36,6 +36,7 @@ def summarise(path: str, seeds: Sequence[int] | None = None) -> str:
     """Markdown: per (router, dataset) the capped and uncapped AUC (mean over the seeds run, or over
     ``seeds``), the paired difference, and the fit times."""
     rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    rows = list({(r["dataset"], r["router"], r["seed"]): r for r in rows}.values())  # a re-run replaces
     rows = [r for r in rows if seeds is None or r["seed"] in seeds]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:

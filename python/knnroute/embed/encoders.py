@@ -353,6 +353,18 @@ _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Embedder] = {}
 EMBEDDER_PARSERS: dict[str, Callable[..., Embedder]] = {}
 
 
+def embedder_spec(emb: Any) -> str | None:
+    """A portable spec that rebuilds ``emb`` (a registered name when it is the bundled MiniLM)."""
+    spec = getattr(emb, "spec", None)  # registered embedders that know their own name (WordLlama)
+    if isinstance(spec, str) and spec:
+        return spec
+    name = getattr(emb, "name", None)
+    if name == "all-MiniLM-L6-v2":
+        return "minilm"
+    path = getattr(emb, "path", None)
+    return str(path) if path is not None else None
+
+
 def get_embedder(spec: Any = DEFAULT_EMBEDDER, **kw: Any) -> Embedder:
     """Resolve ``spec`` to an :class:`Embedder` (see the module docstring).
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from knnroute.embed.encoders import Embedder
+from knnroute.embed.encoders import Embedder, embedder_spec
 
 __all__ = [
     "LEXICAL_DIM",
@@ -294,8 +294,6 @@ class HybridLexicalEmbedder(Embedder):
     # ------------------------------------------------------------------------------- router files
     def file_info(self) -> dict[str, Any]:
         """JSON facts a router file records (the arrays go beside them: :meth:`file_arrays`)."""
-        from knnroute.embed.prompt import embedder_spec
-
         return {
             "w": self.w,
             "dense": {"identity": self.dense.identity, "spec": embedder_spec(self.dense)},

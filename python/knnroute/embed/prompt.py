@@ -16,19 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from knnroute.embed.encoders import embedder_spec
+
 __all__ = ["PromptEncoder", "embedder_spec"]
-
-
-def embedder_spec(emb: Any) -> str | None:
-    """A portable spec that rebuilds ``emb`` (a registered name when it is the bundled MiniLM)."""
-    spec = getattr(emb, "spec", None)  # registered embedders that know their own name (WordLlama)
-    if isinstance(spec, str) and spec:
-        return spec
-    name = getattr(emb, "name", None)
-    if name == "all-MiniLM-L6-v2":
-        return "minilm"
-    path = getattr(emb, "path", None)
-    return str(path) if path is not None else None
 
 
 def _resolve_info(embedder: Any) -> dict[str, Any]:
