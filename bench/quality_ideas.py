@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from knnroute.embed.lexical import lexical_vectors, mix
 from knnroute.evaluate import references as _refs
 from knnroute.evaluate.cell import EvalData, input_cost_kwargs, split_indices
 from knnroute.routers import curves as _curves
@@ -102,20 +103,13 @@ def unit(A: NDArray[Any]) -> NDArray[np.float32]:
     return (A / np.where(n > 0, n, 1.0)).astype(np.float32)
 
 
-def mix(A: NDArray[np.float32], B: NDArray[np.float32], w: float) -> NDArray[np.float32]:
-    """Rows whose dot product is ``w cos_A + (1 - w) cos_B`` (A, B unit rows)."""
-    return np.ascontiguousarray(np.concatenate([np.sqrt(w) * A, np.sqrt(1.0 - w) * B], axis=1), dtype=np.float32)
-
-
 def tfidf_lsa(texts: Sequence[str], train: NDArray[np.int64], dim: int = 256, seed: int = 0) -> NDArray[np.float32]:
-    """Word 1-2-gram TF-IDF + LSA fitted on the training prompts only, every prompt transformed; unit rows."""
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200_000)
-    T_tr = vec.fit_transform([texts[i] for i in train])
-    svd = TruncatedSVD(n_components=min(dim, T_tr.shape[1] - 1), random_state=seed).fit(T_tr)
-    return unit(svd.transform(vec.transform(list(texts))))
+    """Word 1-2-gram TF-IDF + LSA fitted on the training prompts only (the evaluator's
+    :func:`knnroute.embed.lexical.lexical_vectors`); unit rows."""
+    T = lexical_vectors(texts, train, dim=dim, seed=seed)
+    if T is None:
+        raise ValueError("the training prompts share no term")
+    return T
 
 
 def hashed_lexical(texts: Sequence[str], dim: int = 1024) -> NDArray[np.float32]:

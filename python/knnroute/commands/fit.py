@@ -89,7 +89,7 @@ def fit_router(
     from knnroute.production import FallbackPolicy, ProductionRouter
     from knnroute.production.budgets import describe_default
     from knnroute.routers.knn import KNNRouter
-    from knnroute.routers.tuned import KNNConfig, TunedKNNRouter
+    from knnroute.routers.tuned import KNNConfig, tune_representations
 
     t0 = time.perf_counter()
     step(f"fit: loading {data} and embedding its prompts ({embedder}; cached after the first run)",
@@ -114,20 +114,13 @@ def fit_router(
             reps += _lexical_reps(ds, X, tr, embedder, seed, lex_report, progress)
         elif ds.prompts is not None:
             lex_report["lexical_note"] = "off (--no-lexical)"
-        tuned = None
-        val_aucs: dict[str, float] = {}
-        for w, X_w, h in reps:
-            t = TunedKNNRouter(random_state=seed).fit(
-                X_w[tr], S[tr], C[tr], model_names=ds.model_names, X_val=X_w[va], scores_val=S[va],
-                costs_val=C[va],
-            )
-            val_aucs[f"{w:g}"] = float(t.val_auc_)
-            if tuned is None or t.val_auc_ > tuned.val_auc_:  # strict: ties keep the dense / larger w
-                tuned, X, hybrid = t, X_w, h
-                lex_report["lexical_weight"] = w
-        assert tuned is not None
+        # ties keep the dense similarity, then the larger w (the order of reps)
+        i, tuned, aucs = tune_representations(
+            [X_w for _, X_w, _ in reps], tr, va, S, C, model_names=ds.model_names, random_state=seed
+        )
+        lex_report["lexical_weight"], X, hybrid = reps[i]
         if len(reps) > 1:
-            lex_report["lexical_val_auc"] = val_aucs
+            lex_report["lexical_val_auc"] = {f"{w:g}": a for (w, _, _), a in zip(reps, aucs, strict=True)}
         knn, best = tuned.router_, tuned.best_
         val_auc = tuned.val_auc_
     else:

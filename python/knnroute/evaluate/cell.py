@@ -398,16 +398,11 @@ def _fit_lexical(
     reps: list[tuple[float, NDArray[np.float32]]] = [(1.0, data.X)]
     if T is not None:
         reps += [(w, mix(data.X, T, w)) for w in LEXICAL_WEIGHTS]
-    best: tuple[Any, float, NDArray[np.float32]] | None = None
-    for w, X in reps:
-        m = _tuning.TunedKNNRouter(grid=grid, random_state=seed).fit(
-            X[sp.train], data.scores[sp.train], data.costs[sp.train], model_names=list(data.model_names),
-            X_val=X[sp.val], scores_val=data.scores[sp.val], costs_val=data.costs[sp.val], **fit_kw,
-        )
-        if best is None or m.val_auc_ > best[0].val_auc_:
-            best = (m, w, X[sp.test])
-    assert best is not None
-    return best
+    i, model, _ = _tuning.tune_representations(
+        [X for _, X in reps], sp.train, sp.val, data.scores, data.costs, model_names=list(data.model_names),
+        grid=grid, random_state=seed, **fit_kw,
+    )
+    return model, reps[i][0], reps[i][1][sp.test]
 
 
 def _constant_picks(idx: np.ndarray) -> Any:

@@ -44,6 +44,7 @@ __all__ = [
     "knn_grid",
     "loo_neighbours",
     "make_knn_router",
+    "tune_representations",
     "residual_costs",
     "tune_knn",
 ]
@@ -248,6 +249,36 @@ def tune_knn(
 def make_knn_router(config: KNNConfig) -> KNNRouter:
     """``KNNRouter(**config.kwargs())``."""
     return KNNRouter(**config.kwargs())
+
+
+def tune_representations(
+    reps: Sequence[ArrayLike], train: ArrayLike, val: ArrayLike, scores: ArrayLike, costs: ArrayLike,
+    model_names: Sequence[str] | None = None, grid: Sequence[KNNConfig] | None = None, random_state: int = 0,
+    **fit_kw: Any,
+) -> tuple[int, TunedKNNRouter, list[float]]:
+    """Tune a :class:`TunedKNNRouter` on each representation of the same prompts (rows ``train`` as support,
+    ``val`` for validation) and keep the one with the highest tuning AUC (ties: the earlier representation).
+
+    Returns ``(index of the chosen representation, its fitted router, every representation's tuning AUC)``.
+    ``fit_kw`` goes to every ``fit`` (e.g. known input costs). Used for the lexical hybrid's weight ``w``
+    (``knn-tuned-lex`` and ``knnroute fit``).
+    """
+    tr, va = np.asarray(train), np.asarray(val)
+    S, C = np.asarray(scores), np.asarray(costs)
+    best: tuple[int, TunedKNNRouter] | None = None
+    aucs: list[float] = []
+    for i, X in enumerate(reps):
+        Xa = np.asarray(X)
+        m = TunedKNNRouter(grid=grid, random_state=random_state).fit(
+            Xa[tr], S[tr], C[tr], model_names=model_names, X_val=Xa[va], scores_val=S[va], costs_val=C[va],
+            **fit_kw,
+        )
+        aucs.append(float(m.val_auc_))
+        if best is None or m.val_auc_ > best[1].val_auc_:  # strict: ties keep the earlier representation
+            best = (i, m)
+    if best is None:
+        raise ValueError("no representation to tune on")
+    return best[0], best[1], aucs
 
 
 class TunedKNNRouter(ParamsMixin):
