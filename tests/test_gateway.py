@@ -197,7 +197,7 @@ def test_auth_models_health_metrics(stack: dict[str, Any]) -> None:
 
 
 def test_unknown_model_and_bad_body(stack: dict[str, Any]) -> None:
-    with pytest.raises(openai.NotFoundError, match="not served here"):
+    with pytest.raises(openai.BadRequestError, match="not served here"):  # 400, as OpenAI answers
         client(stack["url"]).chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "x"}])
     r = httpx.post(stack["url"] + "/v1/chat/completions", content=b"{not json",
                    headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"}, timeout=10)
@@ -317,10 +317,12 @@ def test_routed_text_policies() -> None:
     msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "one two"},
             {"role": "assistant", "content": "ans"},
             {"role": "user", "content": [{"type": "text", "text": "three"}, {"type": "image_url", "image_url": {}}]}]
-    assert routed_text(msgs, "last-user", 256) == "three"
-    assert routed_text(msgs, "all-user", 256) == "one two three"
-    assert routed_text(msgs, "system+last-user", 256) == "sys three"
-    assert routed_text(msgs, "all-user", 2) == "two three"
+    assert routed_text(msgs, "last-user") == "three"
+    assert routed_text(msgs, "all-user") == "one two\nthree"  # messages joined by newlines, text as sent
+    assert routed_text(msgs, "system+last-user") == "sys\nthree"
+    assert routed_text(msgs, "all-user", 7) == "o\nthree"  # the last characters
+    msgs[1]["content"] = "  one\n\n  two  "
+    assert routed_text(msgs, "all-user") == "  one\n\n  two  \nthree"  # spacing and newlines kept
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

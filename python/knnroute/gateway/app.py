@@ -6,30 +6,40 @@
   is the upstream's with ``model`` set to the model that answered, plus the headers ``x-knnroute-model`` and
   ``x-knnroute-request-id``. ``"stream": true`` passes the upstream's server-sent events through unchanged.
   A failing upstream (connect error, timeout, 429, 5xx, after bounded retries) hands over to the next model
-  by predicted utility; 502 (504 when the last failure was a timeout) when every option fails.
+  by predicted utility; 502 (504 when the last failure was a timeout) when every option fails. An upstream
+  whose circuit is open (:mod:`knnroute.gateway.breaker`) is skipped without a try.
 * ``POST /v1/feedback`` -- ``{"request_id", "score" in [0, 1]}``: logged durably, then one more support row.
 * ``GET /v1/models``; and from :func:`knnroute.service.app.create_app`: ``/route``, ``/route/batch``,
   ``/health`` (``size`` = live rows), ``/metrics`` (with the gateway's counters).
+
+No request can hurt another (``docs/security.md``): bodies are checked in one place
+(:mod:`knnroute.gateway.errors`) before any work; the embedding micro-batcher isolates each item's errors;
+admission answers 503 with ``Retry-After`` at once when ``max_inflight`` chat requests are in flight or
+``max_route_queue`` routed requests wait for their decision; a client that leaves cancels its upstream call;
+every request has an overall deadline (``request_timeout_s``); a stream whose client stops reading is closed
+after ``stream_write_timeout_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from knnroute.gateway.auth import GatewayAuthMiddleware
 from knnroute.gateway.batching import Batcher
 from knnroute.gateway.config import GatewayConfig
 from knnroute.gateway.decisions import DecisionLog, routed_text
+from knnroute.gateway.errors import GatewayError, OpenAIErrorMiddleware, error, finite, parse_json, request_id
 from knnroute.gateway.feedback import FeedbackStore, Pending
 from knnroute.gateway.sessions import Sessions
 from knnroute.gateway.upstream import Attempt, UpstreamFailure, UpstreamResponse, Upstreams
@@ -43,15 +53,21 @@ log = logging.getLogger("knnroute.gateway")
 ROUTED_MODEL = "knnroute"
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status,
-                        headers=headers)
+CHAT_BODY = "the OpenAI chat-completions request (a JSON object with a non-empty 'messages' list)"
+FEEDBACK_BODY = 'a JSON object {"request_id": str, "score": number in [0, 1]}'
+INLINE_JSON_BYTES = 64 << 10  # larger bodies are parsed on a worker thread, not on the event loop
+_GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
+
+
+async def _disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
+    """Return when the client has gone (call only once the request body has been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _GatewayMetrics:
     def __init__(self, registry: Any, names: list[str]) -> None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Gauge, Histogram
 
         self.chat = Counter("knnroute_gateway_requests", "Chat requests by kind and outcome", ["kind", "outcome"],
                             registry=registry)
@@ -64,6 +80,17 @@ class _GatewayMetrics:
                                  "first choice, by the first choice's failure", ["reason"], registry=registry)
         self.feedback = Counter("knnroute_gateway_feedback", "Feedback requests by outcome", ["outcome"],
                                 registry=registry)
+        self.circuit = Gauge("knnroute_gateway_circuit_state", "Circuit breaker per upstream: 0 closed, "
+                             "1 open (skipped), 2 half-open (one probe)", ["model"], registry=registry)
+        self.circuit_opened = Counter("knnroute_gateway_circuit_opened", "Times an upstream's circuit opened",
+                                      ["model"], registry=registry)
+        self.pool = Gauge("knnroute_gateway_upstream_connections", "Connections in use, per upstream pool",
+                          ["model"], registry=registry)
+        self.rejected = Counter("knnroute_gateway_rejected", "Chat requests refused at once with 503, by "
+                                "reason", ["reason"], registry=registry)
+        self.inflight = Gauge("knnroute_gateway_inflight", "Chat requests in flight", registry=registry)
+        self.route_queue = Gauge("knnroute_gateway_route_queue", "Routed requests waiting for their decision",
+                                 registry=registry)
         for m in names:
             self.answered.labels(m)
 
@@ -79,10 +106,17 @@ class Gateway:
         self.sessions = Sessions(cfg.server.session_ttl_s, cfg.server.max_sessions)
         self.decisions = DecisionLog(cfg.server.decision_log, cfg.server.log_prompts)
         self.metrics = _GatewayMetrics(metrics.registry, list(cfg.upstreams))
+        for name, br in self.upstreams.breakers.items():
+            self.metrics.circuit.labels(name).set_function(lambda b=br: b.state)
+            self.metrics.pool.labels(name).set_function(lambda n=name: self.upstreams.in_use(n))
+        self.metrics.inflight.set_function(lambda: self.inflight)
+        self.metrics.route_queue.set_function(lambda: self.routing)
         self.rng = random.Random()
         srv = cfg.server
         self.batcher = (Batcher(self.decide_many, srv.embed_batch_max, srv.embed_batch_wait_ms / 1e3)
                         if srv.embed_batch_wait_ms > 0 else None)
+        self.inflight = 0  # chat requests being handled (on the event loop: no lock)
+        self.routing = 0  # routed requests waiting for their embedding and decision
 
     @property
     def router(self) -> ProductionRouter:
@@ -94,14 +128,28 @@ class Gateway:
         return router.decide(x, lam, max_cost), x
 
     def decide_many(self, items: Sequence[tuple[str, float | None, float | None]]) -> list[Any]:
-        """One embedding pass for many (text, lambda, max_cost); per item a (decision, x) or the error."""
+        """One embedding pass for many (text, lambda, max_cost); per item a (decision, x) or its own error.
+
+        An error never crosses items: when the batch's embedding fails, each text is embedded alone so
+        only the item that fails gets the error."""
         router = self.router
-        X = router.embed([t for t, _, _ in items])
+        try:
+            X: Sequence[Any] = router.embed([t for t, _, _ in items])
+        except Exception:
+            X = []
+            for t, _, _ in items:
+                try:
+                    X.append(router.embed_one(t))
+                except Exception as e:  # noqa: BLE001 - handed to that item's caller
+                    X.append(e)
         out: list[Any] = []
         for x, (_, lam, max_cost) in zip(X, items, strict=True):
+            if isinstance(x, BaseException):
+                out.append(x)
+                continue
             try:
                 out.append((router.decide(x, lam, max_cost), x))
-            except ValueError as e:
+            except Exception as e:  # noqa: BLE001 - handed to that item's caller
                 out.append(e)
         return out
 
@@ -125,9 +173,11 @@ class Gateway:
         price = self.router.prices.get(model)
         if price is not None and isinstance(usage, dict):
             try:
-                return (float(usage.get("prompt_tokens", 0)) * price[0]
-                        + float(usage.get("completion_tokens", 0)) * price[1]) / 1e6
-            except (TypeError, ValueError):
+                c = (float(usage.get("prompt_tokens", 0)) * price[0]
+                     + float(usage.get("completion_tokens", 0)) * price[1]) / 1e6
+                if np.isfinite(c) and c >= 0:
+                    return c
+            except (TypeError, ValueError, OverflowError):
                 pass
         if d is not None:
             return float(d.c_hat[self.router.model_names.index(model)])
@@ -153,26 +203,49 @@ class Gateway:
             rec["fallback_reason"] = f"{first.model}: {failed[-1].error or failed[-1].status}"
         self.decisions.write(rec, text)
         for a in attempts:
-            self.metrics.upstream_latency.labels(a.model).observe(a.latency_s)
+            if a.error != "circuit open":
+                self.metrics.upstream_latency.labels(a.model).observe(a.latency_s)
         self.metrics.chat.labels(kind, outcome).inc()
         if answered is not None:
             self.metrics.answered.labels(answered).inc()
             if "fallback_reason" in rec:
                 self.metrics.fallbacks.labels(str(first.error or first.status) if first else "").inc()
 
-    async def chat(self, request: Request) -> Any:
-        t0 = time.time()
+    def busy(self, reason: str, message: str, retry_after: float = 1.0) -> GatewayError:
+        self.metrics.rejected.labels(reason).inc()
+        return GatewayError(503, message, code=reason, headers={"retry-after": str(max(1, round(retry_after)))})
+
+    async def _decision(self, text: str, lam: float | None, max_cost: float | None) -> tuple[RouteDecision,
+                                                                                               np.ndarray]:
+        if self.routing >= self.cfg.server.max_route_queue:
+            raise self.busy("route_queue_full", f"the gateway is at capacity ({self.routing} requests wait for "
+                            "routing): retry after the Retry-After seconds")
+        self.routing += 1
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the body must be a JSON object (the OpenAI chat-completions request)")
+            if self.batcher is not None:
+                return await self.batcher.submit((text, lam, max_cost))  # type: ignore[no-any-return]
+            return await anyio.to_thread.run_sync(self.decide, text, lam, max_cost)
+        except ValueError as e:
+            raise GatewayError(422, str(e)[:500]) from None
+        finally:
+            self.routing -= 1
+
+    async def chat(self, raw: bytes, session_header: str | None = None) -> Response:
+        t0 = time.time()
+        deadline = time.monotonic() + self.cfg.server.request_timeout_s
+        if len(raw) > INLINE_JSON_BYTES:
+            body = await anyio.to_thread.run_sync(parse_json, raw, CHAT_BODY)
+        else:
+            body = parse_json(raw, CHAT_BODY)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            return _error(400, "the body must be a JSON object with a non-empty 'messages' list")
+            raise GatewayError(400, f"send {CHAT_BODY}")
         model = body.get("model")
-        lam, max_cost = body.pop("lambda", None), body.pop("max_cost", None)
+        lam, max_cost = finite(body.pop("lambda", None), "lambda"), finite(body.pop("max_cost", None), "max_cost")
+        if lam is not None and max_cost is not None:
+            raise GatewayError(422, "give at most one of 'lambda' or 'max_cost'", param="lambda")
         rid = "kr-" + uuid.uuid4().hex
-        session = request.headers.get("x-session-id") or (body.get("user") if isinstance(body.get("user"), str)
-                                                          else None)
+        user = body.get("user")
+        session = session_header[:256] if session_header else (user[:256] if isinstance(user, str) else None)
         d: RouteDecision | None = None
         x: np.ndarray | None = None
         text: str | None = None
@@ -180,36 +253,29 @@ class Gateway:
         if model == ROUTED_MODEL:
             kind = "routed"
             rc = self.cfg.router
-            text = routed_text(body["messages"], rc.policy, rc.max_route_tokens)
+            text = routed_text(body["messages"], rc.policy, rc.max_route_chars)
             if not text:
-                return _error(400, f"no text to route under policy {rc.policy!r}: send a user message")
-            for v, nm in ((lam, "lambda"), (max_cost, "max_cost")):
-                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-                    return _error(422, f"'{nm}' must be a number")
+                raise GatewayError(400, f"no text to route under policy {rc.policy!r}: send a user message")
             if lam is None and max_cost is None:
                 lam, max_cost = rc.lambda_, rc.max_cost
-            try:
-                if self.batcher is not None:
-                    dec, x = await self.batcher.submit((text, lam, max_cost))
-                else:
-                    dec, x = await anyio.to_thread.run_sync(self.decide, text, lam, max_cost)
-            except ValueError as e:
-                return _error(422, str(e))
-            d = dec
-            order, explore = self.order(dec, self.sessions.get(session))
+            d, x = await self._decision(text, lam, max_cost)
+            order, explore = self.order(d, self.sessions.get(session))
         elif isinstance(model, str) and model in self.cfg.upstreams:
             kind, order = "direct", [model]
         else:
-            return _error(404, f"model {model!r} is not served here: use {ROUTED_MODEL!r} or one of "
-                          f"{sorted(self.cfg.upstreams)}", code="model_not_found")
+            shown = repr(model)[:100] if isinstance(model, str) else f"a {type(model).__name__}"
+            raise GatewayError(400, f"model {shown} is not served here: use {ROUTED_MODEL!r} or one of "
+                               f"{sorted(self.cfg.upstreams)}", code="model_not_found", param="model")
         stream = bool(body.get("stream"))
         attempts: list[Attempt] = []
         last: UpstreamFailure | None = None
         for name in order:
             try:
-                resp = await self.upstreams.open(name, body, stream, attempts)
+                resp = await self.upstreams.open(name, body, stream, attempts, deadline)
             except UpstreamFailure as e:
                 last = e
+                if time.monotonic() >= deadline:
+                    break
                 continue
             headers = {"x-knnroute-model": name, "x-knnroute-request-id": rid}
             if d is not None:
@@ -234,54 +300,55 @@ class Gateway:
         assert last is not None  # order is never empty
         self.record(rid, t0, kind, d, None, attempts, "failed", text, explore)
         tried = ", ".join(dict.fromkeys(a.model for a in attempts))
-        status = 504 if last.timeout else 502
-        return _error(status, f"every upstream failed (tried {tried}); last: {last.reason}", "upstream_error",
-                      headers={"x-knnroute-request-id": rid})
+        hdr = {"x-knnroute-request-id": rid}
+        if all(a.error == "circuit open" for a in attempts):
+            wait = min(self.upstreams.breakers[m].retry_after() for m in dict.fromkeys(a.model for a in attempts))
+            self.metrics.rejected.labels("circuit_open").inc()
+            raise GatewayError(503, f"every candidate's circuit is open (tried {tried}): their upstreams failed "
+                               "repeatedly; retry later", code="circuit_open",
+                               headers={**hdr, "retry-after": str(max(1, round(wait)))})
+        if time.monotonic() >= deadline and last.timeout:
+            raise GatewayError(504, f"the request's deadline of {self.cfg.server.request_timeout_s:g} s ran out "
+                               f"(tried {tried}); last: {last.reason}", "upstream_error", headers=hdr)
+        raise GatewayError(504 if last.timeout else 502, f"every upstream failed (tried {tried}); last: "
+                           f"{last.reason}", "upstream_error", headers=hdr)
 
     def _stream(self, resp: UpstreamResponse, headers: dict[str, str], rid: str, t0: float, kind: str,
                 d: RouteDecision | None, x: np.ndarray | None, name: str, attempts: list[Attempt],
-                text: str | None, explore: bool) -> StreamingResponse:
+                text: str | None, explore: bool) -> Response:
         if d is not None and x is not None:  # feedback may arrive before the stream ends
             self.store.remember(rid, Pending(x, name, self.cost(name, d, None)))
 
-        async def body() -> Any:
-            outcome = "ok"
-            try:
-                async for chunk in resp.aiter_raw():
-                    yield chunk
-            except BaseException:  # client gone (cancelled) or upstream broke: close the upstream request
-                outcome = "interrupted"
-                raise
-            finally:
-                await resp.aclose(complete=outcome == "ok")
-                self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
+        def done(outcome: str) -> None:
+            self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
+            if outcome == "stalled":
+                log.warning("request %s: closed the %s stream: the client read nothing for %g s", rid, name,
+                            self.cfg.server.stream_write_timeout_s)
 
-        return StreamingResponse(body(), status_code=resp.status_code,
-                                 media_type=resp.headers.get("content-type", "text/event-stream"),
-                                 headers={**headers, "cache-control": "no-cache"})
+        return _StreamResponse(resp, {**headers, "cache-control": "no-cache"},
+                               self.cfg.server.stream_write_timeout_s, done)
 
-    async def feedback(self, request: Request) -> JSONResponse:
+    async def feedback(self, raw: bytes) -> JSONResponse:
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the body must be JSON: {\"request_id\": str, \"score\": number in [0, 1]}")
-        rid = body.get("request_id") if isinstance(body, dict) else None
-        score = body.get("score") if isinstance(body, dict) else None
-        if not isinstance(rid, str):
+            body = parse_json(raw, FEEDBACK_BODY)
+            if not isinstance(body, dict):
+                raise GatewayError(422, f"send {FEEDBACK_BODY}")
+            rid = request_id(body.get("request_id"))
+            score = finite(body.get("score"), "score", 0.0, 1.0)
+            if score is None:
+                raise GatewayError(422, "'score' must be a number in [0, 1]", param="score")
+        except GatewayError:
             self.metrics.feedback.labels("invalid").inc()
-            return _error(422, "'request_id' must be a string (the x-knnroute-request-id of a routed answer)")
-        if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= float(score) <= 1.0:
-            self.metrics.feedback.labels("invalid").inc()
-            return _error(422, "'score' must be a number in [0, 1]")
+            raise
         try:
-            out = await anyio.to_thread.run_sync(self.store.submit, rid, float(score))
+            out = await anyio.to_thread.run_sync(self.store.submit, rid, score)
         except KeyError:
             self.metrics.feedback.labels("unknown").inc()
-            return _error(404, f"unknown request_id {rid!r} (not a routed answer of this gateway, or forgotten)",
-                          code="not_found")
+            raise GatewayError(404, f"unknown request_id {rid!r} (not a routed answer of this gateway, or "
+                               "forgotten)", code="not_found") from None
         except ValueError as e:
             self.metrics.feedback.labels("duplicate").inc()
-            return _error(409, str(e), code="conflict")
+            raise GatewayError(409, str(e), code="conflict") from None
         self.metrics.feedback.labels("applied").inc()
         return JSONResponse({"status": "applied", **out})
 
@@ -296,12 +363,60 @@ class _RawResponse(JSONResponse):
         self.headers["content-type"] = media_type
 
 
+class _StreamResponse(Response):
+    """An upstream's server-sent events passed through, bounded on the client side.
+
+    Each chunk must be taken by the client within ``write_timeout`` seconds (a client that stops reading
+    fills the socket buffers, then the send waits): past that the stream ends and the connection is closed.
+    A client that disconnects ends it at once. Either way the upstream request is closed (cancelled)."""
+
+    def __init__(self, resp: UpstreamResponse, headers: dict[str, str], write_timeout: float,
+                 done: Callable[[str], None]) -> None:
+        super().__init__(None, status_code=resp.status_code, headers=headers,
+                         media_type=resp.headers.get("content-type", "text/event-stream"))
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # chunked
+        self.upstream, self.write_timeout, self.done = resp, float(write_timeout), done
+
+    async def _pump(self, send: Any) -> str:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        chunks: AsyncIterator[bytes] = self.upstream.aiter_raw()
+        try:
+            async for chunk in chunks:
+                try:
+                    await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": True}),
+                                           self.write_timeout)
+                except TimeoutError:
+                    return "stalled"
+        except Exception:  # the upstream broke mid-stream
+            return "upstream broke"
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return "ok"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        pump = asyncio.ensure_future(self._pump(send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        outcome = "interrupted"
+        try:
+            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                outcome = pump.result()
+        finally:
+            for t in (pump, gone):
+                t.cancel()
+            await asyncio.gather(pump, gone, return_exceptions=True)
+            await self.upstream.aclose(complete=outcome == "ok")
+            self.done(outcome)
+        # a stalled stream returns without completing the response: uvicorn then closes the connection
+
+
 def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStore) -> FastAPI:
     """The ASGI app of ``knnroute gateway`` (see the module docstring)."""
     api_keys = cfg.keys(cfg.server.api_keys_env)
     admins = cfg.keys(cfg.server.admin_key_env)
     admin = admins[0] if admins else None
-    app = create_app(slot, max_body_bytes=cfg.server.max_body_bytes, source=str(cfg.router.file), admin_token=admin)
+    srv = cfg.server
+    app = create_app(slot, max_body_bytes=srv.max_body_bytes, source=str(cfg.router.file), admin_token=admin,
+                     read_timeout=srv.read_timeout_s, max_client_concurrency=srv.max_client_concurrency)
     # a reload would swap the router under the feedback store: the gateway saves instead (/admin/save)
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") != "/admin/reload"]
     gw = Gateway(cfg, slot, store, app.state.metrics)
@@ -310,19 +425,50 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     if gw.batcher is not None:
         app.router.on_shutdown.append(gw.batcher.aclose)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        """OpenAI chat completions, routed (``"model": "knnroute"``) or passed through."""
+    async def guarded(request: Request, work: Callable[[bytes], Awaitable[Response]]) -> Response:
+        """Run ``work(body)`` until it answers, the client leaves (cancelled: 499) or the deadline (504);
+        a refusal is an OpenAI-shaped error, a bug of ours a one-line 500 (the trace to the log only)."""
+        raw = await request.body()
+        task = asyncio.ensure_future(work(raw))
+        gone = asyncio.ensure_future(_disconnected(request.receive))
         try:
-            return await gw.chat(request)
-        except Exception as e:  # a bug of ours: one line to the client, the trace to the log only
-            log.exception("chat request failed")
-            return _error(500, f"gateway error: {type(e).__name__} (see the gateway log)", "server_error")
+            async with asyncio.timeout(srv.request_timeout_s + 1.0):
+                await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            pass
+        finally:
+            gone.cancel()
+        if not task.done():  # the client left, or the deadline passed while routing
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if gone.done() and not gone.cancelled():
+                return Response(status_code=_GONE)
+            return error(504, f"the request's deadline of {srv.request_timeout_s:g} s ran out")
+        try:
+            return task.result()
+        except GatewayError as e:
+            return e.response()
+        except Exception as e:
+            log.exception("%s failed", request.url.path)
+            return error(500, f"gateway error: {type(e).__name__} (see the gateway log)", "server_error")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        """OpenAI chat completions, routed (``"model": "knnroute"``) or passed through."""
+        if gw.inflight >= srv.max_inflight:
+            return gw.busy("inflight_full", f"the gateway is at capacity ({gw.inflight} requests in flight): "
+                           "retry after the Retry-After seconds").response()
+        gw.inflight += 1
+        try:
+            sid = request.headers.get("x-session-id")
+            return await guarded(request, lambda raw: gw.chat(raw, sid))
+        finally:
+            gw.inflight -= 1
 
     @app.post("/v1/feedback")
-    async def feedback(request: Request) -> JSONResponse:
+    async def feedback(request: Request) -> Response:
         """Outcome feedback for a routed answer: ``{"request_id": str, "score": float in [0, 1]}``."""
-        return await gw.feedback(request)
+        return await guarded(request, gw.feedback)
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -339,4 +485,5 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
         return {"saved": saved, "feedback_seq": store.seq, "size": slot.router.size}
 
     app.add_middleware(GatewayAuthMiddleware, api_keys=api_keys, admin_key=admin)
+    app.add_middleware(OpenAIErrorMiddleware)
     return app

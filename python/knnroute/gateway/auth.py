@@ -19,9 +19,12 @@ ADMIN_PREFIXES = ("/metrics", "/admin/")
 
 
 def _matches(got: bytes, keys: Sequence[bytes]) -> bool:
+    """``got`` (an Authorization header) carries one of ``keys``; the scheme is case-insensitive (RFC 7235)."""
+    scheme, _, value = got.strip().partition(b" ")
+    token = b"Bearer " + value.strip() if scheme.lower() == b"bearer" else b""
     ok = False
     for k in keys:  # compare against every key: the time does not say which one matched
-        ok |= hmac.compare_digest(got, k)
+        ok |= hmac.compare_digest(token, k)
     return ok
 
 

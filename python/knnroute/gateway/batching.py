@@ -21,6 +21,8 @@ class Batcher:
     """``await submit(item)`` -> ``fn([items])[i]``; ``fn`` runs in a thread on up to ``max_batch`` items.
 
     ``fn`` returns one result per item; a result that is an exception is raised to that item's caller only.
+    Items whose caller has gone (cancelled: the client left) are dropped before ``fn`` runs. When ``fn``
+    itself raises, each item of that batch is run again alone, so one bad item never fails the others.
     """
 
     def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 64,
@@ -49,16 +51,25 @@ class Batcher:
                 await asyncio.sleep(self.wait_s)
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
+            batch = [(it, fut) for it, fut in batch if not fut.done()]  # callers gone: no work for them
+            if not batch:
+                continue
             items = [it for it, _ in batch]
             try:
                 results: Sequence[Any] = await anyio.to_thread.run_sync(self.fn, items)
-            except Exception as e:  # the whole batch failed: every caller gets the error
-                results = [e] * len(batch)
+            except Exception:  # the batch failed as a whole: isolate the item that did it
+                results = [await anyio.to_thread.run_sync(self._one, it) for it in items]
             self.batches += 1
             self.items += len(batch)
             for (_, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
+
+    def _one(self, item: Any) -> Any:
+        try:
+            return self.fn([item])[0]
+        except Exception as e:  # noqa: BLE001 - handed to this item's caller only
+            return e
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from knnroute.service.schemas import MAX_PROMPT_CHARS
 
 __all__ = ["ConfigError", "FeedbackConfig", "GatewayConfig", "RouterConfig", "ServerConfig", "UpstreamConfig",
            "load_config"]
@@ -31,7 +33,16 @@ class RouterConfig(_Strict):
     lambda_: float | None = Field(default=None, alias="lambda", allow_inf_nan=False)
     max_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     policy: Literal["last-user", "all-user", "system+last-user"] = "last-user"
-    max_route_tokens: int = Field(default=256, gt=0)  # words of routed text kept (the last ones)
+    # characters of routed text kept (the last ones; newlines kept): /route accepts up to the same number
+    max_route_chars: int = Field(default=MAX_PROMPT_CHARS, gt=0, le=MAX_PROMPT_CHARS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_route_tokens" in data:
+            raise ValueError("max_route_tokens is gone: use max_route_chars (the routed text is cut by "
+                             "characters, newlines kept, exactly as POST /route sees it)")
+        return data
 
     @model_validator(mode="after")
     def _one_of(self) -> RouterConfig:
@@ -50,6 +61,18 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     embed_batch_max: int = Field(default=64, gt=0)  # micro-batching of concurrent requests' embeddings
     embed_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)  # 0: no batching
+    # the limits `knnroute serve` has (docs/security.md): a request head and body must arrive within
+    # read_timeout_s; connections beyond limit_concurrency get 503; max_client_concurrency per peer address
+    read_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
+    limit_concurrency: int | None = Field(default=4096, gt=0)
+    max_client_concurrency: int | None = Field(default=None, gt=0)
+    # admission: chat requests in flight (waiting on upstreams included), and routed requests waiting for
+    # their embedding and decision; beyond either, an immediate 503 with Retry-After
+    max_inflight: int = Field(default=2048, gt=0)
+    max_route_queue: int = Field(default=128, gt=0)
+    request_timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)  # whole request, all attempts
+    stream_write_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)  # a client not reading
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)  # SIGTERM to exit
 
 
 class FeedbackConfig(_Strict):
@@ -66,6 +89,10 @@ class UpstreamConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     max_retries: int = Field(default=2, ge=0, le=10)
     backoff_s: float = Field(default=0.2, ge=0, allow_inf_nan=False)
+    retry_timeouts: bool = False  # a timed-out upstream is not tried again for the same request
+    max_connections: int = Field(default=256, gt=0)  # this upstream's own pool (others are not affected)
+    breaker_failures: int = Field(default=5, gt=0)  # consecutive failures that open the circuit
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)  # open, then one probe
 
     @model_validator(mode="after")
     def _url(self) -> UpstreamConfig:

@@ -13,6 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from knnroute.service.schemas import MAX_PROMPT_CHARS
+from knnroute.service.text import route_text
+
 __all__ = ["DecisionLog", "routed_text"]
 
 
@@ -26,9 +29,11 @@ def _text(content: Any) -> str:
     return ""
 
 
-def routed_text(messages: list[Any], policy: str, max_tokens: int) -> str:
-    """The text routed for ``messages`` under ``policy`` ("last-user", "all-user", "system+last-user"),
-    cut to its last ``max_tokens`` whitespace-separated words (the end of a conversation is the request)."""
+def routed_text(messages: list[Any], policy: str, max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """The text routed for ``messages`` under ``policy`` ("last-user", "all-user", "system+last-user"):
+    the chosen messages' texts joined by newlines, as :func:`~knnroute.service.text.route_text` prepares a
+    ``POST /route`` prompt (kept as sent, cut to its last ``max_chars`` characters). So a conversation whose
+    last user message is ``p`` is routed exactly as ``{"prompt": p}`` on ``/route``."""
     msgs = [m for m in messages if isinstance(m, dict)]
     users = [_text(m.get("content")) for m in msgs if m.get("role") == "user"]
     if policy == "all-user":
@@ -37,8 +42,7 @@ def routed_text(messages: list[Any], policy: str, max_tokens: int) -> str:
         parts = users[-1:]
         if policy == "system+last-user":
             parts = [_text(m.get("content")) for m in msgs if m.get("role") in ("system", "developer")] + parts
-    words = "\n".join(p for p in parts if p).split()
-    return " ".join(words[-max_tokens:])
+    return route_text("\n".join(p for p in parts if p), max_chars)
 
 
 class DecisionLog:

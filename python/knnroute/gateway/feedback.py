@@ -10,6 +10,10 @@
   (``meta["feedback_seq"]``), and at start replays the log past that ``seq``. So a ``kill -9`` after N
   acknowledged feedbacks loses none: each is in the log (fsync) and is either in the saved file or
   replayed from the log.
+* Answered requests waiting for feedback survive a graceful restart: at shutdown they are written beside
+  the log (``<log>.pending.npz``: plain arrays, read back with ``allow_pickle=False`` and checked against
+  the router), and every request id in the log is known again at start, so a second feedback for an
+  already-rated request is a 409 after a restart too, not a 404.
 
 One process owns the log; several replicas need one shared durable log (a database), not one file each.
 """
@@ -148,12 +152,15 @@ class FeedbackStore:
             return {"request_id": request_id, "model": p.model, "seq": self.seq, "size": self.router.size}
 
     def replay(self) -> int:
-        """Apply the log's records past the saved ``seq`` (at start); returns how many were applied."""
+        """Apply the log's records past the saved ``seq`` (at start); returns how many were applied. Every
+        request id in the log is remembered as rated (a second feedback for it is a 409)."""
         if self.log is None:
             return 0
         n = 0
         with self._lock:
             for rec in self.log.records():
+                if "request_id" in rec:
+                    self._done.add(str(rec["request_id"]))
                 if int(rec["seq"]) <= self.seq:
                     continue
                 if rec.get("model") not in self.router.model_names:
@@ -168,6 +175,59 @@ class FeedbackStore:
                 self.seq = int(rec["seq"])
                 n += 1
         return n
+
+    # ------------------------------------------------------------------ pending across restarts
+    @property
+    def pending_path(self) -> Path | None:
+        return None if self.log is None else self.log.path.with_name(self.log.path.name + ".pending.npz")
+
+    def dump_pending(self) -> int:
+        """Write the requests still waiting for feedback beside the log (atomically); returns how many."""
+        path = self.pending_path
+        if path is None:
+            return 0
+        with self._lock:
+            items = list(self._pending.items())
+        d = self.router.dim
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, ids=np.asarray([k for k, _ in items], dtype="U"),
+                     models=np.asarray([p.model for _, p in items], dtype="U"),
+                     costs=np.asarray([p.cost for _, p in items], dtype=np.float64),
+                     embeddings=np.asarray([p.embedding for _, p in items], dtype=np.float32).reshape(-1, d))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return len(items)
+
+    def load_pending(self) -> int:
+        """Read what :meth:`dump_pending` wrote (at start); a file that does not fit the router is skipped
+        with a warning. Returns how many requests may get feedback again."""
+        path = self.pending_path
+        if path is None or not path.is_file():
+            return 0
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                ids, models, costs, emb = z["ids"], z["models"], z["costs"], z["embeddings"]
+            n = len(ids)
+            if not (len(models) == len(costs) == n and emb.shape == (n, self.router.dim)
+                    and ids.dtype.kind == models.dtype.kind == "U"):
+                raise ValueError("arrays of different lengths or the wrong dimension")
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("pending feedback file %s skipped: %s", path, e)
+            return 0
+        names = set(self.router.model_names)
+        k = 0
+        with self._lock:
+            for i in range(n):
+                rid, model, cost = str(ids[i]), str(models[i]), float(costs[i])
+                if model not in names or rid in self._done or not np.isfinite(cost):
+                    continue
+                self._pending[rid] = Pending(np.array(emb[i], dtype=np.float32), model, cost)
+                k += 1
+            while len(self._pending) > self.pending_max:
+                self._pending.popitem(last=False)
+        return k
 
     # ------------------------------------------------------------------ saving
     def save(self) -> bool:
@@ -206,6 +266,9 @@ class FeedbackStore:
             self._saver.join(10)
         try:
             self.save()
+            n = self.dump_pending()
+            if n:
+                log.info("kept %d answered request(s) open for feedback in %s", n, self.pending_path)
         finally:
             if self.log is not None:
                 self.log.close()

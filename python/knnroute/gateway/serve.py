@@ -14,6 +14,14 @@ __all__ = ["build", "serve_gateway"]
 log = logging.getLogger("knnroute.gateway")
 
 
+class _StalledStreamFilter(logging.Filter):
+    """uvicorn reports a response that ended unfinished as an error; the gateway ends one on purpose when a
+    stream's client stops reading (and logs its own warning naming the request), so drop uvicorn's line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
 def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, FeedbackStore]:
     """Load the router, replay the feedback log, and build the app; returns (app, store)."""
     from knnroute.gateway.app import create_gateway_app
@@ -46,11 +54,15 @@ def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, Feedb
         # measured in docs/gateway.md: a feedback row observes one model, so without shrinkage the other
         # models' predictions near it rest on one or two rows, and bandit feedback cost 7-12 AUC points
         log.warning("the router file has shrinkage 0: feedback rows (one observed model each) will make "
-                    "predictions noisy; fit routers that learn online with shrinkage > 0 (e.g. 10; docs/gateway.md)")
+                    "predictions noisy; fit routers that learn online with 'knnroute fit --shrinkage 10' "
+                    "(docs/gateway.md)")
     store = FeedbackStore(router, cfg.router.file, cfg.feedback.log, cfg.feedback.pending_max)
     n = store.replay()
     if n:
         log.info("replayed %d feedback record(s) from %s past the saved seq", n, cfg.feedback.log)
+    n = store.load_pending()
+    if n:
+        log.info("%d answered request(s) from before the restart can still get feedback", n)
     if cfg.feedback.log is None:
         log.warning("feedback.log is unset: feedback is applied in memory only and lost at exit")
     app = create_gateway_app(cfg, slot, store)
@@ -59,8 +71,14 @@ def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, Feedb
 
 def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080,
                   log_level: str = "info") -> None:
-    """Serve until interrupted; the router file is saved on a timer and once more at shutdown."""
+    """Serve until interrupted; the router file is saved on a timer and once more at shutdown.
+
+    uvicorn runs with the limits of ``knnroute serve`` (:func:`knnroute.service.timeouts.uvicorn_limits`: a
+    request head must arrive within ``read_timeout_s``, at most ``limit_concurrency`` connections) and
+    ``shutdown_timeout_s``: at SIGTERM, requests still open after it are cancelled and the process exits."""
     import uvicorn
+
+    from knnroute.service.timeouts import uvicorn_limits
 
     if not 0 <= int(port) < 65536:
         raise ConfigError(f"port must be in [0, 65535], got {port}")
@@ -75,9 +93,13 @@ def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int 
         app.state.gateway.decisions.close()
 
     app.router.on_shutdown.append(_shutdown)
+    logging.getLogger("uvicorn.error").addFilter(_StalledStreamFilter())
     log.info("gateway on http://%s:%d: %r, upstreams %s", host, port, store.router, sorted(cfg.upstreams))
+    srv = cfg.server
     try:
-        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=False)
+        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=False,
+                    timeout_graceful_shutdown=srv.shutdown_timeout_s,
+                    **uvicorn_limits(srv.read_timeout_s, srv.limit_concurrency))
     finally:
         store.close()
         app.state.gateway.decisions.close()

@@ -1,7 +1,10 @@
-"""Forwarding to OpenAI-compatible upstreams: one pooled ``aiohttp.ClientSession``, bounded retries with
-exponential backoff on connect errors, timeouts, 429 and 5xx, and a clear failure when they run out (the
-caller then tries the next model). Upstream keys come from environment variables and are only ever put in
-the outgoing ``Authorization`` header.
+"""Forwarding to OpenAI-compatible upstreams: one connection pool per upstream (``max_connections``; a
+hanging upstream fills its own pool, never another's), bounded retries with exponential backoff on connect
+errors, 429 and 5xx (timeouts only with ``retry_timeouts``), every try bounded by the request's overall
+deadline, a circuit breaker per upstream (:mod:`knnroute.gateway.breaker`), and a clear failure when the
+tries run out (the caller then tries the next model). A cancelled request (the client left) cancels its
+upstream call. Upstream keys come from environment variables and are only ever put in the outgoing
+``Authorization`` header.
 
 aiohttp, not httpx: under 64 concurrent requests httpx's pool (httpcore 1.0) probed every idle connection's
 socket on each request, about a third of the gateway's CPU in a py-spy profile (docs/gateway.md).
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from knnroute.gateway.breaker import Breaker
 from knnroute.gateway.config import GatewayConfig
 
 __all__ = ["Attempt", "UpstreamFailure", "UpstreamResponse", "Upstreams"]
@@ -38,9 +43,9 @@ class Attempt:
 class UpstreamFailure(Exception):
     """Every retry of one upstream failed; ``reason`` says how (never a key or a prompt)."""
 
-    def __init__(self, model: str, reason: str, timeout: bool) -> None:
+    def __init__(self, model: str, reason: str, timeout: bool, circuit_open: bool = False) -> None:
         super().__init__(f"{model}: {reason}")
-        self.model, self.reason, self.timeout = model, reason, timeout
+        self.model, self.reason, self.timeout, self.circuit_open = model, reason, timeout, circuit_open
 
 
 class UpstreamResponse:
@@ -69,88 +74,130 @@ class UpstreamResponse:
 
 @dataclass
 class Upstreams:
-    """The configured upstreams and the shared HTTP session (created on first use, in the serving loop)."""
+    """The configured upstreams, one HTTP session (pool) and one circuit breaker each; sessions are created
+    on first use, in the serving loop."""
 
     cfg: GatewayConfig
-    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+    _sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict, repr=False)
+    breakers: dict[str, Breaker] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, up in self.cfg.upstreams.items():
+            self.breakers[name] = Breaker(up.breaker_failures, up.breaker_cooldown_s)
 
     @property
     def names(self) -> list[str]:
         return list(self.cfg.upstreams)
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
+    def session(self, name: str) -> aiohttp.ClientSession:
+        s = self._sessions.get(name)
+        if s is None:
+            up = self.cfg.upstreams[name]
+            s = self._sessions[name] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=up.max_connections, limit_per_host=0, keepalive_timeout=30),
                 auto_decompress=False,  # bytes pass through as the upstream sent them
             )
-        return self._session
+        return s
+
+    def in_use(self, name: str) -> int:
+        """Connections of ``name``'s pool in use now."""
+        s = self._sessions.get(name)
+        conn = None if s is None else s.connector
+        return 0 if conn is None else len(getattr(conn, "_acquired", ()))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for s in sessions:
+            await s.close()
 
     async def open(self, name: str, body: dict[str, Any], stream: bool,
-                   attempts: list[Attempt]) -> UpstreamResponse:
+                   attempts: list[Attempt], deadline: float | None = None) -> UpstreamResponse:
         """POST ``body`` (its ``model`` replaced by the upstream's id) to ``name``'s chat completions.
 
         Returns the response with its headers read: with ``stream`` the body is still open (iterate
-        ``aiter_raw`` and ``aclose`` it); without, the body has been read. A 429/5xx, connect error or
-        timeout is retried ``max_retries`` times with backoff, then raises :class:`UpstreamFailure`. Any
-        other status (a 4xx about the request itself) is returned to be passed on.
+        ``aiter_raw`` and ``aclose`` it); without, the body has been read. A 429/5xx or connect error (and a
+        timeout with ``retry_timeouts``) is retried ``max_retries`` times with backoff, then raises
+        :class:`UpstreamFailure`; so does an open circuit (no try at all) and the overall ``deadline``
+        (``time.monotonic()`` seconds) running out. Any other status (a 4xx about the request itself) is
+        returned to be passed on.
         """
         up = self.cfg.upstreams[name]
+        breaker = self.breakers[name]
+        if not breaker.allow():
+            attempts.append(Attempt(name, None, 0.0, "circuit open"))
+            raise UpstreamFailure(name, f"circuit open (retry in {breaker.retry_after():.1f} s)", False, True)
         url = up.base_url.rstrip("/") + "/chat/completions"
         payload = json.dumps({**body, "model": self.cfg.upstream_model(name)}).encode()
         headers = {"content-type": "application/json"}
         key = up.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        # streams: the timeout bounds connecting and each wait for data, not the whole answer
-        timeout = (aiohttp.ClientTimeout(sock_connect=up.timeout_s, sock_read=up.timeout_s) if stream
-                   else aiohttp.ClientTimeout(total=up.timeout_s))
-        session = self.session()
+        session = self.session(name)
         reason, timed_out, delay = "no attempt", False, 0.0
-        for attempt in range(up.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(delay)
-            t0 = time.perf_counter()
-            delay = up.backoff_s * (2 ** attempt)
-            try:
-                resp = await session.post(url, data=payload, headers=headers, timeout=timeout)
-            except TimeoutError:
-                reason, timed_out = f"timeout after {up.timeout_s:g} s", True
-                attempts.append(Attempt(name, None, time.perf_counter() - t0, "timeout"))
-                continue
-            except aiohttp.ClientError as e:
-                reason, timed_out = f"connection failed ({type(e).__name__})", False
-                attempts.append(Attempt(name, None, time.perf_counter() - t0, type(e).__name__))
-                continue
-            if resp.status in RETRY_STATUSES:
-                resp.release()
-                reason, timed_out = f"status {resp.status}", resp.status in (408, 504)
-                attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, reason))
+        try:
+            for attempt in range(up.max_retries + 1):
+                left = math.inf if deadline is None else deadline - time.monotonic()
+                if attempt:
+                    if timed_out and not up.retry_timeouts:
+                        break
+                    if left <= delay:
+                        break
+                    await asyncio.sleep(delay)
+                    left -= delay
+                if left <= 0:
+                    break
+                budget = min(up.timeout_s, left)
+                # streams: the timeout bounds connecting and each wait for data, not the whole answer
+                timeout = (aiohttp.ClientTimeout(sock_connect=budget, sock_read=budget, connect=budget) if stream
+                           else aiohttp.ClientTimeout(total=budget))
+                t0 = time.perf_counter()
+                delay = up.backoff_s * (2 ** attempt)
                 try:
-                    delay = max(delay, min(float(resp.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S))
-                except ValueError:
-                    pass
-                continue
-            content = None
-            if not stream:
-                try:
-                    content = await resp.read()
+                    resp = await session.post(url, data=payload, headers=headers, timeout=timeout)
                 except TimeoutError:
-                    resp.close()
-                    reason, timed_out = f"timeout after {up.timeout_s:g} s reading the body", True
-                    attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, "timeout"))
+                    reason, timed_out = f"timeout after {budget:g} s", True
+                    attempts.append(Attempt(name, None, time.perf_counter() - t0, "timeout"))
+                    breaker.failure()
                     continue
                 except aiohttp.ClientError as e:
-                    resp.close()
-                    reason, timed_out = f"body failed ({type(e).__name__})", False
-                    attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, type(e).__name__))
+                    reason, timed_out = f"connection failed ({type(e).__name__})", False
+                    attempts.append(Attempt(name, None, time.perf_counter() - t0, type(e).__name__))
+                    breaker.failure()
                     continue
-                resp.release()
-            attempts.append(Attempt(name, resp.status, time.perf_counter() - t0))
-            return UpstreamResponse(resp, content)
+                if resp.status in RETRY_STATUSES:
+                    resp.release()
+                    reason, timed_out = f"status {resp.status}", resp.status in (408, 504)
+                    attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, reason))
+                    breaker.failure()
+                    try:
+                        delay = max(delay, min(float(resp.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S))
+                    except ValueError:
+                        pass
+                    continue
+                content = None
+                if not stream:
+                    try:
+                        content = await resp.read()
+                    except TimeoutError:
+                        resp.close()
+                        reason, timed_out = f"timeout after {budget:g} s reading the body", True
+                        attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, "timeout"))
+                        breaker.failure()
+                        continue
+                    except aiohttp.ClientError as e:
+                        resp.close()
+                        reason, timed_out = f"body failed ({type(e).__name__})", False
+                        attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, type(e).__name__))
+                        breaker.failure()
+                        continue
+                    resp.release()
+                attempts.append(Attempt(name, resp.status, time.perf_counter() - t0))
+                breaker.success()
+                return UpstreamResponse(resp, content)
+        except BaseException:  # cancelled (the client left, or the deadline): no outcome for the breaker
+            breaker.abandon()
+            raise
+        if deadline is not None and time.monotonic() >= deadline and reason == "no attempt":
+            reason, timed_out = "the request's deadline ran out", True
+        breaker.abandon()  # a probe that ended without a try
         raise UpstreamFailure(name, reason, timed_out)

@@ -52,6 +52,7 @@ from knnroute.service.middleware import (
 )
 from knnroute.service.schemas import BatchRequest, BatchResponse, RouteRequest, RouteResponse
 from knnroute.service.slot import RouterSlot
+from knnroute.service.text import route_text
 from knnroute.service.timeouts import DEFAULT_READ_TIMEOUT, uvicorn_limits
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "create_app", "serve"]
@@ -120,7 +121,7 @@ class _Routing:
                 )
             imgs = [resolve_images(_images_of(items[i]), self.image_root) for i in prompt_pos]
             try:
-                X = router.embed([str(items[i].prompt) for i in prompt_pos], imgs if any(imgs) else None)
+                X = router.embed([route_text(str(items[i].prompt)) for i in prompt_pos], imgs if any(imgs) else None)
             except (ValueError, FileNotFoundError) as e:
                 raise RequestError(422, str(e)[:MAX_DETAIL_CHARS]) from None
             for j, i in enumerate(prompt_pos):
