@@ -27,6 +27,11 @@ class Script:
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
         self.stream_closed = 0
+        self.stream_pad = 0  # bytes of padding per streamed event (a large stream fills socket buffers)
+        self.stream_events = 0  # extra padded events before the answer
+        self.inflight = 0  # requests being answered now (a cancelled request leaves this count)
+        self.started = 0
+        self.cancelled = 0  # delayed requests whose caller closed the connection before the answer
 
 
 def make_upstream(name: str, script: Script | None = None) -> tuple[FastAPI, Script]:
@@ -36,6 +41,14 @@ def make_upstream(name: str, script: Script | None = None) -> tuple[FastAPI, Scr
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
+        sc.started += 1
+        sc.inflight += 1
+        try:
+            return await answer(request)
+        finally:
+            sc.inflight -= 1
+
+    async def answer(request: Request) -> Any:
         body = await request.json()
         sc.bodies.append(body)
         sc.auth.append(request.headers.get("authorization"))
@@ -46,13 +59,20 @@ def make_upstream(name: str, script: Script | None = None) -> tuple[FastAPI, Scr
         if sc.fail > 0:
             sc.fail -= 1
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
-        if sc.delay:
-            await asyncio.sleep(sc.delay)
+        if sc.delay:  # wait, watching the caller: a gateway that gives up closes the connection
+            end = time.monotonic() + sc.delay
+            while time.monotonic() < end:
+                if await request.is_disconnected():
+                    sc.cancelled += 1
+                    return JSONResponse({}, status_code=499)
+                await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
         text = f"answer from {name}"
         base = {"id": "chatcmpl-1", "created": int(time.time()), "model": body.get("model")}
         if body.get("stream"):
             async def events() -> Any:
                 try:
+                    for _ in range(sc.stream_events):
+                        yield f": {'x' * sc.stream_pad}\n\n"  # an SSE comment line, ignored by clients
                     for i, word in enumerate(text.split()):
                         delta = {"content": (" " if i else "") + word}
                         if i == 0:
