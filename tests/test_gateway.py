@@ -72,7 +72,7 @@ def write_config(folder: Path, router: Path, urls: dict[str, str], extra: str = 
     ups = "\n".join(f'[upstreams."{m}"]\nbase_url = "{u}/v1"\napi_key_env = "FAKE_UPSTREAM_KEY"\n'
                     f"{upstream_extra}\n" for m, u in urls.items())
     text = (f'[router]\nfile = "{router}"\nlambda = 0.0\n[server]\ndecision_log = "decisions.jsonl"\n'
-            f'[feedback]\nlog = "feedback.jsonl"\nsave_interval_s = 3600\n{extra}\n{ups}')
+            f'max_loop_lag_ms = 0\n[feedback]\nlog = "feedback.jsonl"\nsave_interval_s = 3600\n{extra}\n{ups}')
     path = folder / "gateway.toml"
     path.write_text(text)
     return path

@@ -50,6 +50,8 @@ def write_cfg(folder: Path, router: Path, urls: dict[str, str], server: str = ""
     retries = "" if "max_retries" in upstream else "max_retries = 0\n"
     ups = "\n".join(f'[upstreams."{m}"]\nbase_url = "{u}/v1"\n{retries}backoff_s = 0.01\n{upstream}\n'
                     f"{(per_model or {}).get(m, '')}\n" for m, u in urls.items())
+    if "max_loop_lag_ms" not in server:  # the load-shedding by loop lag has its own test: off elsewhere, so a
+        server += "\nmax_loop_lag_ms = 0"  # busy test machine never turns the tests' bursts away
     text = (f'[router]\nfile = "{router}"\nlambda = 0.0\n[server]\ndecision_log = "decisions.jsonl"\n{server}\n'
             f'[feedback]\nlog = "feedback.jsonl"\nsave_interval_s = 3600\n{feedback}\n{ups}')
     path = folder / "gateway.toml"
@@ -315,6 +317,42 @@ def test_5_route_queue_full(router_file: Path, upstreams: dict[str, Any], tmp_pa
         first, second = asyncio.run(main())
         assert first.status_code == 200
         assert second.status_code == 503 and _error(second)["code"] == "route_queue_full"
+
+
+def test_5_loop_lag_sheds_a_share_that_grows_with_the_lag() -> None:
+    """The proportional shedder on its own: no refusals under the threshold, about half at 1.5x, all at 2x."""
+    from knnroute.gateway.admission import AdmissionMiddleware, LoopLag
+
+    class Held(LoopLag):  # a lag we set, not one this busy machine happens to have
+        def ensure_started(self) -> None:
+            pass
+
+    class State:
+        inflight = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    lag, rejected = Held(), []
+    mw = AdmissionMiddleware(app, max_inflight=100, max_lag_s=0.05, lag=lag, state=State(),
+                             on_reject=rejected.append)
+
+    async def share(value: float, n: int = 2000) -> float:
+        lag.lag, status = value, []
+
+        async def send(msg: Any) -> None:
+            if msg["type"] == "http.response.start":
+                status.append(msg["status"])
+
+        for _ in range(n):
+            await mw({"type": "http", "path": "/v1/chat/completions"}, None, send)  # type: ignore[arg-type]
+        return status.count(503) / n
+
+    assert asyncio.run(share(0.04)) == 0.0
+    assert 0.4 < asyncio.run(share(0.075)) < 0.6
+    assert asyncio.run(share(0.11)) == 1.0
+    assert set(rejected) == {"overloaded"}
 
 
 # ---------------------------------------------------------------------------------------------- 6

@@ -23,6 +23,7 @@ after ``stream_write_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -35,6 +36,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from knnroute.gateway.admission import AdmissionMiddleware, LoopLag
 from knnroute.gateway.auth import GatewayAuthMiddleware
 from knnroute.gateway.batching import Batcher
 from knnroute.gateway.config import GatewayConfig
@@ -57,6 +59,10 @@ CHAT_BODY = "the OpenAI chat-completions request (a JSON object with a non-empty
 FEEDBACK_BODY = 'a JSON object {"request_id": str, "score": number in [0, 1]}'
 INLINE_JSON_BYTES = 64 << 10  # larger bodies are parsed on a worker thread, not on the event loop
 _GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
+
+
+def _getter(obj: Any, attr: str) -> Callable[[], float]:
+    return lambda: float(getattr(obj, attr))
 
 
 async def _disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
@@ -89,6 +95,9 @@ class _GatewayMetrics:
         self.rejected = Counter("knnroute_gateway_rejected", "Chat requests refused at once with 503, by "
                                 "reason", ["reason"], registry=registry)
         self.inflight = Gauge("knnroute_gateway_inflight", "Chat requests in flight", registry=registry)
+        self.loop_lag = Gauge("knnroute_gateway_loop_lag_seconds", "How late the event loop runs a 5 ms timer "
+                              "(smoothed): admission refuses chat requests above max_loop_lag_ms",
+                              registry=registry)
         self.route_queue = Gauge("knnroute_gateway_route_queue", "Routed requests waiting for their decision",
                                  registry=registry)
         for m in names:
@@ -107,15 +116,15 @@ class Gateway:
         self.decisions = DecisionLog(cfg.server.decision_log, cfg.server.log_prompts)
         self.metrics = _GatewayMetrics(metrics.registry, list(cfg.upstreams))
         for name, br in self.upstreams.breakers.items():
-            self.metrics.circuit.labels(name).set_function(lambda b=br: b.state)
-            self.metrics.pool.labels(name).set_function(lambda n=name: self.upstreams.in_use(n))
+            self.metrics.circuit.labels(name).set_function(_getter(br, "state"))
+            self.metrics.pool.labels(name).set_function(functools.partial(self.upstreams.in_use, name))
         self.metrics.inflight.set_function(lambda: self.inflight)
         self.metrics.route_queue.set_function(lambda: self.routing)
         self.rng = random.Random()
         srv = cfg.server
         self.batcher = (Batcher(self.decide_many, srv.embed_batch_max, srv.embed_batch_wait_ms / 1e3)
                         if srv.embed_batch_wait_ms > 0 else None)
-        self.inflight = 0  # chat requests being handled (on the event loop: no lock)
+        self.inflight = 0  # chat requests being handled, counted by AdmissionMiddleware (on the loop: no lock)
         self.routing = 0  # routed requests waiting for their embedding and decision
 
     @property
@@ -134,7 +143,7 @@ class Gateway:
         only the item that fails gets the error."""
         router = self.router
         try:
-            X: Sequence[Any] = router.embed([t for t, _, _ in items])
+            X: Any = router.embed([t for t, _, _ in items])
         except Exception:
             X = []
             for t, _, _ in items:
@@ -223,7 +232,7 @@ class Gateway:
         self.routing += 1
         try:
             if self.batcher is not None:
-                return await self.batcher.submit((text, lam, max_cost))  # type: ignore[no-any-return]
+                return await self.batcher.submit((text, lam, max_cost))
             return await anyio.to_thread.run_sync(self.decide, text, lam, max_cost)
         except ValueError as e:
             raise GatewayError(422, str(e)[:500]) from None
@@ -385,7 +394,7 @@ class _StreamResponse(Response):
                 try:
                     await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": True}),
                                            self.write_timeout)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # (TimeoutError itself from Python 3.11)
                     return "stalled"
         except Exception:  # the upstream broke mid-stream
             return "upstream broke"
@@ -432,10 +441,8 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
         task = asyncio.ensure_future(work(raw))
         gone = asyncio.ensure_future(_disconnected(request.receive))
         try:
-            async with asyncio.timeout(srv.request_timeout_s + 1.0):
-                await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            pass
+            await asyncio.wait({task, gone}, timeout=srv.request_timeout_s + 1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()
         if not task.done():  # the client left, or the deadline passed while routing
@@ -455,15 +462,8 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         """OpenAI chat completions, routed (``"model": "knnroute"``) or passed through."""
-        if gw.inflight >= srv.max_inflight:
-            return gw.busy("inflight_full", f"the gateway is at capacity ({gw.inflight} requests in flight): "
-                           "retry after the Retry-After seconds").response()
-        gw.inflight += 1
-        try:
-            sid = request.headers.get("x-session-id")
-            return await guarded(request, lambda raw: gw.chat(raw, sid))
-        finally:
-            gw.inflight -= 1
+        sid = request.headers.get("x-session-id")  # admission (in flight, loop lag): AdmissionMiddleware
+        return await guarded(request, lambda raw: gw.chat(raw, sid))
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
@@ -486,4 +486,11 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
 
     app.add_middleware(GatewayAuthMiddleware, api_keys=api_keys, admin_key=admin)
     app.add_middleware(OpenAIErrorMiddleware)
+    lag = LoopLag()
+    app.router.on_shutdown.append(lag.aclose)
+    app.add_middleware(AdmissionMiddleware, max_inflight=srv.max_inflight, state=gw, lag=lag,
+                       max_lag_s=srv.max_loop_lag_ms / 1e3 if srv.max_loop_lag_ms > 0 else None,
+                       on_reject=lambda reason: gw.metrics.rejected.labels(reason).inc())
+    app.state.loop_lag = lag
+    gw.metrics.loop_lag.set_function(lambda: lag.lag)
     return app

@@ -6,6 +6,7 @@ instead of its timeout and retries on every request. All state changes happen on
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker"]
 
@@ -13,7 +14,7 @@ CLOSED, OPEN, HALF_OPEN = 0, 1, 2  # also the values of the knnroute_gateway_cir
 
 
 class Breaker:
-    def __init__(self, failures: int, cooldown_s: float, clock: type[time.monotonic] | None = None) -> None:
+    def __init__(self, failures: int, cooldown_s: float, clock: Callable[[], float] | None = None) -> None:
         self.failures, self.cooldown_s = int(failures), float(cooldown_s)
         self._now = clock or time.monotonic
         self.state = CLOSED

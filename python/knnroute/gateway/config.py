@@ -70,6 +70,8 @@ class ServerConfig(_Strict):
     # their embedding and decision; beyond either, an immediate 503 with Retry-After
     max_inflight: int = Field(default=2048, gt=0)
     max_route_queue: int = Field(default=128, gt=0)
+    # and while the event loop runs this late (smoothed; 0: off): the load that no counter sees yet
+    max_loop_lag_ms: float = Field(default=50.0, ge=0, allow_inf_nan=False)
     request_timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)  # whole request, all attempts
     stream_write_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)  # a client not reading
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)  # SIGTERM to exit

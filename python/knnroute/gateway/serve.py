@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -98,7 +99,7 @@ def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int 
     srv = cfg.server
     try:
         uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=False,
-                    timeout_graceful_shutdown=srv.shutdown_timeout_s,
+                    timeout_graceful_shutdown=max(1, math.ceil(srv.shutdown_timeout_s)),
                     **uvicorn_limits(srv.read_timeout_s, srv.limit_concurrency))
     finally:
         store.close()

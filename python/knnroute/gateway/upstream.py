@@ -154,7 +154,7 @@ class Upstreams:
                 delay = up.backoff_s * (2 ** attempt)
                 try:
                     resp = await session.post(url, data=payload, headers=headers, timeout=timeout)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # TimeoutError from 3.11; aiohttp raises it on 3.10
                     reason, timed_out = f"timeout after {budget:g} s", True
                     attempts.append(Attempt(name, None, time.perf_counter() - t0, "timeout"))
                     breaker.failure()
@@ -178,7 +178,7 @@ class Upstreams:
                 if not stream:
                     try:
                         content = await resp.read()
-                    except TimeoutError:
+                    except asyncio.TimeoutError:  # TimeoutError from 3.11; aiohttp raises it on 3.10
                         resp.close()
                         reason, timed_out = f"timeout after {budget:g} s reading the body", True
                         attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, "timeout"))
