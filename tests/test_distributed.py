@@ -480,12 +480,11 @@ def test_ray_serve_replicas_receive_router_updates(ray_session, tmp_path: Path) 
 
 
 def test_distributed_import_is_lazy() -> None:
-    """``import knnroute`` and the Ray-using modules (and the old ``knnroute.distributed`` alias) do not
-    import ray."""
+    """``import knnroute`` and the Ray-using modules do not import ray."""
     import subprocess
     import sys
 
     code = ("import sys, knnroute, knnroute.production.batch, knnroute.evaluate.ray_eval, "
-            "knnroute.service.ray_serve, knnroute.distributed; print('ray' in sys.modules)")
+            "knnroute.service.ray_serve; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
