@@ -102,7 +102,7 @@ def _in_order(df, ids):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[object]:
-    ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install 'knnroute[ray]'")
+    ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install '.[ray]'")
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,

@@ -244,7 +244,7 @@ def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: di
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        report["lexical_note"] = "off: scikit-learn is not installed (pip install 'knnroute[eval]')"
+        report["lexical_note"] = "off: scikit-learn is not installed (pip install '.[eval]' in the knnroute checkout)"
         return []
     from knnroute.data.hygiene import PrefixStripper
     from knnroute.embed.encoders import get_embedder

@@ -90,7 +90,9 @@ def require_pandas() -> Any:
     try:
         import pandas as pd
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading CSV/Parquet/pickle needs pandas: pip install 'knnroute[data]'") from e
+        raise ImportError(
+            "reading CSV/Parquet/pickle needs pandas: pip install '.[data]' in the knnroute checkout"
+        ) from e
     return pd
 
 
