@@ -206,3 +206,18 @@ def test_readme_python_example_runs() -> None:
     ns: dict[str, object] = {}
     exec(compile(body, "README.md (Use it)", "exec"), ns)  # our own README
     assert getattr(ns["s_hat"], "shape", None) == (4, 3)
+
+
+def test_relative_links_resolve_inside_the_repository() -> None:
+    """Every relative markdown link (``[text](path)``, images too) names a file or folder of the checkout: no
+    link to a file a user does not have (the README once linked ``../shared/PAPER.md``)."""
+    bad = []
+    for path in DOCS:
+        text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.M | re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL or an anchor
+            dest = (path.parent / target.split("#")[0]).resolve()
+            if not dest.exists() or ROOT not in (dest, *dest.parents):
+                bad.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not bad, bad
