@@ -406,3 +406,16 @@ def test_fit_warns_when_tuning_rests_on_few_validation_prompts(
     # enough validation prompts (the demo: 120): no warning
     rc, out, err = _run_both(["fit", "--data", "demo", "--out", str(tmp_path / "d.knnr"), "-q"])
     assert rc == 0 and "warning" not in err and _fit_report(out)["warnings"] == []
+
+
+def test_eval_warns_when_tuned_routers_rest_on_few_validation_prompts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register_parts(tmp_path, monkeypatch)
+    rc, _, err = _run_both(["eval", "--data", "part-a", "--seeds", "1", "--routers", "knn-tuned", "--jobs", "1",
+                            "-q"])
+    assert rc == 0
+    assert err.strip() == ("knnroute eval: warning: part-a: knn-tuned tune on 12 validation prompts (fewer than 30): "
+                           "their choices are noisy")
+    rc, _, err = _run_both(["eval", "--data", "part-a", "--seeds", "1", "--routers", "knn-10", "--jobs", "1", "-q"])
+    assert rc == 0 and err == ""  # nothing tuned: nothing to warn about

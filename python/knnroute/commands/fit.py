@@ -21,10 +21,7 @@ from typing import Any
 from knnroute.commands._options import add_prices, add_quiet
 from knnroute.data.spec import SPEC_HELP
 
-__all__ = ["MIN_VAL_PROMPTS", "configure", "fit_router", "run"]
-
-#: fewer validation prompts than this and ``fit`` warns that its tuning is noisy
-MIN_VAL_PROMPTS = 30
+__all__ = ["configure", "fit_router", "run"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -119,7 +116,7 @@ def fit_router(
     from knnroute.production import FallbackPolicy, ProductionRouter
     from knnroute.production.budgets import describe_default
     from knnroute.routers.knn import KNNRouter
-    from knnroute.routers.tuned import KNNConfig, knn_grid, tune_representations
+    from knnroute.routers.tuned import MIN_VAL_PROMPTS, KNNConfig, knn_grid, tune_representations
 
     if shrinkage is not None and not (math.isfinite(shrinkage) and shrinkage >= 0):
         raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage!r}")
