@@ -11,7 +11,7 @@ so it stays usable on real data.
   (monotone chain) and :func:`hull_auc_py` (an O(P^2) concave majorant: a different algorithm),
   :func:`dense_grid_auc` (the paper's dense-grid protocol).
 
-Conventions (``../shared/DESIGN.md`` § Evaluation conventions):
+Conventions (``python/knnroute/evaluate/README.md`` § Conventions):
 
 - Routing: ``argmax_m s[m] - lam * c[m]``; ties go to the cheaper model, then to the lower index.
 - Envelope: for one query the winning model as a function of ``lam >= 0`` is piecewise constant; model

@@ -55,7 +55,7 @@ FAST = {
 
 def _needs_torch(name: str) -> None:
     if name in TORCH_NAMES and not HAS_TORCH:
-        pytest.skip("torch extra not installed (pip install knnroute[torch])")
+        pytest.skip("torch extra not installed (pip install '.[torch]' in the knnroute checkout)")
 
 
 def make_problem(n: int = 150, d: int = 12, M: int = 4, seed: int = 0, nan_frac: float = 0.03):
@@ -124,10 +124,10 @@ def test_torch_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from knnroute.routers import torch_routers as tr
 
     monkeypatch.setattr(tb.importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(ImportError, match=r"pip install knnroute\[torch\]"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[torch\]'"):
         tr.GraphRouter(k=10)
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install knnroute\[torch\]"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[torch\]'"):
         tb._import_torch()
 
 

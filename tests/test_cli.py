@@ -232,7 +232,18 @@ def _run(argv: list[str]) -> tuple[int, str]:
 
 
 def _fit_report(out: str) -> dict:
-    return json.loads(out[out.index("{"):])
+    """fit's stdout is the JSON report and nothing else (the human lines go to stderr)."""
+    return json.loads(out)
+
+
+def _run_both(argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
 
 
 def test_eval_accepts_demo_and_a_comma_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,9 +264,10 @@ def test_eval_accepts_demo_and_a_comma_list(tmp_path: Path, monkeypatch: pytest.
 
 def test_fit_accepts_demo_and_a_comma_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _register_parts(tmp_path, monkeypatch)
-    rc, out = _run(["fit", "--data", "demo", "--out", str(tmp_path / "d.knnr"), "--k", "10", "--no-progress"])
+    rc, out, err = _run_both(["fit", "--data", "demo", "--out", str(tmp_path / "d.knnr"), "--k", "10",
+                              "--no-progress"])
     assert rc == 0
-    assert "GENERATED" in out
+    assert "GENERATED" in err
     rep = _fit_report(out)
     assert rep["dataset"] == "demo-generated"
     assert rep["n_train"] + rep["n_val"] + rep["n_test"] == 1200
@@ -316,3 +328,94 @@ def test_eval_and_fit_on_real_data_specs(
                     "--no-progress"])
     assert rc == 0
     assert _fit_report(out)["n_train"] > 0
+
+
+# ------------------------------------------------------------- fit: --json, --shrinkage, small data (issue 32)
+def test_fit_json_stdout_parses_as_json(tmp_path: Path) -> None:
+    """`fit --json > report.json` is valid JSON: stdout holds the report only, the human lines go to stderr.
+    Plain `fit` does the same (the documented "report (JSON on stdout)")."""
+    for extra in (["--json"], []):
+        r = subprocess.run(
+            [sys.executable, "-m", "knnroute", "fit", "--data", "demo", "--out", str(tmp_path / "d.knnr"),
+             "--k", "10", *extra],
+            capture_output=True, text=True, env=_env(), timeout=300,
+        )
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)
+        assert report["dataset"] == "demo-generated" and report["file"].endswith("d.knnr")
+        assert "GENERATED" in r.stderr and "fitted ProductionRouter" in r.stderr
+        assert "default: a request without lambda" in r.stderr
+
+
+def test_fit_shrinkage_is_stored_and_constrains_the_tuner(tmp_path: Path) -> None:
+    import knnroute
+
+    rc, out, _ = _run_both(["fit", "--data", "demo", "--out", str(tmp_path / "s.knnr"), "--shrinkage", "10",
+                            "-q"])
+    assert rc == 0
+    rep = _fit_report(out)
+    assert rep["config"]["shrinkage"] == 10.0  # tuned k and weighting, the given shrinkage
+    assert knnroute.load(tmp_path / "s.knnr").knn.shrinkage == 10.0
+    # with a fixed k as well
+    rc, out, _ = _run_both(["fit", "--data", "demo", "--out", str(tmp_path / "k.knnr"), "--k", "20",
+                            "--shrinkage", "2.5", "-q"])
+    assert rc == 0
+    assert _fit_report(out)["config"] == {"k": 20, "weighting": "uniform", "temperature": 0.05, "shrinkage": 2.5}
+    assert knnroute.load(tmp_path / "k.knnr").knn.shrinkage == 2.5
+    # without --shrinkage the tuner may choose any shrinkage of its grid (the demo's choice is not pinned)
+    rc, out, _ = _run_both(["fit", "--data", "demo", "--out", str(tmp_path / "t.knnr"), "-q"])
+    assert rc == 0
+    from knnroute.routers.tuned import SHRINKAGES
+
+    assert _fit_report(out)["config"]["shrinkage"] in SHRINKAGES
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "ten"])
+def test_fit_shrinkage_bad_values_are_one_line_errors(tmp_path: Path, bad: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "knnroute", "fit", "--data", "demo", "--out", str(tmp_path / "x.knnr"),
+         f"--shrinkage={bad}"],
+        capture_output=True, text=True, env=_env(), timeout=120,
+    )
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert "argument --shrinkage" in last and ("must be a finite number >= 0" in last or "not a number" in last)
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.knnr").exists()
+
+
+def test_fit_help_explains_shrinkage_and_json() -> None:
+    fit = next(a for a in build_parser()._actions if a.dest == "command").choices["fit"]  # type: ignore[union-attr]
+    text = fit.format_help()
+    assert "--shrinkage X" in text and "gateway" in text
+    assert "--json" in text
+
+
+def test_fit_warns_when_tuning_rests_on_few_validation_prompts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register_parts(tmp_path, monkeypatch)  # part-a: 120 prompts -> 12 validation prompts
+    rc, out, err = _run_both(["fit", "--data", "part-a", "--out", str(tmp_path / "a.knnr"), "-q"])
+    assert rc == 0
+    rep = _fit_report(out)
+    assert rep["n_val"] < 30
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert lines == [f"knnroute fit: warning: tuning rests on {rep['n_val']} validation prompts (fewer than 30): "
+                     "the chosen k, weighting and shrinkage are noisy; give more data or a fixed --k"]
+    assert rep["warnings"] == [lines[0].removeprefix("knnroute fit: warning: ")]
+    # enough validation prompts (the demo: 120): no warning
+    rc, out, err = _run_both(["fit", "--data", "demo", "--out", str(tmp_path / "d.knnr"), "-q"])
+    assert rc == 0 and "warning" not in err and _fit_report(out)["warnings"] == []
+
+
+def test_eval_warns_when_tuned_routers_rest_on_few_validation_prompts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register_parts(tmp_path, monkeypatch)
+    rc, _, err = _run_both(["eval", "--data", "part-a", "--seeds", "1", "--routers", "knn-tuned", "--jobs", "1",
+                            "-q"])
+    assert rc == 0
+    assert err.strip() == ("knnroute eval: warning: part-a: knn-tuned tune on 12 validation prompts (fewer than 30): "
+                           "their choices are noisy")
+    rc, _, err = _run_both(["eval", "--data", "part-a", "--seeds", "1", "--routers", "knn-10", "--jobs", "1", "-q"])
+    assert rc == 0 and err == ""  # nothing tuned: nothing to warn about

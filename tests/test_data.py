@@ -50,6 +50,7 @@ from knnroute.data import (
 )
 from knnroute.data.llmrouter import LLMROUTER_OUTPUT_TOKENS
 from knnroute.data.routellm import ROUTELLM_PRICES
+from knnroute.data.tables import check_scores, numeric_column
 
 pd = pytest.importorskip("pandas")
 csv.field_size_limit(sys.maxsize)
@@ -699,6 +700,67 @@ def test_long_format_bad_data(tmp_path: Path, body: str, match: str) -> None:
     f.write_text(body)
     with pytest.raises(ValueError, match=match):
         load_long(f)
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        # scores on a 0-100 scale: the error says so
+        (HEADER + "p1,x,a,80,0.1\np2,y,a,45,0.1\n",
+         r"data row 1, column 'score': score 80 is outside .*max 80: looks like 0-100: divide by 100\)$"),
+        # booleans are not scores (no silent True -> 1)
+        (HEADER + "p1,x,a,1,0.1\np2,y,a,true,0.1\n",
+         r"data row 2, column 'score': 'true' is a boolean, not a score; write scores as numbers on \[0, 1\]"),
+        (HEADER + "p1,x,a,False,0.1\n", r"data row 1, column 'score': False is a boolean"),  # a bool column
+        # a semicolon- or tab-separated file read as one column
+        ("prompt_id;model;score;cost\np1;a;1;0.1\n",
+         r"bad\.csv: read as one column 'prompt_id;model;score;cost': the file looks semicolon-separated"),
+        ("prompt_id\tmodel\tscore\tcost\np1\ta\t1\t0.1\n", r"the file looks tab-separated"),
+    ],
+)
+def test_long_format_odd_data_gets_a_hint(tmp_path: Path, body: str, match: str) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text(body)
+    with pytest.raises(ValueError, match=match) as e:
+        load_long(f)
+    assert "\n" not in str(e.value)
+
+
+def test_long_format_scores_hints_only_when_they_fit() -> None:
+    """No 0-100 hint for scores beyond 100 or below 0 (dividing would not fix them)."""
+    for bad in ([0.5, 150.0], [-0.2, 0.5], [3.0, -1.0]):
+        with pytest.raises(ValueError, match="outside the documented range") as e:
+            check_scores(np.array(bad), "f.csv", "score")
+        assert "divide by 100" not in str(e.value)
+
+
+def test_long_format_boolean_parquet_scores_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "b.parquet"
+    pd.DataFrame({"prompt_id": ["p1", "p2"], "model": ["a", "a"], "score": [True, False],
+                  "cost": [0.1, 0.1]}).to_parquet(f)
+    with pytest.raises(ValueError, match=r"data row 1, column 'score': True is a boolean"):
+        load_long(f)
+
+
+def test_long_format_price_table_did_you_mean(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("prompt_id,model,score,input_tokens,output_tokens\n"
+                 "p1,gpt-4o,1,100,50\np1,claude-haiku,0,100,20\n")
+    with pytest.raises(ValueError, match=r"no price for model\(s\) \['claude-haiku', 'gpt-4o'\] .*did you mean "
+                       r"'claude-haikuu' for 'claude-haiku', 'gpt4o' for 'gpt-4o' \(as spelled in the price"):
+        load_long(f, prices={"gpt4o": (5, 15), "claude-haikuu": (0.25, 1.25)})
+    with pytest.raises(ValueError, match="no price for model") as e:  # nothing close: no guess
+        load_long(f, prices={"gpt-4o": (5, 15), "llama": (0.2, 0.2)})
+    assert "did you mean" not in str(e.value)
+
+
+def test_routellm_loaders_still_read_true_false_scores(tmp_path: Path) -> None:
+    """The loaders whose sources document True/False correctness (RouteLLM MMLU, GSM8K) keep reading it as
+    1/0: only the long format (the user's own scores) refuses booleans."""
+    assert numeric_column(pd.Series([True, False]), "f", "m").tolist() == [1.0, 0.0]
+    assert numeric_column(pd.Series(["True", "False", ""]), "f", "m")[:2].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="is a boolean"):
+        numeric_column(pd.Series(["True", "0.5"]), "f", "m", booleans=False)
 
 
 def test_long_format_exact_duplicate_rows_are_fine(tmp_path: Path) -> None:

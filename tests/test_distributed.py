@@ -102,7 +102,7 @@ def _in_order(df, ids):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[object]:
-    ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install 'knnroute[ray]'")
+    ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install '.[ray]'")
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
@@ -480,12 +480,11 @@ def test_ray_serve_replicas_receive_router_updates(ray_session, tmp_path: Path) 
 
 
 def test_distributed_import_is_lazy() -> None:
-    """``import knnroute`` and the Ray-using modules (and the old ``knnroute.distributed`` alias) do not
-    import ray."""
+    """``import knnroute`` and the Ray-using modules do not import ray."""
     import subprocess
     import sys
 
     code = ("import sys, knnroute, knnroute.production.batch, knnroute.evaluate.ray_eval, "
-            "knnroute.service.ray_serve, knnroute.distributed; print('ray' in sys.modules)")
+            "knnroute.service.ray_serve; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

@@ -156,11 +156,11 @@ def test_fit_names_its_steps_and_explains_the_default_lambda(tmp_path: Path) -> 
     rc, out, err = _run(["fit", "--data", "demo", "--out", str(tmp_path / "d.knnr")])
     assert rc == 0
     assert "fit: loading demo" in err and "fit: tuning" in err and "budget table" in err
-    report = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    report = json.loads(out)  # stdout is the JSON report alone; the human lines are on stderr
     assert report["default_lambda"] == 0.0
     assert "lambda = 0" in report["default_lambda_gives"]
-    assert "default: a request without lambda or max_cost gets lambda = 0" in out
-    assert "highest predicted score" in out
+    assert "default: a request without lambda or max_cost gets lambda = 0" in err
+    assert "highest predicted score" in err
 
 
 # ---------------------------------------------------------------------------------- 2. --prices

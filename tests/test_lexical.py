@@ -414,14 +414,13 @@ def test_fit_writes_a_hybrid_router(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         import io
 
         out = tmp_path / f"r{len(extra)}.knnr"
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
+        buf, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
             rc = main(["fit", "--data", str(csv), "--out", str(out), "--embedder", "hash-dense-test",
                        "--no-progress", *extra])
         assert rc == 0
-        text = buf.getvalue()
-        assert "similarity: " in text
-        return json.loads(text[text.index("{"):]), out
+        assert "similarity: " in err.getvalue()
+        return json.loads(buf.getvalue()), out
 
     rep, path = fit()
     assert rep["lexical_weight"] in (0.75, 0.5)  # the topic words are the only signal

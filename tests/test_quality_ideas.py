@@ -1,11 +1,11 @@
-"""bench.quality_ideas and bench.headroom (issue 21): the pieces each experiment rests on, against NumPy."""
+"""experiments.quality_ideas and experiments.headroom (issue 21): the pieces each experiment rests on, against NumPy."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.headroom import analyse
-from bench.quality_ideas import Setup, grid_candidates, lcb, mix, pick, skip_similar, unit
+from experiments.headroom import analyse
+from experiments.quality_ideas import Setup, grid_candidates, lcb, mix, pick, skip_similar, unit
 from knnroute.evaluate.cell import EvalData
 from knnroute.routers import tuned as _tuned
 from knnroute.routers.knn import KNNRouter

@@ -1,10 +1,10 @@
-"""bench.quality_stack (issue 21 experiment): the exact ridge leave-one-out and the blend's end points."""
+"""experiments.quality_stack (issue 21 experiment): the exact ridge leave-one-out and the blend's end points."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.quality_stack import ALPHAS, blend_auc, ridge_loo
+from experiments.quality_stack import ALPHAS, blend_auc, ridge_loo
 from knnroute.routers import curves as _curves
 from knnroute.routers.linear import LinearRouter
 

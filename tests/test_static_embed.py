@@ -291,7 +291,7 @@ def test_fit_cli_with_wordllama_writes_a_routable_file(subset_csv, tmp_path: Pat
                "--scan-precision", "int8", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    report = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    report = json.loads(out)
     wl = get_embedder("wordllama")
     assert report["embedder"] == wl.identity
     prod = production.load(f)

@@ -17,7 +17,7 @@ def require_ray() -> Any:
         import ray
     except ImportError as e:  # pragma: no cover - CI installs the extra
         raise ImportError(
-            "this needs Ray, which is not installed: pip install 'knnroute[ray]' (ray[data,serve])"
+            "this needs Ray, which is not installed: pip install '.[ray]' in the knnroute checkout (ray[data,serve])"
         ) from e
     return ray
 

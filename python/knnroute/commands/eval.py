@@ -175,6 +175,24 @@ def _diagnostics(ed: Any, ds: Any, seed: int) -> dict[str, Any]:
     }
 
 
+def _warn_small_validation(data: Sequence[Any], routers: Sequence[str]) -> None:
+    """One stderr line per dataset whose validation split (seed 0) is too small for the tuned routers."""
+    from knnroute.evaluate.cell import split_indices
+    from knnroute.routers.tuned import MIN_VAL_PROMPTS
+
+    tuned = [r for r in routers if "tuned" in r]
+    if not tuned:
+        return
+    for ed in data:
+        try:
+            n_val = split_indices(ed.n, 0, ed.split).val.size
+        except ValueError:
+            continue  # too small to split at all: the evaluation says so itself
+        if n_val < MIN_VAL_PROMPTS:
+            print(f"knnroute eval: warning: {ed.name}: {', '.join(tuned)} tune on {n_val} validation prompts "
+                  f"(fewer than {MIN_VAL_PROMPTS}): their choices are noisy", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``knnroute eval``; returns the exit status."""
     import numpy as np
@@ -198,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"knnroute eval: error: {exc}", file=sys.stderr)
         return 2
     data = [ed for ed, _ in pairs]
+    _warn_small_validation(data, routers)
     if args.routers == _DEFAULT_ROUTERS and any("image_X" in ed.meta for ed in data):
         from knnroute.evaluate.views import MULTIMODAL_ROUTERS  # image-only and fused rows
 

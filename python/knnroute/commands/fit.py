@@ -5,13 +5,15 @@ The support set is the training split; k, weighting and shrinkage are chosen on 
 router with ``w < 1`` storing its lexical model: ``--no-lexical`` keeps it dense); the budget table
 (lambda -> mean cost, score and share per model) and any fallback threshold are measured on the same
 validation prompts; the test split is only used to report the saved router's AUC. The file is written
-atomically (see ``docs/service.md`` for the format).
+atomically (see ``docs/service.md`` for the format). stdout carries only the report, as JSON (``--json``
+says so explicitly); the summary lines and step lines go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -32,6 +34,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "sentence-transformers model folder; recorded in the router file")
     p.add_argument("--seed", type=int, default=0, help="split seed for data without a shipped split")
     p.add_argument("--k", type=int, default=None, help="fixed k (uniform weighting) instead of tuning")
+    p.add_argument("--shrinkage", type=_shrinkage, default=None, metavar="X",
+                   help="fixed shrinkage X >= 0 toward each model's training mean, stored in the router file "
+                   "(a model's prediction is (sum of its k neighbours' weighted scores + X * its mean) / (their "
+                   "weight + X)); default: tuned on validation among 0, 1, 5, 20, 100 and 1e6 (the last one "
+                   "routes like the best single models). k and weighting are still tuned unless --k is given. "
+                   "Routers that learn online from gateway feedback need X > 0 (e.g. 10; docs/gateway.md)")
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],
                    help="storage precision of the embeddings in the file (default f32)")
     p.add_argument("--scan-precision", default="f32", choices=["f32", "bf16", "f16", "int8"],
@@ -45,6 +53,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="dense similarity only: do not try the lexical hybrid (w cos_dense + (1 - w) "
                    "cos_lexical, TF-IDF LSA fitted on the training prompts; w in {1, 0.75, 0.5} chosen on "
                    "validation, stored in the router file when w < 1)")
+    p.add_argument("--json", action="store_true",
+                   help="stdout carries only the report, as JSON (so 'fit ... > report.json' is valid JSON); the "
+                   "human-readable summary and step lines go to stderr. This is also what fit does without "
+                   "--json: the flag lets scripts say so")
     p.add_argument("--fallback-model", default=None, help="model to use when the router is unsure")
     p.add_argument("--fallback-distance-quantile", type=float, default=None, metavar="Q",
                    help="fall back for prompts farther from their k-th neighbour than a share Q of "
@@ -53,6 +65,17 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="fall back when fewer than A of the neighbours agree with the routed model")
     add_quiet(p)
     add_prices(p)
+
+
+def _shrinkage(text: str) -> float:
+    """``--shrinkage``: a finite number >= 0 (argparse turns the ``ValueError`` into a one-line usage error)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(x) and x >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return x
 
 
 def fit_router(
@@ -68,6 +91,7 @@ def fit_router(
     scan_precision: str = "f32",
     prices: str | None = None,
     lexical: bool = True,
+    shrinkage: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict.
 
@@ -81,6 +105,9 @@ def fit_router(
     evaluator's ``knn-tuned-lex`` does (``w`` in ``{1} + LEXICAL_WEIGHTS``, validation + leave-one-out AUC;
     ties: dense, then the larger ``w``); when ``w < 1`` the router embeds prompts with a
     :class:`~knnroute.embed.lexical.HybridLexicalEmbedder` stored in the file. The report says which ``w``.
+
+    ``shrinkage`` (``--shrinkage``): fixed instead of tuned; the tuner then searches k and weighting with
+    this shrinkage only, so the saved router always has it.
     """
     from knnroute._progress import step
     from knnroute.data.splits import carve_validation
@@ -89,8 +116,10 @@ def fit_router(
     from knnroute.production import FallbackPolicy, ProductionRouter
     from knnroute.production.budgets import describe_default
     from knnroute.routers.knn import KNNRouter
-    from knnroute.routers.tuned import KNNConfig, tune_representations
+    from knnroute.routers.tuned import MIN_VAL_PROMPTS, KNNConfig, knn_grid, tune_representations
 
+    if shrinkage is not None and not (math.isfinite(shrinkage) and shrinkage >= 0):
+        raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage!r}")
     t0 = time.perf_counter()
     step(f"fit: loading {data} and embedding its prompts ({embedder}; cached after the first run)",
          enabled=progress)
@@ -100,10 +129,19 @@ def fit_router(
     if not (ds.split == "val").any():
         ds = ds.with_split(carve_validation(ds.split, seed=seed))
     tr, va, te = (ds.split_index(s) for s in ("train", "val", "test"))
+    warnings: list[str] = []
+    if k is None and va.size < MIN_VAL_PROMPTS:
+        warnings.append(
+            f"tuning rests on {va.size} validation prompts (fewer than {MIN_VAL_PROMPTS}): the chosen k, "
+            "weighting and shrinkage are noisy; give more data or a fixed --k"
+        )
+    for w in warnings:  # printed even with -q: it changes what the router is worth
+        print(f"knnroute fit: warning: {w}", file=sys.stderr)
     X, S, C = ds.embeddings, ds.scores, ds.costs
     assert X is not None  # prepare_data embeds every dataset
     t1 = time.perf_counter()
-    step(f"fit: {'tuning k, weighting and shrinkage on' if k is None else 'fitting k=' + str(k) + ';'} "
+    what = "k, weighting and shrinkage" if shrinkage is None else f"k and weighting (shrinkage {shrinkage:g})"
+    step(f"fit: {'tuning ' + what + ' on' if k is None else 'fitting k=' + str(k) + ';'} "
          f"{tr.size} training / {va.size} validation prompts ({time.perf_counter() - t0:.1f} s so far)",
          enabled=progress)
     hybrid: Any = None
@@ -115,8 +153,9 @@ def fit_router(
         elif ds.prompts is not None:
             lex_report["lexical_note"] = "off (--no-lexical)"
         # ties keep the dense similarity, then the larger w (the order of reps)
+        grid = None if shrinkage is None else knn_grid(max(1, tr.size), shrinkages=(shrinkage,))
         i, tuned, aucs = tune_representations(
-            [X_w for _, X_w, _ in reps], tr, va, S, C, model_names=ds.model_names, random_state=seed
+            [X_w for _, X_w, _ in reps], tr, va, S, C, model_names=ds.model_names, grid=grid, random_state=seed
         )
         lex_report["lexical_weight"], X, hybrid = reps[i]
         if len(reps) > 1:
@@ -126,8 +165,10 @@ def fit_router(
     else:
         if lexical and ds.prompts is not None:
             lex_report["lexical_note"] = "off: a fixed --k is not tuned (dense similarity)"
-        knn = KNNRouter(k=min(k, tr.size)).fit(X[tr], S[tr], C[tr], model_names=ds.model_names)
-        best, val_auc = KNNConfig(k=knn.k), None
+        knn = KNNRouter(k=min(k, tr.size), shrinkage=shrinkage or 0.0).fit(
+            X[tr], S[tr], C[tr], model_names=ds.model_names
+        )
+        best, val_auc = KNNConfig(k=knn.k, shrinkage=float(knn.shrinkage)), None
     if scan_precision != "f32":  # same neighbours (exact), faster single-query scans when serving
         knn = KNNRouter(k=knn.k, weighting=knn.weighting, temperature=knn.temperature,
                         shrinkage=knn.shrinkage, precision=scan_precision).fit(
@@ -170,6 +211,7 @@ def fit_router(
         **lex_report,
         "default_lambda": default_lambda,
         "default_lambda_gives": describe_default(default_lambda, prod.budget),
+        "warnings": warnings,
         "embed_seconds": round(t_embed, 2),
         "fit_seconds": round(t_fit, 2),
     }
@@ -199,7 +241,7 @@ def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: di
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        report["lexical_note"] = "off: scikit-learn is not installed (pip install 'knnroute[eval]')"
+        report["lexical_note"] = "off: scikit-learn is not installed (pip install '.[eval]' in the knnroute checkout)"
         return []
     from knnroute.data.hygiene import PrefixStripper
     from knnroute.embed.encoders import get_embedder
@@ -245,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             scan_precision=args.scan_precision,
             prices=args.prices,
             lexical=not args.no_lexical,
+            shrinkage=args.shrinkage,
         )
         t0 = time.perf_counter()
         path = prod.save(args.out, precision=args.precision)
@@ -254,12 +297,13 @@ def run(args: argparse.Namespace) -> int:
     report["file"] = str(path)
     report["file_bytes"] = path.stat().st_size
     report["save_seconds"] = round(time.perf_counter() - t0, 3)
+    human = sys.stderr  # stdout is the JSON report alone (with or without --json)
     if report["generated"]:
-        print("NOTE: fitted on the GENERATED demo benchmark (not real data)")
-    print(f"fitted {prod!r}")
-    print(f"default: {report['default_lambda_gives']}")
+        print("NOTE: fitted on the GENERATED demo benchmark (not real data)", file=human)
+    print(f"fitted {prod!r}", file=human)
+    print(f"default: {report['default_lambda_gives']}", file=human)
     lw = report.get("lexical_weight", 1.0)
     print(f"similarity: {'dense only' if lw == 1.0 else f'lexical hybrid, dense weight w={lw:g}'}"
-          + (f" ({report['lexical_note']})" if report.get("lexical_note") else ""))
+          + (f" ({report['lexical_note']})" if report.get("lexical_note") else ""), file=human)
     print(json.dumps(report, indent=2))
     return 0

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -89,7 +90,7 @@ def load_long(
         raise ValueError(f"{p}: {row_label(i)}, column 'model' is empty")
     pid = df["prompt_id"].astype(str).to_numpy()
     model = df["model"].astype(str).to_numpy()
-    score = numeric_column(df["score"], p, "score")
+    score = numeric_column(df["score"], p, "score", booleans=False)
     check_scores(score, p, "score")
 
     price_table: dict[str, tuple[float, float]] | None = None
@@ -113,8 +114,12 @@ def load_long(
         check_costs(tout, p, "output_tokens")
         nopr = sorted(set(model) - set(price_table))
         if nopr:
+            spare = sorted(set(price_table) - set(model))  # priced but not in the data: likely misspellings
+            close = [(m, difflib.get_close_matches(m, spare, n=1, cutoff=0.6)) for m in nopr]
+            hints = [f"{c[0]!r} for {m!r}" for m, c in close if c]
+            hint = f"; did you mean {', '.join(hints)} (as spelled in the price table)" if hints else ""
             raise ValueError(
-                f"{p}: no price for model(s) {nopr} in the price table (it has {sorted(price_table)})"
+                f"{p}: no price for model(s) {nopr} in the price table (it has {sorted(price_table)}){hint}"
             )
         pin = np.array([price_table[m][0] for m in model])
         pout = np.array([price_table[m][1] for m in model])

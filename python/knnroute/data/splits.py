@@ -1,6 +1,6 @@
 """Train / validation / test splits.
 
-Conventions (``../shared/DESIGN.md`` § Evaluation conventions): a seeded random 70/10/20 split over
+Conventions (``python/knnroute/evaluate/README.md`` § Conventions): a seeded random 70/10/20 split over
 prompts unless the data ships its own split. When the data ships only train/test (RouterBench subset,
 LLMRouter), the loaders keep the shipped test set untouched and carve a seeded 1/8 of the shipped train
 set as validation (:func:`carve_validation`); hyperparameters are tuned on that validation set only.

@@ -90,7 +90,9 @@ def require_pandas() -> Any:
     try:
         import pandas as pd
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading CSV/Parquet/pickle needs pandas: pip install 'knnroute[data]'") from e
+        raise ImportError(
+            "reading CSV/Parquet/pickle needs pandas: pip install '.[data]' in the knnroute checkout"
+        ) from e
     return pd
 
 
@@ -123,13 +125,37 @@ def read_table(path: Path) -> Any:
         raise ValueError(f"{path}: not a valid CSV file: {str(e).strip()[:300]}") from None
     if len(df) == 0:
         raise ValueError(f"{path}: file has a header but no data rows")
+    if suffix not in (".parquet", ".pq", ".jsonl", ".ndjson") and len(df.columns) == 1:
+        header = str(df.columns[0])
+        for sep, name in ((";", "semicolon"), ("\t", "tab")):
+            if sep in header:
+                raise ValueError(
+                    f"{path}: read as one column {header[:80]!r}: the file looks {name}-separated; CSV files "
+                    "must be comma-separated (re-export it with ',' as the delimiter)"
+                )
     return df
 
 
-def numeric_column(values: Any, path: Path | str, column: str) -> np.ndarray:
-    """A column as float64; NaN for blanks; ValueError naming the first non-numeric cell."""
+def numeric_column(values: Any, path: Path | str, column: str, booleans: bool = True) -> np.ndarray:
+    """A column as float64; NaN for blanks; ValueError naming the first non-numeric cell.
+
+    ``booleans``: ``True``/``False`` (booleans or those words) read as 1/0, as the loaders of sources that
+    document that mapping need (RouteLLM's correctness columns); with ``booleans=False`` (the long format's
+    scores) the first boolean cell is an error instead of a silent 1/0.
+    """
     pd = require_pandas()
     s = pd.Series(values).reset_index(drop=True)
+    if not booleans:
+        is_bool = s.map(lambda v: isinstance(v, (bool, np.bool_)) or (
+            isinstance(v, str) and v.strip().lower() in ("true", "false")))
+        if is_bool.any():
+            i = int(np.flatnonzero(is_bool.to_numpy())[0])
+            v = s.iloc[i]
+            shown = repr(v) if isinstance(v, str) else str(bool(v))
+            raise ValueError(
+                f"{path}: {row_label(i)}, column {column!r}: {shown} is a boolean, not a score; write "
+                "scores as numbers on [0, 1] (for right/wrong: 1 and 0)"
+            )
     if s.dtype == bool:
         return s.to_numpy(dtype=np.float64)
     if s.dtype == object or str(s.dtype) in ("str", "string"):
@@ -153,9 +179,13 @@ def check_scores(x: np.ndarray, path: Path | str, column: str, lo: float = 0.0, 
     bad = ~np.isnan(x) & ((x < lo) | (x > hi))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        finite = x[np.isfinite(x)]
+        hint = ""
+        if (lo, hi) == SCORE_RANGE and finite.size and finite.min() >= 0 and finite.max() <= 100:
+            hint = f" (the column's values lie in [0, 100], max {finite.max():g}: looks like 0-100: divide by 100)"
         raise ValueError(
             f"{path}: {row_label(i)}, column {column!r}: score {x[i]:g} is outside the documented range "
-            f"[{lo:g}, {hi:g}]"
+            f"[{lo:g}, {hi:g}]{hint}"
         )
     if np.isinf(x).any():
         i = int(np.flatnonzero(np.isinf(x))[0])

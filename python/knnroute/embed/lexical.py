@@ -3,7 +3,7 @@
 The hybrid similarity of two prompts is ``w cos_dense + (1 - w) cos_lexical``. :func:`mix` builds rows whose
 dot product is exactly that (``[sqrt(w) x_dense, sqrt(1 - w) x_lexical]`` of unit rows is itself a unit row),
 so the core's cosine top-k serves the hybrid similarity unchanged. Issue 21's experiments
-(``bench/quality_ideas.py``, ``docs/quality.md``) found it the one idea that raised the tuned kNN router on most
+(``experiments/quality_ideas.py``, ``docs/quality.md``) found it the one idea that raised the tuned kNN router on most
 of the nine datasets; the evaluator's ``knn-tuned-lex`` row chooses ``w`` on validation, and ``knnroute fit``
 deploys it (:class:`HybridLexicalEmbedder`, stored in the router file).
 

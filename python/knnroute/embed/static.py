@@ -57,7 +57,9 @@ def wordllama_dir() -> Path:
 
     spec = importlib.util.find_spec("wordllama")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the static embedder needs the 'wordllama' package: pip install 'knnroute[static]'")
+        raise ImportError(
+            "the static embedder needs the 'wordllama' package: pip install '.[static]' in the knnroute checkout"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -81,7 +83,9 @@ def _import_wordllama() -> Any:
     try:
         import wordllama
     except ImportError as e:
-        raise ImportError("the static embedder needs the 'wordllama' package: pip install 'knnroute[static]'") from e
+        raise ImportError(
+            "the static embedder needs the 'wordllama' package: pip install '.[static]' in the knnroute checkout"
+        ) from e
     finally:
         for h in list(root.handlers):
             if h not in handlers:

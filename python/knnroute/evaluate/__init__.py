@@ -21,7 +21,7 @@ Modules (import the one you need; importing this package imports nothing heavy):
 
 The ``knnroute eval`` command is :mod:`knnroute.commands.eval`.
 
-Conventions: ``../shared/DESIGN.md`` § Evaluation conventions, restated in
+Conventions: ``python/knnroute/evaluate/README.md`` § Conventions, the same as
 :data:`knnroute.evaluate.report.CONVENTIONS` and written into every JSON report.
 """
 

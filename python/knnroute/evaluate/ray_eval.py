@@ -1,6 +1,6 @@
 """The ``knnroute eval`` grid on Ray: one task per (dataset, router, seed) cell (``knnroute eval --ray``).
 
-Needs the ``ray`` extra (``pip install 'knnroute[ray]'``); ``ray`` is imported inside the function.
+Needs the ``ray`` extra (``pip install '.[ray]' in the knnroute checkout``); ``ray`` is imported inside the function.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
   :meth:`ProductionRouter.decide <knnroute.production.router.ProductionRouter.decide>`.
 * :func:`decide_batch` -- the decision columns for an embedding matrix.
 
-Ray is optional (the ``ray`` extra: ``pip install 'knnroute[ray]'``) and imported only with
+Ray is optional (the ``ray`` extra: ``pip install '.[ray]' in the knnroute checkout``) and imported only with
 ``use_ray=True``; a missing install raises an ``ImportError`` that says so. Reading and writing files:
 :mod:`knnroute.production.batch_io`.
 

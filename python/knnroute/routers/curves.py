@@ -2,7 +2,7 @@
 
 Units: true scores come in on ``[0, 1]`` (``RoutingDataset.scores``) and curves report them x100; costs are
 USD per query; ``c_max`` is the largest mean test cost of any single model and normalises the cost axis of
-the AUC (``../shared/DESIGN.md`` § Evaluation conventions).
+the AUC (``python/knnroute/evaluate/README.md`` § Conventions).
 
 Routing, the exact lambda sweep, the hull and the AUC run in :mod:`knnroute_core`; the NumPy definitions
 they are tested against live in ``tests/reference.py``. This module sits below both :mod:`knnroute.routers`'

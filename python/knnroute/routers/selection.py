@@ -1,6 +1,6 @@
 """Selection (classification) routers for the paper's appendix-D protocol.
 
-In the selection formulation (PAPER.md §1 (B), §2.4) a router maps a prompt straight to a model, trained
+In the selection formulation (paper §3, App. D; docs/paper.md) a router maps a prompt straight to a model, trained
 on the label ``y = argmax_m s(x, m) - lam * c(x, m)`` of each training prompt *at one λ*: every λ needs its
 own classifier. Three forms, as in the paper:
 

@@ -48,7 +48,7 @@ from knnroute.routers.training import column_stats, internal_split, score_means
 
 __all__ = ["ATTRS_DOC", "COMMON_PARAMS_DOC", "TorchRouter"]
 
-_INSTALL_HINT = "the torch-based routers need PyTorch: pip install knnroute[torch]"
+_INSTALL_HINT = "the torch-based routers need PyTorch: pip install '.[torch]' in the knnroute checkout"
 
 
 def _require_torch() -> None:

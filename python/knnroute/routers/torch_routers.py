@@ -1,7 +1,8 @@
 """Learned utility-prediction baselines on PyTorch (CPU): matrix factorisation, graph and attention routers.
 
-The paper's Linear MF, MLP MF, Graph, Attentive and Double-Attentive routers (PAPER.md §4), behind the
-``torch`` extra (``pip install knnroute[torch]``). Torch is imported when a router is fitted or predicts
+The paper's Linear MF, MLP MF, Graph, Attentive and Double-Attentive routers (the paper's §5; docs/paper.md), behind the
+``torch`` extra (``pip install '.[torch]'`` in the knnroute checkout). Torch is imported when a router is fitted
+or predicts
 (the trainer is :mod:`knnroute.routers.torch_base`, the networks :mod:`knnroute.routers.torch_nets`), so
 importing this module is cheap; without torch, constructing a router raises ``ImportError``.
 """

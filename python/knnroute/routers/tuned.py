@@ -34,6 +34,7 @@ from knnroute.routers.neighbours import loo_search, search
 __all__ = [
     "COST_MODELS",
     "KS",
+    "MIN_VAL_PROMPTS",
     "SHRINKAGES",
     "WEIGHTINGS",
     "KNNConfig",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 KS: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
+#: with fewer validation prompts than this, ``knnroute fit`` and ``knnroute eval`` warn that tuning is noisy
+MIN_VAL_PROMPTS = 30
 # (weighting, temperature); the temperature only matters for softmax.
 WEIGHTINGS: tuple[tuple[str, float], ...] = (
     ("uniform", 0.05),

@@ -1,7 +1,7 @@
 """Ray Serve: ``num_replicas`` replicas of the HTTP service, each on one router file (``knnroute serve
 --replicas N``).
 
-Needs the ``ray`` extra (``pip install 'knnroute[ray]'``); ``ray`` is imported inside the function.
+Needs the ``ray`` extra (``pip install '.[ray]' in the knnroute checkout``); ``ray`` is imported inside the function.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ For each dataset (all prompts, missing scores counted as 0 as in the evaluation)
 
 Run (embeddings cached)::
 
-    KNNROUTE_DATA=/work/shared/data HF_HUB_OFFLINE=1 python3 -m bench.headroom --data all --out bench/headroom.json
+    KNNROUTE_DATA=/work/shared/data HF_HUB_OFFLINE=1 python3 -m experiments.headroom --data all \\
+        --out experiments/headroom.json
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ seed) with both AUCs and both fit times goes to ``--out`` as it finishes.
 Run::
 
     KNNROUTE_DATA=/work/shared/data HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 \\
-        python3 -m bench.uncapped_baselines --data all --seeds 0 --out bench/uncapped_baselines.jsonl
+        python3 -m experiments.uncapped_baselines --data all --seeds 0 --out experiments/uncapped_baselines.jsonl
 """
 
 from __future__ import annotations

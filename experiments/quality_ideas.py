@@ -23,7 +23,7 @@ Families (``FAMILIES``):
   cross-fitted pool AUC beats the uncalibrated one.
 - ``dedup``: ``base`` plus neighbours with similarity >= tau skipped (tau in {0.95, 0.9}): near duplicates
   that differ in the one word that matters (Winogrande's twin sentences) carry the opposite label
-  (``bench/headroom.py``).
+  (``experiments/headroom.py``).
 - ``irt``: ``base`` plus smoothed labels: a Rasch model (one ability per model, one difficulty per training
   prompt, fitted on the training outcomes; IRT-Router's idea, arXiv 2506.01048, in its simplest
   one-dimensional form) gives each training outcome an expectation ``sigmoid(ability_m - difficulty_j)``, and
@@ -36,8 +36,8 @@ Also reported (never a router): ``ceiling``, the best test AUC of any candidate,
 
 Run (embeddings cached under ``$KNNROUTE_CACHE``)::
 
-    KNNROUTE_DATA=/work/shared/data HF_HUB_OFFLINE=1 python3 -m bench.quality_ideas --data all \\
-        --out bench/quality_ideas.json
+    KNNROUTE_DATA=/work/shared/data HF_HUB_OFFLINE=1 python3 -m experiments.quality_ideas --data all \\
+        --out experiments/quality_ideas.json
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ ceiling of this family of blends on these splits).
 Run (MiniLM embeddings cached)::
 
     KNNROUTE_CACHE=/tmp/eqcache KNNROUTE_DATA=/work/shared/data HF_HUB_OFFLINE=1 \
-        python3 -m bench.quality_stack --data routerbench --out bench/quality_stack.json
+        python3 -m experiments.quality_stack --data routerbench --out experiments/quality_stack.json
 """
 
 from __future__ import annotations
