@@ -211,6 +211,18 @@ class Gateway:
             failed = [a for a in attempts if a.model == first.model]
             rec["fallback_reason"] = f"{first.model}: {failed[-1].error or failed[-1].status}"
         self.decisions.write(rec, text)
+        # the server log: one line per request, and a warning naming each upstream that failed
+        for m in dict.fromkeys(a.model for a in attempts
+                               if a.error not in (None, "circuit open") or (a.status or 0) >= 500):
+            errs = [a for a in attempts if a.model == m]
+            then = f"answered by {answered}" if answered is not None else "no model answered"
+            log.warning("request %s: upstream %r failed (%s, %d tr%s); %s", rid, m, errs[-1].error or errs[-1].status,
+                        len(errs), "y" if len(errs) == 1 else "ies", then)
+        if log.isEnabledFor(logging.INFO):
+            lam = "" if d is None else f" lambda={d.lam:g}"
+            fb = f" fallback={rec['fallback_reason']!r}" if "fallback_reason" in rec else ""
+            log.info("request %s %s model=%s%s outcome=%s %.1f ms%s", rid, kind, answered, lam, outcome,
+                     (time.time() - t0) * 1e3, fb)
         for a in attempts:
             if a.error != "circuit open":
                 self.metrics.upstream_latency.labels(a.model).observe(a.latency_s)
@@ -299,6 +311,9 @@ class Gateway:
                 pass
             if resp.status_code == 200 and isinstance(data, dict):
                 data["model"] = name
+                if isinstance(data.get("id"), str):  # the SDK's `completion.id` is what feedback takes
+                    headers["x-knnroute-upstream-id"] = data["id"][:200]
+                data["id"] = rid
                 if d is not None and x is not None:
                     self.store.remember(rid, Pending(x, name, self.cost(name, d, data.get("usage"))))
                 self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
@@ -356,8 +371,8 @@ class Gateway:
             raise GatewayError(404, f"unknown request_id {rid!r} (not a routed answer of this gateway, or "
                                "forgotten)", code="not_found") from None
         except ValueError as e:
-            self.metrics.feedback.labels("duplicate").inc()
-            raise GatewayError(409, str(e), code="conflict") from None
+            self.metrics.feedback.labels("duplicate").inc()  # x-should-retry: the SDKs retry a 409 otherwise
+            raise GatewayError(409, str(e), code="conflict", headers={"x-should-retry": "false"}) from None
         self.metrics.feedback.labels("applied").inc()
         return JSONResponse({"status": "applied", **out})
 

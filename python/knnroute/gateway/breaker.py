@@ -45,12 +45,16 @@ class Breaker:
     def success(self) -> None:
         self.state, self.consecutive, self.probing = CLOSED, 0, False
 
-    def failure(self) -> None:
+    def failure(self) -> bool:
+        """Count a failed try; True when this one opened the circuit."""
         self.consecutive += 1
+        opened = False
         if self.state == HALF_OPEN or self.consecutive >= self.failures:
             if self.state != OPEN:
                 self.opened += 1
+                opened = True
             self.state, self.opened_at, self.probing = OPEN, self._now(), False
+        return opened
 
     def abandon(self) -> None:
         """A try that ended without an outcome (the client left): the next request may probe."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from knnroute.gateway.config import ConfigError, GatewayConfig, load_config
 from knnroute.gateway.feedback import FeedbackStore
+from knnroute.gateway.upstream import unresolved
 
 __all__ = ["build", "serve_gateway"]
 
@@ -47,6 +48,8 @@ def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, Feedb
     for m in cfg.upstreams:
         if m not in names:
             log.info("upstream %r is not in the router: reachable by name only (no routing)", m)
+    for name, why in unresolved(cfg).items():
+        log.warning("upstream %r: %s: requests routed to it will fail over to other models", name, why)
     if not cfg.keys(cfg.server.api_keys_env):
         log.warning("$%s is unset: the gateway accepts requests without an API key", cfg.server.api_keys_env)
     if not cfg.keys(cfg.server.admin_key_env):

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from knnroute.gateway.breaker import Breaker
 from knnroute.gateway.config import GatewayConfig
 
-__all__ = ["Attempt", "UpstreamFailure", "UpstreamResponse", "Upstreams"]
+__all__ = ["Attempt", "UpstreamFailure", "UpstreamResponse", "Upstreams", "unresolved"]
+
+log = logging.getLogger("knnroute.gateway")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 2.0
@@ -110,6 +116,11 @@ class Upstreams:
         for s in sessions:
             await s.close()
 
+    def _failed(self, name: str, breaker: Breaker, reason: str) -> None:
+        if breaker.failure():
+            log.warning("upstream %r: circuit opened after %d consecutive failures (last: %s); skipped for %g s, "
+                        "then one request probes it", name, breaker.consecutive, reason, breaker.cooldown_s)
+
     async def open(self, name: str, body: dict[str, Any], stream: bool,
                    attempts: list[Attempt], deadline: float | None = None) -> UpstreamResponse:
         """POST ``body`` (its ``model`` replaced by the upstream's id) to ``name``'s chat completions.
@@ -157,18 +168,18 @@ class Upstreams:
                 except asyncio.TimeoutError:  # TimeoutError from 3.11; aiohttp raises it on 3.10
                     reason, timed_out = f"timeout after {budget:g} s", True
                     attempts.append(Attempt(name, None, time.perf_counter() - t0, "timeout"))
-                    breaker.failure()
+                    self._failed(name, breaker, reason)
                     continue
                 except aiohttp.ClientError as e:
                     reason, timed_out = f"connection failed ({type(e).__name__})", False
                     attempts.append(Attempt(name, None, time.perf_counter() - t0, type(e).__name__))
-                    breaker.failure()
+                    self._failed(name, breaker, reason)
                     continue
                 if resp.status in RETRY_STATUSES:
                     resp.release()
                     reason, timed_out = f"status {resp.status}", resp.status in (408, 504)
                     attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, reason))
-                    breaker.failure()
+                    self._failed(name, breaker, reason)
                     try:
                         delay = max(delay, min(float(resp.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S))
                     except ValueError:
@@ -182,13 +193,13 @@ class Upstreams:
                         resp.close()
                         reason, timed_out = f"timeout after {budget:g} s reading the body", True
                         attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, "timeout"))
-                        breaker.failure()
+                        self._failed(name, breaker, reason)
                         continue
                     except aiohttp.ClientError as e:
                         resp.close()
                         reason, timed_out = f"body failed ({type(e).__name__})", False
                         attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, type(e).__name__))
-                        breaker.failure()
+                        self._failed(name, breaker, reason)
                         continue
                     resp.release()
                 attempts.append(Attempt(name, resp.status, time.perf_counter() - t0))
@@ -201,3 +212,25 @@ class Upstreams:
             reason, timed_out = "the request's deadline ran out", True
         breaker.abandon()  # a probe that ended without a try
         raise UpstreamFailure(name, reason, timed_out)
+
+
+def unresolved(cfg: GatewayConfig, timeout: float = 3.0) -> dict[str, str]:
+    """Upstreams whose host does not resolve now: ``{name: reason}`` (looked up in parallel, at most
+    ``timeout`` seconds in all). A start-up check: requests to such an upstream would all fail over."""
+    hosts: dict[str, tuple[str, int]] = {}
+    for name, up in cfg.upstreams.items():
+        u = urlsplit(up.base_url)
+        hosts[name] = (u.hostname or "", u.port or (443 if u.scheme == "https" else 80))
+    out: dict[str, str] = {}
+    pool = ThreadPoolExecutor(max_workers=min(8, len(hosts)) or 1)
+    futures = {name: pool.submit(socket.getaddrinfo, h, p, type=socket.SOCK_STREAM) for name, (h, p) in hosts.items()}
+    deadline = time.monotonic() + timeout
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=max(0.0, deadline - time.monotonic()))
+        except OSError as e:
+            out[name] = f"{hosts[name][0]!r} does not resolve ({e.strerror or e})"
+        except Exception:  # noqa: BLE001 - a look-up still running after the timeout
+            out[name] = f"{hosts[name][0]!r} did not resolve within {timeout:g} s"
+    pool.shutdown(wait=False, cancel_futures=True)
+    return out
