@@ -63,12 +63,21 @@ def _env() -> dict[str, str]:
     return env
 
 
+PIN: dict[str, set[int]] = {}  # role -> CPUs (--pin): the gateway on one core, upstreams and load on the other
+
+
+def _affinity(role: str) -> Any:
+    cpus = PIN.get(role)
+    return None if not cpus else (lambda: os.sched_setaffinity(0, cpus))
+
+
 @contextlib.contextmanager
-def _process(cmd: list[str], health: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _process(cmd: list[str], health: str, log: Path, role: str = "load") -> Iterator[subprocess.Popen[bytes]]:
     import httpx
 
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
+                                preexec_fn=_affinity(role))  # noqa: PLW1509 - only sets the CPU affinity
     try:
         t0 = time.monotonic()
         while True:
@@ -100,7 +109,7 @@ def _gateway(tmp: Path, router: Path, urls: dict[str, str], server: str = "", na
                    f'[feedback]\nsave_interval_s = 3600\n{ups}')
     port = _port()
     return _process([sys.executable, "-m", "knnroute", "gateway", "--config", str(cfg), "--port", str(port),
-                     "--log-level", "warning"], f"http://127.0.0.1:{port}/health", tmp / f"{name}.log"), \
+                     "--log-level", "warning"], f"http://127.0.0.1:{port}/health", tmp / f"{name}.log", "gateway"), \
         f"http://127.0.0.1:{port}"
 
 
@@ -205,7 +214,8 @@ def abandon(tmp: Path, router: Path, names: list[str], ok_url: str, hang_url: st
 def _openloop(url: str, bodies: Path, rate: float, seconds: float, timeout: float = 2.0) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "bench.openloop", "--url", url, "--bodies", str(bodies),
                           "--rate", str(rate), "--seconds", str(seconds), "--timeout", str(timeout)],
-                         capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600, check=True)
+                         capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600, check=True,
+                         preexec_fn=_affinity("load"))  # noqa: PLW1509 - only sets the CPU affinity
     return dict(json.loads(out.stdout))
 
 
@@ -284,6 +294,14 @@ def sigterm(tmp: Path, router: Path, names: list[str], ok_url: str, hang_url: st
             "returncode": proc.returncode}
 
 
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -291,11 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="per open-loop rate")
     p.add_argument("--only", nargs="*", default=None, help="scenarios (default: all)")
     p.add_argument("--server", action="append", default=[], help="extra [server] line for the overload gateway")
+    p.add_argument("--no-pin", action="store_true", help="do not pin the gateway to CPU 0 and the upstreams and "
+                   "load generator to CPU 1 (pinning keeps the generator's work at 4x load off the gateway's core)")
     a = p.parse_args(argv)
+    if not a.no_pin and len(os.sched_getaffinity(0)) >= 2:
+        cpus = sorted(os.sched_getaffinity(0))
+        PIN.update(gateway={cpus[0]}, load={cpus[1]})
     import knnroute_core
 
-    results: dict[str, Any] = {"host": {"cpu": platform.processor() or platform.machine(),
-                                        "cpus": os.cpu_count(), "isa": knnroute_core.isa(),
+    results: dict[str, Any] = {"host": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "isa": knnroute_core.isa(),
+                                        "pinned": {k: sorted(v) for k, v in PIN.items()},
                                         "loadavg_start": os.getloadavg()}}
     with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as es:
         tmp = Path(d)
