@@ -328,7 +328,7 @@ def test_routed_text_policies() -> None:
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[router]\nfile = "r.knnr"\nlambda = 1\nmax_cost = 0.1\n[upstreams.a]\nbase_url = "x"\n')
-    with pytest.raises(ConfigError, match="router: .*either lambda or max_cost"):
+    with pytest.raises(ConfigError, match="router: .*give one of lambda, max_cost, .* not lambda and max_cost"):
         load_config(bad)
     bad.write_text('[router]\nfile = "r.knnr"\npolicy = "first"\n[upstreams.a]\nbase_url = "http://h"\n')
     with pytest.raises(ConfigError, match=r"router\.policy: Input should be"):

@@ -68,3 +68,47 @@ def test_start_warns_when_an_upstream_does_not_resolve(router_file: Path, tmp_pa
     msgs = [r.getMessage() for r in caplog.records]
     assert any("upstream 'coder'" in m and "no-such-host.invalid" in m and "does not resolve" in m for m in msgs)
     assert not any("upstream 'small'" in m and "resolve" in m for m in msgs)
+
+
+def test_certified_policies_in_config_body_and_route(router_file: Path, upstreams: dict[str, Any],  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    import json
+
+    from knnroute import load
+
+    p = load(router_file)
+    import numpy as np
+
+    X, S, C = (np.asarray(a) for a in (p.core.embeddings(), p.core.scores(), p.core.costs()))
+    p.calibrate_guarantee(X, S, C)  # its own rows: enough to wire the policy through (not a guarantee)
+    path = tmp_path / "g.knnr"
+    p.save(path)
+    cfg = write_cfg(tmp_path, path, upstreams["urls"])
+    cfg.write_text(cfg.read_text().replace("lambda = 0.0", "quality_floor = 0.95"))
+    with in_thread(cfg) as (url, _), httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"},
+                                                  timeout=20) as c:
+        def chat(extra: dict[str, Any]) -> Any:
+            return c.post("/v1/chat/completions", json={"model": "knnroute", **extra,
+                                                        "messages": [{"role": "user", "content": QUESTIONS[0]}]})
+
+        assert chat({}).status_code == 200
+        assert chat({"strong_share": 0.3}).status_code == 200
+        both = chat({"lambda": 1.0, "quality_floor": 0.9})
+        assert both.status_code == 422 and "at most one" in both.json()["error"]["message"]
+        assert chat({"quality_floor": 1.5}).status_code == 422
+        r = c.post("/route", json={"prompt": QUESTIONS[0], "quality_floor": 0.9})
+        assert r.status_code == 200 and r.json()["policy"]["policy"] == "quality_floor"
+        assert r.json()["policy"]["bound"] == 0.9 and r.json()["policy"]["n"] == len(X)
+    recs = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert [r_["policy"]["policy"] for r_ in recs[:2]] == ["quality_floor", "strong_share"]
+    assert recs[0]["policy"]["value"] == 0.95  # the config's policy for a request that names none
+
+
+def test_a_policy_without_a_table_is_a_config_error(router_file: Path, upstreams: dict[str, Any],  # noqa: F811
+                                                    tmp_path: Path) -> None:
+    from knnroute.gateway.config import ConfigError
+
+    cfg = write_cfg(tmp_path, router_copy(router_file, tmp_path), upstreams["urls"])
+    cfg.write_text(cfg.read_text().replace("lambda = 0.0", "max_mean_cost = 0.001"))
+    with pytest.raises(ConfigError, match="router.max_mean_cost: the router file has no guarantee table"):
+        build(load_config(cfg))

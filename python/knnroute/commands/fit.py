@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+
 from knnroute.commands._options import add_prices, add_quiet
 from knnroute.data.spec import SPEC_HELP
 
@@ -63,8 +65,33 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "validation prompts (e.g. 0.95)")
     p.add_argument("--fallback-min-agreement", type=float, default=None, metavar="A",
                    help="fall back when fewer than A of the neighbours agree with the routed model")
+    pol = p.add_mutually_exclusive_group()
+    pol.add_argument("--quality-floor", type=_unit("--quality-floor", 0.0, False), default=None, metavar="A",
+                     help="default policy stored in the file: the cheapest lambda certified to keep mean quality >= "
+                     "A x the best single model's, with probability >= 1 - delta (docs/guarantees.md); a request "
+                     "may still name its own lambda or policy")
+    pol.add_argument("--max-mean-cost", type=_shrinkage, default=None, metavar="USD",
+                     help="default policy: the best lambda certified to keep the mean cost per request <= USD")
+    pol.add_argument("--strong-share", type=_unit("--strong-share", 0.0, True), default=None, metavar="P",
+                     help="default policy: at most a share P of requests to the most expensive model (RouteLLM's "
+                     "dial; no bound)")
+    p.add_argument("--delta", type=_unit("--delta", 0.0, False), default=0.1, metavar="D",
+                   help="the guarantee's failure probability over the calibration draw (default 0.1)")
     add_quiet(p)
     add_prices(p)
+
+
+def _unit(flag: str, lo: float, lo_ok: bool) -> Any:
+    """An argparse type: a number in (lo, 1] (or [lo, 1] with ``lo_ok``), else one error line."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not (math.isfinite(v) and (v >= lo if lo_ok else v > lo) and v <= 1.0):
+            raise argparse.ArgumentTypeError(f"{flag} must be in {'[' if lo_ok else '('}{lo:g}, 1], got {text}")
+        return v
+    return parse
 
 
 def _shrinkage(text: str) -> float:
@@ -92,6 +119,8 @@ def fit_router(
     prices: str | None = None,
     lexical: bool = True,
     shrinkage: float | None = None,
+    policy: dict[str, float] | None = None,
+    delta: float = 0.1,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict.
 
@@ -108,6 +137,11 @@ def fit_router(
 
     ``shrinkage`` (``--shrinkage``): fixed instead of tuned; the tuner then searches k and weighting with
     this shrinkage only, so the saved router always has it.
+
+    Guarantees (``docs/guarantees.md``): the router's operating points are certified on the test split (held
+    out from fitting and from tuning; the validation split when there is no test split) at ``delta``, stored
+    in the file, and reported for the quality floors 0.90, 0.95 and 0.99; ``policy`` (one of
+    ``quality_floor``, ``max_mean_cost``, ``strong_share``) becomes the file's default policy.
     """
     from knnroute._progress import step
     from knnroute.data.splits import carve_validation
@@ -223,6 +257,19 @@ def fit_router(
         report["fallback"] = prod.fallback.to_dict()
     prod.meta = {k: v for k, v in report.items() if k not in ("embed_seconds", "fit_seconds", "default_lambda_gives")}
     prod.meta["split_source"] = ds.meta.get("split_source")
+    cal, cal_name = (te, "test") if te.size else (va, "validation")
+    step(f"fit: certifying operating points on the {cal.size} {cal_name} prompts (delta {delta:g})",
+         enabled=progress)
+    cal = cal[np.random.default_rng(seed).permutation(cal.size)]  # an order that does not depend on outcomes
+    table = prod.calibrate_guarantee(X[cal], S[cal], C[cal], delta=delta)
+    report["guarantee"] = {"calibration": f"{cal_name} split ({cal.size} prompts)", "delta": delta,
+                           "best_model": table.best_model,
+                           "floors": {f"{a:g}": table.for_floor(a).to_dict() for a in (0.9, 0.95, 0.99)}}
+    if policy:
+        cert = table.resolve(**policy)
+        assert cert is not None  # policy names one
+        report["policy"] = cert.to_dict()
+        prod.meta["default_policy"] = dict(policy)
     return prod, report
 
 
@@ -288,6 +335,9 @@ def run(args: argparse.Namespace) -> int:
             prices=args.prices,
             lexical=not args.no_lexical,
             shrinkage=args.shrinkage,
+            policy={k: v for k, v in (("quality_floor", args.quality_floor), ("max_mean_cost", args.max_mean_cost),
+                                      ("strong_share", args.strong_share)) if v is not None} or None,
+            delta=args.delta,
         )
         t0 = time.perf_counter()
         path = prod.save(args.out, precision=args.precision)
@@ -301,9 +351,21 @@ def run(args: argparse.Namespace) -> int:
     if report["generated"]:
         print("NOTE: fitted on the GENERATED demo benchmark (not real data)", file=human)
     print(f"fitted {prod!r}", file=human)
-    print(f"default: {report['default_lambda_gives']}", file=human)
+    if "policy" in report:
+        print(f"default: the policy {report['policy']['policy']}={report['policy']['value']:g} (below) for requests "
+              "that name no lambda, max_cost or policy", file=human)
+    else:
+        print(f"default: {report['default_lambda_gives']}", file=human)
     lw = report.get("lexical_weight", 1.0)
     print(f"similarity: {'dense only' if lw == 1.0 else f'lexical hybrid, dense weight w={lw:g}'}"
           + (f" ({report['lexical_note']})" if report.get("lexical_note") else ""), file=human)
+    from knnroute.production.guarantee import Certified
+
+    g = report["guarantee"]
+    print(f"guarantees, certified on the {g['calibration']}, best single model {g['best_model']}:", file=human)
+    for c in [*g["floors"].values(), *([report["policy"]] if "policy" in report else [])]:
+        print(f"  {Certified(**c).describe()}", file=human)
+    if "policy" in report:
+        print("  (the last line is the file's default policy)", file=human)
     print(json.dumps(report, indent=2))
     return 0

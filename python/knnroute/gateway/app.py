@@ -1,7 +1,8 @@
 """The gateway app: the ``/route`` service plus an OpenAI-compatible front, forwarding and feedback.
 
 * ``POST /v1/chat/completions`` -- ``"model": "knnroute"`` routes the conversation's text (the config's
-  policy); an upstream's name passes straight through. ``"lambda"`` / ``"max_cost"`` in the body override
+  policy); an upstream's name passes straight through. ``"lambda"`` / ``"max_cost"`` or a certified policy
+  (``"quality_floor"``, ``"max_mean_cost"``, ``"strong_share"``: docs/guarantees.md) in the body override
   the config for that request (and are not forwarded). Everything else is forwarded untouched; the answer
   is the upstream's with ``model`` set to the model that answered, plus the headers ``x-knnroute-model`` and
   ``x-knnroute-request-id``. ``"stream": true`` passes the upstream's server-sent events through unchanged.
@@ -131,33 +132,34 @@ class Gateway:
     def router(self) -> ProductionRouter:
         return self.slot.router
 
-    def decide(self, text: str, lam: float | None, max_cost: float | None) -> tuple[RouteDecision, np.ndarray]:
+    def decide(self, text: str, opts: dict[str, float | None]) -> tuple[RouteDecision, np.ndarray]:
         router = self.router
         x = router.embed_one(text)
-        return router.decide(x, lam, max_cost), x
+        return router.decide(x, **opts), x
 
-    def decide_many(self, items: Sequence[tuple[str, float | None, float | None]]) -> list[Any]:
-        """One embedding pass for many (text, lambda, max_cost); per item a (decision, x) or its own error.
+    def decide_many(self, items: Sequence[tuple[str, dict[str, float | None]]]) -> list[Any]:
+        """One embedding pass for many (text, routing options: lam / max_cost / a policy); per item a
+        (decision, x) or its own error.
 
         An error never crosses items: when the batch's embedding fails, each text is embedded alone so
         only the item that fails gets the error."""
         router = self.router
         try:
-            X: Any = router.embed([t for t, _, _ in items])
+            X: Any = router.embed([t for t, _ in items])
         except Exception:
             X = []
-            for t, _, _ in items:
+            for t, _ in items:
                 try:
                     X.append(router.embed_one(t))
                 except Exception as e:  # noqa: BLE001 - handed to that item's caller
                     X.append(e)
         out: list[Any] = []
-        for x, (_, lam, max_cost) in zip(X, items, strict=True):
+        for x, (_, opts) in zip(X, items, strict=True):
             if isinstance(x, BaseException):
                 out.append(x)
                 continue
             try:
-                out.append((router.decide(x, lam, max_cost), x))
+                out.append((router.decide(x, **opts), x))
             except Exception as e:  # noqa: BLE001 - handed to that item's caller
                 out.append(e)
         return out
@@ -206,6 +208,8 @@ class Gateway:
                 "predicted": {m: {"score": float(d.s_hat[j]), "cost": float(d.c_hat[j])}
                               for j, m in enumerate(names)},
             })
+            if d.policy is not None:
+                rec["policy"] = d.policy.to_dict()
         first = next(iter(attempts), None)
         if answered is not None and first is not None and first.model != answered:
             failed = [a for a in attempts if a.model == first.model]
@@ -236,16 +240,15 @@ class Gateway:
         self.metrics.rejected.labels(reason).inc()
         return GatewayError(503, message, code=reason, headers={"retry-after": str(max(1, round(retry_after)))})
 
-    async def _decision(self, text: str, lam: float | None, max_cost: float | None) -> tuple[RouteDecision,
-                                                                                               np.ndarray]:
+    async def _decision(self, text: str, opts: dict[str, float | None]) -> tuple[RouteDecision, np.ndarray]:
         if self.routing >= self.cfg.server.max_route_queue:
             raise self.busy("route_queue_full", f"the gateway is at capacity ({self.routing} requests wait for "
                             "routing): retry after the Retry-After seconds")
         self.routing += 1
         try:
             if self.batcher is not None:
-                return await self.batcher.submit((text, lam, max_cost))
-            return await anyio.to_thread.run_sync(self.decide, text, lam, max_cost)
+                return await self.batcher.submit((text, opts))
+            return await anyio.to_thread.run_sync(self.decide, text, opts)
         except ValueError as e:
             raise GatewayError(422, str(e)[:500]) from None
         finally:
@@ -261,9 +264,16 @@ class Gateway:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
             raise GatewayError(400, f"send {CHAT_BODY}")
         model = body.get("model")
-        lam, max_cost = finite(body.pop("lambda", None), "lambda"), finite(body.pop("max_cost", None), "max_cost")
-        if lam is not None and max_cost is not None:
-            raise GatewayError(422, "give at most one of 'lambda' or 'max_cost'", param="lambda")
+        opts = {"lam": finite(body.pop("lambda", None), "lambda"),
+                "max_cost": finite(body.pop("max_cost", None), "max_cost"),
+                "quality_floor": finite(body.pop("quality_floor", None), "quality_floor", 1e-9, 1.0),
+                "max_mean_cost": finite(body.pop("max_mean_cost", None), "max_mean_cost"),
+                "strong_share": finite(body.pop("strong_share", None), "strong_share", 0.0, 1.0)}
+        given = [k for k, v in opts.items() if v is not None]
+        if len(given) > 1:
+            first = "lambda" if given[0] == "lam" else given[0]
+            raise GatewayError(422, "give at most one of 'lambda', 'max_cost', 'quality_floor', 'max_mean_cost', "
+                               "'strong_share'", param=first)
         rid = "kr-" + uuid.uuid4().hex
         user = body.get("user")
         session = session_header[:256] if session_header else (user[:256] if isinstance(user, str) else None)
@@ -277,9 +287,9 @@ class Gateway:
             text = routed_text(body["messages"], rc.policy, rc.max_route_chars)
             if not text:
                 raise GatewayError(400, f"no text to route under policy {rc.policy!r}: send a user message")
-            if lam is None and max_cost is None:
-                lam, max_cost = rc.lambda_, rc.max_cost
-            d, x = await self._decision(text, lam, max_cost)
+            if not given:
+                opts = rc.routing()
+            d, x = await self._decision(text, opts)
             order, explore = self.order(d, self.sessions.get(session))
         elif isinstance(model, str) and model in self.cfg.upstreams:
             kind, order = "direct", [model]

@@ -32,6 +32,10 @@ class RouterConfig(_Strict):
     file: Path
     lambda_: float | None = Field(default=None, alias="lambda", allow_inf_nan=False)
     max_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # certified policies (docs/guarantees.md): at most one of lambda, max_cost and these
+    quality_floor: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    max_mean_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    strong_share: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     policy: Literal["last-user", "all-user", "system+last-user"] = "last-user"
     # characters of routed text kept (the last ones; newlines kept): /route accepts up to the same number
     max_route_chars: int = Field(default=MAX_PROMPT_CHARS, gt=0, le=MAX_PROMPT_CHARS)
@@ -46,9 +50,17 @@ class RouterConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_of(self) -> RouterConfig:
-        if self.lambda_ is not None and self.max_cost is not None:
-            raise ValueError("give either lambda or max_cost, not both")
+        chosen = [k for k in ("lambda_", "max_cost", "quality_floor", "max_mean_cost", "strong_share")
+                  if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError("give one of lambda, max_cost, quality_floor, max_mean_cost, strong_share, not "
+                             + " and ".join(k.rstrip("_") for k in chosen))
         return self
+
+    def routing(self) -> dict[str, float | None]:
+        """The configured lambda / max_cost / policy, as keyword arguments of ``ProductionRouter.decide``."""
+        return {"lam": self.lambda_, "max_cost": self.max_cost, "quality_floor": self.quality_floor,
+                "max_mean_cost": self.max_mean_cost, "strong_share": self.strong_share}
 
 
 class ServerConfig(_Strict):

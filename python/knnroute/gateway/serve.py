@@ -38,6 +38,10 @@ def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, Feedb
                           "fit it with one")
     if (cfg.router.max_cost is not None) and router.budget is None:
         raise ConfigError("router.max_cost: the router file has no budget table: use router.lambda")
+    for key in ("quality_floor", "max_mean_cost", "strong_share"):
+        if getattr(cfg.router, key) is not None and router.guarantee is None:
+            raise ConfigError(f"router.{key}: the router file has no guarantee table (fit it again with "
+                              "'knnroute fit', which calibrates one on the validation split)")
     names = router.model_names
     routable = [m for m in names if m in cfg.upstreams]
     if not routable:

@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FLOOR_GRID", "Certified", "GuaranteeTable", "betting_pvalue", "betting_upper", "calibrate", "hb_pvalue",
-           "lambda_grid", "upper_bound"]
+__all__ = ["FLOOR_GRID", "POLICIES", "Certified", "GuaranteeTable", "betting_pvalue", "betting_upper", "calibrate",
+           "hb_pvalue", "lambda_grid", "resolve_policy", "upper_bound"]
 
 FLOOR_GRID = np.round(np.arange(0.5, 1.0 + 1e-9, 0.005), 3)
 
@@ -118,7 +118,7 @@ def betting_upper(losses: np.ndarray, delta: float) -> float:
     lo, hi = float(x.mean()) if x.size else 0.0, 1.0
     if betting_pvalue(x, hi - 1e-9, delta) > delta:
         return 1.0
-    for _ in range(40):
+    for _ in range(30):  # 1e-9 of the cost bound
         mid = 0.5 * (lo + hi)
         if betting_pvalue(x, mid, delta) <= delta:
             hi = mid
@@ -346,3 +346,26 @@ def calibrate(s_hat: np.ndarray, c_hat: np.ndarray, scores: Any, costs: Any, mod
                           strong_share=(idx == strong).mean(axis=0), floors=np.asarray(floors), floor_index=floor_index,
                           best_model=best_model, best_mean=mean_best, best_cost=float(tc[:, b].mean()),
                           strong_model=model_names[strong], cost_bound=B, delta=float(delta), n=int(n))
+
+
+POLICIES = ("quality_floor", "max_mean_cost", "strong_share")
+
+
+def resolve_policy(table: GuaranteeTable | None, lam: float | None, max_cost: float | None,
+                   policy: Mapping[str, float | None], default: Mapping[str, Any] | None = None) -> Certified | None:
+    """The certified point for a request: its policy (at most one of :data:`POLICIES`, not with ``lam`` /
+    ``max_cost``), else the router's default policy when the request gives nothing, else None."""
+    unknown = set(policy) - set(POLICIES)
+    if unknown:
+        raise TypeError(f"unknown routing option(s) {sorted(unknown)}; the policies are {list(POLICIES)}")
+    given = {k: v for k, v in policy.items() if v is not None}
+    if given and (lam is not None or max_cost is not None):
+        raise ValueError(f"give either lambda / max_cost or a policy ({', '.join(given)}), not both")
+    if not given:
+        if lam is not None or max_cost is not None or not default:
+            return None
+        given = {k: float(v) for k, v in default.items() if k in POLICIES}
+    if table is None:
+        raise ValueError(f"{', '.join(given)} needs a router calibrated on held-out prompts (knnroute fit does it "
+                         "on the validation split; or ProductionRouter.calibrate_guarantee)")
+    return table.resolve(**given)

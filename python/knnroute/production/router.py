@@ -38,6 +38,7 @@ import numpy as np
 from knnroute.embed.prompt import PromptEncoder
 from knnroute.production.budgets import BudgetPoint, BudgetTable, measure_budget
 from knnroute.production.fallback import FallbackPolicy
+from knnroute.production.guarantee import Certified, GuaranteeTable
 from knnroute.production.lock import RWLock
 from knnroute.production.persist import jsonable, write_state
 
@@ -58,6 +59,7 @@ class RouteDecision:
     routed_model: str  # the router's own choice (differs from ``model`` on fallback)
     fallback: str | None = None  # reason, when the fallback model was used
     budget: BudgetPoint | None = field(default=None)
+    policy: Certified | None = field(default=None)  # quality_floor / max_mean_cost / strong_share, when used
 
 
 # ------------------------------------------------------------------------------------------- router
@@ -144,6 +146,12 @@ class ProductionRouter:
             raise ValueError("default_lambda must be finite")
         self.default_lambda = float(default_lambda)
         self.meta: dict[str, Any] = dict(meta or {})
+        # certified operating points (knnroute.production.guarantee), kept in meta["guarantee"]
+        self.guarantee: GuaranteeTable | None = None
+        if self.meta.get("guarantee") is not None:
+            self.guarantee = GuaranteeTable.from_dict(self.meta["guarantee"])
+            if {self.guarantee.best_model, self.guarantee.strong_model} - set(self._names):
+                raise ValueError("the guarantee table names models the router does not have")
 
     # ------------------------------------------------------------------------------ properties
     @property
@@ -237,14 +245,24 @@ class ProductionRouter:
         # a non-finite lam is refused where it is used: by the core (route_one_detail, route)
         return (self.default_lambda if lam is None else float(lam)), None
 
-    def decide(self, x: np.ndarray, lam: float | None = None, max_cost: float | None = None) -> RouteDecision:
-        """Route one query vector (d,) with confidence and the fallback policy (fused core path)."""
+    def decide(self, x: np.ndarray, lam: float | None = None, max_cost: float | None = None,
+               **policy: float | None) -> RouteDecision:
+        """Route one query vector (d,) with confidence and the fallback policy (fused core path).
+
+        ``policy``: at most one of ``quality_floor``, ``max_mean_cost``, ``strong_share`` (instead of ``lam`` /
+        ``max_cost``): the operating point certified on calibration prompts (:meth:`calibrate_guarantee`).
+        Without any, a default policy stored in ``meta["default_policy"]`` applies, else the default lambda."""
+        from knnroute.production.guarantee import resolve_policy
+
         q = np.ascontiguousarray(x, dtype=np.float32)  # shape, NaN and zero rows: checked by the core
-        lam_v, bp = self.resolve_lambda(lam, max_cost)
+        cert = resolve_policy(self.guarantee, lam, max_cost, policy, self.meta.get("default_policy"))
+        fixed = cert is not None and cert.lam is None  # nothing certified: every request to the best model
+        lam_v, bp = (0.0, None) if fixed else self.resolve_lambda(lam if cert is None else cert.lam,
+                                                                  max_cost if cert is None else None)
         with self._width_lock.read():
             d = self.core.route_one_detail(q, lam_v)
         names = self._names
-        idx = int(d["model"])
+        idx = names.index(cert.model) if fixed and cert is not None and cert.model else int(d["model"])
         routed = names[idx]
         reason = None
         chosen, chosen_idx = routed, idx
@@ -264,6 +282,7 @@ class ProductionRouter:
             routed_model=routed,
             fallback=reason,
             budget=bp,
+            policy=cert,
         )
 
     def route(self, X: Any, lam: float | None = None, max_cost: float | None = None,
@@ -399,6 +418,22 @@ class ProductionRouter:
             self._ids = [k for r, k in enumerate(self._ids) if r not in drop]
             self._row = {k: r for r, k in enumerate(self._ids)}
             return len(rows)
+
+    def calibrate_guarantee(self, X: Any, scores: Any, costs: Any, delta: float = 0.1,
+                            bound: str = "betting") -> GuaranteeTable:
+        """Certify operating points on held-out prompts the router was not fitted on (see
+        :mod:`knnroute.production.guarantee`); stored (``meta["guarantee"]``) and returned."""
+        from knnroute.production.guarantee import calibrate, lambda_grid
+        from knnroute.routers.curves import cost_scale, fill_missing
+
+        s_hat, c_hat = self.predict(X)
+        own_s, own_c = fill_missing(np.asarray(self.core.scores()), np.asarray(self.core.costs()))
+        best = self._names[int(np.argmax(own_s.mean(axis=0)))]  # on the router's rows, not the calibration's
+        table = calibrate(s_hat, c_hat, scores, costs, self._names, best, lambda_grid(cost_scale(own_c)),
+                          delta=delta, bound=bound, cost_bound=float(np.max(own_c)))
+        self.guarantee = table
+        self.meta["guarantee"] = table.to_dict()
+        return table
 
     # ------------------------------------------------------------------------------ budgets
     def budget_table(self, X: Any, scores: Any, costs: Any, source: str = "held-out prompts",

@@ -79,6 +79,7 @@ def _response(router: ProductionRouter, d: RouteDecision, max_cost: float | None
         "predicted": {names[j]: {"score": s[j], "cost": c[j]} for j in range(len(s))},
         "confidence": {"kth_similarity": d.kth_similarity, "agreement": d.agreement},
         "budget": None,
+        "policy": None if d.policy is None else d.policy.to_dict(),
     }
     if d.budget is not None and max_cost is not None:
         out["budget"] = {
@@ -135,7 +136,8 @@ class _Routing:
         out = []
         for i, it in enumerate(items):
             try:
-                dec = router.decide(vecs[i], it.lambda_, it.max_cost)
+                dec = router.decide(vecs[i], it.lambda_, it.max_cost, quality_floor=it.quality_floor,
+                                    max_mean_cost=it.max_mean_cost, strong_share=it.strong_share)
             except ValueError as e:
                 raise RequestError(422, f"item {i}: {e}" if len(items) > 1 else str(e)) from None
             out.append(_response(router, dec, it.max_cost))

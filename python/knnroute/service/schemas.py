@@ -19,6 +19,7 @@ __all__ = [
     "BudgetInfo",
     "Confidence",
     "ModelPrediction",
+    "PolicyInfo",
     "RouteRequest",
     "RouteResponse",
 ]
@@ -46,6 +47,15 @@ class RouteRequest(BaseModel):
     max_cost: StrictFloat | None = Field(
         None, ge=0, description="Budget: mean USD per query; lambda from the held-out budget table."
     )
+    quality_floor: StrictFloat | None = Field(
+        None, gt=0, le=1, description="Certified policy: the cheapest lambda whose mean quality is at least this "
+        "share of the best single model's, with probability >= 1 - delta over the calibration prompts.")
+    max_mean_cost: StrictFloat | None = Field(
+        None, ge=0, description="Certified policy: the best lambda whose mean cost (USD per query) is at most "
+        "this, with probability >= 1 - delta.")
+    strong_share: StrictFloat | None = Field(
+        None, ge=0, le=1, description="RouteLLM's dial: at most this share of calibration prompts to the most "
+        "expensive model (no bound).")
     image: StrictStr | None = Field(
         None,
         description="An image sent with the prompt: base64 or a data:image/...;base64, URL (a file path "
@@ -61,8 +71,11 @@ class RouteRequest(BaseModel):
             raise ValueError("give exactly one of 'prompt' or 'embedding'")
         if self.prompt is None and (self.image is not None or self.images):
             raise ValueError("'image'/'images' go with a 'prompt' (an embedding already includes them)")
-        if self.lambda_ is not None and self.max_cost is not None:
-            raise ValueError("give at most one of 'lambda' or 'max_cost'")
+        chosen = [k for k in ("lambda_", "max_cost", "quality_floor", "max_mean_cost", "strong_share")
+                  if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError("give at most one of 'lambda', 'max_cost', 'quality_floor', 'max_mean_cost', "
+                             "'strong_share'")
         return self
 
 
@@ -84,6 +97,20 @@ class Confidence(BaseModel):
     agreement: float = Field(description="Share of neighbours whose own best model is the routed one.")
 
 
+class PolicyInfo(BaseModel):
+    policy: str = Field(description="quality_floor, max_mean_cost or strong_share")
+    value: float
+    lam: float | None = Field(description="The certified lambda (null: every request to 'model').")
+    model: str | None
+    certified: bool
+    expected_score: float = Field(description="Calibration mean quality at this point.")
+    expected_cost: float = Field(description="Calibration mean cost (USD) at this point.")
+    bound: float | None = Field(description="The floor certified (rounded up to the table's grid) or the upper "
+                                "bound on the mean cost.")
+    delta: float
+    n: int = Field(description="Calibration prompts.")
+
+
 class BudgetInfo(BaseModel):
     max_cost: float
     expected_cost: float = Field(description="Held-out mean cost per query at this lambda.")
@@ -101,6 +128,7 @@ class RouteResponse(BaseModel):
     predicted: dict[str, ModelPrediction]
     confidence: Confidence
     budget: BudgetInfo | None = None
+    policy: PolicyInfo | None = None
 
 
 class BatchResponse(BaseModel):
