@@ -59,6 +59,36 @@ def test_transform_matches_sklearn() -> None:
     np.testing.assert_allclose(norms[~zero], 1.0, atol=1e-5)
 
 
+def test_core_transform_equals_the_numpy_transform() -> None:
+    # ASCII prompts go through knnroute_core.LexicalIndex (terms looked up in C++, only the prompt's own LSA
+    # rows touched); the rest through NumPy. Same rows to float32 rounding, and the same terms.
+    pytest.importorskip("sklearn")
+    import knnroute_core
+
+    texts = corpus()
+    model = LexicalModel.fit(texts[::2], dim=48, seed=1)
+    assert model is not None
+    edge = [
+        "a b c", "ab", "AB_cd-ef 12 x9 __ _a", "tab\there\nnewline  spaces", "the the the the",
+        "x" * (MAX_CHARS + 50) + " the", ("word " * 9000)[: MAX_CHARS - 2] + "tail end", "naïve café prompt",
+        "prompt with an emoji 🙂 in the middle", "ends with a word", "UPPER lower MiXeD",
+    ]
+    all_texts = texts + edge + [t.upper() for t in texts[:50]]
+    got = model.transform(all_texts)
+    want = model.transform_numpy(all_texts)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-7)
+    core = knnroute_core.LexicalIndex(model.vocabulary, model.idf, model._comp_t)
+    out, ok = core.transform(all_texts, MAX_CHARS)
+    assert list(ok) == [t.isascii() for t in all_texts]  # the non-ASCII ones were left to NumPy
+    assert not np.asarray(out)[~np.asarray(ok)].any()
+    for i, t in enumerate(model.vocabulary[:500]):
+        assert core.find(t) == i
+    assert core.find("no such term here") == -1
+    with pytest.raises(TypeError):
+        model.transform(["ok", 3])  # type: ignore[list-item]
+
+
 def test_lexical_vectors_is_the_model() -> None:
     pytest.importorskip("sklearn")
     texts = corpus()

@@ -220,9 +220,10 @@ def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: di
         return []
     report.update(lexical_terms=lex.n_terms, lexical_dim=lex.dim)
     out = []
+    L = lex.transform(texts)  # once: each w only mixes it with the dense rows
     for w in LEXICAL_WEIGHTS:
         h = HybridLexicalEmbedder(dense, lex, w)
-        out.append((w, h.combine(X, texts), h))
+        out.append((w, h.combine(X, texts, lexical_rows=L), h))
     return out
 
 

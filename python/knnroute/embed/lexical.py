@@ -124,6 +124,7 @@ class LexicalModel:
         self._index = index
         self._comp_t = np.ascontiguousarray(comp.T)  # (V, k): a term's column is one contiguous row
         self._sha256: str | None = None
+        self._core: Any = None  # knnroute_core.LexicalIndex, built on the first transform
 
     @property
     def components(self) -> NDArray[np.float32]:
@@ -151,6 +152,8 @@ class LexicalModel:
 
         if not 1 <= int(max_features) <= MAX_VOCABULARY:
             raise ValueError(f"max_features must be in 1..{MAX_VOCABULARY}, got {max_features}")
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
         docs = [str(t)[:MAX_CHARS] for t in texts]
         if len(docs) < 3:
             return None
@@ -162,12 +165,51 @@ class LexicalModel:
         k = min(int(dim), T.shape[1] - 1, len(docs) - 1, MAX_COMPONENTS)
         if k < 1:
             return None
-        svd = TruncatedSVD(n_components=k, random_state=int(seed)).fit(T)
+        # One BLAS thread: the randomized SVD's LU/QR steps are small (V x (k + 10)), and OpenBLAS's threads
+        # spin when the cores are busy (two evaluation workers with two threads each on two cores took 10x
+        # longer). It also makes the components independent of the machine's core count: OpenBLAS's blocked
+        # LU/QR round differently with another thread count (about 1e-9 here).
+        with threadpool_limits(limits=1):
+            svd = TruncatedSVD(n_components=k, random_state=int(seed)).fit(T)
         return cls(list(vec.get_feature_names_out()), vec.idf_, svd.components_)
 
     # ------------------------------------------------------------------------------------- transform
     def transform(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """(n, k) float32 unit rows (a prompt with no known term: a zero row). NumPy only."""
+        """(n, k) float32 unit rows (a prompt with no known term: a zero row).
+
+        ASCII prompts go through the compiled core (``knnroute_core.LexicalIndex``: the same terms, tf-idf and
+        projection over the prompt's own terms' LSA rows, summed in double); any other prompt through
+        :meth:`transform_numpy` (Python's Unicode word characters and lowercasing). The two agree to float32
+        rounding (``tests/test_lexical.py``).
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not one str")
+        texts = list(texts)
+        for r, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"item {r} is {type(text).__name__}, expected str")
+        core = self._core_index()
+        if core is None:
+            return self.transform_numpy(texts)
+        out, ok = core.transform(texts, MAX_CHARS)
+        out = np.asarray(out)
+        rest = np.flatnonzero(~np.asarray(ok))
+        if rest.size:
+            out[rest] = self.transform_numpy([texts[i] for i in rest])
+        return out
+
+    def _core_index(self) -> Any:
+        if self._core is None:
+            try:
+                import knnroute_core
+
+                self._core = knnroute_core.LexicalIndex(self.vocabulary, self.idf, self._comp_t)
+            except (ImportError, AttributeError):  # pragma: no cover - an older core without it
+                self._core = False
+        return self._core or None
+
+    def transform_numpy(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """:meth:`transform` in NumPy alone, for every prompt (the reference the core path is tested against)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not one str")
         out = np.zeros((len(texts), self.dim), dtype=np.float64)
@@ -271,9 +313,13 @@ class HybridLexicalEmbedder(Embedder):
     def dim(self) -> int:
         return int(self.dense.dim) + self.lexical.dim
 
-    def combine(self, dense_rows: ArrayLike, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Hybrid rows from already computed dense rows of ``texts`` (``knnroute fit`` reuses its cache)."""
-        out = mix(dense_rows, self.lexical.transform(texts), self.w)
+    def combine(self, dense_rows: ArrayLike, texts: Sequence[str],
+                lexical_rows: ArrayLike | None = None) -> NDArray[np.float32]:
+        """Hybrid rows from already computed dense rows of ``texts`` (``knnroute fit`` reuses its cache);
+        ``lexical_rows``: ``self.lexical.transform(texts)`` when the caller has it already (one transform for
+        every ``w`` tried)."""
+        lex = self.lexical.transform(texts) if lexical_rows is None else lexical_rows
+        out = mix(dense_rows, lex, self.w)
         n = np.linalg.norm(out, axis=1, keepdims=True)
         return np.ascontiguousarray(out / np.where(n > 0, n, 1.0), dtype=np.float32)
 

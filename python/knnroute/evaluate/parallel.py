@@ -55,6 +55,10 @@ def _n_jobs(jobs: int | None) -> int:
 
 
 def _init(data: list[EvalData]) -> None:
+    # BLAS libraries loaded later in the worker (SciPy's own OpenBLAS, loaded by the lexical fit) read these
+    # when they load; threadpool_limits below only reaches the ones loaded already (NumPy's).
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     try:
         from threadpoolctl import threadpool_limits
 
