@@ -9,8 +9,10 @@ deploys it (:class:`HybridLexicalEmbedder`, stored in the router file).
 
 The vectorizer and the LSA projection are fitted on the training prompts only (never validation or test);
 every prompt is then transformed. :meth:`LexicalModel.fit` needs scikit-learn (the ``eval`` extra);
-:meth:`LexicalModel.transform` is plain NumPy (a serving install may lack scikit-learn) and reproduces
-scikit-learn's ``TfidfVectorizer.transform`` + ``TruncatedSVD.transform``.
+:meth:`LexicalModel.transform` needs only NumPy and the core (a serving install may lack scikit-learn) and
+reproduces scikit-learn's ``TfidfVectorizer.transform`` + ``TruncatedSVD.transform``: ASCII prompts in the core
+(``knnroute_core.LexicalIndex``: the prompt's terms looked up in a hash table, only their LSA rows read), the
+rest in NumPy (:meth:`LexicalModel.transform_numpy`).
 """
 
 from __future__ import annotations
@@ -184,17 +186,16 @@ class LexicalModel:
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not one str")
-        texts = list(texts)
-        for r, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"item {r} is {type(text).__name__}, expected str")
         core = self._core_index()
         if core is None:
             return self.transform_numpy(texts)
-        out, ok = core.transform(texts, MAX_CHARS)
-        out = np.asarray(out)
-        rest = np.flatnonzero(~np.asarray(ok))
-        if rest.size:
+        texts = texts if isinstance(texts, list) else list(texts)
+        try:
+            out, ok = core.transform(texts, MAX_CHARS)
+        except TypeError:  # not a str: the NumPy path names the item
+            return self.transform_numpy(texts)
+        if not ok.all():
+            rest = np.flatnonzero(~ok)
             out[rest] = self.transform_numpy([texts[i] for i in rest])
         return out
 
@@ -270,7 +271,12 @@ def mix(dense: ArrayLike, lexical: ArrayLike, w: float) -> NDArray[np.float32]:
     B = np.asarray(lexical, dtype=np.float32)
     if A.shape[0] != B.shape[0]:
         raise ValueError(f"dense has {A.shape[0]} rows, lexical {B.shape[0]}")
-    return np.ascontiguousarray(np.concatenate([np.sqrt(w) * A, np.sqrt(1.0 - w) * B], axis=1), dtype=np.float32)
+    # float32 x float64 weight, computed in float64 and rounded once to float32: the rows of
+    # concatenate([sqrt(w) A, sqrt(1 - w) B]).astype(float32), written in place (the single-prompt path)
+    out = np.empty((A.shape[0], A.shape[1] + B.shape[1]), dtype=np.float32)
+    np.multiply(A, np.sqrt(np.float64(w)), out=out[:, : A.shape[1]], casting="unsafe")
+    np.multiply(B, np.sqrt(np.float64(1.0 - w)), out=out[:, A.shape[1]:], casting="unsafe")
+    return out
 
 
 def _check_w(w: Any) -> float:
@@ -321,7 +327,9 @@ class HybridLexicalEmbedder(Embedder):
         lex = self.lexical.transform(texts) if lexical_rows is None else lexical_rows
         out = mix(dense_rows, lex, self.w)
         n = np.linalg.norm(out, axis=1, keepdims=True)
-        return np.ascontiguousarray(out / np.where(n > 0, n, 1.0), dtype=np.float32)
+        n[~(n > 0)] = 1.0
+        out /= n
+        return out
 
     def encode(self, items: Sequence[Any], batch_size: int = 64, progress: Any = True) -> np.ndarray:
         items = list(items)
