@@ -1,6 +1,7 @@
 #include "knnroute/tune.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <map>
 #include <stdexcept>
@@ -8,6 +9,7 @@
 #include <utility>
 
 #include "knnroute/hull.hpp"
+#include "knnroute/pool.hpp"
 #include "knnroute/route.hpp"
 
 namespace knnroute {
@@ -73,93 +75,123 @@ void tune_grid(const std::int64_t* idx, const float* sim, std::size_t B, std::si
     column_means(scores, N, M, ps.data());
     for (std::size_t c = 0; c < nc; ++c) column_means(cost_tables[c], N, M, pc[c].data());
 
-    std::vector<float> s_out, c_out, c_use(B * M);
-    std::vector<double> w(kmax), ss(M), sw(M), cs(nc * M), cw(nc * M), lams, mc, ms;
+    // Rows and configurations are independent: each is split over the core's worker pool (the calling
+    // thread alone when the pool is busy or has one thread). Every output is computed by the same code on
+    // exactly one thread, so the result does not depend on the split.
+    const int T = std::max(1, pool_threads());
+    auto split_run = [&](std::size_t n_items, const std::function<void(std::size_t, std::size_t)>& body) {
+        const int tasks = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(T), n_items));
+        if (tasks <= 1) {
+            body(0, n_items);
+            return;
+        }
+        auto task = [&](int t) {
+            const std::size_t lo = n_items * static_cast<std::size_t>(t) / static_cast<std::size_t>(tasks);
+            const std::size_t hi = n_items * static_cast<std::size_t>(t + 1) / static_cast<std::size_t>(tasks);
+            body(lo, hi);
+        };
+        if (!pool_try_run(tasks, task)) body(0, n_items);
+    };
+    std::vector<float> s_out, c_out;
     for (const Group& gr : groups) {
         const std::size_t kg = gr.ks.back();
         // predictions of every config of the group: s (per config), c (per cost model and config)
-        std::vector<std::size_t> slot(G, 0);
+        std::vector<std::size_t> slot(G, 0), order;
         std::size_t n_in = 0;
         for (const auto& v : gr.at_k)
-            for (std::size_t g : v) slot[g] = n_in++;
+            for (std::size_t g : v) {
+                slot[g] = n_in++;
+                order.push_back(g);
+            }
         s_out.assign(n_in * B * M, 0.f);
         c_out.assign(nc * n_in * B * M, 0.f);
         const AggregateParams& p = gr.params;
-        for (std::size_t b = 0; b < B; ++b) {
-            const std::int64_t* ib = idx + b * kmax;
-            const float* sb = sim + b * kmax;
-            // softmax subtracts the largest of the first k similarities: one pass serves every k only when
-            // that is sb[0] for each k (the search returns them nearest first).
-            bool one_pass = true;
-            if (p.weighting == Weighting::softmax)
-                for (std::size_t j = 1; j < kg; ++j)
-                    if (sb[j] > sb[0]) { one_pass = false; break; }
-            const std::size_t passes = one_pass ? 1 : gr.ks.size();
-            for (std::size_t pass = 0; pass < passes; ++pass) {
-                const std::size_t kend = one_pass ? kg : gr.ks[pass];
-                float mx = sb[0];
+        split_run(B, [&](std::size_t b_lo, std::size_t b_hi) {
+            std::vector<double> w(kmax), ss(M), sw(M), cs(nc * M), cw(nc * M);
+            for (std::size_t b = b_lo; b < b_hi; ++b) {
+                const std::int64_t* ib = idx + b * kmax;
+                const float* sb = sim + b * kmax;
+                // softmax subtracts the largest of the first k similarities: one pass serves every k only
+                // when that is sb[0] for each k (the search returns them nearest first).
+                bool one_pass = true;
                 if (p.weighting == Weighting::softmax)
-                    for (std::size_t j = 1; j < kend; ++j) mx = sb[j] > mx ? sb[j] : mx;
-                for (std::size_t j = 0; j < kend; ++j) w[j] = weight(p, sb[j], mx);
-                std::fill(ss.begin(), ss.end(), 0.0);
-                std::fill(sw.begin(), sw.end(), 0.0);
-                std::fill(cs.begin(), cs.end(), 0.0);
-                std::fill(cw.begin(), cw.end(), 0.0);
-                std::size_t next = one_pass ? 0 : pass;  // index into gr.ks of the next snapshot
-                for (std::size_t j = 0; j < kend; ++j) {
-                    const std::size_t r = static_cast<std::size_t>(ib[j]);
-                    const float* srow = scores + r * M;
-                    const double wj = w[j];
-                    double* __restrict ssp = ss.data();
-                    double* __restrict swp = sw.data();
-                    for (std::size_t m = 0; m < M; ++m) {
-                        const double sv = srow[m];
-                        const bool so_ = sv == sv;
-                        ssp[m] += so_ ? wj * sv : 0.0;
-                        swp[m] += so_ ? wj : 0.0;
-                    }
-                    for (std::size_t c = 0; c < nc; ++c) {
-                        const float* crow = cost_tables[c] + r * M;
-                        double* __restrict csp = cs.data() + c * M;
-                        double* __restrict cwp = cw.data() + c * M;
-                        for (std::size_t m = 0; m < M; ++m) {
-                            const double cv = crow[m];
-                            const bool co_ = cv == cv;
-                            csp[m] += co_ ? wj * cv : 0.0;
-                            cwp[m] += co_ ? wj : 0.0;
+                    for (std::size_t j = 1; j < kg; ++j)
+                        if (sb[j] > sb[0]) {
+                            one_pass = false;
+                            break;
                         }
-                    }
-                    if (next < gr.ks.size() && j + 1 == gr.ks[next]) {
-                        for (std::size_t g : gr.at_k[next]) {
-                            const double beta = configs[g].params.shrinkage;
-                            float* so = s_out.data() + (slot[g] * B + b) * M;
+                const std::size_t passes = one_pass ? 1 : gr.ks.size();
+                for (std::size_t pass = 0; pass < passes; ++pass) {
+                    const std::size_t kend = one_pass ? kg : gr.ks[pass];
+                    float mx = sb[0];
+                    if (p.weighting == Weighting::softmax)
+                        for (std::size_t j = 1; j < kend; ++j) mx = sb[j] > mx ? sb[j] : mx;
+                    for (std::size_t j = 0; j < kend; ++j) w[j] = weight(p, sb[j], mx);
+                    std::fill(ss.begin(), ss.end(), 0.0);
+                    std::fill(sw.begin(), sw.end(), 0.0);
+                    std::fill(cs.begin(), cs.end(), 0.0);
+                    std::fill(cw.begin(), cw.end(), 0.0);
+                    std::size_t next = one_pass ? 0 : pass;  // index into gr.ks of the next snapshot
+                    for (std::size_t j = 0; j < kend; ++j) {
+                        const std::size_t r = static_cast<std::size_t>(ib[j]);
+                        const float* srow = scores + r * M;
+                        const double wj = w[j];
+                        double* __restrict ssp = ss.data();
+                        double* __restrict swp = sw.data();
+                        for (std::size_t m = 0; m < M; ++m) {
+                            const double sv = srow[m];
+                            const bool so_ = sv == sv;
+                            ssp[m] += so_ ? wj * sv : 0.0;
+                            swp[m] += so_ ? wj : 0.0;
+                        }
+                        for (std::size_t c = 0; c < nc; ++c) {
+                            const float* crow = cost_tables[c] + r * M;
+                            double* __restrict csp = cs.data() + c * M;
+                            double* __restrict cwp = cw.data() + c * M;
                             for (std::size_t m = 0; m < M; ++m) {
-                                const double ds = sw[m] + beta;
-                                so[m] = ds > 0.0 ? static_cast<float>((ss[m] + beta * ps[m]) / ds) : ps[m];
+                                const double cv = crow[m];
+                                const bool co_ = cv == cv;
+                                csp[m] += co_ ? wj * cv : 0.0;
+                                cwp[m] += co_ ? wj : 0.0;
                             }
-                            for (std::size_t c = 0; c < nc; ++c) {
-                                float* co = c_out.data() + ((c * n_in + slot[g]) * B + b) * M;
-                                const double* csm = cs.data() + c * M;
-                                const double* cwm = cw.data() + c * M;
+                        }
+                        if (next < gr.ks.size() && j + 1 == gr.ks[next]) {
+                            for (std::size_t g : gr.at_k[next]) {
+                                const double beta = configs[g].params.shrinkage;
+                                float* so = s_out.data() + (slot[g] * B + b) * M;
                                 for (std::size_t m = 0; m < M; ++m) {
-                                    const double dc = cwm[m] + beta;
-                                    co[m] = dc > 0.0 ? static_cast<float>((csm[m] + beta * pc[c][m]) / dc) : pc[c][m];
+                                    const double ds = sw[m] + beta;
+                                    so[m] = ds > 0.0 ? static_cast<float>((ss[m] + beta * ps[m]) / ds) : ps[m];
+                                }
+                                for (std::size_t c = 0; c < nc; ++c) {
+                                    float* co = c_out.data() + ((c * n_in + slot[g]) * B + b) * M;
+                                    const double* csm = cs.data() + c * M;
+                                    const double* cwm = cw.data() + c * M;
+                                    for (std::size_t m = 0; m < M; ++m) {
+                                        const double dc = cwm[m] + beta;
+                                        co[m] = dc > 0.0 ? static_cast<float>((csm[m] + beta * pc[c][m]) / dc)
+                                                         : pc[c][m];
+                                    }
                                 }
                             }
+                            ++next;
+                            if (!one_pass) break;
                         }
-                        ++next;
-                        if (!one_pass) break;
                     }
                 }
             }
-        }
+        });
         // the exact sweep and hull AUC of every configuration of the group, per cost model
-        for (const auto& v : gr.at_k)
-            for (std::size_t g : v) {
+        std::vector<char> bad(n_in, 0);
+        split_run(n_in, [&](std::size_t lo, std::size_t hi) {
+            std::vector<float> c_use(B * M);
+            std::vector<double> lams, mc, ms;
+            for (std::size_t i_cfg = lo; i_cfg < hi; ++i_cfg) {
+                const std::size_t g = order[i_cfg];
                 const float* s = s_out.data() + slot[g] * B * M;
-                for (std::size_t i = 0; i < B * M; ++i)
-                    if (!std::isfinite(s[i])) throw std::invalid_argument("predictions must be finite");
-                for (std::size_t c = 0; c < nc; ++c) {
+                bool finite = true;
+                for (std::size_t i = 0; i < B * M && finite; ++i) finite = std::isfinite(s[i]);
+                for (std::size_t c = 0; c < nc && finite; ++c) {
                     const float* ch = c_out.data() + (c * n_in + slot[g]) * B * M;
                     const float* cuse = ch;
                     if (adds[c] != nullptr) {
@@ -167,13 +199,17 @@ void tune_grid(const std::int64_t* idx, const float* sim, std::size_t B, std::si
                             c_use[i] = static_cast<float>(static_cast<double>(ch[i]) + adds[c][i]);
                         cuse = c_use.data();
                     }
-                    for (std::size_t i = 0; i < B * M; ++i)
-                        if (!std::isfinite(cuse[i])) throw std::invalid_argument("predictions must be finite");
+                    for (std::size_t i = 0; i < B * M && finite; ++i) finite = std::isfinite(cuse[i]);
+                    if (!finite) break;
                     sweep(s, cuse, ts, tc, B, M, lams, mc, ms);
                     for (double& x : ms) x *= 100.0;
                     auc[c * G + g] = hull_auc(mc.data(), ms.data(), mc.size(), c_max);
                 }
+                if (!finite) bad[i_cfg] = 1;
             }
+        });
+        for (char x : bad)
+            if (x) throw std::invalid_argument("predictions must be finite (a cost or score overflowed)");
     }
 }
 
