@@ -59,6 +59,28 @@ def test_transform_matches_sklearn() -> None:
     np.testing.assert_allclose(norms[~zero], 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize(("max_features", "dim", "seed"), [(50_000, 64, 3), (300, 32, 0), (200_000, 256, 1)])
+def test_fit_is_scikit_learns_bit_for_bit(max_features: int, dim: int, seed: int) -> None:
+    # LexicalModel.fit runs scikit-learn's TfidfVectorizer + TruncatedSVD steps on SciPy without importing
+    # scikit-learn: same vocabulary, idf and components (to the last bit, on one BLAS thread).
+    pytest.importorskip("sklearn")
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from threadpoolctl import threadpool_limits
+
+    train = corpus()[::2]
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=max_features)
+    T = vec.fit_transform(train)
+    k = min(dim, T.shape[1] - 1, len(train) - 1)
+    with threadpool_limits(limits=1):
+        svd = TruncatedSVD(n_components=k, random_state=seed).fit(T)
+    model = LexicalModel.fit(train, dim=dim, seed=seed, max_features=max_features)
+    assert model is not None
+    assert model.vocabulary == list(vec.get_feature_names_out())
+    np.testing.assert_array_equal(model.idf, vec.idf_.astype(np.float32))
+    np.testing.assert_array_equal(model.components, svd.components_.astype(np.float32))
+
+
 def test_core_transform_equals_the_numpy_transform() -> None:
     # ASCII prompts go through knnroute_core.LexicalIndex (terms looked up in C++, only the prompt's own LSA
     # rows touched); the rest through NumPy. Same rows to float32 rounding, and the same terms.

@@ -196,9 +196,10 @@ def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: di
     if ds.meta.get("embed_stats") is None or not ds.meta.get("embedder"):
         report["lexical_note"] = "off: precomputed embeddings (no embedder to pair with)"
         return []
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None or importlib.util.find_spec("threadpoolctl") is None:
+        # the lexical fit needs SciPy (it no longer imports scikit-learn, which brings both)
         report["lexical_note"] = "off: scikit-learn is not installed (pip install 'knnroute[eval]')"
         return []
     from knnroute.data.hygiene import PrefixStripper

@@ -148,22 +148,24 @@ class LexicalModel:
         """Fit on (training) texts; None when they share no term or are too few for one component.
 
         ``max_features`` keeps the most frequent terms (bounds V, hence the router file: k x V x 4 bytes).
+
+        The same numbers as scikit-learn's ``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2,
+        max_features=...)`` followed by ``TruncatedSVD(dim, random_state=seed)`` (:func:`_tfidf`,
+        :func:`_randomized_components`: the same steps on SciPy, without importing scikit-learn, whose import
+        alone took longer than the fit; ``tests/test_lexical.py`` compares them bit for bit).
         """
-        from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        import scipy.linalg  # noqa: F401  (loaded before threadpool_limits below, so its OpenBLAS is limited too)
+        from threadpoolctl import threadpool_limits
 
         if not 1 <= int(max_features) <= MAX_VOCABULARY:
             raise ValueError(f"max_features must be in 1..{MAX_VOCABULARY}, got {max_features}")
-        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-
         docs = [str(t)[:MAX_CHARS] for t in texts]
         if len(docs) < 3:
             return None
-        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=int(max_features))
-        try:
-            T = vec.fit_transform(docs)
-        except ValueError:  # empty vocabulary: no term in two training prompts
+        fitted = _tfidf(docs, int(max_features))
+        if fitted is None:  # empty vocabulary: no term in two training prompts
             return None
+        vocab, idf, T = fitted
         k = min(int(dim), T.shape[1] - 1, len(docs) - 1, MAX_COMPONENTS)
         if k < 1:
             return None
@@ -172,8 +174,8 @@ class LexicalModel:
         # longer). It also makes the components independent of the machine's core count: OpenBLAS's blocked
         # LU/QR round differently with another thread count (about 1e-9 here).
         with threadpool_limits(limits=1):
-            svd = TruncatedSVD(n_components=k, random_state=int(seed)).fit(T)
-        return cls(list(vec.get_feature_names_out()), vec.idf_, svd.components_)
+            comp = _randomized_components(T, k, int(seed))
+        return cls(vocab, idf, comp)
 
     # ------------------------------------------------------------------------------------- transform
     def transform(self, texts: Sequence[str]) -> NDArray[np.float32]:
@@ -244,6 +246,106 @@ class LexicalModel:
 
     def __repr__(self) -> str:
         return f"LexicalModel(V={self.n_terms}, k={self.dim}, sha256={self.sha256()[:12]})"
+
+
+def _tfidf(docs: Sequence[str], max_features: int) -> tuple[list[str], NDArray[np.float64], Any] | None:
+    """``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=max_features)``'s
+    ``fit_transform`` (scikit-learn 1.x: count, sort the vocabulary, keep terms in >= 2 documents and the
+    ``max_features`` most frequent, sublinear tf x smoothed idf, rows l2-normalised), in the same order of
+    operations: ``(vocabulary in column order, idf (V,), the normalised CSR matrix)``; None when no term is
+    left."""
+    from array import array
+
+    import scipy.sparse as sp
+
+    vocabulary: dict[str, int] = {}
+    j_indices: list[int] = []
+    indptr = [0]
+    values = array("i")
+    for doc in docs:
+        counts: dict[int, int] = {}
+        for term in _terms(doc):
+            j = vocabulary.setdefault(term, len(vocabulary))
+            counts[j] = counts.get(j, 0) + 1
+        j_indices.extend(counts.keys())
+        values.extend(counts.values())
+        indptr.append(len(j_indices))
+    if not vocabulary:
+        return None
+    X = sp.csr_array(
+        (np.frombuffer(values, dtype=np.intc), np.asarray(j_indices, dtype=np.int32),
+         np.asarray(indptr, dtype=np.int32)),
+        shape=(len(indptr) - 1, len(vocabulary)), dtype=np.float64,
+    )
+    X.sort_indices()
+    X = sp.csr_matrix(X)  # scikit-learn's default sparse interface (spmatrix) from here on
+    # columns in term order
+    terms = sorted(vocabulary.items())
+    map_index = np.empty(len(terms), dtype=X.indices.dtype)
+    for new, (_, old) in enumerate(terms):
+        map_index[old] = new
+    X.indices = map_index.take(X.indices, mode="clip")
+    # min_df = 2 (max_df = 1.0 keeps all), then the max_features most frequent
+    dfs = np.bincount(X.indices, minlength=X.shape[1])
+    mask = np.ones(len(dfs), dtype=bool)
+    mask &= dfs <= 1.0 * X.shape[0]
+    mask &= dfs >= 2
+    if mask.sum() > max_features:
+        tfs = np.asarray(X.sum(axis=0)).ravel()
+        mask_inds = (-tfs[mask]).argsort()[:max_features]
+        new_mask = np.zeros(len(dfs), dtype=bool)
+        new_mask[np.where(mask)[0][mask_inds]] = True
+        mask = new_mask
+    kept = np.where(mask)[0]
+    if len(kept) == 0:
+        return None
+    X = X[:, kept]
+    vocab = [terms[i][0] for i in kept]
+    # smoothed idf, sublinear tf, l2 rows
+    df = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+    df += 1.0
+    idf = np.full_like(df, fill_value=X.shape[0] + 1, dtype=np.float64)
+    idf /= df
+    np.log(idf, out=idf)
+    idf += 1.0
+    np.log(X.data, X.data)
+    X.data += 1.0
+    X.data *= idf[X.indices]
+    data, ptr = X.data, X.indptr
+    for i in range(X.shape[0]):  # sequential sums of squares per row, as scikit-learn's row normaliser
+        a, b = ptr[i], ptr[i + 1]
+        if a == b:
+            continue
+        ss = float(np.cumsum(data[a:b] * data[a:b])[-1])
+        if ss == 0.0:
+            continue
+        data[a:b] /= math.sqrt(ss)
+    return vocab, idf, X
+
+
+def _randomized_components(T: Any, k: int, seed: int) -> NDArray[np.float64]:
+    """``TruncatedSVD(n_components=k, random_state=seed).fit(T).components_`` (randomized: 5 LU-normalised
+    power iterations, 10 oversamples; scikit-learn 1.x's ``_randomized_svd`` and ``svd_flip`` on the right
+    vectors), the same SciPy calls in the same order."""
+    import scipy.linalg as la
+
+    rs = np.random.RandomState(seed)
+    n_random = k + 10
+    transpose = T.shape[0] < T.shape[1]
+    M = T.T if transpose else T
+    Q = rs.normal(size=(M.shape[1], n_random))
+    for _ in range(5):
+        Q, _ = la.lu(M @ Q, permute_l=True, check_finite=False)
+        Q, _ = la.lu(M.T @ Q, permute_l=True, check_finite=False)
+    Q, _ = la.qr(M @ Q, mode="economic", check_finite=False)
+    B = Q.T @ M
+    Uhat, _, Vt = la.svd(B, full_matrices=False, lapack_driver="gesdd")
+    U = Q @ Uhat
+    VT = U[:, :k].T if transpose else Vt[:k, :]
+    # svd_flip(u_based_decision=False): each component's largest-magnitude entry positive
+    rows = np.argmax(np.abs(VT), axis=1)
+    signs = np.sign(VT[np.arange(VT.shape[0]), rows])
+    return VT * signs[:, None]
 
 
 def lexical_vectors(
