@@ -163,7 +163,6 @@ def hybrid_path() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ 4. core
 def route_one_avx2(quick: bool) -> dict[str, Any]:
     import knnroute_core as kc
-
     from bench.conftest import clustered, outcomes
 
     n, d, k, lam = (2000 if quick else 10000), 384, 100, 200.0
