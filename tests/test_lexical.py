@@ -81,6 +81,24 @@ def test_fit_is_scikit_learns_bit_for_bit(max_features: int, dim: int, seed: int
     np.testing.assert_array_equal(model.components, svd.components_.astype(np.float32))
 
 
+def test_core_counts_equal_the_python_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # knnroute_core.count_terms (ASCII documents tokenised in C++, the others given as Python's terms) builds
+    # the very matrix, vocabulary and idf of the pure-Python counting loop
+    pytest.importorskip("scipy")
+    from knnroute.embed import lexical
+
+    docs = [*corpus(), "Ünïcode again: naïve café", "x y", "ab ab ab", "AB cd_ef 12"]
+    assert not all(d.isascii() for d in docs) and sum(d.isascii() for d in docs) > 100
+    got = lexical._tfidf(docs, 1000)
+    monkeypatch.setattr(lexical, "_count_core", lambda docs: None)
+    want = lexical._tfidf(docs, 1000)
+    assert got is not None and want is not None
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+    for attr in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(got[2], attr), getattr(want[2], attr))
+
+
 def test_core_transform_equals_the_numpy_transform() -> None:
     # ASCII prompts go through knnroute_core.LexicalIndex (terms looked up in C++, only the prompt's own LSA
     # rows touched); the rest through NumPy. Same rows to float32 rounding, and the same terms.

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -465,6 +466,47 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
         py::arg("costs"), py::arg("scores"), py::arg("c_max"),
         "Area under the non-decreasing hull over cost / c_max in [0, 1] (flat extension, clipped at 1).");
 
+    m.def(
+        "count_terms",
+        [](const py::sequence& docs) -> py::object {
+            const std::size_t n = docs.size();
+            std::vector<TermDoc> views(n);
+            std::vector<py::object> keep;
+            std::deque<std::vector<std::string>> given;  // stable addresses
+            keep.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                py::object o = docs[i];
+                if (PyUnicode_Check(o.ptr())) {
+                    if (!PyUnicode_IS_ASCII(o.ptr())) return py::none();
+                    views[i].text = std::string_view(static_cast<const char*>(PyUnicode_DATA(o.ptr())),
+                                                     static_cast<std::size_t>(PyUnicode_GET_LENGTH(o.ptr())));
+                } else if (py::isinstance<py::list>(o)) {
+                    given.push_back(o.cast<std::vector<std::string>>());
+                    views[i].terms = &given.back();
+                } else {
+                    throw py::type_error("item " + std::to_string(i) + " is neither a str nor a list of terms");
+                }
+                keep.push_back(std::move(o));
+            }
+            std::vector<std::string> terms;
+            std::vector<std::int32_t> ids, counts;
+            std::vector<std::int64_t> indptr;
+            bool ok;
+            {
+                py::gil_scoped_release nogil;
+                ok = count_terms(views, terms, ids, counts, indptr);
+            }
+            if (!ok) return py::none();
+            return py::make_tuple(py::cast(terms), py::array_t<std::int32_t>(ids.size(), ids.data()),
+                                  py::array_t<std::int32_t>(counts.size(), counts.data()),
+                                  py::array_t<std::int64_t>(indptr.size(), indptr.data()));
+        },
+        py::arg("docs"),
+        R"(Word 1-2-gram counts of documents (the lexical fit's CountVectorizer step): (terms list[str] by first
+appearance, ids int32, counts int32, indptr int64 (n_docs + 1)), each document's distinct terms in order of first
+appearance in it. A document is an ASCII str (tokenised here) or a list of its terms (tokenised by the caller:
+non-ASCII text); None when a str is not ASCII.)");
+
     py::class_<PyLexicalIndex>(m, "LexicalIndex",
                                "The lexical hybrid's per-prompt transform on ASCII text (knnroute.embed.lexical).")
         .def(py::init([](const std::vector<std::string>& vocabulary, py::handle idf_o, py::handle comp_o) {
@@ -730,6 +772,6 @@ ASCII is left zero with ok False: the caller transforms it in Python (Unicode wo
         .def("prior_scores", [](const Router& r) { auto v = r.prior_scores(); return py::array_t<float>(v.size(), v.data()); })
         .def("prior_costs", [](const Router& r) { auto v = r.prior_costs(); return py::array_t<float>(v.size(), v.data()); });
 
-    m.attr("__all__") = py::typing::List<py::str>(py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "precisions", "pool_threads", "last_rerank_count", "aggregate", "tune_grid", "LexicalIndex",
+    m.attr("__all__") = py::typing::List<py::str>(py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "precisions", "pool_threads", "last_rerank_count", "aggregate", "tune_grid", "LexicalIndex", "count_terms",
                                        "route", "envelope", "sweep", "nondecreasing_hull", "hull_auc", "Router"));
 }

@@ -1,6 +1,8 @@
 #include "knnroute/lexical.hpp"
 
 #include <cmath>
+#include <deque>
+#include <unordered_map>
 #include <stdexcept>
 
 namespace knnroute {
@@ -120,6 +122,83 @@ bool LexicalIndex::transform(const char* text, std::size_t n, std::size_t max_ch
     const double norm = std::sqrt(nn);
     const double d = norm > 0.0 ? norm : 1.0;
     for (std::size_t j = 0; j < k_; ++j) out[j] = static_cast<float>(acc[j] / d);
+    return true;
+}
+
+}  // namespace knnroute
+
+
+namespace knnroute {
+
+bool count_terms(const std::vector<TermDoc>& docs, std::vector<std::string>& terms,
+                 std::vector<std::int32_t>& ids, std::vector<std::int32_t>& counts, std::vector<std::int64_t>& indptr) {
+    std::deque<std::string> store;  // stable storage for the map's keys
+    std::unordered_map<std::string_view, std::int32_t> vocab;
+    vocab.reserve(1 << 16);
+    std::string low, bigram;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> toks;
+    std::vector<std::int32_t> pos;  // position of a term id in the current document's list, or -1
+    terms.clear();
+    ids.clear();
+    counts.clear();
+    indptr.assign(1, 0);
+    auto id_of = [&](std::string_view t) -> std::int32_t {
+        auto it = vocab.find(t);
+        if (it != vocab.end()) return it->second;
+        store.emplace_back(t);
+        const auto id = static_cast<std::int32_t>(terms.size());
+        vocab.emplace(std::string_view(store.back()), id);
+        terms.emplace_back(t);
+        pos.push_back(-1);
+        return id;
+    };
+    for (const TermDoc& d : docs) {
+        const std::size_t start = ids.size();
+        auto count = [&](std::int32_t id) {
+            std::int32_t& p = pos[static_cast<std::size_t>(id)];
+            if (p < 0) {
+                p = static_cast<std::int32_t>(ids.size() - start);
+                ids.push_back(id);
+                counts.push_back(1);
+            } else {
+                ++counts[start + static_cast<std::size_t>(p)];
+            }
+        };
+        if (d.terms != nullptr) {
+            for (const std::string& t : *d.terms) count(id_of(t));
+            for (std::size_t i = start; i < ids.size(); ++i) pos[static_cast<std::size_t>(ids[i])] = -1;
+            indptr.push_back(static_cast<std::int64_t>(ids.size()));
+            continue;
+        }
+        const std::string_view doc = d.text;
+        const std::size_t n = doc.size();
+        low.resize(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            const unsigned char c = static_cast<unsigned char>(doc[i]);
+            if (c >= 0x80) return false;
+            low[i] = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        toks.clear();
+        for (std::size_t i = 0; i < n;) {
+            if (!word_char(static_cast<unsigned char>(low[i]))) {
+                ++i;
+                continue;
+            }
+            std::size_t j = i;
+            while (j < n && word_char(static_cast<unsigned char>(low[j]))) ++j;
+            if (j - i >= 2) toks.emplace_back(static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(j - i));
+            i = j;
+        }
+        for (const auto& t : toks) count(id_of(std::string_view(low.data() + t.first, t.second)));
+        for (std::size_t i = 0; i + 1 < toks.size(); ++i) {
+            bigram.assign(low.data() + toks[i].first, toks[i].second);
+            bigram.push_back(' ');
+            bigram.append(low.data() + toks[i + 1].first, toks[i + 1].second);
+            count(id_of(bigram));
+        }
+        for (std::size_t i = start; i < ids.size(); ++i) pos[static_cast<std::size_t>(ids[i])] = -1;
+        indptr.push_back(static_cast<std::int64_t>(ids.size()));
+    }
     return true;
 }
 

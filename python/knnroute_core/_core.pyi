@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['isa', 'available_isas', 'set_isa', 'topk_cosine', 'SupportSet', 'precisions', 'pool_threads', 'last_rerank_count', 'aggregate', 'tune_grid', 'LexicalIndex', 'route', 'envelope', 'sweep', 'nondecreasing_hull', 'hull_auc', 'Router']
+__all__: list[str] = ['isa', 'available_isas', 'set_isa', 'topk_cosine', 'SupportSet', 'precisions', 'pool_threads', 'last_rerank_count', 'aggregate', 'tune_grid', 'LexicalIndex', 'count_terms', 'route', 'envelope', 'sweep', 'nondecreasing_hull', 'hull_auc', 'Router']
 class SupportSet:
     """
     Unit-normalised float32 support rows, stored once, searched exactly.
@@ -152,6 +152,13 @@ def aggregate(idx: typing.Any, sim: typing.Any, scores: typing.Any, costs: typin
 def available_isas() -> list[str]:
     """
     Kernel sets this CPU supports, narrowest first.
+    """
+def count_terms(docs: collections.abc.Sequence) -> typing.Any:
+    """
+    Word 1-2-gram counts of documents (the lexical fit's CountVectorizer step): (terms list[str] by first
+    appearance, ids int32, counts int32, indptr int64 (n_docs + 1)), each document's distinct terms in order of first
+    appearance in it. A document is an ASCII str (tokenised here) or a list of its terms (tokenised by the caller:
+    non-ASCII text); None when a str is not ASCII.
     """
 def envelope(s: typing.Any, c: typing.Any) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
     """

@@ -36,3 +36,20 @@ private:
 };
 
 }  // namespace knnroute
+
+namespace knnroute {
+
+// Term counts of ASCII documents for fitting (scikit-learn's CountVectorizer on word 1-2-grams of the
+// lowercased text, token pattern \b\w\w+\b): terms get ids in order of first appearance over the documents;
+// each document lists its distinct term ids in order of first appearance in it, with their counts (CSR:
+// indptr (n_docs + 1), ids, counts). A document given as terms is counted as is (unigrams, then bigrams).
+// Returns false (outputs unspecified) if a document given as text holds a non-ASCII byte.
+// A document given as text (ASCII: tokenised here) or as its terms already (tokenised by the caller).
+struct TermDoc {
+    std::string_view text;
+    const std::vector<std::string>* terms = nullptr;  // used when not null
+};
+bool count_terms(const std::vector<TermDoc>& docs, std::vector<std::string>& terms,
+                 std::vector<std::int32_t>& ids, std::vector<std::int32_t>& counts, std::vector<std::int64_t>& indptr);
+
+}  // namespace knnroute

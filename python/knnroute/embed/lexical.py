@@ -258,25 +258,28 @@ def _tfidf(docs: Sequence[str], max_features: int) -> tuple[list[str], NDArray[n
 
     import scipy.sparse as sp
 
-    vocabulary: dict[str, int] = {}
-    j_indices: list[int] = []
-    indptr = [0]
-    values = array("i")
-    for doc in docs:
-        counts: dict[int, int] = {}
-        for term in _terms(doc):
-            j = vocabulary.setdefault(term, len(vocabulary))
-            counts[j] = counts.get(j, 0) + 1
-        j_indices.extend(counts.keys())
-        values.extend(counts.values())
-        indptr.append(len(j_indices))
+    counted = _count_core(docs)
+    if counted is not None:  # ASCII documents: the same counts from the core
+        vocabulary = {t: j for j, t in enumerate(counted[0])}
+        j_idx, vals, ptr = counted[1], counted[2].astype(np.intc), counted[3].astype(np.int32)
+    else:
+        vocabulary = {}
+        j_indices: list[int] = []
+        indptr = [0]
+        values = array("i")
+        for doc in docs:
+            counts: dict[int, int] = {}
+            for term in _terms(doc):
+                j = vocabulary.setdefault(term, len(vocabulary))
+                counts[j] = counts.get(j, 0) + 1
+            j_indices.extend(counts.keys())
+            values.extend(counts.values())
+            indptr.append(len(j_indices))
+        j_idx, vals = np.asarray(j_indices, dtype=np.int32), np.frombuffer(values, dtype=np.intc)
+        ptr = np.asarray(indptr, dtype=np.int32)
     if not vocabulary:
         return None
-    X = sp.csr_array(
-        (np.frombuffer(values, dtype=np.intc), np.asarray(j_indices, dtype=np.int32),
-         np.asarray(indptr, dtype=np.int32)),
-        shape=(len(indptr) - 1, len(vocabulary)), dtype=np.float64,
-    )
+    X = sp.csr_array((vals, j_idx, ptr), shape=(len(ptr) - 1, len(vocabulary)), dtype=np.float64)
     X.sort_indices()
     X = sp.csr_matrix(X)  # scikit-learn's default sparse interface (spmatrix) from here on
     # columns in term order
@@ -321,6 +324,17 @@ def _tfidf(docs: Sequence[str], max_features: int) -> tuple[list[str], NDArray[n
             continue
         data[a:b] /= math.sqrt(ss)
     return vocab, idf, X
+
+
+def _count_core(docs: Sequence[str]) -> Any:
+    """``knnroute_core.count_terms`` of the documents (None: a core without it)."""
+    try:
+        import knnroute_core
+
+        # non-ASCII documents are tokenised here (Python's Unicode word characters and lowercasing)
+        return knnroute_core.count_terms([d if d.isascii() else _terms(d) for d in docs])
+    except (ImportError, AttributeError):  # pragma: no cover - an older core
+        return None
 
 
 def _randomized_components(T: Any, k: int, seed: int) -> NDArray[np.float64]:
