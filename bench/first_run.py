@@ -9,7 +9,8 @@
    hull per configuration); the AUCs must be identical.
 2. Hybrid fast path: ``route_prompts([prompt])`` p50 with the static WordLlama embedder on RouterBench ARC-C
    (support: its training prompts, k = 100, f32), the hybrid router (w = 0.5, lexical model fitted on the
-   training prompts) against the dense router in the same run, target 0.2 ms; the lexical transform alone, core
+   training prompts) against the dense router and against the same hybrid with the NumPy transform (the path
+   before issue 31) in the same run, target 0.2 ms; the lexical transform alone, core
    (``knnroute_core.LexicalIndex``) against the NumPy path; and the number of test prompts whose decision
    differs between the two transforms (must be 0).
 3. Transformer path (ONNX Runtime): not built yet; reported as such.
@@ -120,6 +121,16 @@ def p50_ms(fn: Any, items: list[str], warm: int = 20) -> float:
     return round(1e3 * float(np.median(ts)), 4)
 
 
+def _numpy_path(lex: Any, fn: Any) -> Any:
+    """``fn()`` with the lexical model transforming every prompt in NumPy (the hybrid path before issue 31)."""
+    saved = lex._core
+    lex._core = False
+    try:
+        return fn()
+    finally:
+        lex._core = saved
+
+
 def hybrid_path() -> dict[str, Any]:
     from knnroute.data import load_dataset
     from knnroute.data.hygiene import PrefixStripper
@@ -148,6 +159,7 @@ def hybrid_path() -> dict[str, Any]:
         "support": int(tr.size), "queries": len(queries), "lexical_terms": lex.n_terms, "lexical_dim": lex.dim,
         "dense_p50_ms": p50_ms(lambda t: dense.route_prompts([t]), queries),
         "hybrid_p50_ms": p50_ms(lambda t: hybrid.route_prompts([t]), queries),
+        "hybrid_numpy_transform_p50_ms": _numpy_path(lex, lambda: p50_ms(lambda t: hybrid.route_prompts([t]), queries)),
         "lexical_core_p50_ms": p50_ms(lambda t: lex.transform([t]), queries),
         "lexical_numpy_p50_ms": p50_ms(lambda t: lex.transform_numpy([t]), queries),
         "load_before": before, "load_after": load(),

@@ -129,6 +129,31 @@ def test_core_transform_equals_the_numpy_transform() -> None:
         model.transform(["ok", 3])  # type: ignore[list-item]
 
 
+def test_hybrid_decisions_with_the_core_transform_are_the_numpy_ones() -> None:
+    # the hybrid router's decisions on held-out prompts are the same whether their lexical rows come from the
+    # core (the serving path now) or from NumPy (the path before): support built the NumPy way, as a router
+    # file fitted before holds it
+    pytest.importorskip("sklearn")
+    from knnroute.routers.knn import KNNRouter
+
+    texts = corpus()
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(len(texts), 24)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    tr, te = np.arange(0, len(texts), 2), np.arange(1, len(texts), 2)
+    model = LexicalModel.fit([texts[i] for i in tr], dim=48, seed=0)
+    assert model is not None
+    S, C = rng.random((len(texts), 4)), rng.uniform(1e-4, 1e-2, (len(texts), 4))
+    for w in (0.75, 0.5):
+        support = mix(dense[tr], model.transform_numpy([texts[i] for i in tr]), w)
+        router = KNNRouter(k=10, weighting="similarity").fit(support, S[tr], C[tr])
+        queries = [texts[i] for i in te]
+        core_rows = mix(dense[te], model.transform(queries), w)
+        numpy_rows = mix(dense[te], model.transform_numpy(queries), w)
+        for lam in (0.0, 30.0, 300.0):
+            np.testing.assert_array_equal(router.route(core_rows, lam), router.route(numpy_rows, lam))
+
+
 def test_lexical_vectors_is_the_model() -> None:
     pytest.importorskip("sklearn")
     texts = corpus()
