@@ -562,6 +562,53 @@ def test_grid_predictions_equal_the_routers_and_the_reference_aggregate() -> Non
         np.testing.assert_allclose(ch, rc, rtol=1e-5, atol=1e-9)
 
 
+def _loop_aucs(idx, sim, S, cost_models, ts, tc, c_max, cfgs):  # type: ignore[no-untyped-def]
+    """The tuner's per-configuration loop: aggregate, add the known cost, sweep, hull AUC."""
+    return np.array([
+        [curves.curve_from_predictions(sh, ch + add, ts, tc, c_max).auc
+         for sh, ch in tuning.grid_predictions(idx, sim, S, table, cfgs)]
+        for table, add in cost_models
+    ])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grid_aucs_equal_the_per_config_loop_bit_for_bit(seed: int) -> None:
+    # knnroute_core.tune_grid sums each weighting's neighbours once and reads every k and shrinkage off
+    # those sums: the AUCs must be the very doubles of aggregate + sweep + hull per configuration.
+    rng = np.random.default_rng(seed)
+    X, S, C = _clustered(n=330, seed=10 + seed)
+    S, C = S.copy(), C.copy()
+    S[rng.random(S.shape) < 0.15] = np.nan  # missing cells: per-model sums skip them
+    C[rng.random(C.shape) < 0.15] = np.nan
+    X[7] = X[8]  # an exact duplicate (tied similarities)
+    tr, va = slice(0, 270), slice(270, 330)
+    cfgs = tuning.knn_grid(269)
+    idx, sim = search(X[tr], X[va], 200)
+    li, ls = tuning.loo_neighbours(X[tr], 200)
+    idx, sim = np.concatenate([idx, li]), np.concatenate([sim, ls])
+    ts, tc = curves.fill_missing(np.concatenate([S[va], S[tr]]), np.concatenate([C[va], C[tr]]))
+    c_max = curves.cost_scale(tc)
+    s32 = np.ascontiguousarray(S[tr], dtype=np.float32)
+    c32 = np.ascontiguousarray(C[tr], dtype=np.float32)
+    known = rng.random(ts.shape) * 0.3 * np.nanmean(C)
+    r32 = tuning.residual_costs(c32, np.full(c32.shape, 0.2 * np.nanmean(C))).astype(np.float32)
+    models = [(c32, 0.0), (r32, known)]
+    got = tuning.grid_aucs(idx, sim, s32, models, ts, tc, c_max, cfgs)
+    np.testing.assert_array_equal(got, _loop_aucs(idx, sim, s32, models, ts, tc, c_max, cfgs))
+    # rows whose first similarity is not their largest (softmax then subtracts another maximum per k)
+    sim2 = sim.copy()
+    sim2[::3, 5] = sim2[::3, 0] + 0.05
+    soft = [c for c in cfgs if c.weighting == "softmax"][:40] + [tuning.KNNConfig(3, "softmax", 0.07, 2.0)]
+    got2 = tuning.grid_aucs(idx, sim2, s32, models[:1], ts, tc, c_max, soft)
+    np.testing.assert_array_equal(got2, _loop_aucs(idx, sim2, s32, models[:1], ts, tc, c_max, soft))
+    with pytest.raises(ValueError, match="neighbours were given"):
+        tuning.grid_aucs(idx[:, :10], sim[:, :10], s32, models, ts, tc, c_max, cfgs)
+    bad = idx.copy()
+    bad[0, 0] = 270
+    with pytest.raises(ValueError, match="out of range"):
+        tuning.grid_aucs(bad, sim, s32, models, ts, tc, c_max, cfgs[:3])
+
+
 def test_loo_neighbours_match_brute_force_without_self() -> None:
     X, _, _ = _clustered(n=120, seed=5)
     X = np.concatenate([X, X[:3]])  # exact duplicates: a row's twin may outrank the row itself

@@ -59,6 +59,101 @@ def test_transform_matches_sklearn() -> None:
     np.testing.assert_allclose(norms[~zero], 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize(("max_features", "dim", "seed"), [(50_000, 64, 3), (300, 32, 0), (200_000, 256, 1)])
+def test_fit_is_scikit_learns_bit_for_bit(max_features: int, dim: int, seed: int) -> None:
+    # LexicalModel.fit runs scikit-learn's TfidfVectorizer + TruncatedSVD steps on SciPy without importing
+    # scikit-learn: same vocabulary, idf and components (to the last bit, on one BLAS thread).
+    pytest.importorskip("sklearn")
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from threadpoolctl import threadpool_limits
+
+    train = corpus()[::2]
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=max_features)
+    T = vec.fit_transform(train)
+    k = min(dim, T.shape[1] - 1, len(train) - 1)
+    with threadpool_limits(limits=1):
+        svd = TruncatedSVD(n_components=k, random_state=seed).fit(T)
+    model = LexicalModel.fit(train, dim=dim, seed=seed, max_features=max_features)
+    assert model is not None
+    assert model.vocabulary == list(vec.get_feature_names_out())
+    np.testing.assert_array_equal(model.idf, vec.idf_.astype(np.float32))
+    np.testing.assert_array_equal(model.components, svd.components_.astype(np.float32))
+
+
+def test_core_counts_equal_the_python_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # knnroute_core.count_terms (ASCII documents tokenised in C++, the others given as Python's terms) builds
+    # the very matrix, vocabulary and idf of the pure-Python counting loop
+    pytest.importorskip("scipy")
+    from knnroute.embed import lexical
+
+    docs = [*corpus(), "Ünïcode again: naïve café", "x y", "ab ab ab", "AB cd_ef 12"]
+    assert not all(d.isascii() for d in docs) and sum(d.isascii() for d in docs) > 100
+    got = lexical._tfidf(docs, 1000)
+    monkeypatch.setattr(lexical, "_count_core", lambda docs: None)
+    want = lexical._tfidf(docs, 1000)
+    assert got is not None and want is not None
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+    for attr in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(got[2], attr), getattr(want[2], attr))
+
+
+def test_core_transform_equals_the_numpy_transform() -> None:
+    # ASCII prompts go through knnroute_core.LexicalIndex (terms looked up in C++, only the prompt's own LSA
+    # rows touched); the rest through NumPy. Same rows to float32 rounding, and the same terms.
+    pytest.importorskip("sklearn")
+    import knnroute_core
+
+    texts = corpus()
+    model = LexicalModel.fit(texts[::2], dim=48, seed=1)
+    assert model is not None
+    edge = [
+        "a b c", "ab", "AB_cd-ef 12 x9 __ _a", "tab\there\nnewline  spaces", "the the the the",
+        "x" * (MAX_CHARS + 50) + " the", ("word " * 9000)[: MAX_CHARS - 2] + "tail end", "naïve café prompt",
+        "prompt with an emoji 🙂 in the middle", "ends with a word", "UPPER lower MiXeD",
+    ]
+    all_texts = texts + edge + [t.upper() for t in texts[:50]]
+    got = model.transform(all_texts)
+    want = model.transform_numpy(all_texts)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-7)
+    core = knnroute_core.LexicalIndex(model.vocabulary, model.idf, model._comp_t)
+    out, ok = core.transform(all_texts, MAX_CHARS)
+    assert list(ok) == [t.isascii() for t in all_texts]  # the non-ASCII ones were left to NumPy
+    assert not np.asarray(out)[~np.asarray(ok)].any()
+    for i, t in enumerate(model.vocabulary[:500]):
+        assert core.find(t) == i
+    assert core.find("no such term here") == -1
+    with pytest.raises(TypeError):
+        model.transform(["ok", 3])  # type: ignore[list-item]
+
+
+def test_hybrid_decisions_with_the_core_transform_are_the_numpy_ones() -> None:
+    # the hybrid router's decisions on held-out prompts are the same whether their lexical rows come from the
+    # core (the serving path now) or from NumPy (the path before): support built the NumPy way, as a router
+    # file fitted before holds it
+    pytest.importorskip("sklearn")
+    from knnroute.routers.knn import KNNRouter
+
+    texts = corpus()
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(len(texts), 24)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    tr, te = np.arange(0, len(texts), 2), np.arange(1, len(texts), 2)
+    model = LexicalModel.fit([texts[i] for i in tr], dim=48, seed=0)
+    assert model is not None
+    S, C = rng.random((len(texts), 4)), rng.uniform(1e-4, 1e-2, (len(texts), 4))
+    for w in (0.75, 0.5):
+        support = mix(dense[tr], model.transform_numpy([texts[i] for i in tr]), w)
+        router = KNNRouter(k=10, weighting="similarity").fit(support, S[tr], C[tr])
+        queries = [texts[i] for i in te]
+        core_rows = mix(dense[te], model.transform(queries), w)
+        numpy_rows = mix(dense[te], model.transform_numpy(queries), w)
+        for lam in (0.0, 30.0, 300.0):
+            np.testing.assert_array_equal(router.route(core_rows, lam), router.route(numpy_rows, lam))
+
+
 def test_lexical_vectors_is_the_model() -> None:
     pytest.importorskip("sklearn")
     texts = corpus()

@@ -9,18 +9,23 @@
 #include <pybind11/stl.h>
 #include <pybind11/typing.h>
 
+#include <algorithm>
 #include <cmath>
+#include <deque>
+#include <memory>
 #include <sstream>
 #include <string>
 
 #include "knnroute/aggregate.hpp"
 #include "knnroute/hull.hpp"
 #include "knnroute/isa.hpp"
+#include "knnroute/lexical.hpp"
 #include "knnroute/pool.hpp"
 #include "knnroute/precision.hpp"
 #include "knnroute/route.hpp"
 #include "knnroute/router.hpp"
 #include "knnroute/search.hpp"
+#include "knnroute/tune.hpp"
 
 namespace py = pybind11;
 using namespace knnroute;
@@ -116,6 +121,12 @@ AggregateParams make_params(const std::string& weighting, double temperature, do
     p.shrinkage = static_cast<float>(shrinkage);
     return p;
 }
+
+// A LexicalIndex with the arrays it borrows kept alive.
+struct PyLexicalIndex {
+    py::array_t<float> idf, comp_t;
+    std::unique_ptr<LexicalIndex> index;
+};
 
 }  // namespace
 
@@ -274,6 +285,83 @@ column means of observed cells; no observed neighbour and shrinkage 0 -> the pri
 Returns (s_hat float32 (B, M), c_hat float32 (B, M)).)");
 
     m.def(
+        "tune_grid",
+        [](py::handle idx_o, py::handle sim_o, py::handle scores_o, const std::vector<py::handle>& cost_os,
+           const std::vector<py::object>& add_os, py::handle ts_o, py::handle tc_o, double c_max,
+           const std::vector<long long>& ks, const std::vector<std::string>& weightings,
+           const std::vector<double>& temperatures, const std::vector<double>& shrinkages) {
+            auto idx = strict<std::int64_t>(idx_o, "idx", 2);
+            auto sim = strict<float>(sim_o, "sim", 2);
+            auto S = strict<float>(scores_o, "scores", 2);
+            auto TS = strict<double>(ts_o, "true_scores", 2);
+            auto TC = strict<double>(tc_o, "true_costs", 2);
+            if (idx.shape(0) != sim.shape(0) || idx.shape(1) != sim.shape(1))
+                throw py::value_error("idx and sim must have the same shape");
+            const std::size_t B = idx.shape(0), kmax = idx.shape(1), N = S.shape(0), M = S.shape(1);
+            if (B == 0 || M == 0 || kmax == 0) throw py::value_error("tune_grid needs queries, neighbours and models");
+            for (auto* a : {&TS, &TC})
+                if (static_cast<std::size_t>(a->shape(0)) != B || static_cast<std::size_t>(a->shape(1)) != M)
+                    throw py::value_error("true_scores and true_costs must be (B, M)");
+            for (std::size_t i = 0; i < B * M; ++i)
+                if (!std::isfinite(TS.data()[i]) || !std::isfinite(TC.data()[i]))
+                    throw py::value_error("true outcomes must be finite: fill missing cells first");
+            if (cost_os.empty() || add_os.size() != cost_os.size())
+                throw py::value_error("give one add (an array or None) per cost table");
+            std::vector<py::array_t<float>> costs;
+            std::vector<py::array_t<double>> adds_keep;
+            std::vector<const float*> cp;
+            std::vector<const double*> ap;
+            for (std::size_t c = 0; c < cost_os.size(); ++c) {
+                costs.push_back(strict<float>(cost_os[c], "costs", 2));
+                if (static_cast<std::size_t>(costs.back().shape(0)) != N || static_cast<std::size_t>(costs.back().shape(1)) != M)
+                    throw py::value_error("every cost table must have the shape of scores (N, M)");
+                cp.push_back(costs.back().data());
+                if (add_os[c].is_none()) ap.push_back(nullptr);
+                else {
+                    adds_keep.push_back(strict<double>(add_os[c], "add", 2));
+                    if (static_cast<std::size_t>(adds_keep.back().shape(0)) != B ||
+                        static_cast<std::size_t>(adds_keep.back().shape(1)) != M)
+                        throw py::value_error("every add must be (B, M)");
+                    ap.push_back(adds_keep.back().data());
+                }
+            }
+            const std::size_t G = ks.size();
+            if (weightings.size() != G || temperatures.size() != G || shrinkages.size() != G)
+                throw py::value_error("ks, weightings, temperatures and shrinkages must have one length");
+            std::vector<GridConfig> cfg(G);
+            for (std::size_t g = 0; g < G; ++g) {
+                const std::size_t k = check_k_arg(ks[g]);
+                if (k > kmax)
+                    throw py::value_error("config k=" + std::to_string(k) + " but only " + std::to_string(kmax) +
+                                          " neighbours were given");
+                cfg[g].k = k;
+                cfg[g].params = make_params(weightings[g], temperatures[g], shrinkages[g]);
+            }
+            py::array_t<double> out({static_cast<py::ssize_t>(cost_os.size()), static_cast<py::ssize_t>(G)});
+            double* op = out.mutable_data();
+            const std::int64_t* ip = idx.data();
+            const float* sp = sim.data();
+            const float* Sp = S.data();
+            const double* tsp = TS.data();
+            const double* tcp = TC.data();
+            {
+                py::gil_scoped_release nogil;
+                tune_grid(ip, sp, B, kmax, Sp, N, M, cp, ap, tsp, tcp, c_max, cfg, op);
+            }
+            return out;
+        },
+        py::arg("idx"), py::arg("sim"), py::arg("scores"), py::arg("cost_tables"), py::arg("adds"),
+        py::arg("true_scores"), py::arg("true_costs"), py::arg("c_max"), py::arg("ks"), py::arg("weightings"),
+        py::arg("temperatures"), py::arg("shrinkages"),
+        R"(Tuning AUC of every kNN configuration from one neighbour list (the tuned kNN's grid in one pass).
+
+idx int64 (B, kmax), sim float32 (B, kmax): nearest first. scores float32 (N, M); cost_tables: float32 (N, M)
+tables (one per cost model, NaN = missing); adds: per cost table None or float64 (B, M) known cost added to
+the predicted cost. true_scores, true_costs float64 (B, M) filled truth; c_max the cost scale. Configuration g
+is (ks[g], weightings[g], temperatures[g], shrinkages[g]). Returns float64 (n_cost, G): for each, exactly
+hull_auc(sweep(aggregate(idx[:, :k], sim[:, :k], scores, cost, ...), true) with scores x 100, c_max).)");
+
+    m.def(
         "route",
         [](py::handle s_o, py::handle c_o, py::handle lams_o) {
             auto S = strict<float>(s_o, "s_hat", 2);
@@ -377,6 +465,103 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
         },
         py::arg("costs"), py::arg("scores"), py::arg("c_max"),
         "Area under the non-decreasing hull over cost / c_max in [0, 1] (flat extension, clipped at 1).");
+
+    m.def(
+        "count_terms",
+        [](const py::sequence& docs) -> py::object {
+            const std::size_t n = docs.size();
+            std::vector<TermDoc> views(n);
+            std::vector<py::object> keep;
+            std::deque<std::vector<std::string>> given;  // stable addresses
+            keep.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                py::object o = docs[i];
+                if (PyUnicode_Check(o.ptr())) {
+                    if (!PyUnicode_IS_ASCII(o.ptr())) return py::none();
+                    views[i].text = std::string_view(static_cast<const char*>(PyUnicode_DATA(o.ptr())),
+                                                     static_cast<std::size_t>(PyUnicode_GET_LENGTH(o.ptr())));
+                } else if (py::isinstance<py::list>(o)) {
+                    given.push_back(o.cast<std::vector<std::string>>());
+                    views[i].terms = &given.back();
+                } else {
+                    throw py::type_error("item " + std::to_string(i) + " is neither a str nor a list of terms");
+                }
+                keep.push_back(std::move(o));
+            }
+            std::vector<std::string> terms;
+            std::vector<std::int32_t> ids, counts;
+            std::vector<std::int64_t> indptr;
+            bool ok;
+            {
+                py::gil_scoped_release nogil;
+                ok = count_terms(views, terms, ids, counts, indptr);
+            }
+            if (!ok) return py::none();
+            return py::make_tuple(py::cast(terms), py::array_t<std::int32_t>(ids.size(), ids.data()),
+                                  py::array_t<std::int32_t>(counts.size(), counts.data()),
+                                  py::array_t<std::int64_t>(indptr.size(), indptr.data()));
+        },
+        py::arg("docs"),
+        R"(Word 1-2-gram counts of documents (the lexical fit's CountVectorizer step): (terms list[str] by first
+appearance, ids int32, counts int32, indptr int64 (n_docs + 1)), each document's distinct terms in order of first
+appearance in it. A document is an ASCII str (tokenised here) or a list of its terms (tokenised by the caller:
+non-ASCII text); None when a str is not ASCII.)");
+
+    py::class_<PyLexicalIndex>(m, "LexicalIndex",
+                               "The lexical hybrid's per-prompt transform on ASCII text (knnroute.embed.lexical).")
+        .def(py::init([](const std::vector<std::string>& vocabulary, py::handle idf_o, py::handle comp_o) {
+                 auto idf = strict<float>(idf_o, "idf", 1);
+                 auto comp = strict<float>(comp_o, "components_t", 2);
+                 const std::size_t V = vocabulary.size();
+                 if (V == 0 || static_cast<std::size_t>(idf.shape(0)) != V || static_cast<std::size_t>(comp.shape(0)) != V ||
+                     comp.shape(1) == 0)
+                     throw py::value_error("vocabulary (V), idf (V,) and components_t (V, k) disagree");
+                 auto* out = new PyLexicalIndex{idf, comp, nullptr};
+                 out->index = std::make_unique<LexicalIndex>(vocabulary, idf.data(), comp.data(),
+                                                             static_cast<std::size_t>(comp.shape(1)));
+                 return out;
+             }),
+             py::arg("vocabulary"), py::arg("idf"), py::arg("components_t"),
+             "vocabulary: V distinct terms; idf float32 (V,); components_t float32 (V, k): term t's LSA row "
+             "(borrowed, not copied).")
+        .def_property_readonly("dim", [](const PyLexicalIndex& L) { return L.index->dim(); })
+        .def("__len__", [](const PyLexicalIndex& L) { return L.index->size(); })
+        .def("find", [](const PyLexicalIndex& L, const std::string& term) { return L.index->find(term); },
+             py::arg("term"), "Column of a term, or -1.")
+        .def(
+            "transform",
+            [](const PyLexicalIndex& L, const py::sequence& texts, std::size_t max_chars) {
+                const std::size_t n = texts.size(), k = L.index->dim();
+                std::vector<const char*> ptr(n, nullptr);
+                std::vector<std::size_t> len(n, 0);
+                std::vector<py::object> keep;
+                keep.reserve(n);
+                for (std::size_t i = 0; i < n; ++i) {
+                    py::object o = texts[i];
+                    if (!PyUnicode_Check(o.ptr()))
+                        throw py::type_error("item " + std::to_string(i) + " is not a str");
+                    if (PyUnicode_IS_ASCII(o.ptr())) {
+                        ptr[i] = static_cast<const char*>(PyUnicode_DATA(o.ptr()));
+                        len[i] = static_cast<std::size_t>(PyUnicode_GET_LENGTH(o.ptr()));
+                    }
+                    keep.push_back(std::move(o));
+                }
+                py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+                py::array_t<bool> ok(static_cast<py::ssize_t>(n));
+                float* op = out.mutable_data();
+                bool* okp = ok.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    for (std::size_t i = 0; i < n; ++i) {
+                        okp[i] = ptr[i] != nullptr && L.index->transform(ptr[i], len[i], max_chars, op + i * k);
+                        if (!okp[i]) std::fill(op + i * k, op + (i + 1) * k, 0.f);
+                    }
+                }
+                return py::make_tuple(out, ok);
+            },
+            py::arg("texts"), py::arg("max_chars"),
+            R"(Unit LSA rows of ASCII texts: (out float32 (n, k), ok bool (n,)). A row whose text is not pure
+ASCII is left zero with ok False: the caller transforms it in Python (Unicode word characters and lowercasing).)");
 
     py::class_<Router>(m, "Router",
                        "Fused kNN router: support set + outcome tables + aggregation. Thread-safe: routing may run "
@@ -587,6 +772,6 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
         .def("prior_scores", [](const Router& r) { auto v = r.prior_scores(); return py::array_t<float>(v.size(), v.data()); })
         .def("prior_costs", [](const Router& r) { auto v = r.prior_costs(); return py::array_t<float>(v.size(), v.data()); });
 
-    m.attr("__all__") = py::typing::List<py::str>(py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "precisions", "pool_threads", "last_rerank_count", "aggregate",
+    m.attr("__all__") = py::typing::List<py::str>(py::make_tuple("isa", "available_isas", "set_isa", "topk_cosine", "SupportSet", "precisions", "pool_threads", "last_rerank_count", "aggregate", "tune_grid", "LexicalIndex", "count_terms",
                                        "route", "envelope", "sweep", "nondecreasing_hull", "hull_auc", "Router"));
 }

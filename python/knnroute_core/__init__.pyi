@@ -8,10 +8,12 @@ All array arguments are C-contiguous; float32 where documented (float64 or strid
 rejected with ``TypeError`` rather than silently copied: convert once in the caller).
 """
 from __future__ import annotations
+from knnroute_core._core import LexicalIndex
 from knnroute_core._core import Router
 from knnroute_core._core import SupportSet
 from knnroute_core._core import aggregate
 from knnroute_core._core import available_isas
+from knnroute_core._core import count_terms
 from knnroute_core._core import envelope
 from knnroute_core._core import hull_auc
 from knnroute_core._core import isa
@@ -23,6 +25,7 @@ from knnroute_core._core import route
 from knnroute_core._core import set_isa
 from knnroute_core._core import sweep
 from knnroute_core._core import topk_cosine
+from knnroute_core._core import tune_grid
 from . import _core
-__all__: list[str] = ['__version__', 'isa', 'available_isas', 'set_isa', 'topk_cosine', 'SupportSet', 'precisions', 'pool_threads', 'last_rerank_count', 'aggregate', 'route', 'envelope', 'sweep', 'nondecreasing_hull', 'hull_auc', 'Router']
+__all__: list[str] = ['__version__', 'isa', 'available_isas', 'set_isa', 'topk_cosine', 'SupportSet', 'precisions', 'pool_threads', 'last_rerank_count', 'aggregate', 'tune_grid', 'LexicalIndex', 'count_terms', 'route', 'envelope', 'sweep', 'nondecreasing_hull', 'hull_auc', 'Router']
 __version__: str

@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['isa', 'available_isas', 'set_isa', 'topk_cosine', 'SupportSet', 'precisions', 'pool_threads', 'last_rerank_count', 'aggregate', 'route', 'envelope', 'sweep', 'nondecreasing_hull', 'hull_auc', 'Router']
+__all__: list[str] = ['isa', 'available_isas', 'set_isa', 'topk_cosine', 'SupportSet', 'precisions', 'pool_threads', 'last_rerank_count', 'aggregate', 'tune_grid', 'LexicalIndex', 'count_terms', 'route', 'envelope', 'sweep', 'nondecreasing_hull', 'hull_auc', 'Router']
 class SupportSet:
     """
     Unit-normalised float32 support rows, stored once, searched exactly.
@@ -44,6 +44,28 @@ class SupportSet:
         ...
     @property
     def size(self) -> int:
+        ...
+class LexicalIndex:
+    """
+    The lexical hybrid's per-prompt transform on ASCII text (knnroute.embed.lexical).
+    """
+    def __init__(self, vocabulary: collections.abc.Sequence[str], idf: typing.Any, components_t: typing.Any) -> None:
+        """
+        vocabulary: V distinct terms; idf float32 (V,); components_t float32 (V, k): term t's LSA row (borrowed, not copied).
+        """
+    def __len__(self) -> int:
+        ...
+    def find(self, term: str) -> int:
+        """
+        Column of a term, or -1.
+        """
+    def transform(self, texts: collections.abc.Sequence, max_chars: typing.SupportsInt | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.bool]]:
+        """
+        Unit LSA rows of ASCII texts: (out float32 (n, k), ok bool (n,)). A row whose text is not pure
+        ASCII is left zero with ok False: the caller transforms it in Python (Unicode word characters and lowercasing).
+        """
+    @property
+    def dim(self) -> int:
         ...
 class Router:
     """
@@ -131,6 +153,13 @@ def available_isas() -> list[str]:
     """
     Kernel sets this CPU supports, narrowest first.
     """
+def count_terms(docs: collections.abc.Sequence) -> typing.Any:
+    """
+    Word 1-2-gram counts of documents (the lexical fit's CountVectorizer step): (terms list[str] by first
+    appearance, ids int32, counts int32, indptr int64 (n_docs + 1)), each document's distinct terms in order of first
+    appearance in it. A document is an ASCII str (tokenised here) or a list of its terms (tokenised by the caller:
+    non-ASCII text); None when a str is not ASCII.
+    """
 def envelope(s: typing.Any, c: typing.Any) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
     """
     Upper envelope of s_m - lam c_m over lam >= 0: (lams float64 (J,), models int64 (J,)); lams[0] = 0 and models[j] wins on [lams[j], lams[j+1]).
@@ -181,5 +210,15 @@ def topk_cosine(queries: typing.Any, base: typing.Any, k: typing.SupportsInt | t
     queries: float32 (B, d), base: float32 (N, d), C-contiguous; rows must be finite and non-zero (both are
     normalised internally). Returns (indices int64 (B, k), similarities float32 (B, k)), each row by
     similarity descending, ties to the lower index. O(B N d).
+    """
+def tune_grid(idx: typing.Any, sim: typing.Any, scores: typing.Any, cost_tables: collections.abc.Sequence[typing.Any], adds: collections.abc.Sequence[typing.Any], true_scores: typing.Any, true_costs: typing.Any, c_max: typing.SupportsFloat | typing.SupportsIndex, ks: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], weightings: collections.abc.Sequence[str], temperatures: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], shrinkages: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex]) -> numpy.typing.NDArray[numpy.float64]:
+    """
+    Tuning AUC of every kNN configuration from one neighbour list (the tuned kNN's grid in one pass).
+    
+    idx int64 (B, kmax), sim float32 (B, kmax): nearest first. scores float32 (N, M); cost_tables: float32 (N, M)
+    tables (one per cost model, NaN = missing); adds: per cost table None or float64 (B, M) known cost added to
+    the predicted cost. true_scores, true_costs float64 (B, M) filled truth; c_max the cost scale. Configuration g
+    is (ks[g], weightings[g], temperatures[g], shrinkages[g]). Returns float64 (n_cost, G): for each, exactly
+    hull_auc(sweep(aggregate(idx[:, :k], sim[:, :k], scores, cost, ...), true) with scores x 100, c_max).
     """
 __version__: str

@@ -285,9 +285,10 @@ def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: di
     if ds.meta.get("embed_stats") is None or not ds.meta.get("embedder"):
         report["lexical_note"] = "off: precomputed embeddings (no embedder to pair with)"
         return []
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None or importlib.util.find_spec("threadpoolctl") is None:
+        # the lexical fit needs SciPy (it no longer imports scikit-learn, which brings both)
         report["lexical_note"] = "off: scikit-learn is not installed (pip install '.[eval]' in the knnroute checkout)"
         return []
     from knnroute.data.hygiene import PrefixStripper
@@ -309,9 +310,10 @@ def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: di
         return []
     report.update(lexical_terms=lex.n_terms, lexical_dim=lex.dim)
     out = []
+    L = lex.transform(texts)  # once: each w only mixes it with the dense rows
     for w in LEXICAL_WEIGHTS:
         h = HybridLexicalEmbedder(dense, lex, w)
-        out.append((w, h.combine(X, texts), h))
+        out.append((w, h.combine(X, texts, lexical_rows=L), h))
     return out
 
 

@@ -9,8 +9,10 @@ deploys it (:class:`HybridLexicalEmbedder`, stored in the router file).
 
 The vectorizer and the LSA projection are fitted on the training prompts only (never validation or test);
 every prompt is then transformed. :meth:`LexicalModel.fit` needs scikit-learn (the ``eval`` extra);
-:meth:`LexicalModel.transform` is plain NumPy (a serving install may lack scikit-learn) and reproduces
-scikit-learn's ``TfidfVectorizer.transform`` + ``TruncatedSVD.transform``.
+:meth:`LexicalModel.transform` needs only NumPy and the core (a serving install may lack scikit-learn) and
+reproduces scikit-learn's ``TfidfVectorizer.transform`` + ``TruncatedSVD.transform``: ASCII prompts in the core
+(``knnroute_core.LexicalIndex``: the prompt's terms looked up in a hash table, only their LSA rows read), the
+rest in NumPy (:meth:`LexicalModel.transform_numpy`).
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class LexicalModel:
         self._index = index
         self._comp_t = np.ascontiguousarray(comp.T)  # (V, k): a term's column is one contiguous row
         self._sha256: str | None = None
+        self._core: Any = None  # knnroute_core.LexicalIndex, built on the first transform
 
     @property
     def components(self) -> NDArray[np.float32]:
@@ -145,29 +148,71 @@ class LexicalModel:
         """Fit on (training) texts; None when they share no term or are too few for one component.
 
         ``max_features`` keeps the most frequent terms (bounds V, hence the router file: k x V x 4 bytes).
+
+        The same numbers as scikit-learn's ``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2,
+        max_features=...)`` followed by ``TruncatedSVD(dim, random_state=seed)`` (:func:`_tfidf`,
+        :func:`_randomized_components`: the same steps on SciPy, without importing scikit-learn, whose import
+        alone took longer than the fit; ``tests/test_lexical.py`` compares them bit for bit).
         """
-        from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        import scipy.linalg  # noqa: F401  (loaded before threadpool_limits below, so its OpenBLAS is limited too)
+        from threadpoolctl import threadpool_limits
 
         if not 1 <= int(max_features) <= MAX_VOCABULARY:
             raise ValueError(f"max_features must be in 1..{MAX_VOCABULARY}, got {max_features}")
         docs = [str(t)[:MAX_CHARS] for t in texts]
         if len(docs) < 3:
             return None
-        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=int(max_features))
-        try:
-            T = vec.fit_transform(docs)
-        except ValueError:  # empty vocabulary: no term in two training prompts
+        fitted = _tfidf(docs, int(max_features))
+        if fitted is None:  # empty vocabulary: no term in two training prompts
             return None
+        vocab, idf, T = fitted
         k = min(int(dim), T.shape[1] - 1, len(docs) - 1, MAX_COMPONENTS)
         if k < 1:
             return None
-        svd = TruncatedSVD(n_components=k, random_state=int(seed)).fit(T)
-        return cls(list(vec.get_feature_names_out()), vec.idf_, svd.components_)
+        # One BLAS thread: the randomized SVD's LU/QR steps are small (V x (k + 10)), and OpenBLAS's threads
+        # spin when the cores are busy (two evaluation workers with two threads each on two cores took 10x
+        # longer). It also makes the components independent of the machine's core count: OpenBLAS's blocked
+        # LU/QR round differently with another thread count (about 1e-9 here).
+        with threadpool_limits(limits=1):
+            comp = _randomized_components(T, k, int(seed))
+        return cls(vocab, idf, comp)
 
     # ------------------------------------------------------------------------------------- transform
     def transform(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """(n, k) float32 unit rows (a prompt with no known term: a zero row). NumPy only."""
+        """(n, k) float32 unit rows (a prompt with no known term: a zero row).
+
+        ASCII prompts go through the compiled core (``knnroute_core.LexicalIndex``: the same terms, tf-idf and
+        projection over the prompt's own terms' LSA rows, summed in double); any other prompt through
+        :meth:`transform_numpy` (Python's Unicode word characters and lowercasing). The two agree to float32
+        rounding (``tests/test_lexical.py``).
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not one str")
+        core = self._core_index()
+        if core is None:
+            return self.transform_numpy(texts)
+        texts = texts if isinstance(texts, list) else list(texts)
+        try:
+            out, ok = core.transform(texts, MAX_CHARS)
+        except TypeError:  # not a str: the NumPy path names the item
+            return self.transform_numpy(texts)
+        if not ok.all():
+            rest = np.flatnonzero(~ok)
+            out[rest] = self.transform_numpy([texts[i] for i in rest])
+        return out
+
+    def _core_index(self) -> Any:
+        if self._core is None:
+            try:
+                import knnroute_core
+
+                self._core = knnroute_core.LexicalIndex(self.vocabulary, self.idf, self._comp_t)
+            except (ImportError, AttributeError):  # pragma: no cover - an older core without it
+                self._core = False
+        return self._core or None
+
+    def transform_numpy(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """:meth:`transform` in NumPy alone, for every prompt (the reference the core path is tested against)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not one str")
         out = np.zeros((len(texts), self.dim), dtype=np.float64)
@@ -203,6 +248,120 @@ class LexicalModel:
         return f"LexicalModel(V={self.n_terms}, k={self.dim}, sha256={self.sha256()[:12]})"
 
 
+def _tfidf(docs: Sequence[str], max_features: int) -> tuple[list[str], NDArray[np.float64], Any] | None:
+    """``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=max_features)``'s
+    ``fit_transform`` (scikit-learn 1.x: count, sort the vocabulary, keep terms in >= 2 documents and the
+    ``max_features`` most frequent, sublinear tf x smoothed idf, rows l2-normalised), in the same order of
+    operations: ``(vocabulary in column order, idf (V,), the normalised CSR matrix)``; None when no term is
+    left."""
+    from array import array
+
+    import scipy.sparse as sp
+
+    counted = _count_core(docs)
+    if counted is not None:  # ASCII documents: the same counts from the core
+        vocabulary = {t: j for j, t in enumerate(counted[0])}
+        j_idx, vals, ptr = counted[1], counted[2].astype(np.intc), counted[3].astype(np.int32)
+    else:
+        vocabulary = {}
+        j_indices: list[int] = []
+        indptr = [0]
+        values = array("i")
+        for doc in docs:
+            counts: dict[int, int] = {}
+            for term in _terms(doc):
+                j = vocabulary.setdefault(term, len(vocabulary))
+                counts[j] = counts.get(j, 0) + 1
+            j_indices.extend(counts.keys())
+            values.extend(counts.values())
+            indptr.append(len(j_indices))
+        j_idx, vals = np.asarray(j_indices, dtype=np.int32), np.frombuffer(values, dtype=np.intc)
+        ptr = np.asarray(indptr, dtype=np.int32)
+    if not vocabulary:
+        return None
+    X = sp.csr_array((vals, j_idx, ptr), shape=(len(ptr) - 1, len(vocabulary)), dtype=np.float64)
+    X.sort_indices()
+    X = sp.csr_matrix(X)  # scikit-learn's default sparse interface (spmatrix) from here on
+    # columns in term order
+    terms = sorted(vocabulary.items())
+    map_index = np.empty(len(terms), dtype=X.indices.dtype)
+    for new, (_, old) in enumerate(terms):
+        map_index[old] = new
+    X.indices = map_index.take(X.indices, mode="clip")
+    # min_df = 2 (max_df = 1.0 keeps all), then the max_features most frequent
+    dfs = np.bincount(X.indices, minlength=X.shape[1])
+    mask = np.ones(len(dfs), dtype=bool)
+    mask &= dfs <= 1.0 * X.shape[0]
+    mask &= dfs >= 2
+    if mask.sum() > max_features:
+        tfs = np.asarray(X.sum(axis=0)).ravel()
+        mask_inds = (-tfs[mask]).argsort()[:max_features]
+        new_mask = np.zeros(len(dfs), dtype=bool)
+        new_mask[np.where(mask)[0][mask_inds]] = True
+        mask = new_mask
+    kept = np.where(mask)[0]
+    if len(kept) == 0:
+        return None
+    X = X[:, kept]
+    vocab = [terms[i][0] for i in kept]
+    # smoothed idf, sublinear tf, l2 rows
+    df = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+    df += 1.0
+    idf = np.full_like(df, fill_value=X.shape[0] + 1, dtype=np.float64)
+    idf /= df
+    np.log(idf, out=idf)
+    idf += 1.0
+    np.log(X.data, X.data)
+    X.data += 1.0
+    X.data *= idf[X.indices]
+    data, ptr = X.data, X.indptr
+    for i in range(X.shape[0]):  # sequential sums of squares per row, as scikit-learn's row normaliser
+        a, b = ptr[i], ptr[i + 1]
+        if a == b:
+            continue
+        ss = float(np.cumsum(data[a:b] * data[a:b])[-1])
+        if ss == 0.0:
+            continue
+        data[a:b] /= math.sqrt(ss)
+    return vocab, idf, X
+
+
+def _count_core(docs: Sequence[str]) -> Any:
+    """``knnroute_core.count_terms`` of the documents (None: a core without it)."""
+    try:
+        import knnroute_core
+
+        # non-ASCII documents are tokenised here (Python's Unicode word characters and lowercasing)
+        return knnroute_core.count_terms([d if d.isascii() else _terms(d) for d in docs])
+    except (ImportError, AttributeError):  # pragma: no cover - an older core
+        return None
+
+
+def _randomized_components(T: Any, k: int, seed: int) -> NDArray[np.float64]:
+    """``TruncatedSVD(n_components=k, random_state=seed).fit(T).components_`` (randomized: 5 LU-normalised
+    power iterations, 10 oversamples; scikit-learn 1.x's ``_randomized_svd`` and ``svd_flip`` on the right
+    vectors), the same SciPy calls in the same order."""
+    import scipy.linalg as la
+
+    rs = np.random.RandomState(seed)
+    n_random = k + 10
+    transpose = T.shape[0] < T.shape[1]
+    M = T.T if transpose else T
+    Q = rs.normal(size=(M.shape[1], n_random))
+    for _ in range(5):
+        Q, _ = la.lu(M @ Q, permute_l=True, check_finite=False)
+        Q, _ = la.lu(M.T @ Q, permute_l=True, check_finite=False)
+    Q, _ = la.qr(M @ Q, mode="economic", check_finite=False)
+    B = Q.T @ M
+    Uhat, _, Vt = la.svd(B, full_matrices=False, lapack_driver="gesdd")
+    U = Q @ Uhat
+    VT = U[:, :k].T if transpose else Vt[:k, :]
+    # svd_flip(u_based_decision=False): each component's largest-magnitude entry positive
+    rows = np.argmax(np.abs(VT), axis=1)
+    signs = np.sign(VT[np.arange(VT.shape[0]), rows])
+    return VT * signs[:, None]
+
+
 def lexical_vectors(
     texts: Sequence[str], train: ArrayLike, dim: int = LEXICAL_DIM, seed: int = 0
 ) -> NDArray[np.float32] | None:
@@ -228,7 +387,12 @@ def mix(dense: ArrayLike, lexical: ArrayLike, w: float) -> NDArray[np.float32]:
     B = np.asarray(lexical, dtype=np.float32)
     if A.shape[0] != B.shape[0]:
         raise ValueError(f"dense has {A.shape[0]} rows, lexical {B.shape[0]}")
-    return np.ascontiguousarray(np.concatenate([np.sqrt(w) * A, np.sqrt(1.0 - w) * B], axis=1), dtype=np.float32)
+    # float32 x float64 weight, computed in float64 and rounded once to float32: the rows of
+    # concatenate([sqrt(w) A, sqrt(1 - w) B]).astype(float32), written in place (the single-prompt path)
+    out = np.empty((A.shape[0], A.shape[1] + B.shape[1]), dtype=np.float32)
+    np.multiply(A, np.sqrt(np.float64(w)), out=out[:, : A.shape[1]], casting="unsafe")
+    np.multiply(B, np.sqrt(np.float64(1.0 - w)), out=out[:, A.shape[1]:], casting="unsafe")
+    return out
 
 
 def _check_w(w: Any) -> float:
@@ -271,11 +435,17 @@ class HybridLexicalEmbedder(Embedder):
     def dim(self) -> int:
         return int(self.dense.dim) + self.lexical.dim
 
-    def combine(self, dense_rows: ArrayLike, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Hybrid rows from already computed dense rows of ``texts`` (``knnroute fit`` reuses its cache)."""
-        out = mix(dense_rows, self.lexical.transform(texts), self.w)
+    def combine(self, dense_rows: ArrayLike, texts: Sequence[str],
+                lexical_rows: ArrayLike | None = None) -> NDArray[np.float32]:
+        """Hybrid rows from already computed dense rows of ``texts`` (``knnroute fit`` reuses its cache);
+        ``lexical_rows``: ``self.lexical.transform(texts)`` when the caller has it already (one transform for
+        every ``w`` tried)."""
+        lex = self.lexical.transform(texts) if lexical_rows is None else lexical_rows
+        out = mix(dense_rows, lex, self.w)
         n = np.linalg.norm(out, axis=1, keepdims=True)
-        return np.ascontiguousarray(out / np.where(n > 0, n, 1.0), dtype=np.float32)
+        n[~(n > 0)] = 1.0
+        out /= n
+        return out
 
     def encode(self, items: Sequence[Any], batch_size: int = 64, progress: Any = True) -> np.ndarray:
         items = list(items)

@@ -41,6 +41,7 @@ __all__ = [
     "TunedKNNRouter",
     "TuningResult",
     "aggregate",
+    "grid_aucs",
     "grid_predictions",
     "knn_grid",
     "loo_neighbours",
@@ -157,6 +158,42 @@ def grid_predictions(
         yield aggregate(*sliced[cfg.k], s, c, cfg)
 
 
+def grid_aucs(
+    idx: NDArray[np.int64],
+    sim: NDArray[np.float32],
+    scores: ArrayLike,
+    cost_models: Sequence[tuple[ArrayLike, ArrayLike | float]],
+    true_scores: ArrayLike,
+    true_costs: ArrayLike,
+    c_max: float,
+    configs: Sequence[KNNConfig],
+) -> NDArray[np.float64]:
+    """Tuning AUC of every configuration under every cost model, ``(len(cost_models), len(configs))``.
+
+    ``cost_models``: ``(cost table (N, M), add)`` pairs; ``add`` is 0 or a (B, M) known cost added to the
+    predicted cost. One core call (``knnroute_core.tune_grid``) for the whole grid: the neighbour sums of each
+    weighting are accumulated once and read off at every ``k`` and shrinkage. Each entry is exactly
+    ``curve_from_predictions(*aggregate(idx, sim, scores, table, cfg) + add, true_scores, true_costs, c_max).auc``
+    (``tests/test_tuned.py`` checks that against this loop).
+    """
+    ks = [int(c.k) for c in configs]
+    if ks and not 1 <= min(ks) <= max(ks) <= idx.shape[1]:
+        raise ValueError(f"configs ask for k in [{min(ks)}, {max(ks)}] but {idx.shape[1]} neighbours were given")
+    tables, adds = [], []
+    for table, add in cost_models:
+        tables.append(np.ascontiguousarray(table, dtype=np.float32))
+        a = np.asarray(add, dtype=np.float64)
+        shape = (idx.shape[0], tables[-1].shape[1])
+        adds.append(None if a.ndim == 0 and float(a) == 0.0 else np.ascontiguousarray(np.broadcast_to(a, shape)))
+    return np.asarray(knnroute_core.tune_grid(
+        np.ascontiguousarray(idx, dtype=np.int64), np.ascontiguousarray(sim, dtype=np.float32),
+        np.ascontiguousarray(scores, dtype=np.float32), tables, adds,
+        np.ascontiguousarray(true_scores, dtype=np.float64), np.ascontiguousarray(true_costs, dtype=np.float64),
+        float(c_max), ks, [c.weighting for c in configs], [float(c.temperature) for c in configs],
+        [float(c.shrinkage) for c in configs],
+    ), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class TuningResult:
     """The chosen configuration, its validation AUC and the whole grid's validation AUCs."""
@@ -234,12 +271,12 @@ def tune_knn(
             )
         r_tr = residual_costs(c_tr, input_cost_train).astype(np.float32)  # type: ignore[arg-type]
         cost_models.append(("input+knn", r_tr, k_pool))
+    aucs = grid_aucs(idx, sim, s_tr, [(c_table, add) for _, c_table, add in cost_models], ts, tc, c_max, configs)
     table = []
     best_i, best_auc, best_cm = 0, -np.inf, "knn"
-    for cm, c_table, add in cost_models:
-        preds = grid_predictions(idx, sim, s_tr, c_table, configs)
-        for i, (cfg, (sh, ch)) in enumerate(zip(configs, preds, strict=True)):
-            auc = _curves.curve_from_predictions(sh, ch + add, ts, tc, c_max).auc
+    for (cm, _, _), row_aucs in zip(cost_models, aucs, strict=True):
+        for i, (cfg, auc_i) in enumerate(zip(configs, row_aucs.tolist(), strict=True)):
+            auc = float(auc_i)
             row = {**cfg.kwargs(), "val_auc": auc}
             if known is not None:
                 row["cost_model"] = cm
