@@ -360,19 +360,27 @@ def test_old_dense_file_still_loads(tmp_path: Path, old_writer: bool) -> None:
 
 
 def _resign(blob: bytes, meta: dict, payload: bytes | None = None) -> bytes:  # type: ignore[type-arg]
-    """The file with a new header (same room) and payload, both digests re-signed: reaches the checks."""
+    """The file with a new header and payload, both digests re-signed: reaches the checks. When the edited
+    header no longer fits the original room, the payload moves down by whole alignment units and every
+    array offset with it (what an edit did to one offset, relative to the others, is kept)."""
     import hashlib
     import json
     import struct
 
-    from knnroute.production.persist import MAGIC, PREAMBLE_SIZE
+    from knnroute.production.persist import ALIGN, MAGIC, PREAMBLE_SIZE
 
     p0 = meta["payload_offset"]
     payload = blob[p0:] if payload is None else payload
     meta = dict(meta, payload_sha256=hashlib.sha256(payload).hexdigest())
-    header = json.dumps(meta, separators=(",", ":")).encode()
-    assert len(header) <= p0 - PREAMBLE_SIZE
-    header += b" " * (p0 - PREAMBLE_SIZE - len(header))
+    while True:
+        header = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        if len(header) <= meta["payload_offset"] - PREAMBLE_SIZE:
+            break
+        meta = json.loads(json.dumps(meta))
+        meta["payload_offset"] += ALIGN
+        for a in meta["arrays"].values():
+            a["offset"] += ALIGN
+    header += b" " * (meta["payload_offset"] - PREAMBLE_SIZE - len(header))
     return struct.pack("<8sII32s", MAGIC, 1, len(header), hashlib.sha256(header).digest()) + header + payload
 
 
