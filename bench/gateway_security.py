@@ -12,9 +12,10 @@ generator ``bench/openloop.py`` in its own process.
 * ``abandon``: one model's upstream hangs (defaults: 60 s timeout, 2 retries); 700 requests to it are
   abandoned by their clients after 1 s. A healthy model's latency (sequential pass-through requests)
   before, during and after: p50 and the ratio to the unloaded p50.
-* ``overload``: open-loop at fixed rates (routed requests, a zero-delay upstream; the upstream alone at the
-  same rates in the same run) to find the routed capacity, then 4x that rate: 200s per second against the
-  capacity, 503s and their latency, client timeouts (2 s).
+* ``overload``: open-loop at fixed rates (routed requests, the canned zero-delay upstream
+  ``bench/canned_upstream.py``; the upstream alone at the same rates in the same run) to find the routed
+  capacity, then 4x that rate: 200s per second against the capacity, 503s and their latency, client
+  timeouts (2 s).
 * ``slowloris``: 1,000 connections trickling a request head: seconds until the gateway closed them all.
 * ``sigterm``: 50 requests in flight on the hanging upstream, SIGTERM: seconds to exit (``shutdown_timeout_s``
   10 s).
@@ -94,6 +95,13 @@ def _process(cmd: list[str], health: str, log: Path, role: str = "load") -> Iter
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+def _canned(tmp: Path) -> Any:
+    """The canned upstream (bench/canned_upstream.py): cheap enough not to be what a load test measures."""
+    port = _port()
+    return _process([sys.executable, "-m", "bench.canned_upstream", str(port)], f"http://127.0.0.1:{port}/health",
+                    tmp / f"canned-{port}.log"), f"http://127.0.0.1:{port}"
 
 
 def _upstream(tmp: Path, delay: float = 0.0, fail: int = 0) -> Any:
@@ -335,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             results["abandon"] = abandon(tmp, router, names, ok_url, hang_url)
             print("abandon", results["abandon"], flush=True)
         if "overload" in only:
-            results["overload"] = overload(tmp, router, names, prompts, ok_url, a.rates, a.seconds,
-                                           "\n".join(a.server))
+            canned_ctx, canned_url = _canned(tmp)
+            with canned_ctx:
+                results["overload"] = overload(tmp, router, names, prompts, canned_url, a.rates, a.seconds,
+                                               "\n".join(a.server))
             print("overload", {k: v for k, v in results["overload"].items() if k != "sweep"}, flush=True)
         if "slowloris" in only:
             results["slowloris"] = slowloris(tmp, router, names, ok_url)

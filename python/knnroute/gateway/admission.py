@@ -7,6 +7,8 @@ outermost on ``POST /v1/chat/completions`` and answers 503 with ``Retry-After`` 
 middleware, parsing or routing, when
 
 * ``max_inflight`` chat requests are already in flight (streams included, until their last byte), or
+* ``max_route_queue`` routed requests already wait for their embedding and decision (the routing thread is
+  the bottleneck: refusing here costs no body parsing at all), or
 * the event loop is late: :class:`LoopLag` wakes every ``tick`` seconds and measures how late it woke (the
   time ready work waits for the loop). Above ``max_lag_s`` (smoothed) a share of new chat requests is
   refused that grows with the excess, ``(lag - max_lag_s) / max_lag_s``, all of them from twice the
@@ -65,17 +67,22 @@ def _busy_body(message: str, code: str) -> bytes:
 
 
 class AdmissionMiddleware:
-    """503 at once for chat requests beyond ``max_inflight`` or while the loop lags over ``max_lag_s``.
+    """503 at once for chat requests beyond ``max_inflight``, while ``max_route_queue`` wait for routing, or
+    while the loop lags over ``max_lag_s``.
 
-    ``on_reject(reason)`` is called for each refusal (metrics); ``state`` gets ``inflight`` (the count)."""
+    ``on_reject(reason)`` is called for each refusal (metrics); ``state`` has ``inflight`` (counted here) and
+    ``routing`` (counted by the app)."""
 
     def __init__(self, app: ASGIApp, max_inflight: int, max_lag_s: float | None, lag: LoopLag,
-                 state: Any, on_reject: Any = None) -> None:
+                 state: Any, on_reject: Any = None, max_route_queue: int | None = None) -> None:
         self.app, self.max_inflight, self.max_lag_s, self.lag = app, int(max_inflight), max_lag_s, lag
+        self.max_route_queue = max_route_queue
         self.state, self.on_reject = state, on_reject
         self._bodies = {
             "inflight_full": _busy_body(f"the gateway is at capacity ({max_inflight} requests in flight): retry "
                                         "after the Retry-After seconds", "inflight_full"),
+            "route_queue_full": _busy_body("the gateway is at capacity (requests wait for routing): retry after the "
+                                           "Retry-After seconds", "route_queue_full"),
             "overloaded": _busy_body("the gateway is overloaded (its event loop is behind): retry after the "
                                      "Retry-After seconds", "overloaded"),
         }
@@ -89,6 +96,8 @@ class AdmissionMiddleware:
         reason = None
         if self.state.inflight >= self.max_inflight:
             reason = "inflight_full"
+        elif self.max_route_queue is not None and self.state.routing >= self.max_route_queue:
+            reason = "route_queue_full"
         elif self.max_lag_s is not None and self.lag.lag > self.max_lag_s and \
                 random.random() < (self.lag.lag - self.max_lag_s) / self.max_lag_s:
             reason = "overloaded"

@@ -39,7 +39,7 @@ from fastapi.responses import JSONResponse, Response
 
 from knnroute.gateway.admission import AdmissionMiddleware, LoopLag
 from knnroute.gateway.auth import GatewayAuthMiddleware
-from knnroute.gateway.batching import Batcher
+from knnroute.gateway.batching import Batcher, QueueWaitExceeded
 from knnroute.gateway.config import GatewayConfig
 from knnroute.gateway.decisions import DecisionLog, routed_text
 from knnroute.gateway.errors import GatewayError, OpenAIErrorMiddleware, error, finite, parse_json, request_id
@@ -123,7 +123,8 @@ class Gateway:
         self.metrics.route_queue.set_function(lambda: self.routing)
         self.rng = random.Random()
         srv = cfg.server
-        self.batcher = (Batcher(self.decide_many, srv.embed_batch_max, srv.embed_batch_wait_ms / 1e3)
+        self.batcher = (Batcher(self.decide_many, srv.embed_batch_max, srv.embed_batch_wait_ms / 1e3,
+                                max_wait_s=srv.max_route_wait_ms / 1e3)
                         if srv.embed_batch_wait_ms > 0 else None)
         self.inflight = 0  # chat requests being handled, counted by AdmissionMiddleware (on the loop: no lock)
         self.routing = 0  # routed requests waiting for their embedding and decision
@@ -249,6 +250,9 @@ class Gateway:
             if self.batcher is not None:
                 return await self.batcher.submit((text, opts))
             return await anyio.to_thread.run_sync(self.decide, text, opts)
+        except QueueWaitExceeded:
+            raise self.busy("route_queue_slow", "the gateway is at capacity (requests wait too long for routing): "
+                            "retry after the Retry-After seconds") from None
         except ValueError as e:
             raise GatewayError(422, str(e)[:500]) from None
         finally:
@@ -515,7 +519,8 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     app.router.on_shutdown.append(lag.aclose)
     app.add_middleware(AdmissionMiddleware, max_inflight=srv.max_inflight, state=gw, lag=lag,
                        max_lag_s=srv.max_loop_lag_ms / 1e3 if srv.max_loop_lag_ms > 0 else None,
-                       on_reject=lambda reason: gw.metrics.rejected.labels(reason).inc())
+                       on_reject=lambda reason: gw.metrics.rejected.labels(reason).inc(),
+                       max_route_queue=srv.max_route_queue)
     app.state.loop_lag = lag
     gw.metrics.loop_lag.set_function(lambda: lag.lag)
     return app

@@ -14,7 +14,12 @@ from typing import Any
 
 import anyio
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "QueueWaitExceeded"]
+
+
+class QueueWaitExceeded(Exception):
+    """An item waited longer than ``max_wait_s`` for its batch: its answer would come too late to be worth
+    the work (the caller refuses the request with a 503 instead)."""
 
 
 class Batcher:
@@ -26,9 +31,11 @@ class Batcher:
     """
 
     def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 64,
-                 wait_s: float = 0.002) -> None:
+                 wait_s: float = 0.002, max_wait_s: float | None = None) -> None:
         self.fn, self.max_batch, self.wait_s = fn, int(max_batch), float(wait_s)
-        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] | None = None
+        self.max_wait_s = max_wait_s
+        self.stale = 0  # items refused for waiting longer than max_wait_s
+        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any], float]] | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
@@ -37,21 +44,32 @@ class Batcher:
         if self._queue is None or self._task is None or self._task.done():
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run(self._queue))
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        await self._queue.put((item, fut, loop.time()))
         out = await fut
         if isinstance(out, BaseException):
             raise out
         return out
 
-    async def _run(self, queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]]) -> None:
+    async def _run(self, queue: asyncio.Queue[tuple[Any, asyncio.Future[Any], float]]) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await queue.get()]
+            got = [await queue.get()]
             if queue.qsize() < self.max_batch - 1 and self.wait_s > 0:
                 await asyncio.sleep(self.wait_s)
-            while len(batch) < self.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            batch = [(it, fut) for it, fut in batch if not fut.done()]  # callers gone: no work for them
+            while len(got) < self.max_batch and not queue.empty():
+                got.append(queue.get_nowait())
+            now = loop.time()
+            batch = []
+            for it, fut, t in got:
+                if fut.done():  # the caller has gone: no work for it
+                    continue
+                if self.max_wait_s is not None and now - t - self.wait_s > self.max_wait_s:
+                    self.stale += 1
+                    fut.set_result(QueueWaitExceeded(f"waited {now - t:.3f} s for routing"))
+                    continue
+                batch.append((it, fut))
             if not batch:
                 continue
             items = [it for it, _ in batch]

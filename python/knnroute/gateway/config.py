@@ -81,7 +81,9 @@ class ServerConfig(_Strict):
     # admission: chat requests in flight (waiting on upstreams included), and routed requests waiting for
     # their embedding and decision; beyond either, an immediate 503 with Retry-After
     max_inflight: int = Field(default=2048, gt=0)
-    max_route_queue: int = Field(default=128, gt=0)
+    max_route_queue: int = Field(default=64, gt=0)
+    # a routed request that waited longer than this for its embedding batch is refused (503) unworked
+    max_route_wait_ms: float = Field(default=250.0, gt=0, allow_inf_nan=False)
     # and while the event loop runs this late (smoothed; 0: off): the load that no counter sees yet
     max_loop_lag_ms: float = Field(default=50.0, ge=0, allow_inf_nan=False)
     request_timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)  # whole request, all attempts
