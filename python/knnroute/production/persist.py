@@ -19,7 +19,8 @@ The JSON metadata holds ``dim``, ``n``, ``n_models``, ``precision`` (storage dty
 section: ``"f32"``, ``"f16"`` or ``"bf16"``), ``model_names``, ``prices``, the kNN settings (``k``,
 ``weighting``, ``temperature``, ``shrinkage``, optionally ``half_life``), optionally ``row_times``
 (``[row, time]`` pairs for the rows whose time is not 0: feedback rows, for the time decay), the embedder
-(identity, spec, prefix-stripping state), prompt ``ids``, the budget table, the fallback policy, the default lambda, and ``arrays``: for each of
+(identity, spec, prefix-stripping state), prompt ``ids``, the budget table, the fallback policy, the
+default lambda, and ``arrays``: for each of
 ``embeddings`` (n, d; unit rows), ``scores`` (n, M; float32, NaN = missing) and ``costs`` (n, M; float32)
 its ``dtype``, absolute ``offset`` and ``shape`` (a router with the lexical hybrid embedder adds
 ``lexical_components`` (k, V) and ``lexical_idf`` (1, V), both ``<f4``, described by the embedder's
