@@ -22,7 +22,7 @@ void column_means(const float* X, std::size_t N, std::size_t M, float* out) {
 }
 
 void neighbour_weights(const std::int64_t* idx, const float* sim, std::size_t n, const AggregateParams& p,
-                       const float* row_weight, double* w) {
+                       const double* times, double now, double half_life, double* w) {
     if (n == 0) return;
     if (p.weighting == Weighting::uniform) {
         for (std::size_t j = 0; j < n; ++j) w[j] = 1.0;
@@ -33,8 +33,9 @@ void neighbour_weights(const std::int64_t* idx, const float* sim, std::size_t n,
         for (std::size_t j = 1; j < n; ++j) mx = sim[j] > mx ? sim[j] : mx;
         for (std::size_t j = 0; j < n; ++j) w[j] = std::exp((static_cast<double>(sim[j]) - mx) / p.temperature);
     }
-    if (row_weight)
-        for (std::size_t j = 0; j < n; ++j) w[j] *= row_weight[static_cast<std::size_t>(idx[j])];
+    if (times)
+        for (std::size_t j = 0; j < n; ++j)
+            w[j] *= std::exp2(-(now - times[static_cast<std::size_t>(idx[j])]) / half_life);
 }
 
 void aggregate_model(const std::int64_t* idx, const double* w, std::size_t n, const float* scores, const float* costs,

@@ -81,13 +81,8 @@ void Router::refresh_rows() {
                 break;
             }
     }
-    decay_.clear();
-    if (half_life_ > 0.0) {
-        double now = 0.0;
-        for (double t : times_) now = std::max(now, t);
-        decay_.resize(n);
-        for (std::size_t r = 0; r < n; ++r) decay_[r] = static_cast<float>(std::exp2(-(now - times_[r]) / half_life_));
-    }
+    now_ = 0.0;
+    for (double t : times_) now_ = std::max(now_, t);
 }
 
 void Router::predict_one_general(const float* q, float* s_hat, float* c_hat, float* count, float* spread) const {
@@ -104,13 +99,13 @@ void Router::predict_one_general(const float* q, float* s_hat, float* c_hat, flo
         S.idx.resize(k);
         S.sim.resize(k);
     }
-    const float* rw = decay_.empty() ? nullptr : decay_.data();
+    const double* tt = half_life_ > 0.0 ? times_.data() : nullptr;
     const float beta = params_.shrinkage;
     if (n_partial_ == 0) {  // every row full (decay only): the shared top-k, any precision
         S.per_model = false;
         const RowPrefetch side{{scores_.data(), costs_.data()}, m_};
         support_.search_one_normalized(q, k, S.idx.data(), S.sim.data(), S.block, &side);
-        neighbour_weights(S.idx.data(), S.sim.data(), k, params_, rw, S.w.data());
+        neighbour_weights(S.idx.data(), S.sim.data(), k, params_, tt, now_, half_life_, S.w.data());
         for (std::size_t m = 0; m < m_; ++m)
             aggregate_model(S.idx.data(), S.w.data(), k, scores_.data(), costs_.data(), m_, m, prior_s_[m],
                             prior_c_[m], beta, s_hat + m, c_hat + m, count ? count + m : nullptr,
@@ -123,7 +118,7 @@ void Router::predict_one_general(const float* q, float* s_hat, float* c_hat, flo
     for (std::size_t m = 0; m < m_; ++m) {
         const std::int64_t* im = S.pidx.data() + m * k;
         const std::size_t cm = S.pcnt[m];
-        neighbour_weights(im, S.psim.data() + m * k, cm, params_, rw, S.w.data());
+        neighbour_weights(im, S.psim.data() + m * k, cm, params_, tt, now_, half_life_, S.w.data());
         aggregate_model(im, S.w.data(), cm, scores_.data(), costs_.data(), m_, m, prior_s_[m], prior_c_[m], beta,
                         s_hat + m, c_hat + m, count ? count + m : nullptr, spread ? spread + m : nullptr);
     }
@@ -133,7 +128,7 @@ void Router::stats_shared(const std::int64_t* idx, const float* sim, std::size_t
                           float* spread) const {
     Scratch& S = tls_scratch();
     if (S.w.size() < k) S.w.resize(k);
-    neighbour_weights(idx, sim, k, params_, nullptr, S.w.data());
+    neighbour_weights(idx, sim, k, params_, nullptr, 0.0, 0.0, S.w.data());
     float s, c;
     for (std::size_t m = 0; m < m_; ++m)
         aggregate_model(idx, S.w.data(), k, scores_.data(), costs_.data(), m_, m, prior_s_[m], prior_c_[m],
@@ -208,7 +203,7 @@ std::size_t Router::size() const {
 
 std::size_t Router::memory_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return support_.memory_bytes() + (scores_.size() + costs_.size() + prior_s_.size() + prior_c_.size() + decay_.size()) * sizeof(float) +
+    return support_.memory_bytes() + (scores_.size() + costs_.size() + prior_s_.size() + prior_c_.size()) * sizeof(float) +
            times_.size() * sizeof(double) + full_.size();
 }
 
@@ -396,7 +391,16 @@ void Router::add(const float* X, std::size_t n, const float* scores, const float
     else
         times_.insert(times_.end(), n, 0.0);
     refresh_priors();
-    refresh_rows();
+    // the new rows' flags only (O(n M) for n new rows, not for the whole table)
+    for (std::size_t i = 0; i < n; ++i) {
+        const float* srow = scores + i * m_;
+        std::uint8_t f = 1;
+        for (std::size_t m = 0; m < m_; ++m)
+            if (std::isnan(srow[m])) f = 0;
+        full_.push_back(f);
+        n_partial_ += f ? 0 : 1;
+        now_ = std::max(now_, times_[times_.size() - n + i]);
+    }
 }
 
 void Router::add_model(const float* score_col, const float* cost_col) {

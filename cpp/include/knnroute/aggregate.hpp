@@ -29,9 +29,10 @@ void aggregate(const std::int64_t* idx, const float* sim, std::size_t B, std::si
 
 // The weights aggregate gives one query's neighbour list of n entries (uniform 1, similarity
 // max(sim, 0), softmax exp((sim - max) / temperature) with the max over these n), each multiplied by
-// row_weight[idx[j]] when row_weight is not null (time decay). n may be 0.
+// the time decay 2^(-(now - times[idx[j]]) / half_life) when times is not null (half_life > 0).
+// n may be 0.
 void neighbour_weights(const std::int64_t* idx, const float* sim, std::size_t n, const AggregateParams& p,
-                       const float* row_weight, double* w);
+                       const double* times, double now, double half_life, double* w);
 
 // One model m (column of scores/costs (N, M)) from one neighbour list with weights w (n entries,
 // rows valid): s_hat and c_hat as aggregate computes them (NaN cells skipped, the same sums in the

@@ -110,7 +110,7 @@ private:
     std::int64_t route_one_locked(const float* q, double lam, float* s_hat, float* c_hat, float* count,
                                   float* spread) const;
     void refresh_priors();
-    void refresh_rows();  // full_, n_partial_, decay_ from scores_, times_, half_life_
+    void refresh_rows();  // full_, n_partial_ from scores_; now_ from times_
     bool per_model() const { return n_partial_ > 0 || half_life_ > 0.0; }
     // The general path for one normalised query: per-model neighbourhoods (or the shared top-k when
     // every row is full), weights with decay, aggregation and statistics per model.
@@ -126,7 +126,7 @@ private:
     std::size_t n_partial_ = 0;
     std::vector<double> times_;            // (n)
     double half_life_ = 0.0;
-    std::vector<float> decay_;             // (n) 2^(-(now - t) / h), empty when half_life_ == 0
+    double now_ = 0.0;                     // the largest row time
     mutable std::shared_mutex mu_;
 };
 
