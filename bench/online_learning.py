@@ -14,8 +14,9 @@ Best-single and Oracle.
 
 ``--drift``: a replay where one model silently degrades: from the stream's midpoint on, its score on one
 task group (the prompts nearest a seeded centre; RouterBench: one of its tasks) is 0. Measured: the share of
-that group's traffic routed to the degraded model per 50 feedbacks after the change, with and without a
-half-life.
+that group's traffic routed to the degraded model before the change and 300-600 feedbacks after it (and per 50
+feedbacks), with and without a half-life; all traffic at one lambda (``--drift-lambda``, default 0: the
+gateway's default), the degraded model being the one the full-information router sends most of the group to.
 
     HF_HUB_OFFLINE=1 python -m bench.online_learning --data routerbench --json docs/online-learning.json
 """
@@ -94,6 +95,8 @@ def replay(X: np.ndarray, S: np.ndarray, C: np.ndarray, tr: np.ndarray, te: np.n
             xs.append(i)
             aucs.append(_auc(core, X[te], St, Ct, c_max))
         lam = float(grid[rng.integers(len(grid))])
+        if P.get("lam") is not None:  # one lambda for all traffic (the drift replay: the gateway's default 0)
+            lam = float(P["lam"])
         s_true = S_true[r].copy()
         if drift is not None and i >= drift["at"] and drift["group"][r]:
             s_true[drift["model"]] = 0.0
@@ -188,51 +191,65 @@ def summarize(res: dict[str, Any], policies: Sequence[str]) -> dict[str, Any]:
 
 
 def drift_experiment(name: str, seeds: Sequence[int], half_lives: Sequence[float], policy: str,
-                     P: dict[str, Any]) -> list[dict[str, Any]]:
+                     P: dict[str, Any], pooled: bool = False) -> list[dict[str, Any]]:
     """One model degrades on one group from the stream's midpoint; share of that group's traffic on it."""
     from knnroute.embed.prepare import prepare_data
 
     out = []
     for seed in seeds:
-        ds = prepare_data(name, seed=seed, progress=False)[0]
-        tr, te = _task_split(ds, seed)
-        X = np.asarray(ds.embeddings, dtype=np.float32)
-        S, C = np.asarray(ds.scores, dtype=np.float64), np.asarray(ds.costs, dtype=np.float64)
-        # the group: the 30% of prompts nearest a seeded centre; the model: the one greedy sends most of
-        # the group to at lambda 0 on the full-information router (the degradation must matter)
-        rng = np.random.default_rng(seed)
-        centre = X[rng.choice(tr)]
-        sim = X @ centre
-        group = sim >= np.quantile(sim[tr], 0.7)
-        full = _router(X[tr], S[tr], C[tr], P)
-        routed = full.route(X[tr][group[tr]], np.array([0.0]), 0)[:, 0]
-        model = int(np.bincount(routed, minlength=S.shape[1]).argmax())
-        n0 = max(P["k"], int(round(0.1 * len(tr))))
-        at = (len(tr) - n0) // 2
-        for hl in half_lives:
-            Q = dict(P, half_life=hl)
-            run = replay(X, S, C, tr, te, seed, policy, Q, 0, {"at": at, "group": group, "model": model})
-            log = np.asarray(run.pop("drift_log"), dtype=np.int64).reshape(-1, 3)
-            after = log[log[:, 1] == 1]
-            before = log[log[:, 1] == 0]
-            # feedbacks after the change (all traffic) at which the group's share on the model is measured
-            fb_after = after[:, 0] - at
-            windows = []
-            for lo in range(0, int(fb_after.max()) + 1 if len(fb_after) else 0, 50):
-                sel = (fb_after >= lo) & (fb_after < lo + 50)
-                if sel.any():
-                    windows.append([lo, round(float(after[sel, 2].mean()), 3), int(sel.sum())])
-            first300 = after[fb_after < 300, 2]
-            last = after[(fb_after >= 250) & (fb_after < 300), 2]
-            row = {"task": ds.name, "seed": seed, "half_life": hl, "model": ds.model_names[model],
-                   "group_share_before": round(float(before[:, 2].mean()), 3) if len(before) else None,
-                   "group_share_first_300": round(float(first300.mean()), 3) if len(first300) else None,
-                   "group_share_250_300": round(float(last.mean()), 3) if len(last) else None,
-                   "windows": windows, "cumulative_regret": run["cumulative_regret"]}
-            out.append(row)
-            print(f"drift {ds.name} seed {seed} half-life {hl:g}: {row['model']} share of the group "
-                  f"before {row['group_share_before']}, feedbacks 250-300 after {row['group_share_250_300']}",
-                  flush=True)
+        for ds in prepare_data(name, seed=seed, progress=False, pooled=pooled):
+            tr, te = _task_split(ds, seed)
+            X = np.asarray(ds.embeddings, dtype=np.float32)
+            S, C = np.asarray(ds.scores, dtype=np.float64), np.asarray(ds.costs, dtype=np.float64)
+            # the group: a task of the data (when it has several), else the 30% of prompts nearest a seeded
+            # centre; the model: the one the full-information
+            # router sends most of the group to (at the replay's lambda; the degradation must matter)
+            from knnroute.routers.curves import cost_scale, dense_lambda_grid, fill_missing
+
+            rng = np.random.default_rng(seed)
+            labels = None if ds.groups is None else np.asarray(ds.groups, dtype=object)
+            if labels is not None and len(set(labels.tolist())) > 1:  # a task: seeds take them in turn
+                names = sorted(set(labels.tolist()))
+                gname = names[seed % len(names)]
+                group = labels == gname
+            else:  # the 30% of prompts nearest a seeded centre
+                gname = "nearest 30% to a seeded prompt"
+                centre = X[rng.choice(tr)]
+                sim = X @ centre
+                group = sim >= np.quantile(sim[tr], 0.7)
+            full = _router(X[tr], S[tr], C[tr], P)
+            grid = (dense_lambda_grid(cost_scale(fill_missing(S[te], C[te])[1]), n=200) if P.get("lam") is None
+                    else np.array([float(P["lam"])]))
+            routed = full.route(X[tr][group[tr]], grid, 0).ravel()
+            model = int(np.bincount(routed, minlength=S.shape[1]).argmax())
+            n0 = max(P["k"], int(round(0.1 * len(tr))))
+            at = (len(tr) - n0) // 2
+            for hl in half_lives:
+                Q = dict(P, half_life=hl)
+                run = replay(X, S, C, tr, te, seed, policy, Q, 0, {"at": at, "group": group, "model": model})
+                log = np.asarray(run.pop("drift_log"), dtype=np.int64).reshape(-1, 3)
+                after = log[log[:, 1] == 1]
+                before = log[log[:, 1] == 0]
+                # feedbacks after the change (all traffic) at which the group's share on the model is measured
+                fb_after = after[:, 0] - at
+                windows = []
+                for lo in range(0, int(fb_after.max()) + 1 if len(fb_after) else 0, 50):
+                    sel = (fb_after >= lo) & (fb_after < lo + 50)
+                    if sel.any():
+                        windows.append([lo, round(float(after[sel, 2].mean()), 3), int(sel.sum())])
+                late = after[(fb_after >= 300) & (fb_after < 600), 2]  # group requests 300-600 feedbacks after
+                share0 = float(before[:, 2].mean()) if len(before) else float("nan")
+                row = {"task": ds.name, "seed": seed, "half_life": hl, "model": ds.model_names[model], "group": gname,
+                       "group_share_before": round(share0, 3),
+                       "group_share_300_600": round(float(late.mean()), 3) if len(late) else None,
+                       "group_requests_300_600": int(len(late)),
+                       "moved_off": round(1.0 - float(late.mean()) / share0, 3) if len(late) and share0 > 0 else None,
+                       "windows": windows, "cumulative_regret": run["cumulative_regret"]}
+                out.append(row)
+                print(f"drift {ds.name} seed {seed} half-life {hl:g}: {row['model']} share of group {gname} "
+                      f"before {row['group_share_before']}, 300-600 feedbacks after {row['group_share_300_600']} "
+                      f"(moved off {row['moved_off']}); "
+                      f"per 50: {[w[1] for w in windows[:8]]}", flush=True)
     return out
 
 
@@ -250,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoints", type=int, default=5)
     p.add_argument("--drift", nargs="*", type=float, default=None,
                    help="run the drift replay instead, with these half-lives (0: none)")
+    p.add_argument("--drift-lambda", type=float, default=0.0,
+                   help="the drift replay's lambda for all traffic (default 0, the gateway's default; -1: the grid)")
+    p.add_argument("--pooled", action="store_true", help="drift: pool a spec's datasets (groups = its tasks)")
     p.add_argument("--json", default="docs/online-learning.json")
     args = p.parse_args(argv)
     import knnroute_core
@@ -261,8 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     seeds = list(range(args.seeds))
     if args.drift is not None:
+        P["lam"] = None if args.drift_lambda < 0 else args.drift_lambda
+        meta["drift_lambda"] = P["lam"]
         rows = [r for name in args.data for r in drift_experiment(name, seeds, args.drift or [0.0],
-                                                                  args.policies[0], P)]
+                                                                  args.policies[0], P, args.pooled)]
         out: dict[str, Any] = {"meta": meta, "drift": rows}
     else:
         tasks = [t for name in args.data for t in run_dataset(name, seeds, args.policies, P, args.checkpoints)]
