@@ -190,6 +190,29 @@ def summarize(res: dict[str, Any], policies: Sequence[str]) -> dict[str, Any]:
     return row
 
 
+def markdown(summary: Sequence[dict[str, Any]], policies: Sequence[str]) -> str:
+    """The per-dataset table: AUC mean +- std over seeds, recovery of the start -> full-information gap,
+    cumulative regret, the largest feedback shares (greedy and the last policy)."""
+    def f(v: Sequence[float]) -> str:
+        return f"{v[0]:.2f} ± {v[1]:.2f}"
+
+    head = (["dataset", "seeds", "start"] + [f"after feedback, {p}" for p in policies]
+            + ["full information, all rows", "Best-single", "Oracle", "gap recovered (" + ", ".join(policies) + ") if the gap > 1 std",
+               "cumulative regret (" + ", ".join(policies) + ")"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary:
+        gap = r["full_information_auc"][0] - r["start_auc"][0]
+        if gap > r["start_auc"][1]:
+            rec = ", ".join(f"{100 * r[p]['recovered']:.0f}%" for p in policies)
+        else:  # the full-information router is not above the start by more than one seed std
+            rec = f"gap {gap:+.2f} (std {r['start_auc'][1]:.2f})"
+        reg = ", ".join(f"{r[p]['cumulative_regret'][0]:.1f}" for p in policies)
+        cells = ([r["task"], str(r["seeds"]), f(r["start_auc"])] + [f(r[p]["final_auc"]) for p in policies]
+                 + [f(r["full_information_auc"]), f(r["best_single_auc"]), f(r["oracle_auc"]), rec, reg])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def drift_experiment(name: str, seeds: Sequence[int], half_lives: Sequence[float], policy: str,
                      P: dict[str, Any], pooled: bool = False) -> list[dict[str, Any]]:
     """One model degrades on one group from the stream's midpoint; share of that group's traffic on it."""
@@ -296,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{row['full_information_auc'][0]:.2f} | best-single {row['best_single_auc'][0]:.2f} | oracle "
                   f"{row['oracle_auc'][0]:.2f}", flush=True)
         out = {"meta": meta, "summary": summary, "tasks": tasks}
+        print(markdown(summary, args.policies))
     meta["load_avg_end"] = os.getloadavg()[0]
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as fh:
