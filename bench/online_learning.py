@@ -197,7 +197,8 @@ def markdown(summary: Sequence[dict[str, Any]], policies: Sequence[str]) -> str:
         return f"{v[0]:.2f} ± {v[1]:.2f}"
 
     head = (["dataset", "seeds", "start"] + [f"after feedback, {p}" for p in policies]
-            + ["full information, all rows", "Best-single", "Oracle", "gap recovered (" + ", ".join(policies) + ") if the gap > 1 std",
+            + ["full information, all rows", "Best-single", "Oracle",
+               "gap recovered (" + ", ".join(policies) + ") if the gap > 1 std",
                "cumulative regret (" + ", ".join(policies) + ")"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary:
