@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shrinkage", type=float, default=0.0)
     p.add_argument("--half-life", type=float, default=0.0, help="time decay in feedbacks (0: off)")
     p.add_argument("--epsilon", type=float, default=0.1, help="uniform exploration's probability")
-    p.add_argument("--scale", type=float, default=1.0, help="thompson / ucb posterior scale")
+    p.add_argument("--scale", type=float, default=0.25, help="thompson / ucb posterior scale")
     p.add_argument("--checkpoints", type=int, default=5)
     p.add_argument("--drift", nargs="*", type=float, default=None,
                    help="run the drift replay instead, with these half-lives (0: none)")

@@ -31,7 +31,8 @@ def test_thompson_explores_uncertain_models_and_not_certain_losers():
     c = np.zeros(3)
     count = np.array([50.0, 50.0, 1.0])
     spread = np.array([0.4, 0.0, 0.5])  # model 1: 50 agreeing neighbours; model 2: one neighbour
-    picks = np.bincount([choose(s, c, count, spread, 0.0, "thompson", rng) for _ in range(4000)], minlength=3)
+    pol = ExplorePolicy("thompson", scale=1.0)
+    picks = np.bincount([pol.choose(s, c, count, spread, 0.0, rng) for _ in range(4000)], minlength=3)
     assert picks[0] > picks[2] > picks[1]
     assert picks[1] < 10  # sd 0.01 against the favourite's 0.06: 3.5 sd below it
     assert picks[2] > 200
