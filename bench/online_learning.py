@@ -53,6 +53,17 @@ def _router(X: np.ndarray, S: np.ndarray, C: np.ndarray, P: dict[str, Any]) -> A
     return core
 
 
+def _start_rows(n_train: int) -> int:
+    """The start: 10% of the training rows (at least 10)."""
+    return max(10, int(round(0.1 * n_train)))
+
+
+def _k(P: dict[str, Any], n_train: int) -> int:
+    """k for every router of a dataset: the setting, capped by the start's size (MT-Bench: 13), so the
+    start, the bandit router and the full-information router differ only in their rows."""
+    return min(int(P["k"]), _start_rows(n_train))
+
+
 def _policy(name: str, P: dict[str, Any]) -> Any:
     from knnroute.routers.explore import ExplorePolicy
 
@@ -78,9 +89,9 @@ def replay(X: np.ndarray, S: np.ndarray, C: np.ndarray, tr: np.ndarray, te: np.n
     C_true = np.where(np.isnan(C), mean_c[None, :], C)
     rng = np.random.default_rng(seed)
     order = rng.permutation(tr)
-    n0 = max(P["k"], int(round(0.1 * len(order))))
+    n0 = _start_rows(len(order))
     start, stream = order[:n0], order[n0:]
-    core = _router(X[start], S[start], C[start], P)
+    core = _router(X[start], S[start], C[start], dict(P, k=_k(P, len(order))))
     if P["half_life"] > 0:
         core.half_life = float(P["half_life"])
     pol = _policy(policy, P)
@@ -150,10 +161,10 @@ def run_dataset(name: str, seeds: Sequence[int], policies: Sequence[str], P: dic
             S, C = np.asarray(ds.scores, dtype=np.float64), np.asarray(ds.costs, dtype=np.float64)
             St, Ct = fill_missing(S[te], C[te])
             c_max = cost_scale(Ct)
-            res = results.setdefault(ds.name, {"task": ds.name, "models": list(ds.model_names),
+            res = results.setdefault(ds.name, {"task": ds.name, "models": list(ds.model_names), "k": _k(P, len(tr)),
                                                 "n_train": int(len(tr)), "n_test": int(len(te)), "per_seed": [],
                                                 "runs": []})
-            full = _router(X[tr], S[tr], C[tr], P)
+            full = _router(X[tr], S[tr], C[tr], dict(P, k=_k(P, len(tr))))
             res["per_seed"].append({"seed": seed, "full_information_auc": _auc(full, X[te], St, Ct, c_max),
                                     "best_single_auc": float(best_single_curve(St, Ct, c_max).auc),
                                     "oracle_auc": float(oracle_curve(St, Ct, c_max).auc)})
@@ -241,13 +252,12 @@ def drift_experiment(name: str, seeds: Sequence[int], half_lives: Sequence[float
                 centre = X[rng.choice(tr)]
                 sim = X @ centre
                 group = sim >= np.quantile(sim[tr], 0.7)
-            full = _router(X[tr], S[tr], C[tr], P)
+            full = _router(X[tr], S[tr], C[tr], dict(P, k=_k(P, len(tr))))
             grid = (dense_lambda_grid(cost_scale(fill_missing(S[te], C[te])[1]), n=200) if P.get("lam") is None
                     else np.array([float(P["lam"])]))
             routed = full.route(X[tr][group[tr]], grid, 0).ravel()
             model = int(np.bincount(routed, minlength=S.shape[1]).argmax())
-            n0 = max(P["k"], int(round(0.1 * len(tr))))
-            at = (len(tr) - n0) // 2
+            at = (len(tr) - _start_rows(len(tr))) // 2
             for hl in half_lives:
                 Q = dict(P, half_life=hl)
                 run = replay(X, S, C, tr, te, seed, policy, Q, 0, {"at": at, "group": group, "model": model})
@@ -282,12 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", nargs="*", default=ALL, help=f"dataset specs (default: {' '.join(ALL)})")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--policies", nargs="*", default=["greedy", "uniform", "thompson"])
-    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--k", type=int, default=100, help="neighbours (capped by the start's size per dataset)")
     p.add_argument("--weighting", default="uniform")
     p.add_argument("--shrinkage", type=float, default=0.0)
     p.add_argument("--half-life", type=float, default=0.0, help="time decay in feedbacks (0: off)")
     p.add_argument("--epsilon", type=float, default=0.1, help="uniform exploration's probability")
-    p.add_argument("--scale", type=float, default=0.25, help="thompson / ucb posterior scale")
+    p.add_argument("--scale", type=float, default=0.5, help="thompson / ucb posterior scale")
     p.add_argument("--checkpoints", type=int, default=5)
     p.add_argument("--drift", nargs="*", type=float, default=None,
                    help="run the drift replay instead, with these half-lives (0: none)")

@@ -60,16 +60,16 @@ class ExplorePolicy:
     epsilon : float
         ``uniform`` only: probability of a uniformly random model.
     scale : float
-        Multiplier of the posterior's standard deviation (``thompson``, ``ucb``). The default 0.25 was
-        chosen from {0.1, 0.25, 0.5} on the RouterBench replays of ``bench/online_learning.py``: at 0.5
-        and above Thompson sampling explores more than it learns there (see ``docs/online-learning.md``).
+        Multiplier of the posterior's standard deviation (``thompson``, ``ucb``). The default 0.5 was
+        chosen on the RouterBench replays of ``bench/online_learning.py`` with k = 100 (from 0.25, 0.5, 1;
+        with k = 20, 0.25 did better: see ``docs/online-learning.md``).
     prior_count, prior_sd : float
         The prior's weight in rows and its standard deviation (``thompson``, ``ucb``).
     """
 
     name: str = "thompson"
     epsilon: float = 0.1
-    scale: float = 0.25
+    scale: float = 0.5
     prior_count: float = 1.0
     prior_sd: float = 0.5
 
