@@ -7,7 +7,8 @@ so it stays usable on real data.
 - search: :func:`topk` (float64 cosine, stable sort: higher similarity first, then lower index);
 - aggregation: :func:`aggregate` (uniform / similarity / softmax weights, shrinkage toward the priors);
   per-model neighbourhoods: :func:`topk_per_model` (each model's k nearest rows among those that observed
-  it), :func:`predict_per_model` (aggregation over them, time decay, count and spread);
+  it), :func:`radius_lists` (widened to one common radius), :func:`predict_per_model` (aggregation over
+  them, time decay, count and spread);
 - routing: :func:`route`; :func:`confidence` (``KNNRouter.confidence``'s signals);
 - curves: :func:`envelope`, :func:`sweep`, :func:`sweep_grid`, :func:`nondecreasing_hull`, :func:`hull_auc`
   (monotone chain) and :func:`hull_auc_py` (an O(P^2) concave majorant: a different algorithm),
@@ -432,10 +433,37 @@ def topk_per_model(
     return idx, out, cnt
 
 
+def radius_lists(
+    idx: ArrayLike, sim: ArrayLike, count: ArrayLike, all_sims: ArrayLike, scores: ArrayLike
+) -> list[list[tuple[NDArray[np.int64], NDArray[np.float64]]]]:
+    """The neighbour lists the router aggregates once some row is partial (reference of the core's
+    common radius): with the per-model lists ``idx, sim, count`` (B, M, k) and every row's similarity
+    ``all_sims`` (B, n), the radius R is the smallest k-th similarity over the models with k observing
+    rows; each such model takes every row observing it with similarity >= R (best first: higher
+    similarity, then lower index), the others keep their lists. Returns ``[b][m] = (rows, sims)``."""
+    ids, sm, cnt = np.asarray(idx), np.asarray(sim, dtype=np.float64), np.asarray(count)
+    A = np.asarray(all_sims, dtype=np.float64)
+    obs = ~np.isnan(np.asarray(scores, dtype=np.float64))
+    B, M, k = ids.shape
+    out = []
+    for b in range(B):
+        full_k = [m for m in range(M) if cnt[b, m] == k]
+        R = min(sm[b, m, k - 1] for m in full_k) if full_k else None
+        order = np.lexsort((np.arange(A.shape[1]), -A[b]))  # similarity desc, then index asc
+        row = []
+        for m in range(M):
+            if R is None or cnt[b, m] < k:
+                c = int(cnt[b, m])
+                row.append((ids[b, m, :c], sm[b, m, :c]))
+            else:
+                sel = order[(A[b, order] >= R) & obs[order, m]]
+                row.append((sel, A[b, sel]))
+        out.append(row)
+    return out
+
+
 def predict_per_model(
-    idx: ArrayLike,
-    sim: ArrayLike,
-    count: ArrayLike,
+    lists: list[list[tuple[Any, Any]]],
     scores: ArrayLike,
     costs: ArrayLike,
     weighting: str = "uniform",
@@ -444,25 +472,24 @@ def predict_per_model(
     times: ArrayLike | None = None,
     half_life: float = 0.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Aggregation over per-model neighbourhoods (reference of ``Router.predict_stats`` once some row is
-    partial, or with a half-life). Per query and model, over its ``count`` neighbours: weights as
-    :func:`aggregate` (softmax's max over that model's own neighbours), times ``2 ** (-(now - t) /
-    half_life)`` with ``now = max(times)`` when ``half_life > 0``; s_hat and c_hat as :func:`aggregate`
-    (priors: column means); count = ``(sum w)^2 / sum w^2`` over the observed scores (0 for none);
-    spread = their weighted standard deviation."""
-    ids, sm, cnt = np.asarray(idx), np.asarray(sim, dtype=np.float64), np.asarray(count)
+    """Aggregation over per-model neighbour lists ``[b][m] = (rows, sims)`` (reference of
+    ``Router.predict_stats`` once some row is partial, or with a half-life; the lists: :func:`radius_lists`).
+    Per query and model: weights as :func:`aggregate` (softmax's max over that model's own list), times
+    ``2 ** (-(now - t) / half_life)`` with ``now = max(times)`` when ``half_life > 0``; s_hat and c_hat as
+    :func:`aggregate` (priors: column means); count = ``(sum w)^2 / sum w^2`` over the observed scores (0
+    for none); spread = their weighted standard deviation."""
     S, C = np.asarray(scores, dtype=np.float64), np.asarray(costs, dtype=np.float64)
     ps, pc = column_means(S), column_means(C)
     decay = np.ones(len(S))
     if half_life > 0:
         t = np.zeros(len(S)) if times is None else np.asarray(times, dtype=np.float64)
         decay = 2.0 ** (-(max(t.max(), 0.0) - t) / half_life)
-    B, M = cnt.shape
+    B, M = len(lists), len(lists[0])
     out = [np.zeros((B, M)) for _ in range(4)]
     for b in range(B):
         for m in range(M):
-            c = int(cnt[b, m])
-            rows, s = ids[b, m, :c], sm[b, m, :c]
+            rows, s = np.asarray(lists[b][m][0], dtype=np.int64), np.asarray(lists[b][m][1], dtype=np.float64)
+            c = len(rows)
             if weighting == "uniform":
                 w = np.ones(c)
             elif weighting == "similarity":

@@ -54,6 +54,16 @@ def _separated(Q, X, obs_rows, k):
 PATTERNS = ["feedback", "random", "sparse-model", "interleaved"]
 
 
+def core_lists(r, Q, S):
+    """The reference's common-radius lists from the core's per-model lists and similarities."""
+    idx, sim, cnt = r.search_per_model(Q)
+    n = r.size
+    order, sims = r.search(Q, n)  # every row, float32 as the scan computes them
+    A = np.empty((len(Q), n), np.float32)
+    np.put_along_axis(A, order, sims, axis=1)
+    return ref.radius_lists(idx, sim, cnt, A, S), (idx, sim, cnt)
+
+
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("k", [1, 10, 40])
 def test_neighbours_match_reference(isa, pattern, k):
@@ -86,9 +96,10 @@ def test_predictions_match_reference(isa, pattern, weighting, shrinkage):
     rng, X, S, C = _problem(pattern, seed=3)
     Q = rng.standard_normal((10, X.shape[1])).astype(np.float32)
     r = kc.Router(X, S, C, k=15, weighting=weighting, temperature=0.1, shrinkage=shrinkage)
-    idx, sim, cnt = r.search_per_model(Q)
-    # the reference aggregation over the core's neighbour lists (their order is checked above)
-    rs, rc, rn, rsp = ref.predict_per_model(idx, sim, cnt, S, C, weighting, 0.1, shrinkage)
+    # the reference aggregation over the core's neighbour lists (their order is checked above), widened
+    # to the common radius
+    lists, (idx, sim, cnt) = core_lists(r, Q, S)
+    rs, rc, rn, rsp = ref.predict_per_model(lists, S, C, weighting, 0.1, shrinkage)
     sh, ch, n, sp = r.predict_stats(Q)
     np.testing.assert_allclose(sh, rs, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(ch, rc, rtol=1e-6, atol=1e-12)
@@ -111,18 +122,41 @@ def test_predictions_match_reference(isa, pattern, weighting, shrinkage):
 
 
 def test_reference_neighbours_give_reference_predictions():
-    """Fully independent of the core's neighbour lists: reference search + reference aggregation."""
+    """Fully independent of the core's neighbour lists: reference search + radius + aggregation."""
     rng, X, S, C = _problem("feedback", seed=11)
     Q = rng.standard_normal((8, X.shape[1])).astype(np.float32)
     r = kc.Router(X, S, C, k=12, weighting="similarity", shrinkage=1.0)
     ridx, rsim, rcnt = ref.topk_per_model(Q, X, S, 12)
-    rs, rc, _, _ = ref.predict_per_model(ridx, rsim, rcnt, S, C, "similarity", shrinkage=1.0)
+    A = ref.cosine(Q, X)
+    lists = ref.radius_lists(ridx, rsim, rcnt, A, S)
+    rs, rc, _, _ = ref.predict_per_model(lists, S, C, "similarity", shrinkage=1.0)
     sh, ch = r.predict(Q)
+    checked = 0
     for b in range(len(Q)):
+        R = min(rsim[b, m, -1] for m in range(S.shape[1]) if rcnt[b, m] == 12)
+        near = np.abs(A[b] - R)
+        if np.sum(near < 1e-5) > 1:  # a float32 tie at the radius: the sets may differ by that row
+            continue
+        checked += 1
+        np.testing.assert_allclose(sh[b], rs[b], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ch[b], rc[b], rtol=1e-5, atol=1e-9)
+    assert checked >= 6
+
+
+def test_common_radius_widens_well_observed_models():
+    """A model that feedback observed densely near the query averages all its rows within the radius of
+    the least observed model's k-th neighbour, not only its own k nearest."""
+    rng, X, S, C = _problem("feedback", seed=12)
+    Q = rng.standard_normal((5, X.shape[1])).astype(np.float32)
+    r = kc.Router(X, S, C, k=10)
+    lists, (idx, sim, cnt) = core_lists(r, Q, S)
+    _, _, n, _ = r.predict_stats(Q)
+    for b in range(len(Q)):
+        R = min(sim[b, m, -1] for m in range(S.shape[1]))
         for m in range(S.shape[1]):
-            if _separated(Q[b], X, np.flatnonzero(~np.isnan(S[:, m])), 12):
-                assert sh[b, m] == pytest.approx(rs[b, m], rel=1e-5, abs=1e-6)
-                assert ch[b, m] == pytest.approx(rc[b, m], rel=1e-5, abs=1e-9)
+            assert len(lists[b][m][0]) >= 10 and np.all(lists[b][m][1] >= R)
+            assert n[b, m] == len(lists[b][m][0])  # uniform weights: the count is the list's length
+        assert max(len(lists[b][m][0]) for m in range(S.shape[1])) > 10
 
 
 def test_ties_go_to_the_lower_index(isa):
@@ -219,8 +253,8 @@ def test_time_decay_matches_reference(isa):
     r.add(X[150:], S[150:], C[150:], times=times[150:])
     np.testing.assert_array_equal(r.times(), times)
     r.half_life = 50.0
-    idx, sim, cnt = r.search_per_model(Q)
-    rs, rc, rn, rsp = ref.predict_per_model(idx, sim, cnt, S, C, "similarity", times=times, half_life=50.0)
+    lists, _ = core_lists(r, Q, S)
+    rs, rc, rn, rsp = ref.predict_per_model(lists, S, C, "similarity", times=times, half_life=50.0)
     sh, ch, cn, sp = r.predict_stats(Q)
     np.testing.assert_allclose(sh, rs, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ch, rc, rtol=1e-5, atol=1e-12)
@@ -232,7 +266,7 @@ def test_time_decay_matches_reference(isa):
     r2.half_life = 50.0
     np.testing.assert_array_equal(r2.predict(Q)[0], sh)
     r2.half_life = 0.0
-    rs0, _, _, _ = ref.predict_per_model(idx, sim, cnt, S, C, "similarity")
+    rs0, _, _, _ = ref.predict_per_model(lists, S, C, "similarity")
     np.testing.assert_allclose(r2.predict(Q)[0], rs0, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="half_life"):
         r2.half_life = -1.0

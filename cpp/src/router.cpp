@@ -35,6 +35,9 @@ struct Scratch {
     std::vector<float> psim;
     std::vector<std::size_t> pcnt;
     std::vector<double> w;
+    std::vector<float> all, rsim;          // every row's similarity; a model's list within the radius
+    std::vector<std::int64_t> ridx;
+    std::vector<Neighbor> cand;            // rows within the common radius, best first
     bool per_model = false;  // the last query on this thread took the per-model path
 };
 
@@ -113,12 +116,54 @@ void Router::predict_one_general(const float* q, float* s_hat, float* c_hat, flo
         return;
     }
     S.per_model = true;
+    if (S.all.size() < n) S.all.resize(n);
     support_.search_one_per_model(q, k, scores_.data(), m_, full_.data(), S.pidx.data(), S.psim.data(),
-                                  S.pcnt.data());
+                                  S.pcnt.data(), S.all.data());
+    // One radius for every model: the widest of the models' k-th neighbours (over the models with at
+    // least k observing rows). Each such model then averages all its observing rows within it (its own
+    // k nearest and more), so every model is judged over the same region of prompts: a model observed
+    // only on the fitted rows is not compared, through a wide neighbourhood, with one that feedback
+    // made local (on LLMRouter that mismatch cost 2.6 AUC points; docs/online-learning.md).
+    float radius = 0.f;
+    bool any = false;
+    for (std::size_t m = 0; m < m_; ++m)
+        if (S.pcnt[m] == k) {
+            const float s = S.psim[m * k + k - 1];
+            radius = any ? std::min(radius, s) : s;
+            any = true;
+        }
+    if (any) {
+        S.cand.clear();
+        for (std::size_t r = 0; r < n; ++r)
+            if (S.all[r] >= radius) S.cand.push_back(Neighbor{S.all[r], static_cast<std::int64_t>(r)});
+        std::sort(S.cand.begin(), S.cand.end(), [](const Neighbor& a, const Neighbor& b) {
+            return a.sim > b.sim || (a.sim == b.sim && a.idx < b.idx);
+        });
+        if (S.ridx.size() < S.cand.size()) {
+            S.ridx.resize(S.cand.size());
+            S.rsim.resize(S.cand.size());
+        }
+        if (S.w.size() < S.cand.size()) S.w.resize(S.cand.size());
+    }
     for (std::size_t m = 0; m < m_; ++m) {
         const std::int64_t* im = S.pidx.data() + m * k;
-        const std::size_t cm = S.pcnt[m];
-        neighbour_weights(im, S.psim.data() + m * k, cm, params_, tt, now_, half_life_, S.w.data());
+        const float* sm = S.psim.data() + m * k;
+        std::size_t cm = S.pcnt[m];
+        if (any && cm == k) {  // every observing row within the common radius, best first
+            std::size_t c = 0;
+            for (const Neighbor& x : S.cand) {
+                const std::size_t r = static_cast<std::size_t>(x.idx);
+                if (full_[r] || !std::isnan(scores_[r * m_ + m])) {
+                    S.ridx[c] = x.idx;
+                    S.rsim[c] = x.sim;
+                    ++c;
+                }
+            }
+            im = S.ridx.data();
+            sm = S.rsim.data();
+            cm = c;
+        }
+        neighbour_weights(im, sm, cm, params_, tt, now_, half_life_, S.w.data());
         aggregate_model(im, S.w.data(), cm, scores_.data(), costs_.data(), m_, m, prior_s_[m], prior_c_[m], beta,
                         s_hat + m, c_hat + m, count ? count + m : nullptr, spread ? spread + m : nullptr);
     }

@@ -24,8 +24,8 @@ using detail::kRowBlock;
 using detail::TopK;
 
 void SupportSet::search_one_per_model(const float* q, std::size_t k, const float* scores, std::size_t M,
-                                      const std::uint8_t* full, std::int64_t* idx, float* sim,
-                                      std::size_t* count) const {
+                                      const std::uint8_t* full, std::int64_t* idx, float* sim, std::size_t* count,
+                                      float* all_sims) const {
     detail::check_k(k, n_);
     const Kernels& K = kernels();
     static thread_local std::vector<Cand> heaps;  // [shared | model 0 | ... | model M-1], k each
@@ -39,18 +39,19 @@ void SupportSet::search_one_per_model(const float* q, std::size_t k, const float
     TopK& shared = tops[0];
     for (std::size_t b0 = 0; b0 < n_; b0 += kRowBlock) {
         const std::size_t nb = std::min(kRowBlock, n_ - b0);
-        K.dot_rows(q, data_.data() + b0 * d_, nb, d_, block.data());
+        float* bs = all_sims ? all_sims + b0 : block.data();
+        K.dot_rows(q, data_.data() + b0 * d_, nb, d_, bs);
         // Runs of full rows go to the shared heap as a block (the common case: the fitted rows).
         std::size_t i = 0;
         while (i < nb) {
             std::size_t j = i;
             while (j < nb && full[b0 + j]) ++j;
-            if (j > i) shared.push_block(block.data() + i, j - i, static_cast<std::int64_t>(b0 + i));
+            if (j > i) shared.push_block(bs + i, j - i, static_cast<std::int64_t>(b0 + i));
             for (; j < nb && !full[b0 + j]; ++j) {
                 const std::size_t r = b0 + j;
                 const float* srow = scores + r * M;
                 for (std::size_t m = 0; m < M; ++m)
-                    if (srow[m] == srow[m]) tops[m + 1].push_any(block[j], static_cast<std::int64_t>(r));
+                    if (srow[m] == srow[m]) tops[m + 1].push_any(bs[j], static_cast<std::int64_t>(r));
             }
             i = j;
         }

@@ -79,9 +79,10 @@ public:
     // One f32 similarity pass (the f32 row kernel, whatever the compact precision: the compact
     // scans' cut T is a single k-th bound, not one per model), one shared bounded heap for the full
     // rows and one per model for the partial rows, merged per model. q_unit normalised; calling
-    // thread; k in [1, size()].
+    // thread; k in [1, size()]. all_sims (size(), optional): every row's similarity, as a by-product.
     void search_one_per_model(const float* q_unit, std::size_t k, const float* scores, std::size_t M,
-                              const std::uint8_t* full, std::int64_t* idx, float* sim, std::size_t* count) const;
+                              const std::uint8_t* full, std::int64_t* idx, float* sim, std::size_t* count,
+                              float* all_sims = nullptr) const;
 
     void add(const float* X, std::size_t n);                 // appends normalised rows
     void remove(const std::vector<std::int64_t>& sorted_unique_rows);
