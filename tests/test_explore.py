@@ -45,6 +45,17 @@ def test_uniform_explores_at_rate_epsilon():
     assert np.mean(np.asarray(picks) != 0) == pytest.approx(0.3 * 2 / 3, abs=0.03)
 
 
+def test_allowed_models_only():
+    rng = np.random.default_rng(2)
+    s, c = np.array([0.9, 0.5, 0.4]), np.zeros(3)
+    for name in ("greedy", "uniform", "thompson", "ucb"):
+        pol = ExplorePolicy(name, epsilon=1.0, scale=5.0)
+        picks = {pol.choose(s, c, [1, 1, 1], [0.5] * 3, 0.0, rng, allowed=[False, True, True]) for _ in range(300)}
+        assert 0 not in picks
+    with pytest.raises(ValueError, match="allowed"):
+        choose(s, c, [1] * 3, [0] * 3, 0.0, "greedy", allowed=[False] * 3)
+
+
 def test_policy_validation_and_dict_round_trip():
     with pytest.raises(ValueError, match="one of"):
         ExplorePolicy("softmax")

@@ -93,26 +93,31 @@ class ExplorePolicy:
         return cls(**d)
 
     def choose(self, s_hat: Any, c_hat: Any, count: Any, spread: Any, lam: float,
-               rng: np.random.Generator | None = None) -> int:
-        """The model index to call for one request (arrays (M,); ``rng``: default a fresh generator)."""
+               rng: np.random.Generator | None = None, allowed: Any = None) -> int:
+        """The model index to call for one request (arrays (M,); ``rng``: default a fresh generator;
+        ``allowed``: optional (M,) booleans, the models that may be called, e.g. those with an upstream)."""
         s = np.asarray(s_hat, dtype=np.float64)
         c = np.asarray(c_hat, dtype=np.float64)
         lam = float(lam)
+        ok = np.ones(len(s), dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+        if ok.shape != s.shape or not ok.any():
+            raise ValueError("allowed must be M booleans with at least one True")
+        off = np.where(ok, 0.0, -np.inf)
         if self.name == "greedy":
-            return _argmax(s - lam * c, c)
+            return _argmax(s - lam * c + off, c)
         gen = rng if rng is not None else np.random.default_rng()
         if self.name == "uniform":
             if gen.random() < self.epsilon:
-                return int(gen.integers(len(s)))
-            return _argmax(s - lam * c, c)
+                return int(gen.choice(np.flatnonzero(ok)))
+            return _argmax(s - lam * c + off, c)
         sd = self.scale * posterior_sd(count, spread, self.prior_count, self.prior_sd)
         if self.name == "ucb":
-            return _argmax(s + sd - lam * c, c)
-        return _argmax(s + sd * gen.standard_normal(len(s)) - lam * c, c)
+            return _argmax(s + sd - lam * c + off, c)
+        return _argmax(s + sd * gen.standard_normal(len(s)) - lam * c + off, c)
 
 
 def choose(s_hat: Any, c_hat: Any, count: Any, spread: Any, lam: float, policy: str | ExplorePolicy = "thompson",
-           rng: np.random.Generator | None = None) -> int:
+           rng: np.random.Generator | None = None, allowed: Any = None) -> int:
     """``ExplorePolicy(policy).choose(...)`` for a policy name (or a policy)."""
     p = policy if isinstance(policy, ExplorePolicy) else ExplorePolicy(name=policy)
-    return p.choose(s_hat, c_hat, count, spread, lam, rng)
+    return p.choose(s_hat, c_hat, count, spread, lam, rng, allowed)
