@@ -50,6 +50,7 @@ def _router(X: np.ndarray, S: np.ndarray, C: np.ndarray, P: dict[str, Any]) -> A
     C32 = np.ascontiguousarray(C, dtype=np.float32)
     core = knnroute_core.Router(np.ascontiguousarray(X, dtype=np.float32), S32, C32, min(P["k"], len(X)),
                                 P["weighting"], 0.05, float(P["shrinkage"]))
+    core.common_radius = bool(P.get("radius", True))
     return core
 
 
@@ -296,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weighting", default="uniform")
     p.add_argument("--shrinkage", type=float, default=0.0)
     p.add_argument("--half-life", type=float, default=0.0, help="time decay in feedbacks (0: off)")
+    p.add_argument("--no-radius", action="store_true",
+                   help="each model's own k nearest observing rows only (no common radius)")
     p.add_argument("--epsilon", type=float, default=0.1, help="uniform exploration's probability")
     p.add_argument("--scale", type=float, default=0.5, help="thompson / ucb posterior scale")
     p.add_argument("--checkpoints", type=int, default=5)
@@ -309,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import knnroute_core
 
     P = {"k": args.k, "weighting": args.weighting, "shrinkage": args.shrinkage, "half_life": args.half_life,
-         "epsilon": args.epsilon, "scale": args.scale}
+         "epsilon": args.epsilon, "scale": args.scale, "radius": not args.no_radius}
     meta = {"isa": knnroute_core.isa(), "host": platform.node(), "cpus": os.cpu_count(),
             "load_avg_start": os.getloadavg()[0], "seeds": args.seeds, **P,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

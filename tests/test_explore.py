@@ -103,3 +103,6 @@ def test_feedback_rows_times_and_half_life_survive_save_and_load(tmp_path):
         np.testing.assert_array_equal(x, y)
     back.half_life = 0.0
     assert not np.array_equal(back.predict(Q)[0], before[0])
+    prod.knn.core_.common_radius = False
+    again = knnroute.load(prod.save(tmp_path / "r2.knnr"))
+    assert again.core.common_radius is False

@@ -294,3 +294,19 @@ def test_updates_equal_rebuilt_router_with_partial_rows():
     r.add_model(col, np.where(np.isnan(col), np.nan, 1e-4).astype(np.float32))
     idx, _, cnt = r.search_per_model(Q)
     assert np.all(cnt[:, -1] == 20) and np.all(idx[:, -1, :] < 30)  # the new model's own rows
+
+
+def test_without_common_radius_each_model_uses_its_own_k_nearest(isa):
+    rng, X, S, C = _problem("feedback", seed=13)
+    Q = rng.standard_normal((6, X.shape[1])).astype(np.float32)
+    r = kc.Router(X, S, C, k=10, weighting="softmax", temperature=0.1)
+    r.common_radius = False
+    idx, sim, cnt = r.search_per_model(Q)
+    lists = [[(idx[b, m, : cnt[b, m]], sim[b, m, : cnt[b, m]]) for m in range(S.shape[1])] for b in range(len(Q))]
+    rs, rc, rn, _ = ref.predict_per_model(lists, S, C, "softmax", 0.1)
+    sh, ch, n, _ = r.predict_stats(Q)
+    np.testing.assert_allclose(sh, rs, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ch, rc, rtol=1e-6, atol=1e-12)
+    assert r.common_radius is False
+    r.common_radius = True
+    assert not np.array_equal(r.predict(Q)[0], sh)

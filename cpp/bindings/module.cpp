@@ -595,6 +595,14 @@ Returns (lams, mean_cost, mean_score), float64 (P,): the point p holds for lam i
                 r.set_half_life(h);
             },
             "Time decay: a row of time t weighs 2^(-(now - t) / half_life), now = the largest row time; 0: off.")
+        .def_property(
+            "common_radius", &Router::common_radius,
+            [](Router& r, bool on) {
+                py::gil_scoped_release nogil;
+                r.set_common_radius(on);
+            },
+            "With partial rows: each model averages its observing rows within the widest of the models' k-th "
+            "neighbours (True, default) or only its own k nearest observing rows (False).")
         .def("times", [](const Router& r) { auto v = r.times(); return py::array_t<double>(v.size(), v.data()); })
         .def(
             "set_times",

@@ -126,7 +126,7 @@ void Router::predict_one_general(const float* q, float* s_hat, float* c_hat, flo
     // made local (on LLMRouter that mismatch cost 2.6 AUC points; docs/online-learning.md).
     float radius = 0.f;
     bool any = false;
-    for (std::size_t m = 0; m < m_; ++m)
+    for (std::size_t m = 0; m < m_ && common_radius_; ++m)
         if (S.pcnt[m] == k) {
             const float s = S.psim[m * k + k - 1];
             radius = any ? std::min(radius, s) : s;
@@ -210,6 +210,16 @@ void Router::set_half_life(double h) {
     std::unique_lock<std::shared_mutex> lock(mu_);
     half_life_ = h;
     refresh_rows();
+}
+
+void Router::set_common_radius(bool on) {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    common_radius_ = on;
+}
+
+bool Router::common_radius() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return common_radius_;
 }
 
 double Router::half_life() const {

@@ -102,6 +102,14 @@ class Router:
     def times(self) -> numpy.typing.NDArray[numpy.float64]:
         ...
     @property
+    def common_radius(self) -> bool:
+        """
+        With partial rows: each model averages its observing rows within the widest of the models' k-th neighbours (True, default) or only its own k nearest observing rows (False).
+        """
+    @common_radius.setter
+    def common_radius(self, arg1: bool) -> None:
+        ...
+    @property
     def dim(self) -> int:
         ...
     @property

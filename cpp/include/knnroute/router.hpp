@@ -102,6 +102,11 @@ public:
     // the caller's unit (the gateway: its feedback sequence number); rows without one are time 0.
     void set_half_life(double h);
     double half_life() const;
+    // Common radius (default on): with partial rows, each model with k observing rows averages all its
+    // observing rows within the widest of the models' k-th neighbours, not only its own k nearest, so
+    // models are compared over one region of prompts. Off: each model's own k nearest observing rows.
+    void set_common_radius(bool on);
+    bool common_radius() const;
     // Replaces every row's time (n,) (restoring a saved router).
     void set_times(const double* t, std::size_t n);
 
@@ -126,6 +131,7 @@ private:
     std::size_t n_partial_ = 0;
     std::vector<double> times_;            // (n)
     double half_life_ = 0.0;
+    bool common_radius_ = true;
     double now_ = 0.0;                     // the largest row time
     mutable std::shared_mutex mu_;
 };

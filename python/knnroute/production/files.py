@@ -81,6 +81,7 @@ def from_state(meta: Mapping[str, Any], X: np.ndarray, S: np.ndarray, C: np.ndar
         shrinkage=float(knn["shrinkage"]),
         precision=knn.get("precision", "f32"),
         half_life=float(knn.get("half_life", 0.0)),
+        common_radius=bool(knn.get("common_radius", True)),
     ).fit(X, S, C, model_names=meta["model_names"])
     if meta.get("row_times"):  # feedback rows' times (the fitted rows are time 0)
         times = np.zeros(n)

@@ -518,6 +518,7 @@ class ProductionRouter:
                     "shrinkage": float(self.knn.shrinkage),
                     "precision": str(getattr(self.knn, "precision", "f32")),
                     **({"half_life": float(core.half_life)} if core.half_life else {}),
+                    **({} if core.common_radius else {"common_radius": False}),
                 },
                 "embedder": emb,
                 "budget": None if self.budget is None else self.budget.to_dict(),

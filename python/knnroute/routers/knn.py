@@ -105,6 +105,10 @@ class KNNRouter(ParamsMixin):
         Time decay (exact index): a support row of time ``t`` weighs ``2 ** (-(now - t) / half_life)``,
         ``now`` being the latest row time; rows from ``fit`` are time 0, rows added live carry their own
         (``core_.add(..., times=...)``; the gateway: its feedback sequence number). 0: no decay.
+    common_radius : bool, default True
+        Once some row misses a model (feedback rows), each model with k observing rows averages all its
+        observing rows within the widest of the models' k-th neighbours (one region of prompts for every
+        model); False: only its own k nearest observing rows. Full-information routers are unaffected.
 
     Attributes
     ----------
@@ -144,6 +148,7 @@ class KNNRouter(ParamsMixin):
         hnsw_ef: int = 128,
         random_state: int = 0,
         half_life: float = 0.0,
+        common_radius: bool = True,
     ) -> None:
         self.k = k
         self.weighting = weighting
@@ -157,6 +162,7 @@ class KNNRouter(ParamsMixin):
         self.hnsw_ef = hnsw_ef
         self.random_state = random_state
         self.half_life = half_life
+        self.common_radius = common_radius
 
     # -- fitting -----------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -237,6 +243,8 @@ class KNNRouter(ParamsMixin):
             )
             if self.half_life:
                 self.core_.half_life = float(self.half_life)
+            if not self.common_radius:
+                self.core_.common_radius = False
         self.n_features_in_ = d
         self.n_support_ = n
         return self
