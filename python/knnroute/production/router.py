@@ -504,7 +504,8 @@ class ProductionRouter:
             T = np.asarray(core.times())
             nz = np.flatnonzero(T)
             return {
-                "row_times": [[int(r), float(T[r])] for r in nz] or None,
+                # feedback rows' times (only when some row has one: files without them stay as they were)
+                **({"row_times": [[int(r), float(T[r])] for r in nz]} if len(nz) else {}),
                 "embeddings": X,
                 "scores": S,
                 "costs": C,
