@@ -6,6 +6,9 @@ so it stays usable on real data.
 
 - search: :func:`topk` (float64 cosine, stable sort: higher similarity first, then lower index);
 - aggregation: :func:`aggregate` (uniform / similarity / softmax weights, shrinkage toward the priors);
+  per-model neighbourhoods: :func:`topk_per_model` (each model's k nearest rows among those that observed
+  it), :func:`radius_lists` (widened to one common radius), :func:`predict_per_model` (aggregation over
+  them, time decay, count and spread);
 - routing: :func:`route`; :func:`confidence` (``KNNRouter.confidence``'s signals);
 - curves: :func:`envelope`, :func:`sweep`, :func:`sweep_grid`, :func:`nondecreasing_hull`, :func:`hull_auc`
   (monotone chain) and :func:`hull_auc_py` (an O(P^2) concave majorant: a different algorithm),
@@ -401,6 +404,112 @@ def topk_cosine(queries: ArrayLike, base: ArrayLike, k: int) -> tuple[NDArray[np
 
 
 topk = topk_cosine
+
+
+def topk_per_model(
+    queries: ArrayLike, base: ArrayLike, scores: ArrayLike, k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
+    """Per-model neighbourhoods (reference of ``Router.search_per_model``): for each query and model m,
+    the ``min(k, rows observing m)`` nearest rows among those whose score for m is not NaN (float64
+    cosine, stable order: higher similarity, then lower index). Returns idx (B, M, k) (-1 past the
+    count), sim (B, M, k) (0 past the count), count (B, M)."""
+    q = normalize(np.asarray(queries, dtype=np.float64))
+    b = normalize(np.asarray(base, dtype=np.float64))
+    obs = ~np.isnan(np.asarray(scores, dtype=np.float64))
+    B, M = q.shape[0], obs.shape[1]
+    sim = q @ b.T
+    idx = np.full((B, M, k), -1, dtype=np.int64)
+    out = np.zeros((B, M, k))
+    cnt = np.zeros((B, M), dtype=np.int64)
+    for m in range(M):
+        rows = np.flatnonzero(obs[:, m])
+        if len(rows) == 0:
+            continue
+        order = np.argsort(-sim[:, rows], axis=1, kind="stable")[:, :k]
+        c = order.shape[1]
+        idx[:, m, :c] = rows[order]
+        out[:, m, :c] = np.take_along_axis(sim[:, rows], order, axis=1)
+        cnt[:, m] = c
+    return idx, out, cnt
+
+
+def radius_lists(
+    idx: ArrayLike, sim: ArrayLike, count: ArrayLike, all_sims: ArrayLike, scores: ArrayLike
+) -> list[list[tuple[NDArray[np.int64], NDArray[np.float64]]]]:
+    """The neighbour lists the router aggregates once some row is partial (reference of the core's
+    common radius): with the per-model lists ``idx, sim, count`` (B, M, k) and every row's similarity
+    ``all_sims`` (B, n), the radius R is the smallest k-th similarity over the models with k observing
+    rows; each such model takes every row observing it with similarity >= R (best first: higher
+    similarity, then lower index), the others keep their lists. Returns ``[b][m] = (rows, sims)``."""
+    ids, sm, cnt = np.asarray(idx), np.asarray(sim, dtype=np.float64), np.asarray(count)
+    A = np.asarray(all_sims, dtype=np.float64)
+    obs = ~np.isnan(np.asarray(scores, dtype=np.float64))
+    B, M, k = ids.shape
+    out = []
+    for b in range(B):
+        full_k = [m for m in range(M) if cnt[b, m] == k]
+        R = min(sm[b, m, k - 1] for m in full_k) if full_k else None
+        order = np.lexsort((np.arange(A.shape[1]), -A[b]))  # similarity desc, then index asc
+        row = []
+        for m in range(M):
+            if R is None or cnt[b, m] < k:
+                c = int(cnt[b, m])
+                row.append((ids[b, m, :c], sm[b, m, :c]))
+            else:
+                sel = order[(A[b, order] >= R) & obs[order, m]]
+                row.append((sel, A[b, sel]))
+        out.append(row)
+    return out
+
+
+def predict_per_model(
+    lists: list[list[tuple[Any, Any]]],
+    scores: ArrayLike,
+    costs: ArrayLike,
+    weighting: str = "uniform",
+    temperature: float = 0.05,
+    shrinkage: float = 0.0,
+    times: ArrayLike | None = None,
+    half_life: float = 0.0,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Aggregation over per-model neighbour lists ``[b][m] = (rows, sims)`` (reference of
+    ``Router.predict_stats`` once some row is partial, or with a half-life; the lists: :func:`radius_lists`).
+    Per query and model: weights as :func:`aggregate` (softmax's max over that model's own list), times
+    ``2 ** (-(now - t) / half_life)`` with ``now = max(times)`` when ``half_life > 0``; s_hat and c_hat as
+    :func:`aggregate` (priors: column means); count = ``(sum w)^2 / sum w^2`` over the observed scores (0
+    for none); spread = their weighted standard deviation."""
+    S, C = np.asarray(scores, dtype=np.float64), np.asarray(costs, dtype=np.float64)
+    ps, pc = column_means(S), column_means(C)
+    decay = np.ones(len(S))
+    if half_life > 0:
+        t = np.zeros(len(S)) if times is None else np.asarray(times, dtype=np.float64)
+        decay = 2.0 ** (-(max(t.max(), 0.0) - t) / half_life)
+    B, M = len(lists), len(lists[0])
+    out = [np.zeros((B, M)) for _ in range(4)]
+    for b in range(B):
+        for m in range(M):
+            rows, s = np.asarray(lists[b][m][0], dtype=np.int64), np.asarray(lists[b][m][1], dtype=np.float64)
+            c = len(rows)
+            if weighting == "uniform":
+                w = np.ones(c)
+            elif weighting == "similarity":
+                w = np.maximum(s, 0.0)
+            else:
+                w = np.exp((s - (s.max() if c else 0.0)) / temperature)
+            w = w * decay[rows]
+            for j, (table, prior) in enumerate(((S, ps), (C, pc))):
+                v = table[rows, m]
+                o = ~np.isnan(v)
+                den = w[o].sum() + shrinkage
+                out[j][b, m] = (np.sum(w[o] * v[o]) + shrinkage * prior[m]) / den if den > 0 else prior[m]
+            v = S[rows, m]
+            o = ~np.isnan(v)
+            sw, sw2 = w[o].sum(), (w[o] ** 2).sum()
+            out[2][b, m] = sw * sw / sw2 if sw2 > 0 else 0.0
+            if sw > 0:
+                mu = np.sum(w[o] * v[o]) / sw
+                out[3][b, m] = np.sqrt(np.sum(w[o] * (v[o] - mu) ** 2) / sw)
+    return out[0], out[1], out[2], out[3]
 
 
 def normalize(X: np.ndarray) -> np.ndarray:

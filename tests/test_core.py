@@ -388,6 +388,9 @@ def _router_problem(seed=0, N=600, d=48, M=11):
 @pytest.mark.parametrize(("weighting", "shrinkage"), [("uniform", 0.0), ("similarity", 2.0), ("softmax", 0.0)])
 def test_router_predict_route_match_composition(isa, weighting, shrinkage):
     rng, X, S, C = _router_problem()
+    # full rows: the router is the shared top-k + aggregate composition (with partial rows each model
+    # has its own neighbourhood: tests/test_per_model.py)
+    S = np.ascontiguousarray(np.nan_to_num(S, nan=0.25))
     Q = unit(rng, 30, X.shape[1])
     r = kc.Router(X, S, C, k=40, weighting=weighting, temperature=0.1, shrinkage=shrinkage)
     idx, sim = kc.topk_cosine(Q, X, 40)

@@ -687,17 +687,21 @@ ASCII is left zero with ok False: the caller transforms it in Python (Unicode wo
                 if (!std::isfinite(lam)) throw py::value_error("lam must be finite");
                 const float* qp = q.data();
                 RouteDetail d;
-                py::array_t<float> sh, ch;
+                py::array_t<float> sh, ch, cn, sp;
                 for (;;) {  // width re-checked under the core's lock, as in predict
                     const std::size_t M = r.n_models();
                     sh = py::array_t<float>(static_cast<py::ssize_t>(M));
                     ch = py::array_t<float>(static_cast<py::ssize_t>(M));
+                    cn = py::array_t<float>(static_cast<py::ssize_t>(M));
+                    sp = py::array_t<float>(static_cast<py::ssize_t>(M));
                     float* shp = sh.mutable_data();
                     float* chp = ch.mutable_data();
+                    float* cnp = cn.mutable_data();
+                    float* spp = sp.mutable_data();
                     bool ok;
                     {
                         py::gil_scoped_release nogil;
-                        ok = r.route_one_detail(qp, lam, M, shp, chp, d);
+                        ok = r.route_one_stats(qp, lam, M, shp, chp, cnp, spp, d);
                     }
                     if (ok) break;
                 }
@@ -707,13 +711,101 @@ ASCII is left zero with ok False: the caller transforms it in Python (Unicode wo
                 out["agreement"] = d.agreement;
                 out["s_hat"] = sh;
                 out["c_hat"] = ch;
+                out["count"] = cn;
+                out["spread"] = sp;
                 return out;
             },
             py::arg("query"), py::arg("lam"),
-            "Like route_one, plus confidence: {'model', 'kth_similarity', 'agreement', 's_hat', 'c_hat'}.")
+            "Like route_one, plus confidence: {'model', 'kth_similarity', 'agreement', 's_hat', 'c_hat', 'count', "
+            "'spread'} (count, spread: as in predict_stats).")
+        .def(
+            "predict_stats",
+            [](const Router& r, py::handle queries, int n_threads) {
+                auto Q = strict<float>(queries, "queries", 2);
+                check_dim(Q.shape(1), r.dim(), "queries");
+                const std::size_t B = Q.shape(0);
+                const float* qp = Q.data();
+                for (;;) {
+                    const std::size_t M = r.n_models();
+                    const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)};
+                    py::array_t<float> sh(shape), ch(shape), cn(shape), sp(shape);
+                    float *shp = sh.mutable_data(), *chp = ch.mutable_data(), *cnp = cn.mutable_data(),
+                          *spp = sp.mutable_data();
+                    bool ok;
+                    {
+                        py::gil_scoped_release nogil;
+                        ok = r.predict_stats(qp, B, M, shp, chp, cnp, spp, n_threads);
+                    }
+                    if (ok) return py::make_tuple(sh, ch, cn, sp);
+                }
+            },
+            py::arg("queries"), py::arg("n_threads") = 0,
+            "(s_hat, c_hat, count, spread), float32 (B, M) each: predict plus, per model, the effective number of "
+            "neighbours that observed it ((sum w)^2 / sum w^2) and the weighted standard deviation of their scores.")
+        .def(
+            "search_per_model",
+            [](const Router& r, py::handle queries, int n_threads) {
+                auto Q = strict<float>(queries, "queries", 2);
+                check_dim(Q.shape(1), r.dim(), "queries");
+                const std::size_t B = Q.shape(0);
+                const std::size_t k = std::min(r.k(), r.size());
+                const float* qp = Q.data();
+                for (;;) {
+                    const std::size_t M = r.n_models();
+                    const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M),
+                                                         static_cast<py::ssize_t>(k)};
+                    py::array_t<std::int64_t> idx(shape);
+                    py::array_t<float> sim(shape);
+                    py::array_t<std::int64_t> cnt({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+                    std::int64_t *ip = idx.mutable_data(), *cp = cnt.mutable_data();
+                    float* sp = sim.mutable_data();
+                    bool ok;
+                    {
+                        py::gil_scoped_release nogil;
+                        ok = r.search_per_model(qp, B, M, ip, sp, cp, n_threads);
+                    }
+                    if (ok) return py::make_tuple(idx, sim, cnt);
+                }
+            },
+            py::arg("queries"), py::arg("n_threads") = 0,
+            "Per-model neighbourhoods: (idx int64 (B, M, k), sim float32 (B, M, k), count int64 (B, M)): for each "
+            "model the k nearest rows that observed it (score not NaN), best first; slots past count are -1 / 0.")
+        .def_property_readonly("partial_rows", &Router::partial_rows,
+                               "Rows missing some model's score (0: all models share one neighbourhood).")
+        .def_property(
+            "half_life", &Router::half_life,
+            [](Router& r, double h) {
+                if (!(h >= 0.0) || std::isinf(h)) throw py::value_error("half_life must be finite and >= 0 (0: no decay)");
+                py::gil_scoped_release nogil;
+                r.set_half_life(h);
+            },
+            "Time decay: a row of time t weighs 2^(-(now - t) / half_life), now = the largest row time; 0: off.")
+        .def_property(
+            "common_radius", &Router::common_radius,
+            [](Router& r, bool on) {
+                py::gil_scoped_release nogil;
+                r.set_common_radius(on);
+            },
+            "With partial rows: each model averages its observing rows within the widest of the models' k-th "
+            "neighbours (True, default) or only its own k nearest observing rows (False).")
+        .def("times", [](const Router& r) { auto v = r.times(); return py::array_t<double>(v.size(), v.data()); })
+        .def(
+            "set_times",
+            [](Router& r, py::handle t_o) {
+                auto T = as_f64_1d(t_o, "times");
+                if (static_cast<std::size_t>(T.shape(0)) != r.size())
+                    throw py::value_error("times needs one value per row (" + std::to_string(r.size()) + ")");
+                for (py::ssize_t i = 0; i < T.shape(0); ++i)
+                    if (!std::isfinite(T.data()[i])) throw py::value_error("times must be finite");
+                const double* tp = T.data();
+                const std::size_t n = T.shape(0);
+                py::gil_scoped_release nogil;
+                r.set_times(tp, n);
+            },
+            py::arg("times"))
         .def(
             "add",
-            [](Router& r, py::handle emb, py::handle scores, py::handle costs) {
+            [](Router& r, py::handle emb, py::handle scores, py::handle costs, py::handle times_o) {
                 auto X = strict<float>(emb, "embeddings", 2);
                 auto S = strict<float>(scores, "scores", 2);
                 auto C = strict<float>(costs, "costs", 2);
@@ -724,11 +816,22 @@ ASCII is left zero with ok False: the caller transforms it in Python (Unicode wo
                     static_cast<std::size_t>(S.shape(1)) != M || static_cast<std::size_t>(C.shape(1)) != M)
                     throw py::value_error("scores and costs must be (" + std::to_string(n) + ", " + std::to_string(M) +
                                           "): one row per new embedding, one column per model (NaN = missing)");
+                py::array_t<double> T;
+                const double* tp = nullptr;
+                if (!times_o.is_none()) {
+                    T = as_f64_1d(times_o, "times");
+                    if (static_cast<std::size_t>(T.shape(0)) != n)
+                        throw py::value_error("times needs one value per new row (" + std::to_string(n) + ")");
+                    for (std::size_t i = 0; i < n; ++i)
+                        if (!std::isfinite(T.data()[i])) throw py::value_error("times must be finite");
+                    tp = T.data();
+                }
                 const float *xp = X.data(), *sp = S.data(), *cp = C.data();
                 py::gil_scoped_release nogil;
-                r.add(xp, n, sp, cp);
+                r.add(xp, n, sp, cp, tp);
             },
-            py::arg("embeddings"), py::arg("scores"), py::arg("costs"))
+            py::arg("embeddings"), py::arg("scores"), py::arg("costs"), py::arg("times") = py::none(),
+            "Append rows (outcomes NaN = not observed) with their times (None: 0, the fitted rows' time).")
         .def(
             "add_model",
             [](Router& r, py::handle s_o, py::handle c_o) {

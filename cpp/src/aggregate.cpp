@@ -21,6 +21,57 @@ void column_means(const float* X, std::size_t N, std::size_t M, float* out) {
     for (std::size_t m = 0; m < M; ++m) out[m] = cnt[m] ? static_cast<float>(sum[m] / cnt[m]) : 0.f;
 }
 
+void neighbour_weights(const std::int64_t* idx, const float* sim, std::size_t n, const AggregateParams& p,
+                       const double* times, double now, double half_life, double* w) {
+    if (n == 0) return;
+    if (p.weighting == Weighting::uniform) {
+        for (std::size_t j = 0; j < n; ++j) w[j] = 1.0;
+    } else if (p.weighting == Weighting::similarity) {
+        for (std::size_t j = 0; j < n; ++j) w[j] = sim[j] > 0.f ? static_cast<double>(sim[j]) : 0.0;
+    } else {
+        float mx = sim[0];
+        for (std::size_t j = 1; j < n; ++j) mx = sim[j] > mx ? sim[j] : mx;
+        for (std::size_t j = 0; j < n; ++j) w[j] = std::exp((static_cast<double>(sim[j]) - mx) / p.temperature);
+    }
+    if (times)
+        for (std::size_t j = 0; j < n; ++j)
+            w[j] *= std::exp2(-(now - times[static_cast<std::size_t>(idx[j])]) / half_life);
+}
+
+void aggregate_model(const std::int64_t* idx, const double* w, std::size_t n, const float* scores, const float* costs,
+                     std::size_t M, std::size_t m, float prior_s, float prior_c, float shrinkage, float* s_hat,
+                     float* c_hat, float* count, float* spread) {
+    const double beta = shrinkage;
+    double ss = 0.0, sw = 0.0, cs = 0.0, cw = 0.0, sw2 = 0.0;
+    for (std::size_t j = 0; j < n; ++j) {
+        const std::size_t r = static_cast<std::size_t>(idx[j]);
+        const double sv = scores[r * M + m], cv = costs[r * M + m];
+        const double wj = w[j];
+        const bool so_ = sv == sv, co_ = cv == cv;
+        ss += so_ ? wj * sv : 0.0;
+        sw += so_ ? wj : 0.0;
+        sw2 += so_ ? wj * wj : 0.0;
+        cs += co_ ? wj * cv : 0.0;
+        cw += co_ ? wj : 0.0;
+    }
+    const double ds = sw + beta, dc = cw + beta;
+    *s_hat = ds > 0.0 ? static_cast<float>((ss + beta * prior_s) / ds) : prior_s;
+    *c_hat = dc > 0.0 ? static_cast<float>((cs + beta * prior_c) / dc) : prior_c;
+    if (count) *count = sw2 > 0.0 ? static_cast<float>(sw * sw / sw2) : 0.f;
+    if (spread) {
+        double var = 0.0;
+        if (sw > 0.0) {
+            const double mu = ss / sw;
+            for (std::size_t j = 0; j < n; ++j) {
+                const double sv = scores[static_cast<std::size_t>(idx[j]) * M + m];
+                if (sv == sv) var += w[j] * (sv - mu) * (sv - mu);
+            }
+            var /= sw;
+        }
+        *spread = static_cast<float>(std::sqrt(var));
+    }
+}
+
 void aggregate(const std::int64_t* idx, const float* sim, std::size_t B, std::size_t k, const float* scores,
                const float* costs, std::size_t N, std::size_t M, const float* prior_s, const float* prior_c,
                const AggregateParams& p, float* s_hat, float* c_hat) {

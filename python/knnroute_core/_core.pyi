@@ -75,8 +75,10 @@ class Router:
         ...
     def __len__(self) -> int:
         ...
-    def add(self, embeddings: typing.Any, scores: typing.Any, costs: typing.Any) -> None:
-        ...
+    def add(self, embeddings: typing.Any, scores: typing.Any, costs: typing.Any, times: typing.Any = None) -> None:
+        """
+        Append rows (outcomes NaN = not observed) with their times (None: 0, the fitted rows' time).
+        """
     def add_model(self, scores: typing.Any, costs: typing.Any) -> None:
         ...
     def costs(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -86,6 +88,10 @@ class Router:
     def predict(self, queries: typing.Any, n_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32]]:
         """
         (s_hat float32 (B, M), c_hat float32 (B, M)) for queries float32 (B, d).
+        """
+    def predict_stats(self, queries: typing.Any, n_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32]]:
+        """
+        (s_hat, c_hat, count, spread), float32 (B, M) each: predict plus, per model, the effective number of neighbours that observed it ((sum w)^2 / sum w^2) and the weighted standard deviation of their scores.
         """
     def prior_costs(self) -> numpy.typing.NDArray[numpy.float32]:
         ...
@@ -103,14 +109,38 @@ class Router:
         """
     def route_one_detail(self, query: typing.Any, lam: typing.SupportsFloat | typing.SupportsIndex) -> dict[str, typing.Any]:
         """
-        Like route_one, plus confidence: {'model', 'kth_similarity', 'agreement', 's_hat', 'c_hat'}.
+        Like route_one, plus confidence: {'model', 'kth_similarity', 'agreement', 's_hat', 'c_hat', 'count', 'spread'} (count, spread: as in predict_stats).
         """
     def scores(self) -> numpy.typing.NDArray[numpy.float32]:
         ...
     def search(self, queries: typing.Any, k: typing.SupportsInt | typing.SupportsIndex, n_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.float32]]:
         ...
+    def search_per_model(self, queries: typing.Any, n_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+        """
+        Per-model neighbourhoods: (idx int64 (B, M, k), sim float32 (B, M, k), count int64 (B, M)): for each model the k nearest rows that observed it (score not NaN), best first; slots past count are -1 / 0.
+        """
+    def set_times(self, times: typing.Any) -> None:
+        ...
+    def times(self) -> numpy.typing.NDArray[numpy.float64]:
+        ...
+    @property
+    def common_radius(self) -> bool:
+        """
+        With partial rows: each model averages its observing rows within the widest of the models' k-th neighbours (True, default) or only its own k nearest observing rows (False).
+        """
+    @common_radius.setter
+    def common_radius(self, arg1: bool) -> None:
+        ...
     @property
     def dim(self) -> int:
+        ...
+    @property
+    def half_life(self) -> float:
+        """
+        Time decay: a row of time t weighs 2^(-(now - t) / half_life), now = the largest row time; 0: off.
+        """
+    @half_life.setter
+    def half_life(self, arg1: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
     @property
     def k(self) -> int:
@@ -121,6 +151,11 @@ class Router:
     @property
     def n_models(self) -> int:
         ...
+    @property
+    def partial_rows(self) -> int:
+        """
+        Rows missing some model's score (0: all models share one neighbourhood).
+        """
     @property
     def precision(self) -> str:
         ...

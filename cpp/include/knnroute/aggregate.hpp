@@ -27,6 +27,23 @@ void aggregate(const std::int64_t* idx, const float* sim, std::size_t B, std::si
                const float* prior_s, const float* prior_c, const AggregateParams& p,
                float* s_hat, float* c_hat);
 
+// The weights aggregate gives one query's neighbour list of n entries (uniform 1, similarity
+// max(sim, 0), softmax exp((sim - max) / temperature) with the max over these n), each multiplied by
+// the time decay 2^(-(now - times[idx[j]]) / half_life) when times is not null (half_life > 0).
+// n may be 0.
+void neighbour_weights(const std::int64_t* idx, const float* sim, std::size_t n, const AggregateParams& p,
+                       const double* times, double now, double half_life, double* w);
+
+// One model m (column of scores/costs (N, M)) from one neighbour list with weights w (n entries,
+// rows valid): s_hat and c_hat as aggregate computes them (NaN cells skipped, the same sums in the
+// same order, so bit-identical to aggregate's column m for the same list and weights). Optional
+// statistics of the observed scores (null: not computed): count = (sum w)^2 / sum w^2, the effective
+// number of observed neighbours (their number for equal weights, 0 for none), spread = their
+// weighted standard deviation (0 for none).
+void aggregate_model(const std::int64_t* idx, const double* w, std::size_t n, const float* scores, const float* costs,
+                     std::size_t M, std::size_t m, float prior_s, float prior_c, float shrinkage, float* s_hat,
+                     float* c_hat, float* count, float* spread);
+
 // Column means over observed (non-NaN) cells; a column with no observation gets 0.
 void column_means(const float* X, std::size_t N, std::size_t M, float* out);
 

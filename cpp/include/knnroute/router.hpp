@@ -15,9 +15,16 @@ namespace knnroute {
 
 struct RouteDetail {
     std::int64_t model = -1;
-    float kth_similarity = 0.f;   // cosine similarity of the k-th neighbour (low = far from support)
+    float kth_similarity = 0.f;   // cosine similarity of the k-th neighbour (low = far from support); on the
+                                  // per-model path the routed model's last neighbour (-1: it has none)
     float agreement = 0.f;        // share of neighbours whose own best observed model (at this lam) is `model`
 };
+
+// Neighbourhoods: while every row observes every model (no NaN score) and no time decay is set, a
+// query's neighbours are its k nearest rows, shared by all models (the original path). Once some row
+// misses a model (feedback rows observe one), model m's prediction comes from the k nearest rows that
+// observed m (SupportSet::search_one_per_model), so rows that say nothing about m never displace
+// rows that do. For full rows both give the same neighbours, sums and results bit for bit.
 
 class Router {
 public:
@@ -42,6 +49,10 @@ public:
     // k_eff = min(k, size()) neighbours. Batch calls split over n_threads (<= 0: all cores).
     void search(const float* Q, std::size_t B, std::size_t k, std::int64_t* idx, float* sim,
                 int n_threads) const;
+    // Per-model neighbourhoods (SupportSet::search_one_per_model over this router's observed cells),
+    // whatever the path in use: idx/sim (B, m, k_eff), count (B, m); m checked under the lock.
+    bool search_per_model(const float* Q, std::size_t B, std::size_t m, std::int64_t* idx, float* sim,
+                          std::int64_t* count, int n_threads) const;
     // Outputs (B, m) sized by the caller for m models. A concurrent add_model can change the number
     // of models between the caller reading n_models() and this call taking the lock: the width is
     // therefore checked under the lock, and on a mismatch nothing is written and false is returned
@@ -56,9 +67,19 @@ public:
     // under the lock as for predict and false means nothing was written.
     bool route_one_detail(const float* q, double lam, std::size_t m, float* s_hat, float* c_hat,
                           RouteDetail& out) const;
+    // predict plus, per query and model, the effective number of neighbours that observed the model
+    // (count: (sum w)^2 / sum w^2 over its observed neighbours, decay included) and the weighted
+    // standard deviation of their scores (spread): the posterior's width for exploration. Outputs
+    // (B, m); m checked under the lock as for predict. s_hat/c_hat equal predict's bit for bit.
+    bool predict_stats(const float* Q, std::size_t B, std::size_t m, float* s_hat, float* c_hat, float* count,
+                       float* spread, int n_threads) const;
+    // route_one_detail plus count/spread (m,) as in predict_stats.
+    bool route_one_stats(const float* q, double lam, std::size_t m, float* s_hat, float* c_hat, float* count,
+                         float* spread, RouteDetail& out) const;
 
-    // Live updates. add: n new rows with outcomes for every current model (NaN allowed).
-    void add(const float* X, std::size_t n, const float* scores, const float* costs);
+    // Live updates. add: n new rows with outcomes for every current model (NaN allowed) and their
+    // times (null: 0, the time of the rows the router was built with; finite).
+    void add(const float* X, std::size_t n, const float* scores, const float* costs, const double* times = nullptr);
     // add_model: a new outcome column (n,) for the current rows (NaN = not observed).
     void add_model(const float* score_col, const float* cost_col);
     // remove rows by index (any order, duplicates ignored); throws if out of range or if fewer than
@@ -72,17 +93,46 @@ public:
     std::vector<float> costs(std::size_t* m = nullptr) const;
     std::vector<float> prior_scores() const;
     std::vector<float> prior_costs() const;
+    std::vector<double> times() const;
+    // Rows that miss at least one model's score (0: every model shares one neighbourhood).
+    std::size_t partial_rows() const;
+
+    // Time decay: with half_life h > 0, a row of time t weighs 2^(-(now - t) / h) in the aggregation
+    // (multiplying its neighbour weight), now = the largest row time; 0 turns it off. Times are in
+    // the caller's unit (the gateway: its feedback sequence number); rows without one are time 0.
+    void set_half_life(double h);
+    double half_life() const;
+    // Common radius (default on): with partial rows, each model with k observing rows averages all its
+    // observing rows within the widest of the models' k-th neighbours, not only its own k nearest, so
+    // models are compared over one region of prompts. Off: each model's own k nearest observing rows.
+    void set_common_radius(bool on);
+    bool common_radius() const;
+    // Replaces every row's time (n,) (restoring a saved router).
+    void set_times(const double* t, std::size_t n);
 
 private:
     void predict_unlocked(const float* Q, std::size_t B, float* s_hat, float* c_hat, int n_threads) const;
-    std::int64_t route_one_locked(const float* q, double lam, float* s_hat, float* c_hat) const;
+    std::int64_t route_one_locked(const float* q, double lam, float* s_hat, float* c_hat, float* count,
+                                  float* spread) const;
     void refresh_priors();
+    void refresh_rows();  // full_, n_partial_ from scores_; now_ from times_
+    bool per_model() const { return n_partial_ > 0 || half_life_ > 0.0; }
+    // The general path for one normalised query: per-model neighbourhoods (or the shared top-k when
+    // every row is full), weights with decay, aggregation and statistics per model.
+    void predict_one_general(const float* q_unit, float* s_hat, float* c_hat, float* count, float* spread) const;
+    void stats_shared(const std::int64_t* idx, const float* sim, std::size_t k, float* count, float* spread) const;
 
     std::size_t d_, m_, k_;
     AggregateParams params_;
     SupportSet support_;
     std::vector<float> scores_, costs_;    // (n, M)
     std::vector<float> prior_s_, prior_c_; // (M)
+    std::vector<std::uint8_t> full_;       // (n) 1: the row observes every model
+    std::size_t n_partial_ = 0;
+    std::vector<double> times_;            // (n)
+    double half_life_ = 0.0;
+    bool common_radius_ = true;
+    double now_ = 0.0;                     // the largest row time
     mutable std::shared_mutex mu_;
 };
 

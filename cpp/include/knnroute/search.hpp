@@ -72,6 +72,18 @@ public:
     void search_one_normalized(const float* q_unit, std::size_t k, std::int64_t* idx, float* sim,
                                std::vector<float>& scratch, const RowPrefetch* side = nullptr) const;
 
+    // Per-model neighbourhoods from one scan (search_per_model.cpp): for each model m of M, the
+    // min(k, rows observing m) nearest rows among those that observed m, best first (ties to the
+    // lower index), into idx/sim (M, k) row m, and that number into count[m]; unused slots get
+    // -1 / 0. Row r observes m when full[r] != 0 or scores[r * M + m] is not NaN (scores (n, M)).
+    // One f32 similarity pass (the f32 row kernel, whatever the compact precision: the compact
+    // scans' cut T is a single k-th bound, not one per model), one shared bounded heap for the full
+    // rows and one per model for the partial rows, merged per model. q_unit normalised; calling
+    // thread; k in [1, size()]. all_sims (size(), optional): every row's similarity, as a by-product.
+    void search_one_per_model(const float* q_unit, std::size_t k, const float* scores, std::size_t M,
+                              const std::uint8_t* full, std::int64_t* idx, float* sim, std::size_t* count,
+                              float* all_sims = nullptr) const;
+
     void add(const float* X, std::size_t n);                 // appends normalised rows
     void remove(const std::vector<std::int64_t>& sorted_unique_rows);
 

@@ -33,6 +33,15 @@ def check_values(meta: Mapping[str, Any], S: np.ndarray, C: np.ndarray) -> None:
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise ValueError(f"cost of row {i}, model {j} is {float(C[i, j])!r}: costs must be finite and >= 0")
+    rt = meta.get("row_times")
+    if rt is not None:
+        n = S.shape[0]
+        ok = isinstance(rt, list) and all(
+            isinstance(x, list) and len(x) == 2 and isinstance(x[0], int) and not isinstance(x[0], bool)
+            and 0 <= x[0] < n and isinstance(x[1], (int, float)) and not isinstance(x[1], bool)
+            and math.isfinite(x[1]) for x in rt)
+        if not ok:
+            raise ValueError(f"row_times must be a list of [row in [0, {n}), finite time] pairs")
     for m, p in (meta.get("prices") or {}).items():
         if not (isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                              and math.isfinite(v) and v >= 0 for v in p)):
@@ -71,7 +80,14 @@ def from_state(meta: Mapping[str, Any], X: np.ndarray, S: np.ndarray, C: np.ndar
         temperature=float(knn["temperature"]),
         shrinkage=float(knn["shrinkage"]),
         precision=knn.get("precision", "f32"),
+        half_life=float(knn.get("half_life", 0.0)),
+        common_radius=bool(knn.get("common_radius", True)),
     ).fit(X, S, C, model_names=meta["model_names"])
+    if meta.get("row_times"):  # feedback rows' times (the fitted rows are time 0)
+        times = np.zeros(n)
+        for r, t in meta["row_times"]:
+            times[r] = t
+        router.core_.set_times(times)
     prices = meta.get("prices") or None
     if prices is not None:
         prices = {m: (p[0], p[1]) for m, p in prices.items()}

@@ -17,8 +17,10 @@ File layout (all integers little-endian)::
 
 The JSON metadata holds ``dim``, ``n``, ``n_models``, ``precision`` (storage dtype of the embeddings
 section: ``"f32"``, ``"f16"`` or ``"bf16"``), ``model_names``, ``prices``, the kNN settings (``k``,
-``weighting``, ``temperature``, ``shrinkage``), the embedder (identity, spec, prefix-stripping state),
-prompt ``ids``, the budget table, the fallback policy, the default lambda, and ``arrays``: for each of
+``weighting``, ``temperature``, ``shrinkage``, optionally ``half_life``), optionally ``row_times``
+(``[row, time]`` pairs for the rows whose time is not 0: feedback rows, for the time decay), the embedder
+(identity, spec, prefix-stripping state), prompt ``ids``, the budget table, the fallback policy, the
+default lambda, and ``arrays``: for each of
 ``embeddings`` (n, d; unit rows), ``scores`` (n, M; float32, NaN = missing) and ``costs`` (n, M; float32)
 its ``dtype``, absolute ``offset`` and ``shape`` (a router with the lexical hybrid embedder adds
 ``lexical_components`` (k, V) and ``lexical_idf`` (1, V), both ``<f4``, described by the embedder's
@@ -365,6 +367,12 @@ def _check_meta(meta: dict[str, Any], size: int, path: Any) -> None:
         v = _get(knn, key, (int, float), path)
         if not np.isfinite(v) or v < 0:
             raise _fail(path, f"{key}={v!r} must be finite and >= 0")
+    if "half_life" in knn:
+        v = _get(knn, "half_life", (int, float), path)
+        if not np.isfinite(v) or v < 0:
+            raise _fail(path, f"half_life={v!r} must be finite and >= 0")
+    if meta.get("row_times") is not None and not isinstance(meta["row_times"], list):
+        raise _fail(path, "metadata 'row_times' must be a list of [row, time] pairs or null")
     lam = _get(meta, "default_lambda", (int, float), path)
     if not np.isfinite(lam):
         raise _fail(path, "default_lambda must be finite")

@@ -60,6 +60,10 @@ class RouteDecision:
     fallback: str | None = None  # reason, when the fallback model was used
     budget: BudgetPoint | None = field(default=None)
     policy: Certified | None = field(default=None)  # quality_floor / max_mean_cost / strong_share, when used
+    # the posterior's width per model (M,): effective number of neighbours that observed it, and the
+    # spread of their scores (KNNRouter.predict_stats); what knnroute.routers.explore policies take
+    count: np.ndarray | None = None
+    spread: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------------- router
@@ -283,6 +287,8 @@ class ProductionRouter:
             fallback=reason,
             budget=bp,
             policy=cert,
+            count=d.get("count"),
+            spread=d.get("spread"),
         )
 
     def route(self, X: Any, lam: float | None = None, max_cost: float | None = None,
@@ -317,14 +323,18 @@ class ProductionRouter:
             return self.knn.predict(X)
 
     # ------------------------------------------------------------------------------ updates
-    def add(self, X: Any, scores: Any, costs: Any, ids: Sequence[str] | None = None) -> list[str]:
+    def add(self, X: Any, scores: Any, costs: Any, ids: Sequence[str] | None = None,
+            times: Any = None) -> list[str]:
         """Add labelled prompts without a refit.
 
         Parameters
         ----------
         X : (n, d) embeddings (non-zero, finite; normalised by the core)
-        scores, costs : (n, M) outcomes for every current model, NaN where not observed
+        scores, costs : (n, M) outcomes for every current model, NaN where not observed (a feedback
+            row observes one model: only that model's neighbourhood gains it, see ``KNNRouter``)
         ids : n new unique ids, optional (default: ``"auto-<counter>"``)
+        times : n finite times, optional (default 0, the fitted rows' time): what the time decay
+            (``half_life``) measures age by; the gateway passes each feedback's sequence number
 
         Returns
         -------
@@ -350,7 +360,9 @@ class ProductionRouter:
                     raise ValueError(f"{len(new)} ids for {n} new rows")
             if len(set(new)) != n or any(i in self._row for i in new):
                 raise ValueError("new ids must be unique and not already in the router")
-            self.core.add(Xq, S, C)
+            if times is not None:
+                times = np.ascontiguousarray(times, dtype=np.float64).reshape(-1)
+            self.core.add(Xq, S, C, times)
             base = len(self._ids)
             self._ids.extend(new)
             self._row.update({k: base + j for j, k in enumerate(new)})
@@ -504,6 +516,17 @@ class ProductionRouter:
         self.set_fallback(policy)
         return policy
 
+    @property
+    def half_life(self) -> float:
+        """Time decay of the support rows (see ``KNNRouter``); 0: off. Settable live."""
+        return float(self.core.half_life)
+
+    @half_life.setter
+    def half_life(self, h: float) -> None:
+        with self._update_lock:
+            self.core.half_life = float(h)
+            self.knn.half_life = float(h)
+
     # ------------------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         """A consistent snapshot for saving: arrays and JSON-able metadata."""
@@ -513,7 +536,11 @@ class ProductionRouter:
             S = np.asarray(core.scores())
             C = np.asarray(core.costs())
             emb = dict(self.embedder_info)
+            T = np.asarray(core.times())
+            nz = np.flatnonzero(T)
             return {
+                # feedback rows' times (only when some row has one: files without them stay as they were)
+                **({"row_times": [[int(r), float(T[r])] for r in nz]} if len(nz) else {}),
                 "embeddings": X,
                 "scores": S,
                 "costs": C,
@@ -526,6 +553,8 @@ class ProductionRouter:
                     "temperature": float(self.knn.temperature),
                     "shrinkage": float(self.knn.shrinkage),
                     "precision": str(getattr(self.knn, "precision", "f32")),
+                    **({"half_life": float(core.half_life)} if core.half_life else {}),
+                    **({} if core.common_radius else {"common_radius": False}),
                 },
                 "embedder": emb,
                 "budget": None if self.budget is None else self.budget.to_dict(),

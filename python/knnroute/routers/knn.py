@@ -101,6 +101,14 @@ class KNNRouter(ParamsMixin):
         hnswlib graph degree, build beam and query beam (the beam is raised to k when smaller).
     random_state : int, default 0
         Seed of the hnswlib graph.
+    half_life : float, default 0.0
+        Time decay (exact index): a support row of time ``t`` weighs ``2 ** (-(now - t) / half_life)``,
+        ``now`` being the latest row time; rows from ``fit`` are time 0, rows added live carry their own
+        (``core_.add(..., times=...)``; the gateway: its feedback sequence number). 0: no decay.
+    common_radius : bool, default True
+        Once some row misses a model (feedback rows), each model with k observing rows averages all its
+        observing rows within the widest of the models' k-th neighbours (one region of prompts for every
+        model); False: only its own k nearest observing rows. Full-information routers are unaffected.
 
     Attributes
     ----------
@@ -118,6 +126,10 @@ class KNNRouter(ParamsMixin):
     Inputs are converted once to C-contiguous float32 (embeddings, queries, outcome tables): the core
     stores unit-normalised float32 rows, so float64 embeddings lose precision beyond ~1e-7 relative.
     Scores are on [0, 1], costs in USD per query; NaN marks a missing outcome (skipped when averaging).
+    Neighbourhoods are per model (exact index): each model's prediction comes from the k nearest rows
+    that observed it (score not NaN), found in the same scan. When every row observes every model
+    (full information) that is the plain top-k, and results are those of the plain top-k bit for bit;
+    a row observing one model (outcome feedback) never displaces another model's neighbours.
     Thread-safety: ``predict``/``route``/``route_one`` may be called from many threads at once, also
     while ``add``/``remove`` run (the core serialises updates with a reader-writer lock).
     """
@@ -135,6 +147,8 @@ class KNNRouter(ParamsMixin):
         hnsw_ef_construction: int = 100,
         hnsw_ef: int = 128,
         random_state: int = 0,
+        half_life: float = 0.0,
+        common_radius: bool = True,
     ) -> None:
         self.k = k
         self.weighting = weighting
@@ -147,6 +161,8 @@ class KNNRouter(ParamsMixin):
         self.hnsw_ef_construction = hnsw_ef_construction
         self.hnsw_ef = hnsw_ef
         self.random_state = random_state
+        self.half_life = half_life
+        self.common_radius = common_radius
 
     # -- fitting -----------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -158,6 +174,8 @@ class KNNRouter(ParamsMixin):
             raise ValueError(f"temperature must be > 0 for softmax weighting, got {self.temperature!r}")
         if not (np.isfinite(self.shrinkage) and self.shrinkage >= 0):
             raise ValueError(f"shrinkage must be finite and >= 0, got {self.shrinkage!r}")
+        if not (np.isfinite(self.half_life) and self.half_life >= 0):
+            raise ValueError(f"half_life must be finite and >= 0 (0: no decay), got {self.half_life!r}")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
         if self.index not in _INDEXES:
@@ -223,6 +241,10 @@ class KNNRouter(ParamsMixin):
                 X32, S32, C32, int(self.k), self.weighting, float(self.temperature), float(self.shrinkage),
                 self.precision, qt,
             )
+            if self.half_life:
+                self.core_.half_life = float(self.half_life)
+            if not self.common_radius:
+                self.core_.common_radius = False
         self.n_features_in_ = d
         self.n_support_ = n
         return self
@@ -273,6 +295,18 @@ class KNNRouter(ParamsMixin):
         if self.index_ is not None:
             return self._hnsw_predict(Q)
         return self._fitted().predict(Q, int(self.n_threads))
+
+    def predict_stats(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``predict`` plus the posterior's width per model (exact index): ``(s_hat, c_hat, count,
+        spread)``, float32 (n, M) each. ``count`` is the effective number of neighbours that observed
+        the model, ``(sum w)^2 / sum w^2`` of their weights (k for uniform weights, less with decay or
+        softmax); ``spread`` the weighted standard deviation of their scores. ``s_hat``/``c_hat`` equal
+        :meth:`predict`'s bit for bit. Used by :mod:`knnroute.routers.explore`."""
+        Q = self._queries(X)
+        if self.index_ is not None:
+            raise NotImplementedError("predict_stats needs index='exact'")
+        out = self._fitted().predict_stats(Q, int(self.n_threads))
+        return out[0], out[1], out[2], out[3]
 
     def route(self, X: Any, lam: Any, return_names: bool = False) -> np.ndarray:
         """Routed model per query: ``argmax_m s_hat - lam * c_hat`` (ties: cheaper, then lower index).
@@ -350,5 +384,6 @@ class KNNRouter(ParamsMixin):
     def __repr__(self) -> str:
         return (
             f"KNNRouter(k={self.k}, weighting={self.weighting!r}, temperature={self.temperature}, "
-            f"shrinkage={self.shrinkage}, precision={self.precision!r}, index={self.index!r})"
+            f"shrinkage={self.shrinkage}, precision={self.precision!r}, index={self.index!r}"
+            + (f", half_life={self.half_life}" if self.half_life else "") + ")"
         )
