@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["FLOOR_GRID", "POLICIES", "Certified", "GuaranteeTable", "betting_pvalue", "betting_upper", "calibrate",
-           "hb_pvalue", "lambda_grid", "resolve_policy", "upper_bound"]
+           "calibrate_router", "hb_pvalue", "lambda_grid", "resolve_policy", "table_from_meta", "upper_bound"]
 
 FLOOR_GRID = np.round(np.arange(0.5, 1.0 + 1e-9, 0.005), 3)
 
@@ -369,3 +369,27 @@ def resolve_policy(table: GuaranteeTable | None, lam: float | None, max_cost: fl
         raise ValueError(f"{', '.join(given)} needs a router calibrated on held-out prompts (knnroute fit does it "
                          "on the validation split; or ProductionRouter.calibrate_guarantee)")
     return table.resolve(**given)
+
+
+def table_from_meta(meta: Mapping[str, Any], model_names: list[str]) -> GuaranteeTable | None:
+    """The table stored in a router's ``meta["guarantee"]`` (validated), or None."""
+    if meta.get("guarantee") is None:
+        return None
+    table = GuaranteeTable.from_dict(meta["guarantee"])
+    if {table.best_model, table.strong_model} - set(model_names):
+        raise ValueError("the guarantee table names models the router does not have")
+    return table
+
+
+def calibrate_router(router: Any, X: Any, scores: Any, costs: Any, delta: float = 0.1,
+                     bound: str = "betting") -> GuaranteeTable:
+    """:func:`calibrate` for a :class:`~knnroute.production.ProductionRouter`: its predictions on ``X``, the
+    best single model and the lambda grid from its own rows (not from the calibration prompts)."""
+    from knnroute.routers.curves import cost_scale, fill_missing
+
+    s_hat, c_hat = router.predict(X)
+    own_s, own_c = fill_missing(np.asarray(router.core.scores()), np.asarray(router.core.costs()))
+    names = router.model_names
+    best = names[int(np.argmax(own_s.mean(axis=0)))]
+    return calibrate(s_hat, c_hat, scores, costs, names, best, lambda_grid(cost_scale(own_c)), delta=delta,
+                     bound=bound, cost_bound=float(np.max(own_c)))

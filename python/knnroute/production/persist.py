@@ -15,14 +15,13 @@ File layout (all integers little-endian)::
     ...           zero padding to a multiple of 64
     P       ...   array payload: each array C-contiguous, little-endian, starting on a 64-byte boundary
 
-The JSON metadata holds ``dim``, ``n``, ``n_models``, ``precision`` (storage dtype of the embeddings
-section: ``"f32"``, ``"f16"`` or ``"bf16"``), ``model_names``, ``prices``, the kNN settings (``k``,
-``weighting``, ``temperature``, ``shrinkage``, optionally ``half_life``), optionally ``row_times``
-(``[row, time]`` pairs for the rows whose time is not 0: feedback rows, for the time decay), the embedder
-(identity, spec, prefix-stripping state), prompt ``ids``, the budget table, the fallback policy, the
-default lambda, and ``arrays``: for each of
-``embeddings`` (n, d; unit rows), ``scores`` (n, M; float32, NaN = missing) and ``costs`` (n, M; float32)
-its ``dtype``, absolute ``offset`` and ``shape`` (a router with the lexical hybrid embedder adds
+The JSON metadata holds ``dim``, ``n``, ``n_models``, ``precision`` (storage dtype of the embeddings section:
+``"f32"``, ``"f16"`` or ``"bf16"``), ``model_names``, ``prices``, the kNN settings (``k``, ``weighting``,
+``temperature``, ``shrinkage``, optionally ``half_life``), optionally ``row_times`` (``[row, time]`` pairs of
+rows whose time is not 0: feedback rows, for the decay), the embedder (identity, spec, prefix-stripping
+state), prompt ``ids``, the budget table, the fallback policy, the default lambda, and ``arrays``: for each of
+``embeddings`` (n, d; unit rows), ``scores`` (n, M; float32, NaN = missing) and ``costs`` (n, M; float32) its
+``dtype``, absolute ``offset`` and ``shape`` (a router with the lexical hybrid embedder adds
 ``lexical_components`` (k, V) and ``lexical_idf`` (1, V), both ``<f4``, described by the embedder's
 ``lexical`` facts; build then gets them as ``extra=``); and ``payload_offset``, ``payload_size`` and
 ``payload_sha256`` (SHA-256 of the bytes ``[payload_offset, payload_offset + payload_size)``).
@@ -363,14 +362,10 @@ def _check_meta(meta: dict[str, Any], size: int, path: Any) -> None:
         raise _fail(path, f"k={k} must be >= 1")
     if _get(knn, "weighting", str, path) not in _WEIGHTINGS:
         raise _fail(path, f"unknown weighting {knn['weighting']!r}")
-    for key in ("temperature", "shrinkage"):
+    for key in ("temperature", "shrinkage", *(("half_life",) if "half_life" in knn else ())):
         v = _get(knn, key, (int, float), path)
         if not np.isfinite(v) or v < 0:
             raise _fail(path, f"{key}={v!r} must be finite and >= 0")
-    if "half_life" in knn:
-        v = _get(knn, "half_life", (int, float), path)
-        if not np.isfinite(v) or v < 0:
-            raise _fail(path, f"half_life={v!r} must be finite and >= 0")
     if meta.get("row_times") is not None and not isinstance(meta["row_times"], list):
         raise _fail(path, "metadata 'row_times' must be a list of [row, time] pairs or null")
     lam = _get(meta, "default_lambda", (int, float), path)

@@ -14,14 +14,13 @@ the work) and adds what a service needs:
 * budgets: a table of (lambda, mean cost, mean score, share per model) on held-out prompts
   (:meth:`budget_table`), from which :meth:`lambda_for_budget` and :meth:`lambda_for_share` pick lambda;
 * a fallback model when the router is unsure (k-th neighbour too far, or low neighbour agreement);
-* ``save(path)`` / :func:`knnroute.load` (see :mod:`knnroute.production.files`).
+* certified policies (``quality_floor``...: :mod:`.guarantee`); ``save(path)`` / :func:`knnroute.load`.
 
 Budgets, the fallback policy and the reader-writer lock are in :mod:`.budgets`, :mod:`.fallback` and
 :mod:`.lock`. Queries are validated once, by the core (shape, dimension, NaN/inf, zero vectors, finite
 lambda), whose messages say what to do.
 
-Units: scores on [0, 1], costs in USD per query, lambda in score per USD (as in ``KNNRouter``).
-"""
+Units: scores on [0, 1], costs in USD per query, lambda in score per USD (as in ``KNNRouter``)."""
 
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ import numpy as np
 from knnroute.embed.prompt import PromptEncoder
 from knnroute.production.budgets import BudgetPoint, BudgetTable, measure_budget
 from knnroute.production.fallback import FallbackPolicy
-from knnroute.production.guarantee import Certified, GuaranteeTable
+from knnroute.production.guarantee import Certified, GuaranteeTable, calibrate_router, resolve_policy, table_from_meta
 from knnroute.production.lock import RWLock
 from knnroute.production.persist import jsonable, write_state
 
@@ -60,8 +59,7 @@ class RouteDecision:
     fallback: str | None = None  # reason, when the fallback model was used
     budget: BudgetPoint | None = field(default=None)
     policy: Certified | None = field(default=None)  # quality_floor / max_mean_cost / strong_share, when used
-    # the posterior's width per model (M,): effective number of neighbours that observed it, and the
-    # spread of their scores (KNNRouter.predict_stats); what knnroute.routers.explore policies take
+    # per model (M,): effective neighbour count and score spread (predict_stats), for routers.explore
     count: np.ndarray | None = None
     spread: np.ndarray | None = None
 
@@ -151,11 +149,7 @@ class ProductionRouter:
         self.default_lambda = float(default_lambda)
         self.meta: dict[str, Any] = dict(meta or {})
         # certified operating points (knnroute.production.guarantee), kept in meta["guarantee"]
-        self.guarantee: GuaranteeTable | None = None
-        if self.meta.get("guarantee") is not None:
-            self.guarantee = GuaranteeTable.from_dict(self.meta["guarantee"])
-            if {self.guarantee.best_model, self.guarantee.strong_model} - set(self._names):
-                raise ValueError("the guarantee table names models the router does not have")
+        self.guarantee: GuaranteeTable | None = table_from_meta(self.meta, self._names)
 
     # ------------------------------------------------------------------------------ properties
     @property
@@ -251,13 +245,9 @@ class ProductionRouter:
 
     def decide(self, x: np.ndarray, lam: float | None = None, max_cost: float | None = None,
                **policy: float | None) -> RouteDecision:
-        """Route one query vector (d,) with confidence and the fallback policy (fused core path).
-
-        ``policy``: at most one of ``quality_floor``, ``max_mean_cost``, ``strong_share`` (instead of ``lam`` /
-        ``max_cost``): the operating point certified on calibration prompts (:meth:`calibrate_guarantee`).
-        Without any, a default policy stored in ``meta["default_policy"]`` applies, else the default lambda."""
-        from knnroute.production.guarantee import resolve_policy
-
+        """Route one query vector (d,) with confidence and the fallback policy (fused core path). ``policy``:
+        at most one of ``quality_floor``, ``max_mean_cost``, ``strong_share`` instead of ``lam`` / ``max_cost``
+        (:meth:`calibrate_guarantee`); with none, ``meta["default_policy"]``, else the default lambda."""
         q = np.ascontiguousarray(x, dtype=np.float32)  # shape, NaN and zero rows: checked by the core
         cert = resolve_policy(self.guarantee, lam, max_cost, policy, self.meta.get("default_policy"))
         fixed = cert is not None and cert.lam is None  # nothing certified: every request to the best model
@@ -433,19 +423,10 @@ class ProductionRouter:
 
     def calibrate_guarantee(self, X: Any, scores: Any, costs: Any, delta: float = 0.1,
                             bound: str = "betting") -> GuaranteeTable:
-        """Certify operating points on held-out prompts the router was not fitted on (see
-        :mod:`knnroute.production.guarantee`); stored (``meta["guarantee"]``) and returned."""
-        from knnroute.production.guarantee import calibrate, lambda_grid
-        from knnroute.routers.curves import cost_scale, fill_missing
-
-        s_hat, c_hat = self.predict(X)
-        own_s, own_c = fill_missing(np.asarray(self.core.scores()), np.asarray(self.core.costs()))
-        best = self._names[int(np.argmax(own_s.mean(axis=0)))]  # on the router's rows, not the calibration's
-        table = calibrate(s_hat, c_hat, scores, costs, self._names, best, lambda_grid(cost_scale(own_c)),
-                          delta=delta, bound=bound, cost_bound=float(np.max(own_c)))
-        self.guarantee = table
-        self.meta["guarantee"] = table.to_dict()
-        return table
+        """Certify operating points on held-out prompts (:mod:`knnroute.production.guarantee`); stored."""
+        self.guarantee = calibrate_router(self, X, scores, costs, delta, bound)
+        self.meta["guarantee"] = self.guarantee.to_dict()
+        return self.guarantee
 
     # ------------------------------------------------------------------------------ budgets
     def budget_table(self, X: Any, scores: Any, costs: Any, source: str = "held-out prompts",
