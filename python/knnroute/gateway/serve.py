@@ -116,6 +116,17 @@ def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, Feedb
 
 
 WORKER_CONFIG_ENV = "KNNROUTE_GATEWAY_CONFIG"
+WORKER_READ_TIMEOUT_ENV = "KNNROUTE_GATEWAY_READ_TIMEOUT"
+
+
+def __getattr__(name: str) -> Any:
+    """``WorkerHttpProtocol``: the timed uvicorn protocol by import string (a worker process cannot be
+    handed the class itself: it is made at run time, so it does not pickle)."""
+    if name == "WorkerHttpProtocol":
+        from knnroute.service.timeouts import timed_protocol
+
+        return timed_protocol(float(os.environ.get(WORKER_READ_TIMEOUT_ENV, "10")))
+    raise AttributeError(name)
 
 
 def _started(cfg: GatewayConfig) -> tuple[Any, FeedbackStore | SharedFeedbackStore]:
@@ -189,6 +200,8 @@ def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int 
     if workers > 1:
         _prepare_workers(cfg, workers)
         os.environ[WORKER_CONFIG_ENV] = str(Path(config).resolve())
+        os.environ[WORKER_READ_TIMEOUT_ENV] = repr(srv.read_timeout_s)
+        opts["http"] = "knnroute.gateway.serve:WorkerHttpProtocol"
         log.info("gateway on http://%s:%d: %d workers sharing %s", host, port, workers, cfg.feedback.store)
         uvicorn.run("knnroute.gateway.serve:worker_app", factory=True, workers=int(workers), **opts)
         return
