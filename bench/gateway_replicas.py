@@ -134,7 +134,7 @@ def kill_test(store: str, folder: Path, ups: dict[str, str], *, replicas: int = 
               kill_every: float = 3.0, senders: int = 6, separate_snapshots: bool = False,
               seed: int = 0) -> dict[str, Any]:
     """Run the flood with kills; returns the counts and checks (see the module docstring)."""
-    from knnroute.gateway.store import open_store
+    from knnroute.gateway.shared import open_store
 
     folder.mkdir(parents=True, exist_ok=True)
     base_router = folder / "router.knnr"

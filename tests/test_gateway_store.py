@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from knnroute.gateway.shared import Committer
-from knnroute.gateway.store import Context, Record, Store, StoreError, open_store
+from knnroute.gateway.shared import Committer, open_store
+from knnroute.gateway.store import Context, Record, Store, StoreError
 
 D = 8
 

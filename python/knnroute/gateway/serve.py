@@ -12,8 +12,8 @@ import numpy as np
 
 from knnroute.gateway.config import ConfigError, GatewayConfig, load_config
 from knnroute.gateway.feedback import FeedbackLog, FeedbackStore, LogInUse
-from knnroute.gateway.shared import SharedFeedbackStore
-from knnroute.gateway.store import Record, Store, StoreError, open_store
+from knnroute.gateway.shared import SharedFeedbackStore, open_store
+from knnroute.gateway.store import Record, Store, StoreError
 from knnroute.gateway.upstream import unresolved
 
 __all__ = ["build", "serve_gateway"]

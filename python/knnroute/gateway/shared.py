@@ -22,15 +22,17 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from knnroute.gateway.feedback import Pending
-from knnroute.gateway.store import Context, Outcome, Record, Store
+from knnroute.gateway.store import Context, Outcome, Record, SQLiteStore, Store, StoreError
+from knnroute.gateway.store_pg import PostgresStore
 from knnroute.production.persist import write_state
 from knnroute.production.router import ProductionRouter
 
-__all__ = ["Committer", "SharedFeedbackStore"]
+__all__ = ["Committer", "SharedFeedbackStore", "open_store"]
 
 log = logging.getLogger("knnroute.gateway")
 
@@ -233,3 +235,20 @@ class SharedFeedbackStore:
             self.save()
         finally:
             self.store.close()
+
+
+def open_store(url: str, dim: int, password_env: str | None = None, base: Path | None = None) -> Store:
+    """A store from its URL: ``sqlite:///path.db`` (relative to ``base``) or ``postgresql://user@host/db``
+    (the password from ``$password_env``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        raw = url[len("sqlite://"):]
+        if not raw.startswith("/") or raw == "/":
+            raise StoreError(f"feedback.store {url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        p = Path(raw[1:])
+        if not p.is_absolute() and base is not None:
+            p = base / p
+        return SQLiteStore(p, dim, url)
+    if parts.scheme in ("postgresql", "postgres"):
+        return PostgresStore(url, dim, password_env)
+    raise StoreError(f"feedback.store {url!r}: the URL must start with sqlite:/// or postgresql://")

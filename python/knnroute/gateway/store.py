@@ -27,11 +27,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
-__all__ = ["Context", "Outcome", "Record", "SQLiteStore", "Store", "StoreError", "open_store"]
+__all__ = ["Context", "Outcome", "Record", "SQLiteStore", "Store", "StoreError"]
 
 
 class StoreError(RuntimeError):
@@ -328,22 +327,3 @@ class SQLiteStore(Store):
         with self._wlock, self._rlock:
             self._wconn.close()
             self._rconn.close()
-
-
-def open_store(url: str, dim: int, password_env: str | None = None, base: Path | None = None) -> Store:
-    """A store from its URL: ``sqlite:///path.db`` (relative to ``base``) or ``postgresql://user@host/db``
-    (the password from ``$password_env``)."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        raw = url[len("sqlite://"):]
-        if not raw.startswith("/") or raw == "/":
-            raise StoreError(f"feedback.store {url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db")
-        p = Path(raw[1:])
-        if not p.is_absolute() and base is not None:
-            p = base / p
-        return SQLiteStore(p, dim, url)
-    if parts.scheme in ("postgresql", "postgres"):
-        from knnroute.gateway.store_pg import PostgresStore
-
-        return PostgresStore(url, dim, password_env)
-    raise StoreError(f"feedback.store {url!r}: the URL must start with sqlite:/// or postgresql://")
