@@ -143,13 +143,23 @@ class SharedFeedbackStore:
         self.catch_up(out.seq)
         return {"request_id": request_id, "model": out.model, "seq": out.seq, "size": self.router.size}
 
-    def _row(self, r: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _apply(self, recs: list[Record]) -> int:
+        """Add the records' rows in one call (one core update for the batch); returns how many."""
         names = self.router.model_names
-        S = np.full((1, len(names)), np.nan, dtype=np.float32)
-        C = np.full((1, len(names)), np.nan, dtype=np.float32)
-        j = names.index(r.model)
-        S[0, j], C[0, j] = r.score, r.cost
-        return r.embedding[None, :], S, C
+        ok = [r for r in recs if r.model in names and r.embedding.shape == (self.router.dim,)]
+        for r in recs:
+            if r not in ok:
+                log.warning("feedback %d names model %r, not in the router: skipped", r.seq, r.model)
+        if not ok:
+            return 0
+        S = np.full((len(ok), len(names)), np.nan, dtype=np.float32)
+        C = np.full((len(ok), len(names)), np.nan, dtype=np.float32)
+        for i, r in enumerate(ok):
+            j = names.index(r.model)
+            S[i, j], C[i, j] = r.score, r.cost
+        X = np.stack([r.embedding for r in ok])
+        self.router.add(X, S, C, ids=[f"fb-{r.request_id}" for r in ok])
+        return len(ok)
 
     def catch_up(self, until: int | None = None) -> int:
         """Apply the store's records past the last applied one, in sequence order; returns how many."""
@@ -159,14 +169,8 @@ class SharedFeedbackStore:
                 recs = self.store.records_after(self.seq)
                 if not recs:
                     break
-                for r in recs:
-                    if r.model in self.router.model_names and r.embedding.shape == (self.router.dim,):
-                        X, S, C = self._row(r)
-                        self.router.add(X, S, C, ids=[f"fb-{r.request_id}"])
-                        n += 1
-                    else:
-                        log.warning("feedback %d names model %r, not in the router: skipped", r.seq, r.model)
-                    self.seq = r.seq
+                n += self._apply(recs)
+                self.seq = recs[-1].seq
                 if len(recs) < 10_000:
                     break
             self.applied += n
