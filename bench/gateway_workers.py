@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rates", default="100,300,1000")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--batch-wait-ms", type=float, default=0.0,
+                    help="server.embed_batch_wait_ms (the default config's 2 ms wait adds up to 2 ms at low rates)")
     args = ap.parse_args(argv)
     from tests.servers import free_port
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                                      + "\n" for p in ps))
         for w in [int(x) for x in args.workers.split(",")]:
             cfg = write_config(tmp / f"gw{w}.toml", router, ups, f"sqlite:///{tmp}/feedback-{w}.db")
+            wait = f"[server]\nembed_batch_wait_ms = {args.batch_wait_ms}\n"
+            cfg.write_text(cfg.read_text().replace("[server]\n", wait))
             rep = Replica(cfg, free_port(), tmp / f"gw{w}.log", workers=w)
             rep.start()
             try:
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 rep.stop()
     out = {"host": {"cpu": _cpu(), "cores": os.cpu_count(), "load_before": load, "load_after": os.getloadavg()},
-           "seconds_per_rate": args.seconds, "rows": rows}
+           "seconds_per_rate": args.seconds, "embed_batch_wait_ms": args.batch_wait_ms, "rows": rows}
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
     return 0
