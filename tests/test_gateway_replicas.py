@@ -163,6 +163,29 @@ def test_key_limits_hold_on_the_sum_over_replicas(base_router: Path, ups: dict[s
         assert line.endswith(" 6.0") and KEY not in m
 
 
+def test_a_lost_database_is_a_503_not_a_lost_feedback(base_router: Path, ups: dict[str, str], tmp_path: Path,
+                                                       postgres_url: str) -> None:
+    import psycopg
+
+    from tests.pg import create_database
+
+    url = create_database(postgres_url)
+    router = tmp_path / "router.knnr"
+    router.write_bytes(base_router.read_bytes())
+    cfg = write_config(tmp_path / "gw.toml", router, ups, url)
+    with replica(cfg) as (a, _):
+        assert feedback(a, chat(a, TEXTS[0]).headers["x-knnroute-request-id"], 1.0).status_code == 200
+        rid = chat(a, TEXTS[1]).headers["x-knnroute-request-id"]
+        time.sleep(0.2)  # its context is committed
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
+        r = feedback(a, rid, 1.0)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        msg = r.json()["error"]["message"]
+        assert msg.startswith("feedback not stored: ") and "\n" not in msg
+        assert chat(a, TEXTS[2]).status_code == 200  # routing goes on without the store
+
+
 def test_second_process_on_a_json_log_is_refused(base_router: Path, ups: dict[str, str], tmp_path: Path) -> None:
     router = tmp_path / "router.knnr"
     router.write_bytes(base_router.read_bytes())

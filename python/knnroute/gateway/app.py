@@ -46,6 +46,7 @@ from knnroute.gateway.feedback import FeedbackStore, Pending
 from knnroute.gateway.limits import KeyCollector, KeyLimits, key_id
 from knnroute.gateway.sessions import Sessions
 from knnroute.gateway.shared import SharedFeedbackStore
+from knnroute.gateway.store import StoreError
 from knnroute.gateway.upstream import Attempt, UpstreamFailure, UpstreamResponse, Upstreams
 from knnroute.production.router import ProductionRouter, RouteDecision
 from knnroute.service.app import create_app
@@ -388,6 +389,10 @@ class Gateway:
             self.metrics.feedback.labels("unknown").inc()
             raise GatewayError(404, f"unknown request_id {rid!r} (not a routed answer of this gateway, or "
                                "forgotten)", code="not_found") from None
+        except StoreError as e:
+            self.metrics.feedback.labels("store_error").inc()
+            raise GatewayError(503, f"feedback not stored: {e}", code="store_unavailable",
+                               headers={"retry-after": "1"}) from None
         except ValueError as e:
             self.metrics.feedback.labels("duplicate").inc()  # x-should-retry: the SDKs retry a 409 otherwise
             raise GatewayError(409, str(e), code="conflict", headers={"x-should-retry": "false"}) from None

@@ -237,6 +237,8 @@ class SharedFeedbackStore:
         try:
             self.catch_up()
             self.save()
+        except StoreError as e:  # the file keeps what it had; a restart replays the rest from the store
+            log.warning("at shutdown: %s", e)
         finally:
             self.store.close()
 
