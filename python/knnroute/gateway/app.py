@@ -332,6 +332,10 @@ class Gateway:
                     self.store.remember(rid, Pending(x, name, cost, key))
                     if self.limits is not None:
                         self.limits.count(key, cost)
+                elif self.limits is not None:  # a pass-through answer counts in its key's usage too
+                    cost = self.cost(name, None, data.get("usage"))
+                    self.store.account(key, cost)
+                    self.limits.count(key, cost)
                 self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
                 return JSONResponse(data, headers=headers)
             self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)

@@ -137,6 +137,9 @@ class FeedbackStore:
             while len(self._pending) > self.pending_max:
                 self._pending.popitem(last=False)
 
+    def account(self, key: str, cost: float) -> None:
+        """Per-key usage needs the shared store (knnroute.gateway.shared): nothing to do here."""
+
     def known(self, request_id: str) -> bool:
         with self._lock:
             return request_id in self._pending or request_id in self._done

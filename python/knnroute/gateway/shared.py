@@ -44,6 +44,7 @@ class Committer:
         self.store = store
         self.max_feedback = max_batch if group else 1
         self._requests: list[tuple[str, Context]] = []
+        self._direct: list[tuple[str, float]] = []
         self._feedback: list[tuple[tuple[str, float, float], Future[Outcome]]] = []
         self._cv = threading.Condition()
         self._stop = False
@@ -55,6 +56,11 @@ class Committer:
     def put_request(self, rid: str, ctx: Context) -> None:
         with self._cv:
             self._requests.append((rid, ctx))
+            self._cv.notify()
+
+    def put_direct(self, key: str, cost: float) -> None:
+        with self._cv:
+            self._direct.append((key, cost))
             self._cv.notify()
 
     def submit(self, rid: str, score: float) -> Future[Outcome]:
@@ -69,14 +75,15 @@ class Committer:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not (self._requests or self._feedback or self._stop):
+                while not (self._requests or self._feedback or self._direct or self._stop):
                     self._cv.wait()
-                if self._stop and not (self._requests or self._feedback):
+                if self._stop and not (self._requests or self._feedback or self._direct):
                     return
                 reqs, self._requests = self._requests, []
+                direct, self._direct = self._direct, []
                 fbs, self._feedback = self._feedback[:self.max_feedback], self._feedback[self.max_feedback:]
             try:
-                outs = self.store.commit(reqs, [f for f, _ in fbs])
+                outs = self.store.commit(reqs, [f for f, _ in fbs], direct=direct)
             except Exception as e:  # noqa: BLE001 - each waiting feedback gets the error (a 500)
                 log.error("feedback store commit failed (%d request contexts, %d feedbacks): %s", len(reqs),
                           len(fbs), e)
@@ -124,6 +131,10 @@ class SharedFeedbackStore:
     def remember(self, request_id: str, pending: Pending) -> None:
         self.committer.put_request(request_id, Context(pending.embedding, pending.model, pending.cost,
                                                        pending.key, time.time()))
+
+    def account(self, key: str, cost: float) -> None:
+        """Count an answered pass-through request (no feedback for it) in its key's usage."""
+        self.committer.put_direct(key, cost)
 
     def submit(self, request_id: str, score: float) -> dict[str, Any]:
         """Store one feedback durably (group commit), then apply everything up to it. Raises KeyError

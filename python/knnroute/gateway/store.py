@@ -137,9 +137,10 @@ class Store:
 
     # ------------------------------------------------------------------ writes
     def commit(self, requests: Sequence[tuple[str, Context]], feedback: Sequence[tuple[str, float, float]],
-               notify: bool = True) -> list[Outcome]:
-        """One durable transaction: the request contexts (and each key's usage), then the feedbacks
-        ``(request_id, score, time)`` in order. Returns one :class:`Outcome` per feedback."""
+               notify: bool = True, direct: Sequence[tuple[str, float]] = ()) -> list[Outcome]:
+        """One durable transaction: the request contexts (and each key's usage), the usage of answered
+        pass-through requests ``(key, cost)``, then the feedbacks ``(request_id, score, time)`` in order.
+        Returns one :class:`Outcome` per feedback."""
         out: list[Outcome] = []
         minute = int(time.time() // 60)
         with self._write() as cur:
@@ -152,6 +153,10 @@ class Store:
                 u = usage.setdefault(c.key, [0, 0, 0.0])
                 u[0] += 1
                 u[2] += float(c.cost)
+            for key, cost in direct:
+                u = usage.setdefault(key, [0, 0, 0.0])
+                u[0] += 1
+                u[2] += float(cost)
             seqs: list[tuple[str, int, str]] = []
             for rid, score, t in feedback:
                 cur.execute(self._sql("SELECT 1 FROM knnroute_feedback WHERE request_id = ?"), (rid,))
