@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from knnroute.service.schemas import MAX_PROMPT_CHARS
 
@@ -129,7 +129,12 @@ class GatewayConfig(_Strict):
     feedback: FeedbackConfig = FeedbackConfig()
     limits: LimitsConfig = LimitsConfig()
     upstreams: dict[str, UpstreamConfig] = Field(min_length=1)
-    base: Path | None = Field(default=None, exclude=True)  # the config file's folder (set by load_config)
+    _base: Path | None = PrivateAttr(default=None)  # the config file's folder (set by load_config)
+
+    @property
+    def base(self) -> Path | None:
+        """The config file's folder: relative store paths are relative to it."""
+        return self._base
 
     @model_validator(mode="after")
     def _limits_need_store(self) -> GatewayConfig:
@@ -174,7 +179,7 @@ def load_config(path: str | os.PathLike) -> GatewayConfig:
         where = _path(tuple(err["loc"])) or "(top level)"
         raise ConfigError(f"{p}: {where}: {err['msg']}{more}") from None
     base = p.resolve().parent
-    cfg.base = base
+    cfg._base = base
     cfg.router.file = base / cfg.router.file
     if cfg.feedback.log is not None:
         cfg.feedback.log = base / cfg.feedback.log
