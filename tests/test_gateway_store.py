@@ -47,12 +47,12 @@ def test_commit_assigns_sequences_and_any_replica_accepts(stores: list[Store]) -
     assert [o.error for o in out] == ["", "duplicate", "unknown"]
     assert out[0].seq == 1 and out[0].model == "m1"
     out = a.commit([], [("r2", 1.0, time.time())])
-    assert out[0].seq == 2 and out[0].model == "m2"
+    assert out[0].seq > 1 and out[0].model == "m2"  # (a refused duplicate may leave a gap: never a reuse)
     recs = b.records_after(0)
-    assert [r.seq for r in recs] == [1, 2] and [r.request_id for r in recs] == ["r1", "r2"]
+    assert [r.seq for r in recs] == [1, out[0].seq] and [r.request_id for r in recs] == ["r1", "r2"]
     assert recs[0].embedding.dtype == np.float32 and np.array_equal(recs[0].embedding, np.full(D, 1.0))
     assert recs[0].score == 0.5 and recs[0].cost == pytest.approx(0.01) and recs[0].key == "k1"
-    assert a.records_after(1)[0].request_id == "r2" and a.max_seq() == 2
+    assert a.records_after(1)[0].request_id == "r2" and a.max_seq() == out[0].seq
     u = a.usage()["k1"]
     assert u["requests"] == 2 and u["feedbacks"] == 2 and u["spend"] == pytest.approx(0.02)
 

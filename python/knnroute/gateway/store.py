@@ -3,7 +3,8 @@
 A store holds
 * ``requests`` -- each answered routed request's context (the routed embedding as float32 bytes, the model
   that answered, its cost in USD, the inbound key's id, the time), for as long as feedback is accepted;
-* ``feedback`` -- the append-only feedback records, each with a sequence number the store assigns. Writers
+* ``feedback`` -- the append-only feedback records, each with an increasing sequence number the store assigns
+  (a refused duplicate may leave a gap; a number is never reused). Writers
   are serialized (SQLite's ``BEGIN IMMEDIATE``; an advisory transaction lock on PostgreSQL), so sequence
   order is commit order and a reader that tails ``seq > last`` never skips a record that commits later;
 * ``snapshots`` -- which sequence each router snapshot (the router file) includes;
@@ -158,24 +159,20 @@ class Store:
                 u[0] += 1
                 u[2] += float(cost)
             seqs: list[tuple[str, int, str]] = []
-            for rid, score, t in feedback:
-                cur.execute(self._sql("SELECT 1 FROM knnroute_feedback WHERE request_id = ?"), (rid,))
-                if cur.fetchone() is not None:
-                    out.append(Outcome(rid, error="duplicate"))
-                    continue
-                cur.execute(self._sql("SELECT embedding, model, cost, key FROM knnroute_requests "
-                                      "WHERE request_id = ?"), (rid,))
+            for rid, score, t in feedback:  # one statement per feedback; a second only when it is refused
+                cur.execute(self._sql("INSERT INTO knnroute_feedback (request_id, model, score, cost, embedding, key, "
+                                      "time) SELECT request_id, model, ?, cost, embedding, key, ? FROM "
+                                      "knnroute_requests WHERE request_id = ? ON CONFLICT (request_id) DO NOTHING "
+                                      "RETURNING seq, model, key"), (float(score), float(t), rid))
                 row = cur.fetchone()
                 if row is None:
-                    out.append(Outcome(rid, error="unknown"))
+                    cur.execute(self._sql("SELECT 1 FROM knnroute_feedback WHERE request_id = ?"), (rid,))
+                    out.append(Outcome(rid, error="duplicate" if cur.fetchone() is not None else "unknown"))
                     continue
-                cur.execute(self._sql("INSERT INTO knnroute_feedback (request_id, model, score, cost, embedding, "
-                                      "key, time) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"),
-                            (rid, row[1], float(score), float(row[2]), bytes(row[0]), row[3], float(t)))
-                seq = int(cur.fetchone()[0])
+                seq = int(row[0])
                 out.append(Outcome(rid, seq, row[1]))
                 seqs.append((rid, seq, row[1]))
-                usage.setdefault(row[3], [0, 0, 0.0])[1] += 1
+                usage.setdefault(row[2], [0, 0, 0.0])[1] += 1
             for key, (nreq, nfb, spend) in usage.items():
                 cur.execute(self._sql(
                     "INSERT INTO knnroute_keys (key, requests, feedbacks, spend, minute, minute_requests) "
