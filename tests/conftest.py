@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,28 @@ def real_data() -> Path:
             pytest.fail(msg + " [KNNROUTE_REQUIRE_DATA=1]")
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for this test session (tests/pg.py), torn down after.
+
+    Skips when it cannot be started (a user's machine without PostgreSQL); fails when
+    KNNROUTE_REQUIRE_POSTGRES=1 (CI), so CI never passes by skipping the PostgreSQL tests."""
+    from tests.pg import PostgresUnavailable, postgres_server
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _skip_or_fail("psycopg is not installed (pip install 'knnroute[postgres]')")
+    try:
+        with postgres_server() as url:
+            yield url
+    except PostgresUnavailable as e:
+        _skip_or_fail(f"PostgreSQL cannot be started here: {e}")
+
+
+def _skip_or_fail(msg: str) -> None:
+    if os.environ.get("KNNROUTE_REQUIRE_POSTGRES") == "1":
+        pytest.fail(msg + " [KNNROUTE_REQUIRE_POSTGRES=1]")
+    pytest.skip(msg)

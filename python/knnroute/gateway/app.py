@@ -44,7 +44,10 @@ from knnroute.gateway.config import GatewayConfig
 from knnroute.gateway.decisions import DecisionLog, routed_text
 from knnroute.gateway.errors import GatewayError, OpenAIErrorMiddleware, error, finite, parse_json, request_id
 from knnroute.gateway.feedback import FeedbackStore, Pending
+from knnroute.gateway.limits import KeyCollector, KeyLimits, key_id
 from knnroute.gateway.sessions import Sessions
+from knnroute.gateway.shared import SharedFeedbackStore
+from knnroute.gateway.store import StoreError
 from knnroute.gateway.upstream import Attempt, UpstreamFailure, UpstreamResponse, Upstreams
 from knnroute.production.router import ProductionRouter, RouteDecision
 from knnroute.service.app import create_app
@@ -108,7 +111,8 @@ class _GatewayMetrics:
 class Gateway:
     """The state behind the app: config, router slot, upstreams, sessions, feedback, logs, metrics."""
 
-    def __init__(self, cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStore, metrics: Any) -> None:
+    def __init__(self, cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStore | SharedFeedbackStore,
+                 metrics: Any) -> None:
         self.cfg, self.slot, self.store = cfg, slot, store
         router = slot.router
         self.routable = [m for m in router.model_names if m in cfg.upstreams]
@@ -116,6 +120,9 @@ class Gateway:
         self.sessions = Sessions(cfg.server.session_ttl_s, cfg.server.max_sessions)
         self.decisions = DecisionLog(cfg.server.decision_log, cfg.server.log_prompts)
         self.metrics = _GatewayMetrics(metrics.registry, list(cfg.upstreams))
+        self.limits = KeyLimits(store.store, cfg.limits) if isinstance(store, SharedFeedbackStore) else None
+        if self.limits is not None:
+            metrics.registry.register(KeyCollector(self.limits))
         for name, br in self.upstreams.breakers.items():
             self.metrics.circuit.labels(name).set_function(_getter(br, "state"))
             self.metrics.pool.labels(name).set_function(functools.partial(self.upstreams.in_use, name))
@@ -258,8 +265,14 @@ class Gateway:
         finally:
             self.routing -= 1
 
-    async def chat(self, raw: bytes, session_header: str | None = None) -> Response:
+    async def chat(self, raw: bytes, session_header: str | None = None, authorization: str | None = None) -> Response:
         t0 = time.time()
+        key = key_id(authorization)
+        if self.limits is not None and self.limits.active:
+            why = self.limits.check(key)
+            if why is not None:
+                self.metrics.rejected.labels("key_limit").inc()
+                raise GatewayError(429, why, code="rate_limit_exceeded", headers={"retry-after": "60"})
         deadline = time.monotonic() + self.cfg.server.request_timeout_s
         if len(raw) > INLINE_JSON_BYTES:
             body = await anyio.to_thread.run_sync(parse_json, raw, CHAT_BODY)
@@ -316,7 +329,7 @@ class Gateway:
             if d is not None:
                 self.sessions.set(session, name)
             if stream and resp.status_code == 200:
-                return self._stream(resp, headers, rid, t0, kind, d, x, name, attempts, text, explore)
+                return self._stream(resp, headers, rid, t0, kind, d, x, name, attempts, text, explore, key)
             outcome, content = ("ok" if resp.status_code == 200 else f"upstream {resp.status_code}"), resp.content
             data: Any = None
             try:
@@ -329,7 +342,14 @@ class Gateway:
                     headers["x-knnroute-upstream-id"] = data["id"][:200]
                 data["id"] = rid
                 if d is not None and x is not None:
-                    self.store.remember(rid, Pending(x, name, self.cost(name, d, data.get("usage"))))
+                    cost = self.cost(name, d, data.get("usage"))
+                    self.store.remember(rid, Pending(x, name, cost, key))
+                    if self.limits is not None:
+                        self.limits.count(key, cost)
+                elif self.limits is not None:  # a pass-through answer counts in its key's usage too
+                    cost = self.cost(name, None, data.get("usage"))
+                    self.store.account(key, cost)
+                    self.limits.count(key, cost)
                 self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
                 return JSONResponse(data, headers=headers)
             self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
@@ -353,9 +373,12 @@ class Gateway:
 
     def _stream(self, resp: UpstreamResponse, headers: dict[str, str], rid: str, t0: float, kind: str,
                 d: RouteDecision | None, x: np.ndarray | None, name: str, attempts: list[Attempt],
-                text: str | None, explore: bool) -> Response:
+                text: str | None, explore: bool, key: str = "-") -> Response:
         if d is not None and x is not None:  # feedback may arrive before the stream ends
-            self.store.remember(rid, Pending(x, name, self.cost(name, d, None)))
+            cost = self.cost(name, d, None)
+            self.store.remember(rid, Pending(x, name, cost, key))
+            if self.limits is not None:
+                self.limits.count(key, cost)
 
         def done(outcome: str) -> None:
             self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
@@ -384,6 +407,10 @@ class Gateway:
             self.metrics.feedback.labels("unknown").inc()
             raise GatewayError(404, f"unknown request_id {rid!r} (not a routed answer of this gateway, or "
                                "forgotten)", code="not_found") from None
+        except StoreError as e:
+            self.metrics.feedback.labels("store_error").inc()
+            raise GatewayError(503, f"feedback not stored: {e}", code="store_unavailable",
+                               headers={"retry-after": "1"}) from None
         except ValueError as e:
             self.metrics.feedback.labels("duplicate").inc()  # x-should-retry: the SDKs retry a 409 otherwise
             raise GatewayError(409, str(e), code="conflict", headers={"x-should-retry": "false"}) from None
@@ -447,7 +474,7 @@ class _StreamResponse(Response):
         # a stalled stream returns without completing the response: uvicorn then closes the connection
 
 
-def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStore) -> FastAPI:
+def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStore | SharedFeedbackStore) -> FastAPI:
     """The ASGI app of ``knnroute gateway`` (see the module docstring)."""
     api_keys = cfg.keys(cfg.server.api_keys_env)
     admins = cfg.keys(cfg.server.admin_key_env)
@@ -492,7 +519,8 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     async def chat_completions(request: Request) -> Response:
         """OpenAI chat completions, routed (``"model": "knnroute"``) or passed through."""
         sid = request.headers.get("x-session-id")  # admission (in flight, loop lag): AdmissionMiddleware
-        return await guarded(request, lambda raw: gw.chat(raw, sid))
+        auth = request.headers.get("authorization")
+        return await guarded(request, lambda raw: gw.chat(raw, sid, auth))
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from knnroute.service.schemas import MAX_PROMPT_CHARS
 
-__all__ = ["ConfigError", "FeedbackConfig", "GatewayConfig", "RouterConfig", "ServerConfig", "UpstreamConfig",
+__all__ = ["ConfigError", "FeedbackConfig", "GatewayConfig", "LimitsConfig", "RouterConfig", "ServerConfig",
+           "UpstreamConfig",
            "load_config"]
 
 
@@ -92,10 +93,25 @@ class ServerConfig(_Strict):
 
 
 class FeedbackConfig(_Strict):
-    log: Path | None = None
+    log: Path | None = None  # one process's JSON-lines log (imported once into `store` when both are set)
+    # the shared store: "sqlite:///feedback.db" (relative to the config; WAL, one machine, many processes) or
+    # "postgresql://user@host:5432/db" (many machines) with the password in $password_env
+    store: str | None = None
+    password_env: str | None = None
+    group_commit: bool = True  # concurrent feedbacks share one durable commit
+    retention_s: float = Field(default=7 * 86400.0, gt=0, allow_inf_nan=False)  # feedback window; pruning
+    poll_s: float = Field(default=0.2, gt=0, le=60, allow_inf_nan=False)  # tailing the store (SQLite)
+    unknown_wait_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)  # for another replica's batch
     save_interval_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     pending_max: int = Field(default=100_000, gt=0)  # answered requests remembered for feedback
     explore: float = Field(default=0.0, ge=0, le=1)  # share of routed requests sent to a random model
+
+
+class LimitsConfig(_Strict):
+    """Per inbound key, summed over every replica (needs ``feedback.store``); beyond either: 429."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    spend_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # total spend of a key
 
 
 class UpstreamConfig(_Strict):
@@ -125,7 +141,21 @@ class GatewayConfig(_Strict):
     router: RouterConfig
     server: ServerConfig = ServerConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    limits: LimitsConfig = LimitsConfig()
     upstreams: dict[str, UpstreamConfig] = Field(min_length=1)
+    _base: Path | None = PrivateAttr(default=None)  # the config file's folder (set by load_config)
+
+    @property
+    def base(self) -> Path | None:
+        """The config file's folder: relative store paths are relative to it."""
+        return self._base
+
+    @model_validator(mode="after")
+    def _limits_need_store(self) -> GatewayConfig:
+        lim = self.limits
+        if (lim.requests_per_minute is not None or lim.spend_usd is not None) and self.feedback.store is None:
+            raise ValueError("limits need a shared store to count in: set feedback.store")
+        return self
 
     def upstream_model(self, name: str) -> str:
         up = self.upstreams[name]
@@ -163,6 +193,7 @@ def load_config(path: str | os.PathLike) -> GatewayConfig:
         where = _path(tuple(err["loc"])) or "(top level)"
         raise ConfigError(f"{p}: {where}: {err['msg']}{more}") from None
     base = p.resolve().parent
+    cfg._base = base
     cfg.router.file = base / cfg.router.file
     if cfg.feedback.log is not None:
         cfg.feedback.log = base / cfg.feedback.log

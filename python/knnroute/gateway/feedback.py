@@ -15,11 +15,13 @@
   the router), and every request id in the log is known again at start, so a second feedback for an
   already-rated request is a 409 after a restart too, not a 404.
 
-One process owns the log; several replicas need one shared durable log (a database), not one file each.
+One process owns the log (a second one is refused: :class:`LogInUse`); several processes or replicas share
+a database instead (``[feedback] store``: :mod:`knnroute.gateway.shared`), which imports this log once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -35,7 +37,7 @@ import numpy as np
 from knnroute.production.persist import write_state
 from knnroute.production.router import ProductionRouter
 
-__all__ = ["FeedbackLog", "FeedbackStore", "Pending"]
+__all__ = ["FeedbackLog", "FeedbackStore", "LogInUse", "Pending"]
 
 log = logging.getLogger("knnroute.gateway")
 
@@ -47,6 +49,11 @@ class Pending:
     embedding: np.ndarray  # (d,) float32, the routed text's embedding
     model: str  # the model that answered
     cost: float  # USD: from the upstream's usage and the router's prices, else the predicted cost
+    key: str = "-"  # the inbound key's id (a hash of it; "-" without auth)
+
+
+class LogInUse(RuntimeError):
+    """A second process opened a JSON-lines feedback log (one line)."""
 
 
 class FeedbackLog:
@@ -56,6 +63,13 @@ class FeedbackLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the process's life
+        try:  # one process per file: a second one would write the same sequence numbers and lose feedback
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise LogInUse(f"feedback.log {self.path} is in use by another gateway process: a JSON-lines log "
+                           "has one writer; to run several gateways (or --workers N) set [feedback] store = "
+                           '"sqlite:///feedback.db" (one machine) or "postgresql://..." (docs/gateway.md)') from None
         self._lock = threading.Lock()
 
     def records(self) -> list[dict[str, Any]]:
@@ -70,6 +84,13 @@ class FeedbackLog:
                 if isinstance(rec, dict) and "seq" in rec:
                     out.append(rec)
         return out
+
+    @staticmethod
+    def read(path: str | os.PathLike) -> list[dict[str, Any]]:
+        """The records of a log, without opening it for writing."""
+        log_ = FeedbackLog.__new__(FeedbackLog)
+        log_.path = Path(path)
+        return log_.records()
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
@@ -115,6 +136,9 @@ class FeedbackStore:
             self._pending[request_id] = pending
             while len(self._pending) > self.pending_max:
                 self._pending.popitem(last=False)
+
+    def account(self, key: str, cost: float) -> None:
+        """Per-key usage needs the shared store (knnroute.gateway.shared): nothing to do here."""
 
     def known(self, request_id: str) -> bool:
         with self._lock:
