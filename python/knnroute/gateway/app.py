@@ -29,7 +29,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -45,6 +45,7 @@ from knnroute.gateway.decisions import DecisionLog, routed_text
 from knnroute.gateway.errors import GatewayError, OpenAIErrorMiddleware, error, finite, parse_json, request_id
 from knnroute.gateway.feedback import FeedbackStore, Pending
 from knnroute.gateway.limits import KeyCollector, KeyLimits, key_id
+from knnroute.gateway.responses import RawResponse, StreamResponse, disconnected
 from knnroute.gateway.sessions import Sessions
 from knnroute.gateway.shared import SharedFeedbackStore
 from knnroute.gateway.store import StoreError
@@ -67,12 +68,6 @@ _GONE = 499  # nginx's "client closed request": what a request whose client left
 
 def _getter(obj: Any, attr: str) -> Callable[[], float]:
     return lambda: float(getattr(obj, attr))
-
-
-async def _disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
-    """Return when the client has gone (call only once the request body has been read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class _GatewayMetrics:
@@ -354,7 +349,7 @@ class Gateway:
                 return JSONResponse(data, headers=headers)
             self.record(rid, t0, kind, d, name, attempts, outcome, text, explore)
             ctype = resp.headers.get("content-type", "application/json")
-            return _RawResponse(content, resp.status_code, ctype, headers)
+            return RawResponse(content, resp.status_code, ctype, headers)
         assert last is not None  # order is never empty
         self.record(rid, t0, kind, d, None, attempts, "failed", text, explore)
         tried = ", ".join(dict.fromkeys(a.model for a in attempts))
@@ -386,7 +381,7 @@ class Gateway:
                 log.warning("request %s: closed the %s stream: the client read nothing for %g s", rid, name,
                             self.cfg.server.stream_write_timeout_s)
 
-        return _StreamResponse(resp, {**headers, "cache-control": "no-cache"},
+        return StreamResponse(resp, {**headers, "cache-control": "no-cache"},
                                self.cfg.server.stream_write_timeout_s, done)
 
     async def feedback(self, raw: bytes) -> JSONResponse:
@@ -418,62 +413,6 @@ class Gateway:
         return JSONResponse({"status": "applied", **out})
 
 
-class _RawResponse(JSONResponse):
-    """An upstream's non-200 body passed on as it came."""
-
-    def __init__(self, content: bytes, status: int, media_type: str, headers: dict[str, str]) -> None:
-        super().__init__(None, status_code=status, headers=headers)
-        self.body = content
-        self.headers["content-length"] = str(len(content))
-        self.headers["content-type"] = media_type
-
-
-class _StreamResponse(Response):
-    """An upstream's server-sent events passed through, bounded on the client side.
-
-    Each chunk must be taken by the client within ``write_timeout`` seconds (a client that stops reading
-    fills the socket buffers, then the send waits): past that the stream ends and the connection is closed.
-    A client that disconnects ends it at once. Either way the upstream request is closed (cancelled)."""
-
-    def __init__(self, resp: UpstreamResponse, headers: dict[str, str], write_timeout: float,
-                 done: Callable[[str], None]) -> None:
-        super().__init__(None, status_code=resp.status_code, headers=headers,
-                         media_type=resp.headers.get("content-type", "text/event-stream"))
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # chunked
-        self.upstream, self.write_timeout, self.done = resp, float(write_timeout), done
-
-    async def _pump(self, send: Any) -> str:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        chunks: AsyncIterator[bytes] = self.upstream.aiter_raw()
-        try:
-            async for chunk in chunks:
-                try:
-                    await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": True}),
-                                           self.write_timeout)
-                except asyncio.TimeoutError:  # (TimeoutError itself from Python 3.11)
-                    return "stalled"
-        except Exception:  # the upstream broke mid-stream
-            return "upstream broke"
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return "ok"
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        pump = asyncio.ensure_future(self._pump(send))
-        gone = asyncio.ensure_future(_disconnected(receive))
-        outcome = "interrupted"
-        try:
-            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if pump.done():
-                outcome = pump.result()
-        finally:
-            for t in (pump, gone):
-                t.cancel()
-            await asyncio.gather(pump, gone, return_exceptions=True)
-            await self.upstream.aclose(complete=outcome == "ok")
-            self.done(outcome)
-        # a stalled stream returns without completing the response: uvicorn then closes the connection
-
-
 def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStore | SharedFeedbackStore) -> FastAPI:
     """The ASGI app of ``knnroute gateway`` (see the module docstring)."""
     api_keys = cfg.keys(cfg.server.api_keys_env)
@@ -495,7 +434,7 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
         a refusal is an OpenAI-shaped error, a bug of ours a one-line 500 (the trace to the log only)."""
         raw = await request.body()
         task = asyncio.ensure_future(work(raw))
-        gone = asyncio.ensure_future(_disconnected(request.receive))
+        gone = asyncio.ensure_future(disconnected(request.receive))
         try:
             await asyncio.wait({task, gone}, timeout=srv.request_timeout_s + 1.0,
                                return_when=asyncio.FIRST_COMPLETED)
