@@ -46,7 +46,7 @@ def _free_port() -> int:
 def _process(cmd: list[str], health: str, log: Path) -> Iterator[None]:
     import httpx
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                          os.environ.get("PYTHONPATH", "")])}
     for k in ("KNNROUTE_API_KEYS", "KNNROUTE_ADMIN_KEY"):
         env.pop(k, None)

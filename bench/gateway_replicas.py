@@ -66,7 +66,7 @@ def make_router(path: Path) -> int:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT),
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                          os.environ.get("PYTHONPATH", "")]),
             "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "FAKE_UPSTREAM_KEY": "sk-up"}
 

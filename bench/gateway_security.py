@@ -57,7 +57,7 @@ def _port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                          os.environ.get("PYTHONPATH", "")]), "TQDM_DISABLE": "1"}
     for k in ("KNNROUTE_API_KEYS", "KNNROUTE_ADMIN_KEY"):
         env.pop(k, None)

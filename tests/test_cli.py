@@ -189,12 +189,11 @@ def test_python_dash_m_entry_point() -> None:
 
 
 def _env() -> dict[str, str]:
+    """The subprocess's environment: the installed knnroute (never the checkout's ``python/`` folder, whose
+    ``knnroute_core`` has no compiled module in a non-editable install, as in CI)."""
     import os
 
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "python")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    return dict(os.environ)
 
 
 # ------------------------------------------------------------- one data spec for every command
