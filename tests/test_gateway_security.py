@@ -196,12 +196,12 @@ def test_3_abandoned_requests_are_cancelled_upstream(router_file: Path, upstream
     cfg = write_cfg(tmp_path, router_copy(router_file, tmp_path), upstreams["urls"], upstream="timeout_s = 60")
     with in_thread(cfg) as (url, gw):
         async def abandon() -> None:
-            async with httpx.AsyncClient(timeout=0.5, limits=httpx.Limits(max_connections=200)) as c:
+            async with httpx.AsyncClient(timeout=3.0, limits=httpx.Limits(max_connections=200)) as c:
                 async def one() -> None:
                     with contextlib.suppress(httpx.TimeoutException):
                         await c.post(url + "/v1/chat/completions", content=chat_body("x", model="coder"),
                                      headers=AUTH)
-                await asyncio.gather(*[one() for _ in range(100)])
+                await asyncio.gather(*[one() for _ in range(60)])
 
         asyncio.run(abandon())
         t0 = time.monotonic()
@@ -209,7 +209,7 @@ def test_3_abandoned_requests_are_cancelled_upstream(router_file: Path, upstream
             time.sleep(0.05)
         # every request that reached the hanging upstream was cancelled there when its client left (on a busy
         # machine some are abandoned before they are forwarded: the gateway drops those without a call)
-        assert 0 < hang.started <= 100 and hang.inflight == 0 and hang.cancelled == hang.started
+        assert 0 < hang.started <= 60 and hang.inflight == 0 and hang.cancelled == hang.started
         assert gw.upstreams.in_use("coder") == 0
         r = httpx.post(url + "/v1/chat/completions", content=chat_body("x", model="small"), headers=AUTH, timeout=5)
         assert r.status_code == 200 and r.headers["x-knnroute-model"] == "small"
