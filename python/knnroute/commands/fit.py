@@ -270,6 +270,7 @@ def fit_router(
          enabled=progress)
     cal = cal[np.random.default_rng(seed).permutation(cal.size)]  # an order that does not depend on outcomes
     table = prod.calibrate_guarantee(X[cal], S[cal], C[cal], delta=delta)
+    prod.calibrate_bounds(X[cal], S[cal], C[cal], level=0.9)  # per-decision bounds (production/bounds.py)
     report["guarantee"] = {"calibration": f"{cal_name} split ({cal.size} prompts)", "delta": delta,
                            "best_model": table.best_model,
                            "floors": {f"{a:g}": table.for_floor(a).to_dict() for a in (0.9, 0.95, 0.99)}}
