@@ -9,7 +9,7 @@ raw text the static WordLlama embedder changes 3-30% of decisions under each suc
 2. every character that is neither a letter, a digit, ``_`` nor white space becomes a space, and runs of
    white space become one space (so punctuation and whitespace edits vanish);
 3. leading politeness ("please", "could you", "hi", "help me with this", ...) is removed;
-4. spelling: a word (letters only, 3-:data:`MAX_WORD` long) that is not in the vocabulary of the router's
+4. spelling: a word (letters only, 2-:data:`MAX_WORD` long) that is not in the vocabulary of the router's
    training prompts and is one edit (deletion, transposition, substitution, insertion of a letter) away from
    some vocabulary words becomes the most frequent of them (ties: alphabetical). At most
    :data:`MAX_CORRECTIONS` words per text are looked up, so a long hostile prompt costs bounded time.
@@ -78,7 +78,7 @@ class TextNormaliser:
 
     def _word(self, w: str) -> str:
         v = self.vocab
-        if w in v or not 3 <= len(w) <= MAX_WORD or not w.isascii():
+        if w in v or not 2 <= len(w) <= MAX_WORD or not w.isascii():
             return w
         hit = self._cache.get(w)
         if hit is None:
