@@ -270,7 +270,9 @@ def fit_router(
          enabled=progress)
     cal = cal[np.random.default_rng(seed).permutation(cal.size)]  # an order that does not depend on outcomes
     table = prod.calibrate_guarantee(X[cal], S[cal], C[cal], delta=delta)
-    prod.calibrate_bounds(X[cal], S[cal], C[cal], level=0.9)  # per-decision bounds (production/bounds.py)
+    b = prod.calibrate_bounds(X[cal], S[cal], C[cal], level=0.9)  # per-decision bounds (production/bounds.py)
+    report["bounds"] = {"calibration": f"{cal_name} split ({cal.size} prompts)", "level": b.level,
+                        "text_norm": prod.encoder.text_norm is not None}
     report["guarantee"] = {"calibration": f"{cal_name} split ({cal.size} prompts)", "delta": delta,
                            "best_model": table.best_model,
                            "floors": {f"{a:g}": table.for_floor(a).to_dict() for a in (0.9, 0.95, 0.99)}}
@@ -397,5 +399,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {Certified(**c).describe()}", file=human)
     if "policy" in report:
         print("  (the last line is the file's default policy)", file=human)
+    b = report["bounds"]
+    print(f"bounds: each decision carries per-model score and cost intervals at {b['level']:.0%} coverage, calibrated "
+          f"on the {b['calibration']}; text normalisation {'on' if b['text_norm'] else 'off'} "
+          "(docs/guarantees.md)", file=human)
     print(json.dumps(report, indent=2))
     return 0
