@@ -9,8 +9,9 @@ raw text the static WordLlama embedder changes 3-30% of decisions under each suc
 2. every character that is neither a letter, a digit, ``_`` nor white space becomes a space, and runs of
    white space become one space (so punctuation and whitespace edits vanish);
 3. leading politeness ("please", "could you", "hi", "help me with this", ...) is removed;
-4. spelling: a word (letters only, 2-:data:`MAX_WORD` long) that is not in the vocabulary of the router's
-   training prompts and is one edit (deletion, transposition, substitution, insertion of a letter) away from
+4. spelling: after steps 1-3 the text is words separated by single spaces; a word of letters only (2 to
+   :data:`MAX_WORD` ASCII letters) that is not in the vocabulary (the letter-only words of the router's
+   training prompts) and is one edit (deletion, transposition, substitution, insertion of a letter) away from
    some vocabulary words becomes the most frequent of them (ties: alphabetical). At most
    :data:`MAX_CORRECTIONS` words per text are looked up, so a long hostile prompt costs bounded time.
 
@@ -33,11 +34,10 @@ __all__ = ["MAX_CORRECTIONS", "MAX_VOCAB", "VERSION", "TextNormaliser"]
 
 VERSION = 1
 MAX_VOCAB = 200_000  # words kept (most frequent first); a file with more is refused
-MAX_WORD = 24
-MAX_CORRECTIONS = 256
+MAX_WORD = 20
+MAX_CORRECTIONS = 64
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _NON_WORD = re.compile(r"[^\w\s]+")
-_WORD = re.compile(r"[^\W\d_]+")
 _POLITE = re.compile(
     r"^(?:(?:hi|hello|hey|dear|please|pls|kindly|thanks|thank you|could you|can you|would you|will you|"
     r"help me with this|help me with the following|help me|i need help with|i would like)\b\s*)+"
@@ -73,7 +73,7 @@ class TextNormaliser:
     @classmethod
     def fit(cls, texts: Iterable[str]) -> TextNormaliser:
         """The vocabulary of ``texts`` (raw prompts, as the embedder would get them), most frequent first."""
-        counts = Counter(w for t in texts for w in _WORD.findall(_basic(t)))
+        counts = Counter(w for t in texts for w in _basic(t).split(" ") if w.isalpha())
         return cls(dict(counts.most_common(MAX_VOCAB)))
 
     def _word(self, w: str) -> str:
@@ -91,18 +91,16 @@ class TextNormaliser:
     def __call__(self, text: str) -> str:
         """``text`` normalised; never empty (an empty result becomes ``"?"``)."""
         t = _basic(text)
-        if self.vocab:
-            n = 0
-
-            def fix(m: re.Match[str]) -> str:
-                nonlocal n
-                w = m.group(0)
-                if w in self.vocab or n >= MAX_CORRECTIONS:
-                    return w
+        if self.vocab and t:
+            v, n, words = self.vocab, 0, t.split(" ")
+            for i, w in enumerate(words):
+                if w in v or not w.isalpha():
+                    continue
+                words[i] = self._word(w)
                 n += 1
-                return self._word(w)
-
-            t = _WORD.sub(fix, t)
+                if n >= MAX_CORRECTIONS:
+                    break
+            t = " ".join(words)
         return t or "?"
 
     def transform(self, texts: Iterable[str]) -> list[str]:
