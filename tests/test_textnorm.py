@@ -109,6 +109,23 @@ def test_router_file_keeps_the_normaliser_and_old_files_route_as_before(tmp_path
         if with_norm:
             assert r.encoder.text_norm is not None and r.encoder.text_norm.sha256() == norm.sha256()
             assert np.array_equal(r.embed_one(prompt), wl.encode_one(norm(prompt)))
+            _same_answer_over_http(r, [TRAIN[0], "what is the capital city of france", prompt])
         else:  # a file without text_norm (as every file saved before it) embeds the raw text
             assert r.encoder.text_norm is None and "text_norm" not in r.embedder_info
             assert np.array_equal(r.embed_one(prompt), wl.encode_one(prompt))
+
+
+def _same_answer_over_http(router: object, prompts: list[str]) -> None:
+    """``POST /route`` (and the gateway, which embeds through the same router after ``route_text``) answers
+    every variant of a prompt the same way."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from knnroute.service.app import create_app
+    from knnroute.service.text import route_text
+
+    with TestClient(create_app(router)) as c:  # type: ignore[arg-type]
+        answers = [c.post("/route", json={"prompt": p, "lambda": 10.0}).json() for p in prompts]
+    assert all(a == answers[0] for a in answers[1:]), answers
+    vecs = [router.embed([route_text(p)])[0] for p in prompts]  # type: ignore[attr-defined]
+    assert all(np.array_equal(v, vecs[0]) for v in vecs[1:])
