@@ -6,8 +6,9 @@ raw text the static WordLlama embedder changes 3-30% of decisions under each suc
 (``docs/guarantees.md``). :class:`TextNormaliser` maps the edited and the original prompt to the same text:
 
 1. Unicode NFKC, then case folding;
-2. every character that is neither a letter, a digit, ``_`` nor white space becomes a space, and runs of
-   white space become one space (so punctuation and whitespace edits vanish);
+2. every character that is neither a letter nor a digit becomes a space, a space separates letters from
+   digits (``image1`` -> ``image 1``), and runs of white space become one space (so punctuation and
+   whitespace edits vanish);
 3. leading politeness ("please", "could you", "hi", "help me with this", ...) is removed;
 4. spelling: after steps 1-3 the text is words separated by single spaces; a word of letters only (2 to
    :data:`MAX_WORD` ASCII letters) that is not in the vocabulary (the letter-only words of the router's
@@ -37,7 +38,8 @@ MAX_VOCAB = 200_000  # words kept (most frequent first); a file with more is ref
 MAX_WORD = 20
 MAX_CORRECTIONS = 64
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_NON_WORD = re.compile(r"[^\w\s]+")
+_NON_WORD = re.compile(r"[\W_]+")  # not a letter or digit (white space included: runs collapse)
+_LETTER_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")  # "image1" -> "image 1"
 _POLITE = re.compile(
     r"^(?:(?:hi|hello|hey|dear|please|pls|kindly|thanks|thank you|could you|can you|would you|will you|"
     r"help me with this|help me with the following|help me|i need help with|i would like)\b\s*)+"
@@ -55,7 +57,7 @@ def _edits1(w: str) -> set[str]:
 
 def _basic(text: str) -> str:
     t = unicodedata.normalize("NFKC", text).casefold()
-    t = " ".join(_NON_WORD.sub(" ", t).split())
+    t = " ".join(_LETTER_DIGIT.sub(" ", _NON_WORD.sub(" ", t)).split())
     return _POLITE.sub("", t)
 
 
