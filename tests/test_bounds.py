@@ -74,6 +74,18 @@ def test_far_prompt_gets_no_bound_and_goes_to_the_fallback_model() -> None:
     prod.set_fallback(FallbackPolicy("best"))
     d = prod.decide(far_q, lam=1e6)  # the router alone would pick the cheap model
     assert d.routed_model == "cheap" and d.model == "best" and d.fallback == "far"
+    _same_as_batch(prod, X[200:260])
+    _same_as_batch(prod, far_q[None, :])
+
+
+def _same_as_batch(prod: ProductionRouter, Q: np.ndarray) -> None:
+    """decide's per-request bounds (plain floats) equal predict_bounds' (arrays) for every query."""
+    b = prod.predict_bounds(Q)
+    for i, q in enumerate(Q):
+        d = prod.decide(q, lam=0.0).bounds
+        assert d is not None and (d.status == "far") == bool(b["far"][i])
+        for key in ("score_lower", "score_upper", "cost_lower", "cost_upper"):
+            assert np.array_equal(getattr(d, key), b[key][i], equal_nan=True), key
 
 
 def test_sparse_neighbourhood_of_the_routed_model_goes_to_the_fallback_model() -> None:
@@ -90,6 +102,7 @@ def test_sparse_neighbourhood_of_the_routed_model_goes_to_the_fallback_model() -
     assert d.routed_model == "best" and d.bounds is not None and d.bounds.status == "sparse"
     assert d.model == "mid" and d.fallback == "sparse"
     assert math.isnan(d.bounds.score_lower[2]) and np.isfinite(d.bounds.score_lower[:2]).all()
+    _same_as_batch(prod, X[:50])
 
 
 def test_bounds_round_trip_and_old_files_are_unchanged(tmp_path: Path) -> None:

@@ -85,6 +85,10 @@ class Bounds:
         for v in (*self.cost_floor, self.max_distance, self.gamma, self.min_count):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"bounds cost_floor, max_distance, gamma, min_count must be finite >= 0, got {v!r}")
+        # the per-model arrays, once (NaN: no quantile)
+        object.__setattr__(self, "_qs", np.array([np.nan if v is None else v for v in self.q_score], np.float64))
+        object.__setattr__(self, "_qc", np.array([np.nan if v is None else v for v in self.q_cost], np.float64))
+        object.__setattr__(self, "_cf", np.array(self.cost_floor, np.float64))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,23 +117,23 @@ class Bounds:
         ch = np.atleast_2d(np.asarray(c_hat, dtype=np.float64))
         cnt = np.atleast_2d(np.asarray(count, dtype=np.float64))
         B, M = sh.shape
-        nq = len(self.q_score)
-        qs = np.full(M, np.nan)
-        qc = np.full(M, np.nan)
-        cf = np.zeros(M)
-        m = min(M, nq)  # models added after calibration (add_model) have no bound
-        qs[:m] = [np.nan if v is None else v for v in self.q_score[:m]]
-        qc[:m] = [np.nan if v is None else v for v in self.q_cost[:m]]
-        cf[:m] = self.cost_floor[:m]
+        qs, qc, cf = self._qs, self._qc, self._cf  # type: ignore[attr-defined]
+        if M != qs.size:  # models added after calibration (add_model) have no bound
+            pad = np.full(max(M - qs.size, 0), np.nan)
+            qs, qc, cf = (np.concatenate([a[:M], pad]) for a in (qs, qc, cf))
+            cf = np.nan_to_num(cf)
         far = (1.0 - np.asarray(kth, dtype=np.float64).reshape(B)) > self.max_distance + 1e-7
         sparse = ~(cnt >= self.min_count)
         w = qs * self.scale(cnt, np.atleast_2d(spread))
         wc = qc * (np.maximum(ch, 0.0) + cf)
-        none = far[:, None] | sparse
-        sl = np.where(none, np.nan, np.clip(sh - w, 0.0, 1.0))
-        su = np.where(none, np.nan, np.clip(sh + w, 0.0, 1.0))
-        cl = np.where(none, np.nan, np.maximum(ch - wc, 0.0))
-        cu = np.where(none, np.nan, ch + wc)
+        w[sparse] = np.nan
+        wc[sparse] = np.nan
+        w[far] = np.nan
+        wc[far] = np.nan
+        sl = np.maximum(sh - w, 0.0)  # NaN stays NaN
+        su = np.minimum(sh + w, 1.0)
+        cl = np.maximum(ch - wc, 0.0)
+        cu = ch + wc
         return sl, su, cl, cu, far, sparse
 
 
@@ -179,13 +183,33 @@ def calibrate_bounds(router: Any, X: Any, scores: Any, costs: Any, level: float 
 
 
 def decision_bounds(bounds: Bounds | None, d: Mapping[str, Any], routed: int) -> DecisionBounds | None:
-    """A ``route_one_detail`` result's bounds (None without calibrated bounds)."""
+    """A ``route_one_detail`` result's bounds (None without calibrated bounds). The per-request hot path:
+    plain floats over the M models (what :meth:`Bounds.interval` computes for a batch, bit for bit in float64)."""
     if bounds is None or d.get("count") is None:
         return None
-    sl, su, cl, cu, far, sparse = bounds.interval(d["s_hat"], d["c_hat"], d["count"], d["spread"],
-                                                  [d["kth_similarity"]])
-    status = "far" if far[0] else "sparse" if sparse[0, routed] else "ok"
-    return DecisionBounds(bounds.level, status, sl[0], su[0], cl[0], cu[0])
+    sh, ch, cnt, spr = (d[k].tolist() for k in ("s_hat", "c_hat", "count", "spread"))
+    M = len(sh)
+    nan = math.nan
+    if (1.0 - float(d["kth_similarity"])) > bounds.max_distance + 1e-7:
+        none = np.full(M, nan)
+        return DecisionBounds(bounds.level, "far", none, none.copy(), none.copy(), none.copy())
+    g2, mc = bounds.gamma**2, bounds.min_count
+    nq = len(bounds.q_score)
+    sl, su, cl, cu = [nan] * M, [nan] * M, [nan] * M, [nan] * M
+    for m in range(min(M, nq)):
+        n = float(cnt[m])
+        if not n >= mc:
+            continue
+        q = bounds.q_score[m]
+        if q is not None:
+            w = q * (math.sqrt(float(spr[m]) ** 2 + g2) * math.sqrt(1.0 + 1.0 / max(n, 1e-9)))
+            sl[m], su[m] = max(sh[m] - w, 0.0), min(sh[m] + w, 1.0)
+        qc = bounds.q_cost[m]
+        if qc is not None:
+            wc = qc * (max(ch[m], 0.0) + bounds.cost_floor[m])
+            cl[m], cu[m] = max(ch[m] - wc, 0.0), ch[m] + wc
+    status = "sparse" if not float(cnt[routed]) >= mc else "ok"
+    return DecisionBounds(bounds.level, status, np.array(sl), np.array(su), np.array(cl), np.array(cu))
 
 
 def predict_bounds(router: Any, X: Any) -> dict[str, np.ndarray]:
