@@ -173,3 +173,27 @@ def test_route_returns_the_bounds() -> None:
         assert bad.status_code == 422 and "lambda" in bad.text
         bad = c.post("/route", json={"embedding": [0.0] * 16})
         assert bad.status_code == 422 and "Traceback" not in bad.text
+
+
+def test_router_file_with_bad_bounds_or_normaliser_is_one_clear_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from knnroute import production
+    from knnroute.cli import main
+    from knnroute.production.persist import RouterFileError, write_state
+
+    X, S, C = _synthetic()
+    st = ProductionRouter(KNNRouter(k=10).fit(X[:200], S[:200], C[:200], model_names=NAMES)).state()
+    cases = (
+        ({"embedder": {"identity": "x", "spec": None,
+                       "text_norm": {"version": 1, "words": ["a"], "counts": [-1]}}},
+         "embedder text_norm counts must be positive integers"),
+        ({"meta": {"bounds": {"level": 0.9, "q_score": [1, "x", 1], "q_cost": [1, 1, 1], "cost_floor": [0, 0, 0],
+                              "max_distance": 0.3}}}, "bounds quantiles must be finite numbers"),
+    )
+    for i, (patch, msg) in enumerate(cases):
+        f = tmp_path / f"bad{i}.knnr"
+        write_state({**st, **patch}, f, "f32")
+        with pytest.raises(RouterFileError, match=msg):
+            production.load(f, load_embedder=False)
+        assert main(["serve", "--router", str(f), "--port", "0"]) != 0
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
