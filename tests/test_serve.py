@@ -247,7 +247,7 @@ def test_routerbench_router_served_from_new_process(real_data: Path, tmp_path: P
     from knnroute.data import concat, load_dataset
     from knnroute.embed import embed_dataset
 
-    prod, report = fit_router("routerbench", progress=False, lexical=False)  # queries are MiniLM vectors
+    prod, report = fit_router("routerbench", progress=False, lexical=False, text_norm=False)  # MiniLM vectors
     assert report["n_train"] > 1000 and prod.budget is not None
     path = prod.save(tmp_path / "routerbench.knnr")
 

@@ -297,12 +297,14 @@ def test_fit_cli_with_wordllama_writes_a_routable_file(subset_csv, tmp_path: Pat
     prod = production.load(f)
     assert prod.embedder_info == {**prod.embedder_info, "identity": wl.identity, "spec": "wordllama"}
     assert prod.dim == 256 and prod.knn.precision == "int8" and report["scan_precision"] == "int8"
-    # routing raw prompt text through the file equals routing our own stripped, embedded prompt
+    # routing raw prompt text through the file equals routing our own stripped, normalised, embedded prompt
     stripper = PrefixStripper()
     texts = stripper.fit_transform(list(ds.prompts), list(ds.groups))
+    norm = prod.encoder.text_norm  # fit normalises by default (knnroute.embed.textnorm), fitted on train prompts
+    assert norm is not None and len(norm.vocab) > 100
     for i in range(0, 300, 37):
         d = prod.route_prompt(ds.prompts[i])
-        assert d.model == prod.decide(wl.encode_one(texts[i])).model
+        assert d.model == prod.decide(wl.encode_one(norm(texts[i]))).model
         assert d.model in ds.model_names
     with pytest.raises(ValueError, match="embedder mismatch"):
         production.load(f, embedder=CallableEmbedder(lambda t: np.ones((len(t), 256)), identity="x"))

@@ -51,6 +51,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="lambda used when a request names neither lambda nor max_cost (score per USD; default "
                    "0 = the model with the highest predicted score whatever its cost); fit prints what it gives "
                    "on the validation prompts")
+    p.add_argument("--no-text-norm", action="store_true",
+                   help="embed prompts as they are (default: case, punctuation, whitespace, politeness and "
+                   "one-letter typos normalised at fit and route time; docs/guarantees.md)")
     p.add_argument("--no-lexical", action="store_true",
                    help="dense similarity only: do not try the lexical hybrid (w cos_dense + (1 - w) "
                    "cos_lexical, TF-IDF LSA fitted on the training prompts; w in {1, 0.75, 0.5} chosen on "
@@ -121,6 +124,7 @@ def fit_router(
     shrinkage: float | None = None,
     policy: dict[str, float] | None = None,
     delta: float = 0.1,
+    text_norm: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a :class:`~knnroute.production.ProductionRouter` on ``data``; returns it and a report dict.
 
@@ -173,6 +177,10 @@ def fit_router(
         print(f"knnroute fit: warning: {w}", file=sys.stderr)
     X, S, C = ds.embeddings, ds.scores, ds.costs
     assert X is not None  # prepare_data embeds every dataset
+    norm, norm_texts = None, None
+    if text_norm and ds.prompts is not None and ds.meta.get("embed_stats") is not None:
+        step("fit: embedding the normalised prompts (docs/guarantees.md: robustness)", enabled=progress)
+        X, norm, norm_texts = _normalised(ds, tr, embedder, progress)
     t1 = time.perf_counter()
     what = "k, weighting and shrinkage" if shrinkage is None else f"k and weighting (shrinkage {shrinkage:g})"
     step(f"fit: {'tuning ' + what + ' on' if k is None else 'fitting k=' + str(k) + ';'} "
@@ -183,7 +191,7 @@ def fit_router(
     if k is None:
         reps: list[tuple[float, Any, Any]] = [(1.0, X, None)]
         if lexical:
-            reps += _lexical_reps(ds, X, tr, embedder, seed, lex_report, progress)
+            reps += _lexical_reps(ds, X, tr, embedder, seed, lex_report, progress, norm_texts)
         elif ds.prompts is not None:
             lex_report["lexical_note"] = "off (--no-lexical)"
         # ties keep the dense similarity, then the larger w (the order of reps)
@@ -209,16 +217,16 @@ def fit_router(
             X[tr], S[tr], C[tr], model_names=ds.model_names
         )
     t_fit = time.perf_counter() - t1
-    prod = ProductionRouter(
-        knn,
-        ids=[str(i) for i in ds.ids[tr]],
-        prices=ds.prices,
-        embedder=hybrid if hybrid is not None else (
+    from knnroute.embed.prompt import PromptEncoder
+
+    encoder = PromptEncoder(
+        hybrid if hybrid is not None else (
             ds.meta.get("embedder") and {"identity": ds.meta["embedder"], "spec": _spec(embedder)}
-        ),
-        prefix_stripper=ds.meta.get("prefix_stripper"),
-        default_lambda=default_lambda,
+        ) or None,
+        ds.meta.get("prefix_stripper"), text_norm=norm,
     )
+    prod = ProductionRouter(knn, ids=[str(i) for i in ds.ids[tr]], prices=ds.prices, embedder=encoder,
+                            default_lambda=default_lambda)
     step(f"fit: measuring the budget table on {va.size} validation prompts ({time.perf_counter() - t0:.1f} s "
          "so far)", enabled=progress)
     prod.budget_table(X[va], S[va], C[va], source=f"{ds.name}: validation split ({va.size} prompts)")
@@ -262,6 +270,9 @@ def fit_router(
          enabled=progress)
     cal = cal[np.random.default_rng(seed).permutation(cal.size)]  # an order that does not depend on outcomes
     table = prod.calibrate_guarantee(X[cal], S[cal], C[cal], delta=delta)
+    b = prod.calibrate_bounds(X[cal], S[cal], C[cal], level=0.9)  # per-decision bounds (production/bounds.py)
+    report["bounds"] = {"calibration": f"{cal_name} split ({cal.size} prompts)", "level": b.level,
+                        "text_norm": prod.encoder.text_norm is not None}
     report["guarantee"] = {"calibration": f"{cal_name} split ({cal.size} prompts)", "delta": delta,
                            "best_model": table.best_model,
                            "floors": {f"{a:g}": table.for_floor(a).to_dict() for a in (0.9, 0.95, 0.99)}}
@@ -273,8 +284,24 @@ def fit_router(
     return prod, report
 
 
+def _normalised(ds: Any, tr: Any, embedder: str, progress: bool) -> tuple[Any, Any, list[str]]:
+    """``(X, normaliser, texts)``: the prompts prefix-stripped as embedded, normalised by a
+    :class:`~knnroute.embed.textnorm.TextNormaliser` fitted on the training prompts, embedded (cached)."""
+    from knnroute.data.hygiene import PrefixStripper
+    from knnroute.embed import embed_texts
+    from knnroute.embed.textnorm import TextNormaliser
+
+    texts = list(ds.prompts)
+    state = ds.meta.get("prefix_stripper")
+    if state and state.get("prefixes"):
+        texts = PrefixStripper.from_dict(state).transform(texts, None if ds.groups is None else list(ds.groups))
+    norm = TextNormaliser.fit([texts[i] for i in tr])
+    texts = norm.transform(texts)
+    return embed_texts(texts, _spec(embedder), progress=progress), norm, texts
+
+
 def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: dict[str, Any],
-                  progress: bool) -> list[tuple[float, Any, Any]]:
+                  progress: bool, texts_in: list[str] | None = None) -> list[tuple[float, Any, Any]]:
     """``(w, hybrid support rows, HybridLexicalEmbedder)`` for each ``w`` in ``LEXICAL_WEIGHTS``; none when
     the data has no prompt texts, was not embedded here (precomputed vectors: nothing to rebuild at serving
     time), scikit-learn is missing, or the training prompts share no term. Says why in ``report``."""
@@ -298,7 +325,9 @@ def _lexical_reps(ds: Any, X: Any, tr: Any, embedder: str, seed: int, report: di
     step(f"fit: fitting the lexical model (TF-IDF LSA) on {tr.size} training prompts", enabled=progress)
     texts = list(ds.prompts)
     state = ds.meta.get("prefix_stripper")
-    if state and state.get("prefixes"):  # the texts the embedder saw, as served prompts are stripped
+    if texts_in is not None:  # already stripped and normalised, as served prompts are
+        texts = texts_in
+    elif state and state.get("prefixes"):  # the texts the embedder saw, as served prompts are stripped
         texts = PrefixStripper.from_dict(state).transform(texts, None if ds.groups is None else list(ds.groups))
     lex = LexicalModel.fit([texts[i] for i in tr], seed=seed, max_features=FIT_MAX_FEATURES)
     if lex is None:
@@ -340,6 +369,7 @@ def run(args: argparse.Namespace) -> int:
             policy={k: v for k, v in (("quality_floor", args.quality_floor), ("max_mean_cost", args.max_mean_cost),
                                       ("strong_share", args.strong_share)) if v is not None} or None,
             delta=args.delta,
+            text_norm=not args.no_text_norm,
         )
         t0 = time.perf_counter()
         path = prod.save(args.out, precision=args.precision)
@@ -369,5 +399,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {Certified(**c).describe()}", file=human)
     if "policy" in report:
         print("  (the last line is the file's default policy)", file=human)
+    b = report["bounds"]
+    print(f"bounds: each decision carries per-model score and cost intervals at {b['level']:.0%} coverage, calibrated "
+          f"on the {b['calibration']}; text normalisation {'on' if b['text_norm'] else 'off'} "
+          "(docs/guarantees.md)", file=human)
     print(json.dumps(report, indent=2))
     return 0

@@ -29,6 +29,8 @@ def _resolve_info(embedder: Any) -> dict[str, Any]:
         info = {key: embedder.get(key) for key in ("identity", "spec", "dim")}
         if embedder.get("prefix_stripper") is not None:
             info["prefix_stripper"] = dict(embedder["prefix_stripper"])
+        if embedder.get("text_norm") is not None:  # knnroute.embed.textnorm state (validated by the encoder)
+            info["text_norm"] = embedder["text_norm"]
         for key in ("identity", "spec"):
             if info[key] is not None and not isinstance(info[key], str):
                 raise ValueError(f"embedder {key} must be a string")
@@ -55,6 +57,10 @@ class PromptEncoder:
         spec are kept (an Embedder object is also used as is); the model loads on first use.
     prefix_stripper : dict, optional
         ``PrefixStripper.to_dict()`` state of the support set, applied to new prompts before embedding.
+    text_norm : TextNormaliser or dict, optional
+        :class:`~knnroute.embed.textnorm.TextNormaliser` (or its state) applied after prefix stripping, as
+        the support set's prompts were (a recorded mapping may carry it as ``"text_norm"``). None: the text
+        is embedded as it is (every router file saved before it existed).
     lexical : LexicalModel, optional
         With a recorded hybrid embedder (a mapping with ``lexical`` facts, as a router file holds): its
         :class:`~knnroute.embed.lexical.LexicalModel` (rebuilt from the file's arrays). The embedder is then
@@ -65,8 +71,9 @@ class PromptEncoder:
     """
 
     def __init__(self, embedder: Any = None, prefix_stripper: Mapping[str, Any] | None = None,
-                 lexical: Any = None) -> None:
+                 lexical: Any = None, text_norm: Any = None) -> None:
         from knnroute.embed.lexical import HybridLexicalEmbedder, LexicalModel
+        from knnroute.embed.textnorm import TextNormaliser
 
         self._lock = threading.Lock()
         self._embedder_obj: Any = None
@@ -88,6 +95,12 @@ class PromptEncoder:
             raise ValueError("lexical= is only for a recorded hybrid embedder (a mapping with 'lexical' facts)")
         if prefix_stripper is not None:
             self.info["prefix_stripper"] = dict(prefix_stripper)
+        if text_norm is not None:
+            self.info["text_norm"] = text_norm.to_dict() if isinstance(text_norm, TextNormaliser) else text_norm
+        self._norm: TextNormaliser | None = None
+        if self.info.get("text_norm") is not None:
+            self._norm = (text_norm if isinstance(text_norm, TextNormaliser)
+                          else TextNormaliser.from_dict(self.info["text_norm"]))
 
     def _check_lexical(self) -> None:
         """The recorded identity must be the one the dense identity, w and the lexical model give."""
@@ -213,15 +226,21 @@ class PromptEncoder:
         self._embedder_obj = emb
 
     # ------------------------------------------------------------------------------ encoding
-    def _strip(self, texts: list[str]) -> list[str]:
-        state = self.info.get("prefix_stripper")
-        if not (state and state.get("prefixes")):
-            return texts
-        if self._stripper is None:
-            from knnroute.data.hygiene import PrefixStripper
+    @property
+    def text_norm(self) -> Any:
+        """The :class:`~knnroute.embed.textnorm.TextNormaliser` (None: the text is embedded as it is)."""
+        return self._norm
 
-            self._stripper = PrefixStripper.from_dict(state)
-        return self._stripper.transform(texts)
+    def _strip(self, texts: list[str]) -> list[str]:
+        """The text the embedder gets: the learned prefix stripped, then normalised (when recorded)."""
+        state = self.info.get("prefix_stripper")
+        if state and state.get("prefixes"):
+            if self._stripper is None:
+                from knnroute.data.hygiene import PrefixStripper
+
+                self._stripper = PrefixStripper.from_dict(state)
+            texts = self._stripper.transform(texts)
+        return texts if self._norm is None else self._norm.transform(texts)
 
     def encode(self, prompts: Sequence[str], images: Sequence[Any] | None = None) -> np.ndarray:
         """Embed prompts like the support set: strip the learned shared prefix, then encode.

@@ -28,40 +28,21 @@ import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from knnroute.embed.prompt import PromptEncoder
+from knnroute.production.bounds import Bounds, bounds_from_meta, calibrate_bounds, decision_bounds
 from knnroute.production.budgets import BudgetPoint, BudgetTable, measure_budget
+from knnroute.production.decision import RouteDecision
 from knnroute.production.fallback import FallbackPolicy
-from knnroute.production.guarantee import Certified, GuaranteeTable, calibrate_router, resolve_policy, table_from_meta
+from knnroute.production.guarantee import GuaranteeTable, calibrate_router, resolve_policy, table_from_meta
 from knnroute.production.lock import RWLock
 from knnroute.production.persist import jsonable, write_state
 
 __all__ = ["ProductionRouter", "RouteDecision"]
-
-
-@dataclass
-class RouteDecision:
-    """One routed query: the chosen model, predictions and confidence."""
-
-    model: str
-    index: int
-    lam: float
-    s_hat: np.ndarray  # (M,) float32
-    c_hat: np.ndarray  # (M,) float32
-    kth_similarity: float
-    agreement: float
-    routed_model: str  # the router's own choice (differs from ``model`` on fallback)
-    fallback: str | None = None  # reason, when the fallback model was used
-    budget: BudgetPoint | None = field(default=None)
-    policy: Certified | None = field(default=None)  # quality_floor / max_mean_cost / strong_share, when used
-    # per model (M,): effective neighbour count and score spread (predict_stats), for routers.explore
-    count: np.ndarray | None = None
-    spread: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------------- router
@@ -150,6 +131,7 @@ class ProductionRouter:
         self.meta: dict[str, Any] = dict(meta or {})
         # certified operating points (knnroute.production.guarantee), kept in meta["guarantee"]
         self.guarantee: GuaranteeTable | None = table_from_meta(self.meta, self._names)
+        self.bounds: Bounds | None = bounds_from_meta(self.meta, self._names)  # per-decision, in meta["bounds"]
 
     # ------------------------------------------------------------------------------ properties
     @property
@@ -260,9 +242,10 @@ class ProductionRouter:
         routed = names[idx]
         reason = None
         chosen, chosen_idx = routed, idx
-        fb = self.fallback
+        fb, bnd = self.fallback, decision_bounds(self.bounds, d, idx)
         if fb is not None:
             reason = fb.reason(d["kth_similarity"], d["agreement"])
+            reason = reason or (None if bnd is None or bnd.status == "ok" else bnd.status)
             if reason is not None and fb.model in names:
                 chosen, chosen_idx = fb.model, names.index(fb.model)
         return RouteDecision(
@@ -279,6 +262,7 @@ class ProductionRouter:
             policy=cert,
             count=d.get("count"),
             spread=d.get("spread"),
+            bounds=bnd,
         )
 
     def route(self, X: Any, lam: float | None = None, max_cost: float | None = None,
@@ -308,9 +292,15 @@ class ProductionRouter:
         return [str(m) for m in self.route(X, lam, max_cost, return_names=True)]
 
     def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(s_hat, c_hat) float32 (n, M)."""
+        """(s_hat, c_hat) float32 (n, M); with their bounds: :meth:`predict_bounds`."""
         with self._width_lock.read():
             return self.knn.predict(X)
+
+    def predict_bounds(self, X: Any) -> dict[str, np.ndarray]:
+        """s_hat, c_hat and their calibrated bounds (n, M) (:func:`knnroute.production.bounds.predict_bounds`)."""
+        from knnroute.production.bounds import predict_bounds
+
+        return predict_bounds(self, X)
 
     # ------------------------------------------------------------------------------ updates
     def add(self, X: Any, scores: Any, costs: Any, ids: Sequence[str] | None = None,
@@ -420,6 +410,12 @@ class ProductionRouter:
             self._ids = [k for r, k in enumerate(self._ids) if r not in drop]
             self._row = {k: r for r, k in enumerate(self._ids)}
             return len(rows)
+
+    def calibrate_bounds(self, X: Any, scores: Any, costs: Any, level: float = 0.9) -> Bounds:
+        """Per-decision bounds calibrated on held-out prompts (:mod:`knnroute.production.bounds`); stored."""
+        self.bounds = calibrate_bounds(self, X, scores, costs, level)
+        self.meta["bounds"] = self.bounds.to_dict()
+        return self.bounds
 
     def calibrate_guarantee(self, X: Any, scores: Any, costs: Any, delta: float = 0.1,
                             bound: str = "betting") -> GuaranteeTable:

@@ -71,15 +71,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def _response(router: ProductionRouter, d: RouteDecision, max_cost: float | None) -> dict[str, Any]:
     names = router.model_names
     s, c = d.s_hat.tolist(), d.c_hat.tolist()
+    pred: dict[str, dict[str, Any]] = {names[j]: {"score": s[j], "cost": c[j]} for j in range(len(s))}
+    b = d.bounds
+    if b is not None:  # per-model intervals (production/bounds.py); null where a model has none
+        for j, m in enumerate(names[: len(s)]):
+            ok = math.isfinite(float(b.score_lower[j]))
+            pred[m]["score_bounds"] = [float(b.score_lower[j]), float(b.score_upper[j])] if ok else None
+            ok = math.isfinite(float(b.cost_lower[j]))
+            pred[m]["cost_bounds"] = [float(b.cost_lower[j]), float(b.cost_upper[j])] if ok else None
     out: dict[str, Any] = {
         "model": d.model,
         "routed_model": d.routed_model,
         "fallback": d.fallback,
         "lambda": d.lam,
-        "predicted": {names[j]: {"score": s[j], "cost": c[j]} for j in range(len(s))},
+        "predicted": pred,
         "confidence": {"kth_similarity": d.kth_similarity, "agreement": d.agreement},
         "budget": None,
         "policy": None if d.policy is None else d.policy.to_dict(),
+        "bounds": None if b is None else {"level": b.level, "status": b.status},
     }
     if d.budget is not None and max_cost is not None:
         out["budget"] = {

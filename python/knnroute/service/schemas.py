@@ -16,6 +16,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "BatchRequest",
     "BatchResponse",
+    "BoundsInfo",
     "BudgetInfo",
     "Confidence",
     "ModelPrediction",
@@ -88,6 +89,19 @@ class BatchRequest(BaseModel):
 class ModelPrediction(BaseModel):
     score: float = Field(description="Predicted score on [0, 1].")
     cost: float = Field(description="Predicted cost, USD per query.")
+    score_bounds: list[float] | None = Field(
+        None, description="[lower, upper]: covers this request's realised score with the stated probability "
+        "(bounds.level; docs/guarantees.md). Null: no bound for this model (sparse or far neighbourhood). Absent: "
+        "the router has no calibrated bounds.")
+    cost_bounds: list[float] | None = Field(None, description="[lower, upper] for the realised cost (USD), as "
+                                            "score_bounds.")
+
+
+class BoundsInfo(BaseModel):
+    level: float = Field(description="Stated coverage of each model's score_bounds and cost_bounds.")
+    status: str = Field(description="'ok'; 'far' (farther from the labelled prompts than any calibration prompt: "
+                        "no bounds) or 'sparse' (too few neighbours observed the routed model): the fallback model "
+                        "is used when the router has one.")
 
 
 class Confidence(BaseModel):
@@ -122,13 +136,15 @@ class RouteResponse(BaseModel):
     model: str = Field(description="The chosen model's name (the fallback model when fallback is set).")
     routed_model: str = Field(description="The router's own choice before the fallback policy.")
     fallback: str | None = Field(
-        description="Why the fallback model was used ('distance'/'agreement'), or null."
+        description="Why the fallback model was used ('distance', 'agreement', or the bounds status "
+        "'far'/'sparse'), or null."
     )
     lambda_: float = Field(alias="lambda", serialization_alias="lambda")
     predicted: dict[str, ModelPrediction]
     confidence: Confidence
     budget: BudgetInfo | None = None
     policy: PolicyInfo | None = None
+    bounds: BoundsInfo | None = None
 
 
 class BatchResponse(BaseModel):
