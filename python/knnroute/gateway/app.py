@@ -142,8 +142,9 @@ class Gateway:
         self.routing = 0  # routed requests waiting for their embedding and decision
 
     def _inline_chars(self, chars: int, max_s: float) -> int:
-        """``chars`` when routing a text that long takes under ``max_s`` (best of 5; the static embedders
-        take about 0.1 ms for 2,000 characters, a transformer tens of ms), else 0: the loop must not stall."""
+        """How long a text may be and still be routed on the event loop: ``chars`` when routing a text that long
+        takes under ``max_s`` (best of 5), else proportionally fewer characters; 0 when even 500 would take
+        longer (a transformer: tens of ms per text) -- the loop must not stall."""
         if chars <= 0 or not self.router.has_embedder:
             return 0
         text = ("route this text " * (chars // 16 + 1))[:chars]
@@ -155,9 +156,11 @@ class Gateway:
                 best = min(best, time.perf_counter() - t0)
         except Exception:  # noqa: BLE001 - a router that cannot route the sample: never inline
             return 0
-        log.info("routing %d characters takes %.2f ms: texts up to that length are routed %s", chars, best * 1e3,
-                 "inline" if best < max_s else "in a worker thread (all texts)")
-        return chars if best < max_s else 0
+        n = chars if best < max_s else int(chars * max_s / best)
+        n = n if n >= 500 else 0
+        log.info("routing %d characters takes %.2f ms: texts up to %d characters are routed on the event loop, "
+                 "longer ones in a worker thread", chars, best * 1e3, n)
+        return n
 
     @property
     def router(self) -> ProductionRouter:
