@@ -16,7 +16,7 @@ import pytest
 
 import knnroute
 from knnroute.gateway.feedback import FeedbackStore, Pending
-from knnroute.gateway.learning import KeyCapExceeded, explore_choice, explore_policy, window
+from knnroute.gateway.learning import DEFAULT_POLICY, KeyCapExceeded, explore_choice, explore_policy, window
 from knnroute.gateway.shared import SharedFeedbackStore
 from knnroute.gateway.store import SQLiteStore
 from knnroute.production import ProductionRouter
@@ -164,7 +164,7 @@ def test_explore_choice_never_over_fallback_and_policy_resolution() -> None:
     assert explore_choice(ExplorePolicy("thompson"), d, NAMES, NAMES, rng) is None
     assert explore_policy(0.1, {}) is None  # a number: the uniform coin
     assert explore_policy(None, {"explore": {"name": "ucb", "scale": 2.0}}) == ExplorePolicy("ucb", scale=2.0)
-    assert explore_policy(None, {"explore": {"name": "bogus"}}).name == "thompson"  # default
+    assert explore_policy(None, {"explore": {"name": "bogus"}}) == DEFAULT_POLICY  # unreadable: the default
 
 
 def test_admin_revert_endpoint_and_cli(data: dict[str, Any], tmp_path: Path) -> None:
