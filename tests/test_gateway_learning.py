@@ -129,12 +129,15 @@ def test_revert_by_time_window(data: dict[str, Any], tmp_path: Path) -> None:
             window(*bad)
 
 
-def test_key_cap_limits_one_keys_share_of_a_neighbourhood(data: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["log", "sqlite"])
+def test_key_cap_limits_one_keys_share_of_a_neighbourhood(data: dict[str, Any], tmp_path: Path,
+                                                          backend: str) -> None:
     """k = 5, cap 0.4: one key writes at most 2 of a model's 5 nearest rows around a prompt; another key
     still can write there."""
     path = tmp_path / "r.knnr"
     router = _router(data, path)
-    store = FeedbackStore(router, path, tmp_path / "fb.jsonl", key_share_max=0.4)
+    store: Any = (FeedbackStore(router, path, tmp_path / "fb.jsonl", key_share_max=0.4) if backend == "log" else
+                  SharedFeedbackStore(router, path, SQLiteStore(tmp_path / "fb.db", router.dim), key_share_max=0.4))
     x = data["X"][1]
     for i in range(2):
         store.remember(f"a{i}", Pending(x, "coder", 1e-4, "a"))
@@ -226,3 +229,31 @@ def test_fold_keeps_feedback_rows_bounded_and_replays_alike(data: dict[str, Any]
     assert list(again.ids) == ids
     assert all(np.array_equal(a, b) for a, b in zip(_state(again, data), want, strict=True))
     re.close()
+
+
+def test_gateway_routes_with_the_configured_policy_but_never_explores_sessions_or_named_models(
+        data: dict[str, Any], tmp_path: Path) -> None:
+    """[feedback.explore] policy = "uniform", epsilon = 1: routed requests go to several models (the policy
+    is called where the gateway orders candidates); a session's pinned model and an explicit model name are
+    never explored."""
+    path = tmp_path / "router.knnr"
+    _router(data, path)
+    app, _ = make_upstream("small")
+    prompt = _prompts()[0][0]
+    with thread_server(app) as up:
+        cfg = write_config(tmp_path, path, {m: up for m in NAMES},
+                           extra='[feedback.explore]\npolicy = "uniform"\nepsilon = 1.0')
+        with gateway(cfg) as (url, gw), httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"}) as c:
+            assert gw.explore_policy == ExplorePolicy("uniform", epsilon=1.0)
+
+            def ask(model: str = "knnroute", session: str | None = None) -> str:
+                h = {"x-session-id": session} if session else {}
+                r = c.post("/v1/chat/completions", headers=h,
+                           json={"model": model, "messages": [{"role": "user", "content": prompt}]})
+                assert r.status_code == 200, r.text
+                return r.headers["x-knnroute-model"]
+
+            assert len({ask() for _ in range(30)}) >= 2
+            pinned = ask(session="s1")
+            assert {ask(session="s1") for _ in range(15)} == {pinned}
+            assert {ask("big") for _ in range(5)} == {"big"}

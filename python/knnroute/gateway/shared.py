@@ -146,7 +146,10 @@ class SharedFeedbackStore:
         """Store one feedback durably (group commit), then apply everything up to it. Raises KeyError
         (unknown id, after waiting ``unknown_wait_s`` for another replica's batch) or ValueError (rated)."""
         if self.cap.share < 1.0:  # the per-key cap reads the request's context (its key, the prompt)
-            ctx = self.store.context(request_id)
+            ctx, until = self.store.context(request_id), time.monotonic() + self.unknown_wait_s
+            while ctx is None and time.monotonic() < until:  # the answering replica's batch may be on its way
+                time.sleep(0.01)
+                ctx = self.store.context(request_id)
             if ctx is not None:
                 self.cap.check(self.router, ctx.embedding, ctx.model, ctx.key)
         deadline = time.monotonic() + self.unknown_wait_s
