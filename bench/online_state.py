@@ -2,17 +2,17 @@
 
 ``bounded``: a router fitted on RouterBench's pooled training rows (full information) gets N feedbacks
 through :class:`knnroute.gateway.feedback.FeedbackStore` (the JSON-lines log, fsync per feedback, what
-``[feedback] log`` runs): each a RouterBench prompt (train, validation and test rows in turn, cycled),
+``[feedback] log`` runs): each a RouterBench training or validation prompt (cycled; never a test prompt),
 routed greedily at a lambda drawn from the dense grid, with that model's true outcome. Every 2,000
-feedbacks: the router's rows, the router file's size after a save, and one decision's time (median of
-200 ``route_one_detail`` calls on test prompts), with ``[feedback] max_rows`` = 0 (no folding) and the
+feedbacks: the router's rows, the router file's size after a save, one decision's time (median of 200
+``route_one_detail`` calls on test prompts) and the test AUC, with ``[feedback] max_rows`` = 0 (no folding) and the
 default 5,000.
 
 ``revert``: a start router (10% of the training rows), 1,000 honest bandit feedbacks from key ``good``,
 then 500 from key ``evil`` with every score inverted (1 - s), then ``revert(key="evil")``: test AUC and
 the test prompts' decisions (at 5 lambdas) before the attack, after it, after the revert.
 
-    HF_HUB_OFFLINE=1 python -m bench.online_state --json docs/online-state.json
+    HF_HUB_OFFLINE=1 python -m bench.online_state --json docs/online-state.json --plot docs/online-state.png
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ def _feed(store: Any, D: dict[str, Any], r: int, rid: str, key: str, rng: np.ran
     store.submit(rid, 1.0 - s if invert else s)
 
 
+def _test_auc(router: Any, D: dict[str, Any]) -> float:
+    from knnroute.routers.curves import curve_from_predictions
+
+    s, c = router.predict(D["X"][D["te"]])
+    return float(curve_from_predictions(np.nan_to_num(s), np.nan_to_num(c), D["St"], D["Ct"], D["c_max"]).auc)
+
+
 def _decision_us(router: Any, Q: np.ndarray) -> float:
     ts = []
     for q in Q:
@@ -81,7 +88,7 @@ def bounded(D: dict[str, Any], n: int, max_rows: int, every: int = 2000) -> list
     from knnroute.gateway.feedback import FeedbackStore
 
     rng = np.random.default_rng(0)
-    stream = np.concatenate([np.setdiff1d(np.arange(len(D["X"])), D["tr"]), D["tr"]])
+    stream = np.setdiff1d(np.arange(len(D["X"])), D["te"])  # training and validation prompts (never test)
     Q = D["X"][D["te"][:200]]
     out = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +102,7 @@ def bounded(D: dict[str, Any], n: int, max_rows: int, every: int = 2000) -> list
                 store.save()
                 out.append({"feedbacks": i, "rows": prod.size, "file_mb": round(path.stat().st_size / 1e6, 2),
                             "decision_us": round(_decision_us(prod, Q), 1), "folded": store.folded,
+                            "test_auc": round(_test_auc(prod, D), 3),
                             "seconds": round(time.perf_counter() - t0, 1)})
                 print(f"max_rows {max_rows}: {out[-1]}", flush=True)
             if i < n:
@@ -141,12 +149,40 @@ def revert(D: dict[str, Any], seed: int = 0) -> dict[str, Any]:
             "predictions_identical_after_revert": same, **res}
 
 
+def plot(result: dict[str, Any], path: str) -> None:
+    """Rows, file size and one decision's time against feedbacks, per max_rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for m, pts in result["bounded"].items():
+        x = [p["feedbacks"] for p in pts]
+        label = "no folding" if m == "0" else f"max_rows = {int(m):,}"
+        for ax, key in zip(axes, ("rows", "file_mb", "decision_us"), strict=True):
+            ax.plot(x, [p[key] for p in pts], marker="o", ms=3, label=label)
+    for ax, title in zip(axes, ("router rows", "router file (MB)", "one decision (µs, median of 200)"), strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("feedbacks")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--feedbacks", type=int, default=20_000)
     p.add_argument("--max-rows", type=int, nargs="*", default=[0, 5000])
     p.add_argument("--json", default="docs/online-state.json")
+    p.add_argument("--plot", default="docs/online-state.png", help="the plot (from --json with --plot-only)")
+    p.add_argument("--plot-only", action="store_true", help="redraw the plot from an existing --json")
     args = p.parse_args(argv)
+    if args.plot_only:
+        with open(args.json) as fh:
+            plot(json.load(fh), args.plot)
+        return 0
     import knnroute_core
 
     meta = {"isa": knnroute_core.isa(), "host": platform.node(), "cpus": os.cpu_count(),
@@ -158,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_avg_end"] = os.getloadavg()[0]
     with open(args.json, "w") as fh:
         json.dump(out, fh, indent=1, default=float)
-    print(f"wrote {args.json}")
+    plot(out, args.plot)
+    print(f"wrote {args.json}, {args.plot}")
     return 0
 
 
