@@ -257,3 +257,40 @@ def test_gateway_routes_with_the_configured_policy_but_never_explores_sessions_o
             pinned = ask(session="s1")
             assert {ask(session="s1") for _ in range(15)} == {pinned}
             assert {ask("big") for _ in range(5)} == {"big"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/feedback.db"
+    from tests.pg import create_database
+
+    return create_database(request.getfixturevalue("postgres_url"))
+
+
+def test_store_revert_on_both_back_ends(store_url: str) -> None:
+    """Store.revert deletes one key's records in a window, lists them for every replica, forgets their
+    contexts (a second feedback is unknown), and keeps the highest sequence number."""
+    from knnroute.gateway.shared import open_store
+    from knnroute.gateway.store import Context
+
+    a, b = open_store(store_url, 4), open_store(store_url, 4)
+    try:
+        now = time.time()
+        reqs = [(f"r{i}", Context(np.full(4, i + 1, dtype=np.float32), "m", 0.1, "evil" if i % 2 else "good", now))
+                for i in range(6)]
+        outs = a.commit(reqs, [(f"r{i}", 0.5, now + i) for i in range(6)])
+        assert [o.seq > 0 for o in outs] == [True] * 6
+        top = a.max_seq()
+        assert b.context("r1") is not None and b.context("nope") is None
+        gone = a.revert("evil", now + 2, np.inf)  # r3, r5
+        assert sorted(gone) == ["r3", "r5"]
+        assert b.max_seq() == top  # the last record (r5) was deleted: the high-water mark stays
+        last, ids = b.reverts_after(0)
+        assert sorted(ids) == ["r3", "r5"] and b.reverts_after(last) == (last, [])
+        assert [r.request_id for r in b.records_after(0)] == ["r0", "r1", "r2", "r4"]
+        assert b.context("r3") is None
+        assert b.commit([], [("r3", 1.0, now)])[0].error == "unknown"
+    finally:
+        a.close()
+        b.close()
