@@ -294,3 +294,24 @@ def test_store_revert_on_both_back_ends(store_url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_cli_revert_on_a_stopped_gateways_log(data: dict[str, Any], tmp_path: Path) -> None:
+    """`knnroute feedback revert` on a JSON-lines log: the key's records leave the log and their rows the
+    router file; the result equals the router before that key's feedback."""
+    path = tmp_path / "router.knnr"
+    router = _router(data, path)
+    store = FeedbackStore(router, path, tmp_path / "feedback.jsonl")
+    _feed(store, data, "good", False, "g", n=20)
+    want = _state(router, data)
+    _feed(store, data, "evil", True, "e", n=20)
+    store.close()  # saved with all 40 rows
+    cfg = write_config(tmp_path, path, {m: "http://127.0.0.1:9" for m in NAMES})
+    res = subprocess.run([sys.executable, "-m", "knnroute", "feedback", "revert", "--config", str(cfg),
+                          "--key", "evil"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["reverted"] == 20
+    again = knnroute.load(path)
+    assert all(np.array_equal(a, b) for a, b in zip(_state(again, data), want, strict=True))
+    keys = {json.loads(line)["key"] for line in (tmp_path / "feedback.jsonl").read_text().splitlines()}
+    assert keys == {"good"}
