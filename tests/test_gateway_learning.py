@@ -315,3 +315,29 @@ def test_cli_revert_on_a_stopped_gateways_log(data: dict[str, Any], tmp_path: Pa
     assert all(np.array_equal(a, b) for a, b in zip(_state(again, data), want, strict=True))
     keys = {json.loads(line)["key"] for line in (tmp_path / "feedback.jsonl").read_text().splitlines()}
     assert keys == {"good"}
+
+
+def test_fit_stores_half_life_and_exploration_policy(data: dict[str, Any], tmp_path: Path) -> None:
+    """`knnroute fit --half-life 25 --explore ucb --explore-scale 0.3` (its last step, on a fitted router):
+    the file carries both, and the gateway resolves the stored policy; without --explore, the default."""
+    import argparse
+
+    from knnroute.commands.fit import _online, configure
+
+    p = argparse.ArgumentParser()
+    configure(p)
+    args = p.parse_args(["--data", "x", "--out", "y", "--half-life", "25", "--explore", "ucb", "--explore-scale",
+                         "0.3"])
+    prod = _router(data, tmp_path / "a.knnr")
+    report: dict[str, Any] = {}
+    _online(prod, report, args)
+    prod.save(tmp_path / "a.knnr")
+    again = knnroute.load(tmp_path / "a.knnr")
+    assert again.half_life == 25.0 and report["half_life"] == 25.0
+    assert explore_policy(None, again.meta) == ExplorePolicy("ucb", scale=0.3)
+    plain = p.parse_args(["--data", "x", "--out", "y"])
+    prod2 = _router(data, tmp_path / "b.knnr")
+    _online(prod2, {}, plain)
+    assert prod2.half_life == 0.0 and explore_policy(None, prod2.meta) == DEFAULT_POLICY
+    with pytest.raises(SystemExit):
+        p.parse_args(["--data", "x", "--out", "y", "--half-life", "-1"])
