@@ -193,9 +193,12 @@ def test_admin_revert_endpoint_and_cli(data: dict[str, Any], tmp_path: Path) -> 
                 assert gw.router.size == size0 + 3
                 assert c.post("/admin/feedback/revert", json={"key": "x"}).status_code in (401, 403)
             with httpx.Client(base_url=url, headers={"authorization": f"Bearer {ADMIN}"}) as a:
-                for body in ({}, {"key": 3}, {"since": "yesterday"}, {"until": 1, "since": 2}, {"what": 1}):
+                for body in ({}, {"key": 3}, {"since": "yesterday"}, {"until": 1, "since": 2}, {"what": 1}, [1]):
                     r = a.post("/admin/feedback/revert", json=body)
                     assert r.status_code == 422 and "\n" not in r.json()["error"]["message"], body
+                for raw in (b"[" * 3000, b"{not json", b"x" * 5000, b'{"since": NaN}'):
+                    r = a.post("/admin/feedback/revert", content=raw)
+                    assert r.status_code == 422 and "\n" not in r.json()["error"]["message"], raw[:20]
                 r = a.post("/admin/feedback/revert", json={"since": 0})
                 assert r.status_code == 200 and r.json()["reverted"] == 3, r.text
                 assert gw.router.size == size0

@@ -164,8 +164,8 @@ def register_admin(app: Any, store: Any) -> None:
                     raise ValueError(f"{f} must be a number (epoch seconds)")
             key, since, until = body.get("key"), body.get("since"), body.get("until")
             window(key, since, until)
-        except ValueError as e:
-            msg = str(e).splitlines()[0][:300]
+        except (ValueError, RecursionError) as e:
+            msg = str(e).splitlines()[0][:300] if isinstance(e, ValueError) else "the body is nested too deeply"
             return JSONResponse({"error": {"message": msg, "type": "invalid_request_error"}}, status_code=422)
         try:
             out = await anyio.to_thread.run_sync(lambda: store.revert(key, since, until))
