@@ -313,7 +313,7 @@ def _cpu_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--rates", type=float, nargs="*", default=[100, 200, 300, 400])
+    p.add_argument("--rates", type=float, nargs="*", default=[400, 800, 1200, 1600, 2000])
     p.add_argument("--seconds", type=float, default=5.0, help="per open-loop rate")
     p.add_argument("--only", nargs="*", default=None, help="scenarios (default: all)")
     p.add_argument("--server", action="append", default=[], help="extra [server] line for the overload gateway")

@@ -2,9 +2,9 @@
 
 Offered four times its capacity, a gateway that admits everything serves almost nothing: every request waits
 behind all the others on the event loop, clients time out, and the work done for them is wasted (issue 27
-measured 19 req/s served of 1,000 offered against a capacity of 200-250). :class:`AdmissionMiddleware` sits
-outermost on ``POST /v1/chat/completions`` and answers 503 with ``Retry-After`` at once, before any other
-middleware, parsing or routing, when
+measured 19 req/s served of 1,000 offered against a capacity of 200-250). :class:`Admission` is asked first
+for every ``POST /v1/chat/completions`` (by :class:`~knnroute.gateway.fastpath.FastPath`, the outermost layer),
+and the request is answered 503 with ``Retry-After`` at once, before auth, parsing or routing, when
 
 * ``max_inflight`` chat requests are already in flight (streams included, until their last byte), or
 * ``max_route_queue`` routed requests already wait for their embedding and decision (the routing thread is
@@ -27,12 +27,7 @@ import json
 import random
 from typing import Any
 
-from knnroute.service.middleware import ASGIApp, Receive, Scope, Send
-
-__all__ = ["AdmissionMiddleware", "LoopLag"]
-
-GUARDED = "/v1/chat/completions"
-
+__all__ = ["Admission", "LoopLag"]
 
 class LoopLag:
     """How late the event loop runs a timer, smoothed (seconds); started on first use in the serving loop."""
@@ -66,16 +61,14 @@ def _busy_body(message: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": "server_busy", "param": None, "code": code}}).encode()
 
 
-class AdmissionMiddleware:
-    """503 at once for chat requests beyond ``max_inflight``, while ``max_route_queue`` wait for routing, or
-    while the loop lags over ``max_lag_s``.
+class Admission:
+    """Whether to refuse a new chat request at once (see the module docstring): :meth:`refuse` is the 503
+    body, or None to admit it. ``on_reject(reason)`` is called for each refusal (metrics); ``state`` has
+    ``inflight`` (counted by the caller while a request is handled) and ``routing`` (counted by the app)."""
 
-    ``on_reject(reason)`` is called for each refusal (metrics); ``state`` has ``inflight`` (counted here) and
-    ``routing`` (counted by the app)."""
-
-    def __init__(self, app: ASGIApp, max_inflight: int, max_lag_s: float | None, lag: LoopLag,
-                 state: Any, on_reject: Any = None, max_route_queue: int | None = None) -> None:
-        self.app, self.max_inflight, self.max_lag_s, self.lag = app, int(max_inflight), max_lag_s, lag
+    def __init__(self, max_inflight: int, max_lag_s: float | None, lag: LoopLag, state: Any,
+                 on_reject: Any = None, max_route_queue: int | None = None) -> None:
+        self.max_inflight, self.max_lag_s, self.lag = int(max_inflight), max_lag_s, lag
         self.max_route_queue = max_route_queue
         self.state, self.on_reject = state, on_reject
         self._bodies = {
@@ -87,31 +80,24 @@ class AdmissionMiddleware:
                                      "Retry-After seconds", "overloaded"),
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != GUARDED:
-            await self.app(scope, receive, send)
-            return
+    def reason(self) -> str | None:
+        """Why a new chat request would be refused now, or None."""
         if self.max_lag_s is not None:
             self.lag.ensure_started()
-        reason = None
         if self.state.inflight >= self.max_inflight:
-            reason = "inflight_full"
-        elif self.max_route_queue is not None and self.state.routing >= self.max_route_queue:
-            reason = "route_queue_full"
-        elif self.max_lag_s is not None and self.lag.lag > self.max_lag_s and \
+            return "inflight_full"
+        if self.max_route_queue is not None and self.state.routing >= self.max_route_queue:
+            return "route_queue_full"
+        if self.max_lag_s is not None and self.lag.lag > self.max_lag_s and \
                 random.random() < (self.lag.lag - self.max_lag_s) / self.max_lag_s:
-            reason = "overloaded"
-        if reason is not None:
-            if self.on_reject is not None:
-                self.on_reject(reason)
-            body = self._bodies[reason]
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1")]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        self.state.inflight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.state.inflight -= 1
+            return "overloaded"
+        return None
+
+    def refuse(self) -> bytes | None:
+        """The 503 body for a new chat request refused now (counted), or None to admit it."""
+        why = self.reason()
+        if why is None:
+            return None
+        if self.on_reject is not None:
+            self.on_reject(why)
+        return self._bodies[why]

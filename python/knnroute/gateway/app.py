@@ -23,30 +23,31 @@ after ``stream_write_timeout_s``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
+import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from knnroute.gateway.admission import AdmissionMiddleware, LoopLag
+from knnroute.gateway.admission import Admission, LoopLag
 from knnroute.gateway.auth import GatewayAuthMiddleware
 from knnroute.gateway.batching import Batcher, QueueWaitExceeded
 from knnroute.gateway.config import GatewayConfig
 from knnroute.gateway.decisions import DecisionLog, routed_text
-from knnroute.gateway.errors import GatewayError, OpenAIErrorMiddleware, error, finite, parse_json, request_id
+from knnroute.gateway.errors import GatewayError, OpenAIErrorMiddleware, finite, parse_json, request_id
+from knnroute.gateway.fastpath import CHAT, FastPath, early_refusal
 from knnroute.gateway.feedback import FeedbackStore, Pending
 from knnroute.gateway.learning import KeyCapExceeded, explore_choice, explore_policy, register_admin
 from knnroute.gateway.limits import KeyCollector, KeyLimits, key_id
-from knnroute.gateway.responses import RawResponse, StreamResponse, disconnected
+from knnroute.gateway.responses import RawResponse, StreamResponse
 from knnroute.gateway.sessions import Sessions
 from knnroute.gateway.shared import SharedFeedbackStore
 from knnroute.gateway.store import StoreError
@@ -64,7 +65,6 @@ ROUTED_MODEL = "knnroute"
 CHAT_BODY = "the OpenAI chat-completions request (a JSON object with a non-empty 'messages' list)"
 FEEDBACK_BODY = 'a JSON object {"request_id": str, "score": number in [0, 1]}'
 INLINE_JSON_BYTES = 64 << 10  # larger bodies are parsed on a worker thread, not on the event loop
-_GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
 
 
 def _getter(obj: Any, attr: str) -> Callable[[], float]:
@@ -102,6 +102,15 @@ class _GatewayMetrics:
                                  registry=registry)
         for m in names:
             self.answered.labels(m)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (prometheus_client's labels() takes a lock each call)."""
+        key = (id(metric), *labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
 
 class Gateway:
@@ -131,8 +140,27 @@ class Gateway:
         self.batcher = (Batcher(self.decide_many, srv.embed_batch_max, srv.embed_batch_wait_ms / 1e3,
                                 max_wait_s=srv.max_route_wait_ms / 1e3)
                         if srv.embed_batch_wait_ms > 0 else None)
-        self.inflight = 0  # chat requests being handled, counted by AdmissionMiddleware (on the loop: no lock)
+        self.inline_chars = self._inline_chars(srv.route_inline_chars, srv.route_inline_max_ms / 1e3)
+        self.inflight = 0  # chat requests being handled, counted by FastPath (on the loop: no lock)
         self.routing = 0  # routed requests waiting for their embedding and decision
+
+    def _inline_chars(self, chars: int, max_s: float) -> int:
+        """``chars`` when routing a text that long takes under ``max_s`` (best of 5; the static embedders
+        take about 0.1 ms for 2,000 characters, a transformer tens of ms), else 0: the loop must not stall."""
+        if chars <= 0 or not self.router.has_embedder:
+            return 0
+        text = ("route this text " * (chars // 16 + 1))[:chars]
+        best = math.inf
+        try:
+            for _ in range(5):
+                t0 = time.perf_counter()
+                self.decide(text, self.cfg.router.routing())
+                best = min(best, time.perf_counter() - t0)
+        except Exception:  # noqa: BLE001 - a router that cannot route the sample: never inline
+            return 0
+        log.info("routing %d characters takes %.2f ms: texts up to that length are routed %s", chars, best * 1e3,
+                 "inline" if best < max_s else "in a worker thread (all texts)")
+        return chars if best < max_s else 0
 
     @property
     def router(self) -> ProductionRouter:
@@ -207,7 +235,39 @@ class Gateway:
 
     def record(self, rid: str, t0: float, kind: str, d: RouteDecision | None, answered: str | None,
                attempts: list[Attempt], outcome: str, text: str | None, explore: bool) -> None:
-        names = self.router.model_names
+        first = attempts[0] if attempts else None
+        fallback = None
+        if answered is not None and first is not None and first.model != answered:
+            failed = [a for a in attempts if a.model == first.model]
+            fallback = f"{first.model}: {failed[-1].error or failed[-1].status}"
+        if self.decisions.path is not None:
+            self.decisions.write(self._decision_record(rid, t0, kind, d, answered, attempts, outcome, explore,
+                                                       fallback), text)
+        # the server log: one line per request, and a warning naming each upstream that failed
+        if len(attempts) > 1 or (first is not None and (first.error is not None or (first.status or 0) >= 500)):
+            for m in dict.fromkeys(a.model for a in attempts
+                                   if a.error not in (None, "circuit open") or (a.status or 0) >= 500):
+                errs = [a for a in attempts if a.model == m]
+                then = f"answered by {answered}" if answered is not None else "no model answered"
+                log.warning("request %s: upstream %r failed (%s, %d tr%s); %s", rid, m,
+                            errs[-1].error or errs[-1].status, len(errs), "y" if len(errs) == 1 else "ies", then)
+        if log.isEnabledFor(logging.INFO):
+            lam = "" if d is None else f" lambda={d.lam:g}"
+            fb = f" fallback={fallback!r}" if fallback is not None else ""
+            log.info("request %s %s model=%s%s outcome=%s %.1f ms%s", rid, kind, answered, lam, outcome,
+                     (time.time() - t0) * 1e3, fb)
+        mx = self.metrics
+        for a in attempts:
+            if a.error != "circuit open":
+                mx.child(mx.upstream_latency, a.model).observe(a.latency_s)
+        mx.child(mx.chat, kind, outcome).inc()
+        if answered is not None:
+            mx.child(mx.answered, answered).inc()
+            if fallback is not None and first is not None:
+                mx.fallbacks.labels(str(first.error or first.status)).inc()
+
+    def _decision_record(self, rid: str, t0: float, kind: str, d: RouteDecision | None, answered: str | None,
+                         attempts: list[Attempt], outcome: str, explore: bool, fallback: str | None) -> dict[str, Any]:
         rec: dict[str, Any] = {
             "request_id": rid, "time": t0, "kind": kind, "model": answered, "outcome": outcome,
             "attempts": [{"model": a.model, "status": a.status, "latency_s": round(a.latency_s, 6),
@@ -217,35 +277,13 @@ class Gateway:
             rec.update({
                 "lambda": d.lam, "routed_model": d.routed_model, "fallback": d.fallback, "explore": explore,
                 "predicted": {m: {"score": float(d.s_hat[j]), "cost": float(d.c_hat[j])}
-                              for j, m in enumerate(names)},
+                              for j, m in enumerate(self.router.model_names)},
             })
             if d.policy is not None:
                 rec["policy"] = d.policy.to_dict()
-        first = next(iter(attempts), None)
-        if answered is not None and first is not None and first.model != answered:
-            failed = [a for a in attempts if a.model == first.model]
-            rec["fallback_reason"] = f"{first.model}: {failed[-1].error or failed[-1].status}"
-        self.decisions.write(rec, text)
-        # the server log: one line per request, and a warning naming each upstream that failed
-        for m in dict.fromkeys(a.model for a in attempts
-                               if a.error not in (None, "circuit open") or (a.status or 0) >= 500):
-            errs = [a for a in attempts if a.model == m]
-            then = f"answered by {answered}" if answered is not None else "no model answered"
-            log.warning("request %s: upstream %r failed (%s, %d tr%s); %s", rid, m, errs[-1].error or errs[-1].status,
-                        len(errs), "y" if len(errs) == 1 else "ies", then)
-        if log.isEnabledFor(logging.INFO):
-            lam = "" if d is None else f" lambda={d.lam:g}"
-            fb = f" fallback={rec['fallback_reason']!r}" if "fallback_reason" in rec else ""
-            log.info("request %s %s model=%s%s outcome=%s %.1f ms%s", rid, kind, answered, lam, outcome,
-                     (time.time() - t0) * 1e3, fb)
-        for a in attempts:
-            if a.error != "circuit open":
-                self.metrics.upstream_latency.labels(a.model).observe(a.latency_s)
-        self.metrics.chat.labels(kind, outcome).inc()
-        if answered is not None:
-            self.metrics.answered.labels(answered).inc()
-            if "fallback_reason" in rec:
-                self.metrics.fallbacks.labels(str(first.error or first.status) if first else "").inc()
+        if fallback is not None:
+            rec["fallback_reason"] = fallback
+        return rec
 
     def busy(self, reason: str, message: str, retry_after: float = 1.0) -> GatewayError:
         self.metrics.rejected.labels(reason).inc()
@@ -255,6 +293,11 @@ class Gateway:
         if self.routing >= self.cfg.server.max_route_queue:
             raise self.busy("route_queue_full", f"the gateway is at capacity ({self.routing} requests wait for "
                             "routing): retry after the Retry-After seconds")
+        if len(text) <= self.inline_chars:  # cheaper than any hand-over to a thread
+            try:
+                return self.decide(text, opts)
+            except ValueError as e:
+                raise GatewayError(422, str(e)[:500]) from None
         self.routing += 1
         try:
             if self.batcher is not None:
@@ -440,42 +483,17 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     if gw.batcher is not None:
         app.router.on_shutdown.append(gw.batcher.aclose)
 
-    async def guarded(request: Request, work: Callable[[bytes], Awaitable[Response]]) -> Response:
-        """Run ``work(body)`` until it answers, the client leaves (cancelled: 499) or the deadline (504);
-        a refusal is an OpenAI-shaped error, a bug of ours a one-line 500 (the trace to the log only)."""
-        raw = await request.body()
-        task = asyncio.ensure_future(work(raw))
-        gone = asyncio.ensure_future(disconnected(request.receive))
-        try:
-            await asyncio.wait({task, gone}, timeout=srv.request_timeout_s + 1.0,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not task.done():  # the client left, or the deadline passed while routing
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            if gone.done() and not gone.cancelled():
-                return Response(status_code=_GONE)
-            return error(504, f"the request's deadline of {srv.request_timeout_s:g} s ran out")
-        try:
-            return task.result()
-        except GatewayError as e:
-            return e.response()
-        except Exception as e:
-            log.exception("%s failed", request.url.path)
-            return error(500, f"gateway error: {type(e).__name__} (see the gateway log)", "server_error")
+    def header(scope: Any, name: bytes) -> str | None:
+        v = next((v for k, v in scope.get("headers", ()) if k == name), None)
+        return None if v is None else v.decode("latin-1")
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
+    async def chat(raw: bytes, scope: Any) -> Response:
         """OpenAI chat completions, routed (``"model": "knnroute"``) or passed through."""
-        sid = request.headers.get("x-session-id")  # admission (in flight, loop lag): AdmissionMiddleware
-        auth = request.headers.get("authorization")
-        return await guarded(request, lambda raw: gw.chat(raw, sid, auth))
+        return await gw.chat(raw, header(scope, b"x-session-id"), header(scope, b"authorization"))
 
-    @app.post("/v1/feedback")
-    async def feedback(request: Request) -> Response:
+    async def feedback(raw: bytes, scope: Any) -> Response:
         """Outcome feedback for a routed answer: ``{"request_id": str, "score": float in [0, 1]}``."""
-        return await guarded(request, gw.feedback)
+        return await gw.feedback(raw)
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -496,10 +514,21 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     app.add_middleware(OpenAIErrorMiddleware)
     lag = LoopLag()
     app.router.on_shutdown.append(lag.aclose)
-    app.add_middleware(AdmissionMiddleware, max_inflight=srv.max_inflight, state=gw, lag=lag,
-                       max_lag_s=srv.max_loop_lag_ms / 1e3 if srv.max_loop_lag_ms > 0 else None,
-                       on_reject=lambda reason: gw.metrics.rejected.labels(reason).inc(),
-                       max_route_queue=srv.max_route_queue)
+    admission = Admission(max_inflight=srv.max_inflight, state=gw, lag=lag,
+                          max_lag_s=srv.max_loop_lag_ms / 1e3 if srv.max_loop_lag_ms > 0 else None,
+                          on_reject=lambda reason: gw.metrics.rejected.labels(reason).inc(),
+                          max_route_queue=srv.max_route_queue)
     app.state.loop_lag = lag
     gw.metrics.loop_lag.set_function(lambda: lag.lag)
+    build_stack = app.build_middleware_stack
+
+    def fast_stack() -> Any:  # the hot paths skip the general stack (gateway/fastpath.py)
+        return FastPath(build_stack(), {CHAT: chat, "/v1/feedback": feedback}, admission=admission,
+                        api_keys=[f"Bearer {k}".encode() for k in api_keys],
+                        admin_keys=[] if admin is None else [f"Bearer {admin}".encode()],
+                        metrics=app.state.metrics, max_body_bytes=srv.max_body_bytes, read_timeout=srv.read_timeout_s,
+                        deadline_s=srv.request_timeout_s, client_limit=srv.max_client_concurrency)
+
+    app.build_middleware_stack = fast_stack  # type: ignore[method-assign]
+    app.state.early = early_refusal(admission)  # for the HTTP protocol (serve.py)
     return app

@@ -8,11 +8,12 @@ Keys are never logged or echoed.
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Sequence
 
-from knnroute.service.middleware import ASGIApp, Receive, Scope, Send, send_json
+from knnroute.service.middleware import ASGIApp, Receive, Scope, Send
 
-__all__ = ["GatewayAuthMiddleware"]
+__all__ = ["GatewayAuthMiddleware", "refusal"]
 
 OPEN_PATHS = frozenset({"/health"})
 ADMIN_PREFIXES = ("/metrics", "/admin/")
@@ -26,6 +27,20 @@ def _matches(got: bytes, keys: Sequence[bytes]) -> bool:
     for k in keys:  # compare against every key: the time does not say which one matched
         ok |= hmac.compare_digest(token, k)
     return ok
+
+
+def _body(what: str) -> bytes:
+    return json.dumps({"error": {"message": f"missing or wrong key: send Authorization: Bearer <key> with {what}",
+                                 "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+
+
+_API_BODY = _body("an API key")
+
+
+def refusal(scope: Scope, need: Sequence[bytes]) -> bytes | None:
+    """The 401 body when ``scope`` carries none of the keys ``need`` (``b"Bearer <key>"``), else None."""
+    got = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+    return None if _matches(got, need) else _API_BODY
 
 
 class GatewayAuthMiddleware:
@@ -45,10 +60,10 @@ class GatewayAuthMiddleware:
             # admin paths take the admin key; without one set, they fall back to the API keys
             need = self.admin if admin and self.admin else self.api + self.admin
             if need and not _matches(got, need):
-                what = "the admin key" if admin and self.admin else "an API key"
-                await send_json(send, 401, {"error": {
-                    "message": f"missing or wrong key: send Authorization: Bearer <key> with {what}",
-                    "type": "invalid_request_error", "code": "invalid_api_key"}},
-                    [(b"www-authenticate", b"Bearer")])
+                body = _body("the admin key") if admin and self.admin else _API_BODY
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

@@ -73,6 +73,10 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     embed_batch_max: int = Field(default=64, gt=0)  # micro-batching of concurrent requests' embeddings
     embed_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)  # 0: no batching
+    # texts up to this many characters are routed on the event loop, with no thread hop, when the router
+    # routes one that long in under route_inline_max_ms (measured at start: the static embedders); 0: never
+    route_inline_chars: int = Field(default=2000, ge=0, le=200_000)
+    route_inline_max_ms: float = Field(default=1.0, gt=0, le=100, allow_inf_nan=False)
     # the limits `knnroute serve` has (docs/security.md): a request head and body must arrive within
     # read_timeout_s; connections beyond limit_concurrency get 503; max_client_concurrency per peer address
     read_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)

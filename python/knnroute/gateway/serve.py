@@ -126,13 +126,20 @@ WORKER_CONFIG_ENV = "KNNROUTE_GATEWAY_CONFIG"
 WORKER_READ_TIMEOUT_ENV = "KNNROUTE_GATEWAY_READ_TIMEOUT"
 
 
+_WORKER_EARLY: list[Any] = []  # the app's early refusal in a --workers process (set by worker_app)
+
+
+def _worker_early(method: bytes, target: bytes) -> bytes | None:
+    return _WORKER_EARLY[0](method, target) if _WORKER_EARLY else None
+
+
 def __getattr__(name: str) -> Any:
     """``WorkerHttpProtocol``: the timed uvicorn protocol by import string (a worker process cannot be
     handed the class itself: it is made at run time, so it does not pickle)."""
     if name == "WorkerHttpProtocol":
         from knnroute.service.timeouts import timed_protocol
 
-        return timed_protocol(float(os.environ.get(WORKER_READ_TIMEOUT_ENV, "10")))
+        return timed_protocol(float(os.environ.get(WORKER_READ_TIMEOUT_ENV, "10")), early=_worker_early)
     raise AttributeError(name)
 
 
@@ -153,6 +160,7 @@ def worker_app() -> Any:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     cfg = load_config(os.environ[WORKER_CONFIG_ENV])
     app, store = _started(cfg)
+    _WORKER_EARLY[:] = [app.state.early]
     log.info("gateway worker %d: %r", os.getpid(), store.router)
     return app
 
@@ -201,18 +209,19 @@ def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int 
     cfg = load_config(config)
     srv = cfg.server
     opts: dict[str, Any] = dict(host=host, port=int(port), log_level=log_level, access_log=False,
-                                timeout_graceful_shutdown=max(1, math.ceil(srv.shutdown_timeout_s)),
-                                **uvicorn_limits(srv.read_timeout_s, srv.limit_concurrency))
+                                timeout_graceful_shutdown=max(1, math.ceil(srv.shutdown_timeout_s)))
     logging.getLogger("uvicorn.error").addFilter(_StalledStreamFilter())
     if workers > 1:
         _prepare_workers(cfg, workers)
         os.environ[WORKER_CONFIG_ENV] = str(Path(config).resolve())
         os.environ[WORKER_READ_TIMEOUT_ENV] = repr(srv.read_timeout_s)
+        opts.update(uvicorn_limits(srv.read_timeout_s, srv.limit_concurrency))
         opts["http"] = "knnroute.gateway.serve:WorkerHttpProtocol"
         log.info("gateway on http://%s:%d: %d workers sharing %s", host, port, workers, cfg.feedback.store)
         uvicorn.run("knnroute.gateway.serve:worker_app", factory=True, workers=int(workers), **opts)
         return
     app, store = _started(cfg)
+    opts.update(uvicorn_limits(srv.read_timeout_s, srv.limit_concurrency, early=app.state.early))
     log.info("gateway on http://%s:%d: %r, upstreams %s", host, port, store.router, sorted(cfg.upstreams))
     try:
         uvicorn.run(app, **opts)

@@ -147,11 +147,12 @@ class Store:
         minute = int(time.time() // 60)
         with self._write() as cur:
             usage: dict[str, list[float]] = {}
-            for rid, c in requests:
-                cur.execute(self._sql("INSERT INTO knnroute_requests (request_id, embedding, model, cost, key, time) "
-                                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"),
-                            (rid, np.asarray(c.embedding, dtype=np.float32).tobytes(), c.model, float(c.cost),
-                             c.key, float(c.time)))
+            if requests:  # one statement for all of them
+                cur.executemany(self._sql("INSERT INTO knnroute_requests (request_id, embedding, model, cost, key, "
+                                          "time) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"),
+                                [(rid, np.asarray(c.embedding, dtype=np.float32).tobytes(), c.model, float(c.cost),
+                                  c.key, float(c.time)) for rid, c in requests])
+            for _, c in requests:
                 u = usage.setdefault(c.key, [0, 0, 0.0])
                 u[0] += 1
                 u[2] += float(c.cost)

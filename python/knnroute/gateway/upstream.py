@@ -6,8 +6,9 @@ tries run out (the caller then tries the next model). A cancelled request (the c
 upstream call. Upstream keys come from environment variables and are only ever put in the outgoing
 ``Authorization`` header.
 
-aiohttp, not httpx: under 64 concurrent requests httpx's pool (httpcore 1.0) probed every idle connection's
-socket on each request, about a third of the gateway's CPU in a py-spy profile (docs/gateway.md).
+The HTTP client is the gateway's own (:mod:`knnroute.gateway.http1`): httpx's pool (httpcore 1.0) probed every
+idle connection's socket on each request (a third of the gateway's CPU at 64 concurrent requests), and aiohttp,
+which replaced it, was still about a third of the CPU of a routed request (docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from knnroute.gateway.breaker import Breaker
 from knnroute.gateway.config import GatewayConfig
+from knnroute.gateway.http1 import Pool, Response, UpstreamError, UpstreamTimeout
 
 __all__ = ["Attempt", "UpstreamFailure", "UpstreamResponse", "Upstreams", "unresolved"]
 
@@ -57,17 +57,17 @@ class UpstreamFailure(Exception):
 class UpstreamResponse:
     """An upstream's answer: status and headers; ``content`` (read) or ``aiter_raw`` (streaming)."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, content: bytes | None) -> None:
-        self._resp = resp
+    def __init__(self, resp: Response, content: bytes | None, read_timeout: float | None = None) -> None:
+        self._resp, self._read_timeout = resp, read_timeout
         self.status_code = resp.status
-        self.headers = {k.lower(): v for k, v in resp.headers.items()}
+        self.headers = resp.headers
         self.content = content if content is not None else b""
 
     def json(self) -> Any:
         return json.loads(self.content)
 
     async def aiter_raw(self) -> Any:
-        async for chunk in self._resp.content.iter_any():
+        async for chunk in self._resp.iter_chunks(self._read_timeout):
             yield chunk
 
     async def aclose(self, complete: bool = True) -> None:
@@ -84,7 +84,7 @@ class Upstreams:
     on first use, in the serving loop."""
 
     cfg: GatewayConfig
-    _sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict, repr=False)
+    _sessions: dict[str, Pool] = field(default_factory=dict, repr=False)
     breakers: dict[str, Breaker] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -95,26 +95,22 @@ class Upstreams:
     def names(self) -> list[str]:
         return list(self.cfg.upstreams)
 
-    def session(self, name: str) -> aiohttp.ClientSession:
+    def session(self, name: str) -> Pool:
         s = self._sessions.get(name)
         if s is None:
             up = self.cfg.upstreams[name]
-            s = self._sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=up.max_connections, limit_per_host=0, keepalive_timeout=30),
-                auto_decompress=False,  # bytes pass through as the upstream sent them
-            )
+            s = self._sessions[name] = Pool(up.base_url, up.max_connections, keepalive_s=30.0)
         return s
 
     def in_use(self, name: str) -> int:
         """Connections of ``name``'s pool in use now."""
         s = self._sessions.get(name)
-        conn = None if s is None else s.connector
-        return 0 if conn is None else len(getattr(conn, "_acquired", ()))
+        return 0 if s is None else s.in_use
 
     async def aclose(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
         for s in sessions:
-            await s.close()
+            await s.aclose()
 
     def _failed(self, name: str, breaker: Breaker, reason: str) -> None:
         if breaker.failure():
@@ -137,9 +133,8 @@ class Upstreams:
         if not breaker.allow():
             attempts.append(Attempt(name, None, 0.0, "circuit open"))
             raise UpstreamFailure(name, f"circuit open (retry in {breaker.retry_after():.1f} s)", False, True)
-        url = up.base_url.rstrip("/") + "/chat/completions"
         payload = json.dumps({**body, "model": self.cfg.upstream_model(name)}).encode()
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", "user-agent": "knnroute"}
         key = up.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
@@ -158,25 +153,21 @@ class Upstreams:
                 if left <= 0:
                     break
                 budget = min(up.timeout_s, left)
-                # streams: the timeout bounds connecting and each wait for data, not the whole answer
-                timeout = (aiohttp.ClientTimeout(sock_connect=budget, sock_read=budget, connect=budget) if stream
-                           else aiohttp.ClientTimeout(total=budget))
+                # non-streamed: the budget bounds the whole try; streams: connecting, the head and each wait
+                # for data, not the whole answer
                 t0 = time.perf_counter()
                 delay = up.backoff_s * (2 ** attempt)
                 try:
-                    resp = await session.post(url, data=payload, headers=headers, timeout=timeout)
-                except asyncio.TimeoutError:  # TimeoutError from 3.11; aiohttp raises it on 3.10
-                    reason, timed_out = f"timeout after {budget:g} s", True
-                    attempts.append(Attempt(name, None, time.perf_counter() - t0, "timeout"))
-                    self._failed(name, breaker, reason)
-                    continue
-                except aiohttp.ClientError as e:
-                    reason, timed_out = f"connection failed ({type(e).__name__})", False
-                    attempts.append(Attempt(name, None, time.perf_counter() - t0, type(e).__name__))
+                    resp = await session.post("/chat/completions", payload, headers, stream=stream,
+                                              connect_timeout=budget, head_timeout=budget)
+                except UpstreamError as e:
+                    timed_out = isinstance(e, UpstreamTimeout)
+                    reason = f"timeout after {budget:g} s" if timed_out else f"connection failed ({e.kind})"
+                    attempts.append(Attempt(name, None, time.perf_counter() - t0, e.kind))
                     self._failed(name, breaker, reason)
                     continue
                 if resp.status in RETRY_STATUSES:
-                    resp.release()
+                    resp.close()
                     reason, timed_out = f"status {resp.status}", resp.status in (408, 504)
                     attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, reason))
                     self._failed(name, breaker, reason)
@@ -188,23 +179,21 @@ class Upstreams:
                 content = None
                 if not stream:
                     try:
-                        content = await resp.read()
-                    except asyncio.TimeoutError:  # TimeoutError from 3.11; aiohttp raises it on 3.10
+                        content = await resp.read(max(0.0, budget - (time.perf_counter() - t0)))
+                    except UpstreamError as e:
                         resp.close()
-                        reason, timed_out = f"timeout after {budget:g} s reading the body", True
-                        attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, "timeout"))
+                        timed_out = isinstance(e, UpstreamTimeout)
+                        reason = (f"timeout after {budget:g} s reading the body" if timed_out
+                                  else f"body failed ({e.kind})")
+                        attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, e.kind))
                         self._failed(name, breaker, reason)
                         continue
-                    except aiohttp.ClientError as e:
+                    except BaseException:  # cancelled: the connection cannot be reused
                         resp.close()
-                        reason, timed_out = f"body failed ({type(e).__name__})", False
-                        attempts.append(Attempt(name, resp.status, time.perf_counter() - t0, type(e).__name__))
-                        self._failed(name, breaker, reason)
-                        continue
-                    resp.release()
+                        raise
                 attempts.append(Attempt(name, resp.status, time.perf_counter() - t0))
                 breaker.success()
-                return UpstreamResponse(resp, content)
+                return UpstreamResponse(resp, content, budget if stream else None)
         except BaseException:  # cancelled (the client left, or the deadline): no outcome for the breaker
             breaker.abandon()
             raise
