@@ -65,9 +65,21 @@ def _k(P: dict[str, Any], n_train: int) -> int:
     return min(int(P["k"]), _start_rows(n_train))
 
 
+def local_counts(core: Any, x: np.ndarray) -> np.ndarray:
+    """Per model, how many of its k nearest observing rows lie within the k nearest rows of all (the
+    full-information router's neighbourhood): its evidence at the resolution the router could have."""
+    k = min(int(core.k), core.size)
+    q = np.ascontiguousarray(x, dtype=np.float32)[None, :]
+    _, sim_all = core.search(q, k)
+    idx, sim, cnt = core.search_per_model(q)
+    valid = np.arange(sim.shape[2])[None, :] < cnt[0][:, None]
+    return ((sim[0] >= sim_all[0, k - 1]) & valid).sum(axis=1).astype(np.float64)
+
+
 def _policy(name: str, P: dict[str, Any]) -> Any:
     from knnroute.routers.explore import ExplorePolicy
 
+    name = name.removeprefix("local-")
     if name == "uniform":
         return ExplorePolicy("uniform", epsilon=P["epsilon"])
     if name in ("thompson", "ucb"):
@@ -113,7 +125,10 @@ def replay(X: np.ndarray, S: np.ndarray, C: np.ndarray, tr: np.ndarray, te: np.n
         if drift is not None and i >= drift["at"] and drift["group"][r]:
             s_true[drift["model"]] = 0.0
         det = core.route_one_detail(X[r], lam)
-        j = pol.choose(det["s_hat"], det["c_hat"], det["count"], det["spread"], lam, prng)
+        count = det["count"]
+        if policy.startswith("local-"):  # the posterior's count: each model's rows among the k nearest of all
+            count = local_counts(core, X[r])
+        j = pol.choose(det["s_hat"], det["c_hat"], count, det["spread"], lam, prng)
         # regret in normalised utility: (s - lam c) / (1 + lam c_max), i.e. score and cost / c_max
         # weighted (1 - a, a) with a = lam c_max / (1 + lam c_max), so every lambda counts on one scale
         u = (s_true - lam * C_true[r]) / (1.0 + lam * c_max)

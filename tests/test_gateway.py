@@ -465,24 +465,41 @@ def test_litellm_reaches_the_gateway(stack: dict[str, Any], monkeypatch: pytest.
     assert text == f"answer from {route_model(url, QUESTIONS[1], 0.0)}"
 
 
-def test_start_warns_when_feedback_would_be_noisy(router_file: Path, tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
-    """Shrinkage 0 (the fixture's router): the gateway warns at start that feedback rows will make it noisy;
-    a router fitted with shrinkage > 0 gets no such warning."""
+def test_start_warnings_name_the_online_learning_options(router_file: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A router file without an exploration policy or a half-life: the gateway's start-up warnings name the
+    fit options that fix them; a file fitted with both (as `knnroute fit --explore --half-life` stores them)
+    gets neither warning, and its policy and half-life are the ones the gateway uses."""
     from knnroute.embed import get_embedder
 
-    def warned(router: Path) -> bool:
+    def warnings(router: Path) -> list[str]:
         caplog.clear()
         cfg = write_config(tmp_path, router, {m: "http://127.0.0.1:9" for m in NAMES})
         with caplog.at_level("WARNING", logger="knnroute.gateway"), gateway(cfg):
             pass
-        return any("shrinkage 0" in r.getMessage() for r in caplog.records)
+        return [r.getMessage() for r in caplog.records]
 
-    assert warned(router_file)
+    got = " ".join(warnings(router_file))
+    assert "knnroute fit --explore" in got and "knnroute fit --half-life" in got
     prompts, topic = _prompts()
     X = get_embedder("wordllama").encode(prompts)
     S = np.column_stack([topic == 0, topic == 1, topic == 2]).astype(float)
     C = np.tile([1e-5, 1e-4, 1e-3], (len(topic), 1))
-    shrunk = tmp_path / "shrunk.knnr"
-    ProductionRouter(KNNRouter(k=5, shrinkage=10).fit(X, S, C, model_names=NAMES), embedder="wordllama").save(shrunk)
-    assert not warned(shrunk)
+    online = tmp_path / "online.knnr"
+    prod = ProductionRouter(KNNRouter(k=5, half_life=50.0).fit(X, S, C, model_names=NAMES), embedder="wordllama")
+    prod.meta["explore"] = {"name": "ucb", "scale": 0.25}
+    prod.save(online)
+    got = " ".join(warnings(online))
+    assert "--explore" not in got and "--half-life" not in got
+    from knnroute.gateway.config import load_config
+    from knnroute.gateway.learning import explore_policy
+    from knnroute.gateway.serve import build
+
+    cfg = load_config(write_config(tmp_path, online, {m: "http://127.0.0.1:9" for m in NAMES}))
+    app, store = build(cfg, load_embedder=False)
+    try:
+        assert store.router.half_life == 50.0
+        pol = app.state.gateway.explore_policy
+        assert (pol.name, pol.scale) == ("ucb", 0.25) and pol == explore_policy(None, store.router.meta)
+    finally:
+        store.close()

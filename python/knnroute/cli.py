@@ -51,6 +51,8 @@ COMMANDS: list[Command] = [
             "knnroute.commands.convert"),
     Command("gateway", "OpenAI-compatible gateway: route chat completions to upstream models, learn from "
             "feedback", "knnroute.commands.gateway"),
+    Command("feedback", "gateway feedback: revert one key's or a time window's (store and router file)",
+            "knnroute.commands.feedback"),
     Command("route-batch", "route prompts or embeddings from Parquet/CSV/JSONL files to Parquet decisions "
             "(in process or on Ray Data)", "knnroute.commands.route_batch"),
 ]

@@ -40,8 +40,15 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="fixed shrinkage X >= 0 toward each model's training mean, stored in the router file "
                    "(a model's prediction is (sum of its k neighbours' weighted scores + X * its mean) / (their "
                    "weight + X)); default: tuned on validation among 0, 1, 5, 20, 100 and 1e6 (the last one "
-                   "routes like the best single models). k and weighting are still tuned unless --k is given. "
-                   "Routers that learn online from gateway feedback need X > 0 (e.g. 10; docs/gateway.md)")
+                   "routes like the best single models). k and weighting are still tuned unless --k is given")
+    p.add_argument("--half-life", type=_shrinkage, default=0.0, metavar="H",
+                   help="online learning: a gateway feedback row H feedbacks old weighs half (fitted rows are "
+                   "time 0); stored in the router file (default 0: no decay; docs/online-learning.md)")
+    p.add_argument("--explore", default=None, choices=["greedy", "uniform", "thompson", "ucb"],
+                   help="online learning: the exploration policy the gateway uses for routed requests, stored "
+                   "in the router file (default: knnroute.gateway.learning.DEFAULT_POLICY)")
+    p.add_argument("--explore-scale", type=_shrinkage, default=None, metavar="X",
+                   help="thompson / ucb: the posterior standard deviation's multiplier (default: the policy's)")
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],
                    help="storage precision of the embeddings in the file (default f32)")
     p.add_argument("--scan-precision", default="f32", choices=["f32", "bf16", "f16", "int8"],
@@ -350,6 +357,22 @@ def _spec(embedder: str) -> str:
     return "minilm" if embedder in ("minilm", "all-MiniLM-L6-v2") else embedder
 
 
+def _online(prod: Any, report: dict[str, Any], args: argparse.Namespace) -> None:
+    """--half-life and the exploration policy, stored in the router file (meta["explore"], knn.half_life)."""
+    from dataclasses import replace
+
+    from knnroute.gateway.learning import DEFAULT_POLICY
+    from knnroute.routers.explore import ExplorePolicy
+
+    pol = DEFAULT_POLICY if args.explore is None else ExplorePolicy(args.explore)
+    if args.explore_scale is not None:
+        pol = replace(pol, scale=float(args.explore_scale))
+    if args.half_life:
+        prod.half_life = float(args.half_life)
+    prod.meta["explore"] = report["explore"] = pol.to_dict()
+    report["half_life"] = float(args.half_life)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         prod, report = fit_router(
@@ -371,6 +394,7 @@ def run(args: argparse.Namespace) -> int:
             delta=args.delta,
             text_norm=not args.no_text_norm,
         )
+        _online(prod, report, args)
         t0 = time.perf_counter()
         path = prod.save(args.out, precision=args.precision)
     except (ValueError, FileNotFoundError) as e:

@@ -45,6 +45,7 @@ from knnroute.gateway.decisions import DecisionLog, routed_text
 from knnroute.gateway.errors import GatewayError, OpenAIErrorMiddleware, finite, parse_json, request_id
 from knnroute.gateway.fastpath import CHAT, FastPath, early_refusal
 from knnroute.gateway.feedback import FeedbackStore, Pending
+from knnroute.gateway.learning import KeyCapExceeded, explore_choice, explore_policy, register_admin
 from knnroute.gateway.limits import KeyCollector, KeyLimits, key_id
 from knnroute.gateway.responses import RawResponse, StreamResponse
 from knnroute.gateway.sessions import Sessions
@@ -133,6 +134,8 @@ class Gateway:
         self.metrics.inflight.set_function(lambda: self.inflight)
         self.metrics.route_queue.set_function(lambda: self.routing)
         self.rng = random.Random()
+        self.np_rng = np.random.default_rng()
+        self.explore_policy = explore_policy(cfg.feedback.explore, router.meta)
         srv = cfg.server
         self.batcher = (Batcher(self.decide_many, srv.embed_batch_max, srv.embed_batch_wait_ms / 1e3,
                                 max_wait_s=srv.max_route_wait_ms / 1e3)
@@ -207,8 +210,13 @@ class Gateway:
         first = sticky if sticky in self.routable else d.model if d.model in self.routable else None
         explore = False
         eps = self.cfg.feedback.explore
-        if sticky is None and eps > 0 and self.rng.random() < eps:
-            first, explore = self.rng.choice(self.routable), True
+        if sticky is None and isinstance(eps, float):  # a number: the uniform coin
+            if eps > 0 and self.rng.random() < eps:
+                first, explore = self.rng.choice(self.routable), True
+        elif sticky is None and self.explore_policy is not None:  # exploration from the kNN posterior
+            pick = explore_choice(self.explore_policy, d, names, self.routable, self.np_rng)
+            if pick is not None and pick != first:
+                first, explore = pick, True
         if first is not None:
             ranked = [first] + [m for m in ranked if m != first]
         return ranked, explore
@@ -448,6 +456,9 @@ class Gateway:
             self.metrics.feedback.labels("unknown").inc()
             raise GatewayError(404, f"unknown request_id {rid!r} (not a routed answer of this gateway, or "
                                "forgotten)", code="not_found") from None
+        except KeyCapExceeded as e:
+            self.metrics.feedback.labels("key_cap").inc()
+            raise GatewayError(429, str(e), code="rate_limit_exceeded", headers={"x-should-retry": "false"}) from None
         except StoreError as e:
             self.metrics.feedback.labels("store_error").inc()
             raise GatewayError(503, f"feedback not stored: {e}", code="store_unavailable",
@@ -501,6 +512,7 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
         saved = store.save()
         return {"saved": saved, "feedback_seq": store.seq, "size": slot.router.size}
 
+    register_admin(app, store)  # /admin/feedback/revert
     app.add_middleware(GatewayAuthMiddleware, api_keys=api_keys, admin_key=admin)
     app.add_middleware(OpenAIErrorMiddleware)
     lag = LoopLag()

@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from knnroute.service.schemas import MAX_PROMPT_CHARS
 
-__all__ = ["ConfigError", "FeedbackConfig", "GatewayConfig", "LimitsConfig", "RouterConfig", "ServerConfig",
-           "UpstreamConfig",
-           "load_config"]
+__all__ = ["ConfigError", "ExploreConfig", "FeedbackConfig", "GatewayConfig", "LimitsConfig", "RouterConfig",
+           "ServerConfig", "UpstreamConfig", "load_config"]
 
 
 class ConfigError(ValueError):
@@ -97,6 +96,16 @@ class ServerConfig(_Strict):
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)  # SIGTERM to exit
 
 
+class ExploreConfig(_Strict):
+    """``[feedback.explore]``: :class:`knnroute.routers.explore.ExplorePolicy`'s parameters."""
+
+    policy: Literal["greedy", "uniform", "thompson", "ucb"] = "thompson"
+    epsilon: float = Field(default=0.1, ge=0, le=1, allow_inf_nan=False)
+    scale: float = Field(default=0.5, ge=0, le=100, allow_inf_nan=False)
+    prior_count: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
+    prior_sd: float = Field(default=0.5, ge=0, le=100, allow_inf_nan=False)
+
+
 class FeedbackConfig(_Strict):
     log: Path | None = None  # one process's JSON-lines log (imported once into `store` when both are set)
     # the shared store: "sqlite:///feedback.db" (relative to the config; WAL, one machine, many processes) or
@@ -109,7 +118,27 @@ class FeedbackConfig(_Strict):
     unknown_wait_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)  # for another replica's batch
     save_interval_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     pending_max: int = Field(default=100_000, gt=0)  # answered requests remembered for feedback
-    explore: float = Field(default=0.0, ge=0, le=1)  # share of routed requests sent to a random model
+    # exploration of routed requests (never a session's pinned model nor an explicit model name): a table
+    # {policy = "thompson" | "ucb" | "uniform" | "greedy", scale, epsilon, prior_count, prior_sd}, or a number
+    # e = uniform exploration with probability e (0: greedy); unset: the router file's stored policy
+    # (knnroute fit --explore), else knnroute.routers.explore's default
+    explore: float | ExploreConfig | None = None
+    # time decay of evidence, in feedbacks (a row weighs 2^-(age / half_life); fitted rows are time 0);
+    # 0: off; unset: the router file's (knnroute fit --half-life)
+    half_life: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # one inbound key may write at most this share of the answering model's k nearest observing rows
+    # around a feedback's prompt; beyond it the feedback is refused (429). 1: off (the default: a gateway
+    # with one client writes all its feedback with one key); e.g. 0.25 where many keys share a gateway
+    key_share_max: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+    # bounded state: the router keeps the feedback rows of the last max_rows feedbacks (and none older than
+    # 10 half-lives: they weigh < 0.1%); older ones are folded away every 256 feedbacks; 0: no cap
+    max_rows: int = Field(default=5000, ge=0, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _explore_number(self) -> FeedbackConfig:
+        if isinstance(self.explore, float) and not 0 <= self.explore <= 1:
+            raise ValueError("explore: a number must be in [0, 1] (the uniform exploration's probability)")
+        return self
 
 
 class LimitsConfig(_Strict):

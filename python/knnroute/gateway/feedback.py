@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from knnroute.gateway.learning import KeyCap, fold, revert_router, window
 from knnroute.production.persist import write_state
 from knnroute.production.router import ProductionRouter
 
@@ -99,6 +100,26 @@ class FeedbackLog:
             self._fh.flush()
             os.fsync(self._fh.fileno())
 
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the log by these records (atomically: a temporary file, fsync, rename), keeping the lock."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with self._lock:
+            new = open(tmp, "ab")  # noqa: SIM115 - replaces the held handle
+            fcntl.flock(new.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.replace(tmp, self.path)
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            old, self._fh = self._fh, new
+            old.close()
+
     def close(self) -> None:
         with self._lock:
             self._fh.close()
@@ -116,7 +137,8 @@ class FeedbackStore:
     """
 
     def __init__(self, router: ProductionRouter, router_file: str | os.PathLike | None,
-                 log_path: str | os.PathLike | None, pending_max: int = 100_000) -> None:
+                 log_path: str | os.PathLike | None, pending_max: int = 100_000, key_share_max: float = 1.0,
+                 max_rows: int = 0) -> None:
         self.router = router
         self.router_file = None if router_file is None else Path(router_file)
         self.log = None if log_path is None else FeedbackLog(log_path)
@@ -129,6 +151,13 @@ class FeedbackStore:
         self.applied = 0
         self._stop = threading.Event()
         self._saver: threading.Thread | None = None
+        self.keys: dict[str, str] = {}  # request id -> the inbound key id of its feedback
+        self.cap = KeyCap(key_share_max, self.key_of)
+        self.max_rows, self.folded = int(max_rows), 0  # bounded state (learning.fold)
+
+    def key_of(self, row_id: str) -> str | None:
+        """The key id that wrote a router row (None: a fitted row)."""
+        return self.keys.get(row_id[3:]) if row_id.startswith("fb-") else None
 
     # ------------------------------------------------------------------ requests
     def remember(self, request_id: str, pending: Pending) -> None:
@@ -162,14 +191,17 @@ class FeedbackStore:
                 if request_id in self._done:
                     raise ValueError(f"request {request_id!r} already has feedback")
                 raise KeyError(request_id)
+            self.cap.check(self.router, p.embedding, p.model, p.key)  # KeyCapExceeded: a 429
             rec = {"seq": self.seq + 1, "request_id": request_id, "time": time.time(), "model": p.model,
-                   "score": float(score), "cost": float(p.cost),
+                   "score": float(score), "cost": float(p.cost), "key": p.key,
                    "embedding": [float(v) for v in p.embedding]}
             if self.log is not None:
                 self.log.append(rec)  # durable before it is acknowledged or applied
             self.seq += 1
             X, S, C = self._row(rec)
-            self.router.add(X, S, C, ids=[f"fb-{request_id}"])
+            self.router.add(X, S, C, ids=[f"fb-{request_id}"], times=[float(self.seq)])
+            self.keys[request_id] = p.key
+            self.folded += fold(self.router, self.seq - 1, self.seq, self.max_rows)
             del self._pending[request_id]
             self._done.add(request_id)
             self.applied += 1
@@ -185,6 +217,7 @@ class FeedbackStore:
             for rec in self.log.records():
                 if "request_id" in rec:
                     self._done.add(str(rec["request_id"]))
+                    self.keys[str(rec["request_id"])] = str(rec.get("key", "-"))
                 if int(rec["seq"]) <= self.seq:
                     continue
                 if rec.get("model") not in self.router.model_names:
@@ -194,11 +227,35 @@ class FeedbackStore:
                     continue
                 X, S, C = self._row(rec)
                 rid = str(rec["request_id"])
-                self.router.add(X, S, C, ids=[f"fb-{rid}"])
+                self.router.add(X, S, C, ids=[f"fb-{rid}"], times=[float(rec["seq"])])
+                self.keys[rid] = str(rec.get("key", "-"))
+                self.folded += fold(self.router, self.seq, int(rec["seq"]), self.max_rows)
                 self._done.add(rid)
                 self.seq = int(rec["seq"])
                 n += 1
         return n
+
+    def revert(self, key: str | None = None, since: float | None = None, until: float | None = None
+               ) -> dict[str, Any]:
+        """Remove the feedback of one key id and/or a time window (epoch seconds) from the log (rewritten
+        atomically) and the live router, then re-save the router file. The request ids stay rated (409)."""
+        key, lo, hi = window(key, since, until)
+        with self._lock:
+            if self.log is None:
+                raise ValueError("revert needs feedback.log or feedback.store (nothing durable to revert)")
+            recs = self.log.records()
+            gone = [r for r in recs if "request_id" in r and (key is None or r.get("key", "-") == key)
+                    and lo <= float(r.get("time", 0.0)) <= hi]
+            drop = {str(r["request_id"]) for r in gone}
+            if drop:
+                self.log.rewrite([r for r in recs if str(r.get("request_id")) not in drop])
+            rows = revert_router(self.router, drop)
+            for rid in drop:
+                self.keys.pop(rid, None)
+        if drop and self.router_file is not None:
+            self.saved_seq = -1  # the file holds the reverted rows: save now
+            self.save()
+        return {"reverted": len(drop), "rows_removed": rows, "size": self.router.size, "seq": self.seq}
 
     # ------------------------------------------------------------------ pending across restarts
     @property

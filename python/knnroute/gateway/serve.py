@@ -39,7 +39,7 @@ def import_log(store: Store, path: Path) -> int:
             raise ConfigError(f"feedback.log {path}: record {r.get('seq')} has an embedding of {emb.shape}, "
                               f"the store holds {store.dim}-dimensional ones")
         recs.append(Record(int(r["seq"]), str(r["request_id"]), str(r["model"]), float(r["score"]),
-                           float(r["cost"]), emb, "-", float(r.get("time", 0.0))))
+                           float(r["cost"]), emb, str(r.get("key", "-"))[:256], float(r.get("time", 0.0))))
     n = store.import_records(recs)
     path.rename(path.with_name(path.name + ".imported"))
     log.info("imported %d feedback record(s) from %s into %s (the log is now %s.imported)", n, path, store.url,
@@ -52,7 +52,7 @@ def open_feedback(cfg: GatewayConfig, router: Any) -> FeedbackStore | SharedFeed
     fb = cfg.feedback
     if fb.store is None:
         try:
-            return FeedbackStore(router, cfg.router.file, fb.log, fb.pending_max)
+            return FeedbackStore(router, cfg.router.file, fb.log, fb.pending_max, fb.key_share_max, fb.max_rows)
         except LogInUse as e:
             raise ConfigError(str(e)) from None
     try:
@@ -60,9 +60,17 @@ def open_feedback(cfg: GatewayConfig, router: Any) -> FeedbackStore | SharedFeed
         if fb.log is not None and fb.log.is_file():
             import_log(st, fb.log)
         return SharedFeedbackStore(router, cfg.router.file, st, group_commit=fb.group_commit,
-                                   retention_s=fb.retention_s, poll_s=fb.poll_s, unknown_wait_s=fb.unknown_wait_s)
+                                   retention_s=fb.retention_s, poll_s=fb.poll_s, unknown_wait_s=fb.unknown_wait_s,
+                                   key_share_max=fb.key_share_max, max_rows=fb.max_rows)
     except (StoreError, ValueError, LogInUse) as e:
         raise ConfigError(str(e)) from None
+
+
+def online_start(cfg: GatewayConfig, router: Any) -> None:
+    from knnroute.gateway.learning import start_notes
+
+    for w in start_notes(cfg, router):
+        log.warning("%s", w)
 
 
 def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, FeedbackStore | SharedFeedbackStore]:
@@ -99,12 +107,7 @@ def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, Feedb
         log.warning("$%s is unset: the gateway accepts requests without an API key", cfg.server.api_keys_env)
     if not cfg.keys(cfg.server.admin_key_env):
         log.warning("$%s is unset: /metrics takes an API key and /admin/ is off", cfg.server.admin_key_env)
-    if float(router.knn.shrinkage) == 0.0:
-        # measured in docs/gateway.md: a feedback row observes one model, so without shrinkage the other
-        # models' predictions near it rest on one or two rows, and bandit feedback cost 7-12 AUC points
-        log.warning("the router file has shrinkage 0: feedback rows (one observed model each) will make "
-                    "predictions noisy; fit routers that learn online with 'knnroute fit --shrinkage 10' "
-                    "(docs/gateway.md)")
+    online_start(cfg, router)  # [feedback] half_life over the file's; warnings name the fixing option
     store = open_feedback(cfg, router)
     n = store.replay()
     if n:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from knnroute.gateway.feedback import Pending
+from knnroute.gateway.learning import KeyCap, fold, revert_router, window
 from knnroute.gateway.store import Context, Outcome, Record, SQLiteStore, Store, StoreError
 from knnroute.gateway.store_pg import PostgresStore
 from knnroute.production.persist import write_state
@@ -120,7 +121,8 @@ class SharedFeedbackStore:
 
     def __init__(self, router: ProductionRouter, router_file: str | os.PathLike | None, store: Store, *,
                  group_commit: bool = True, retention_s: float = 7 * 86400.0, poll_s: float = 0.2,
-                 unknown_wait_s: float = 1.0) -> None:
+                 unknown_wait_s: float = 1.0, key_share_max: float = 1.0,
+                 max_rows: int = 0) -> None:
         self.router = router
         self.router_file = None if router_file is None else Path(router_file)
         self.store = store
@@ -133,6 +135,10 @@ class SharedFeedbackStore:
         self._lock = threading.Lock()  # applying records (sequence order)
         self._stop = threading.Event()
         self._tailer: threading.Thread | None = None
+        self.keys: dict[str, str] = {}  # request id -> the inbound key id of its feedback (rows applied here)
+        self.cap = KeyCap(key_share_max, self.key_of)
+        self.reverts_seen = 0  # the last knnroute_reverts id applied
+        self.max_rows, self.folded = int(max_rows), 0  # bounded state (learning.fold)
         top = store.max_seq()
         if self.seq > top:
             raise ValueError(f"the router file includes feedback up to seq {self.seq}, but feedback store "
@@ -150,6 +156,13 @@ class SharedFeedbackStore:
     def submit(self, request_id: str, score: float) -> dict[str, Any]:
         """Store one feedback durably (group commit), then apply everything up to it. Raises KeyError
         (unknown id, after waiting ``unknown_wait_s`` for another replica's batch) or ValueError (rated)."""
+        if self.cap.share < 1.0:  # the per-key cap reads the request's context (its key, the prompt)
+            ctx, until = self.store.context(request_id), time.monotonic() + self.unknown_wait_s
+            while ctx is None and time.monotonic() < until:  # the answering replica's batch may be on its way
+                time.sleep(0.01)
+                ctx = self.store.context(request_id)
+            if ctx is not None:
+                self.cap.check(self.router, ctx.embedding, ctx.model, ctx.key)
         deadline = time.monotonic() + self.unknown_wait_s
         delay = 0.01
         while True:
@@ -180,8 +193,39 @@ class SharedFeedbackStore:
             j = names.index(r.model)
             S[i, j], C[i, j] = r.score, r.cost
         X = np.stack([r.embedding for r in ok])
-        self.router.add(X, S, C, ids=[f"fb-{r.request_id}" for r in ok])
+        self.router.add(X, S, C, ids=[f"fb-{r.request_id}" for r in ok], times=[float(r.seq) for r in ok])
+        for r in ok:
+            self.keys[r.request_id] = r.key
         return len(ok)
+
+    def key_of(self, row_id: str) -> str | None:
+        """The key id that wrote a router row (None: a fitted row)."""
+        return self.keys.get(row_id[3:]) if row_id.startswith("fb-") else None
+
+    def apply_reverts(self) -> int:
+        """Remove the rows of feedback reverted (by any replica or the CLI) since the last call."""
+        with self._lock:
+            last, ids = self.store.reverts_after(self.reverts_seen)
+            n = revert_router(self.router, ids) if ids else 0
+            for rid in ids:
+                self.keys.pop(rid, None)
+            self.reverts_seen = last
+        if n:
+            log.info("removed %d reverted feedback row(s)", n)
+        return n
+
+    def revert(self, key: str | None = None, since: float | None = None, until: float | None = None
+               ) -> dict[str, Any]:
+        """Delete one key id's and/or a time window's feedback from the store and this router (every
+        replica follows), then re-save the router file."""
+        key, lo, hi = window(key, since, until)
+        ids = self.store.revert(key, lo, hi)
+        rows = self.apply_reverts()
+        if ids:
+            with self._lock:
+                self.saved_seq = -1  # the file may hold the reverted rows: save now
+            self.save()
+        return {"reverted": len(ids), "rows_removed": rows, "size": self.router.size, "seq": self.seq}
 
     def catch_up(self, until: int | None = None) -> int:
         """Apply the store's records past the last applied one, in sequence order; returns how many."""
@@ -192,6 +236,7 @@ class SharedFeedbackStore:
                 if not recs:
                     break
                 n += self._apply(recs)
+                self.folded += fold(self.router, self.seq, recs[-1].seq, self.max_rows)
                 self.seq = recs[-1].seq
                 if len(recs) < 10_000:
                     break
@@ -199,7 +244,9 @@ class SharedFeedbackStore:
         return n
 
     def replay(self) -> int:
-        return self.catch_up()
+        n = self.catch_up()
+        self.apply_reverts()  # reverted after the router file was saved
+        return n
 
     def dump_pending(self) -> int:  # the request contexts are in the store
         return 0
@@ -237,6 +284,7 @@ class SharedFeedbackStore:
                     if self._stop.is_set():
                         break
                     self.catch_up()
+                    self.apply_reverts()
                     if time.monotonic() >= next_save:
                         next_save = time.monotonic() + interval
                         self.save()

@@ -83,6 +83,7 @@ SCHEMA = [
     "key TEXT NOT NULL, time {real} NOT NULL)",
     "CREATE TABLE IF NOT EXISTS knnroute_snapshots (name TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
     "time {real} NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS knnroute_reverts (id {serial}, request_id TEXT NOT NULL, time {real} NOT NULL)",
     "CREATE TABLE IF NOT EXISTS knnroute_keys (key TEXT PRIMARY KEY, requests BIGINT NOT NULL DEFAULT 0, "
     "feedbacks BIGINT NOT NULL DEFAULT 0, spend {real} NOT NULL DEFAULT 0, minute BIGINT NOT NULL DEFAULT 0, "
     "minute_requests BIGINT NOT NULL DEFAULT 0)",
@@ -210,6 +211,39 @@ class Store:
     def _after_import(self, cur: Any) -> None:
         pass
 
+    def revert(self, key: str | None, since: float, until: float) -> list[str]:
+        """Delete the feedback records of one key id (None: any) within a time window (epoch seconds) and
+        note their request ids in ``knnroute_reverts`` (every replica removes their rows: :meth:`reverts_after`).
+        Their request contexts are deleted, so they cannot be rated again. Returns the reverted request ids."""
+        lo = -1e308 if since == -np.inf else float(since)
+        hi = 1e308 if until == np.inf else float(until)
+        with self._write() as cur:
+            # the highest sequence number so far is kept, so a file saved past reverted records still fits
+            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM knnroute_feedback")
+            top = int(cur.fetchone()[0])
+            cur.execute(self._sql("INSERT INTO knnroute_meta (k, v) VALUES ('high_seq', ?) ON CONFLICT (k) DO "
+                                  "UPDATE SET v = excluded.v"), (str(max(top, self._high_seq(cur))),))
+            q = "DELETE FROM knnroute_feedback WHERE time >= ? AND time <= ?"
+            args: tuple[Any, ...] = (lo, hi)
+            if key is not None:
+                q, args = q + " AND key = ?", args + (key,)
+            cur.execute(self._sql(q + " RETURNING request_id"), args)
+            ids = [str(r[0]) for r in cur.fetchall()]
+            now = time.time()
+            for rid in ids:  # the context goes too: the request cannot be rated again (404)
+                cur.execute(self._sql("INSERT INTO knnroute_reverts (request_id, time) VALUES (?, ?)"), (rid, now))
+                cur.execute(self._sql("DELETE FROM knnroute_requests WHERE request_id = ?"), (rid,))
+            if ids:
+                self._notify(cur)
+        return ids
+
+    def reverts_after(self, last: int) -> tuple[int, list[str]]:
+        """Reverted request ids noted after ``last`` (an id of knnroute_reverts): (the newest id, the ids)."""
+        with self._read() as cur:
+            cur.execute(self._sql("SELECT id, request_id FROM knnroute_reverts WHERE id > ? ORDER BY id"), (int(last),))
+            rows = cur.fetchall()
+        return (int(rows[-1][0]) if rows else int(last)), [str(r[1]) for r in rows]
+
     def set_snapshot(self, name: str, seq: int) -> None:
         with self._write() as cur:
             cur.execute(self._sql("INSERT INTO knnroute_snapshots (name, seq, time) VALUES (?, ?, ?) "
@@ -241,10 +275,26 @@ class Store:
         return [Record(int(r[0]), r[1], r[2], float(r[3]), float(r[4]),
                        np.frombuffer(bytes(r[5]), dtype=np.float32).copy(), r[6], float(r[7])) for r in rows]
 
+    def context(self, request_id: str) -> Context | None:
+        """An answered request's context (None: unknown here, or forgotten)."""
+        with self._read() as cur:
+            cur.execute(self._sql("SELECT embedding, model, cost, key, time FROM knnroute_requests "
+                                  "WHERE request_id = ?"), (request_id,))
+            r = cur.fetchone()
+        if r is None:
+            return None
+        return Context(np.frombuffer(bytes(r[0]), dtype=np.float32).copy(), r[1], float(r[2]), r[3], float(r[4]))
+
+    def _high_seq(self, cur: Any) -> int:
+        cur.execute("SELECT v FROM knnroute_meta WHERE k = 'high_seq'")
+        row = cur.fetchone()
+        return 0 if row is None else int(row[0])
+
     def max_seq(self) -> int:
+        """The highest sequence number given (also when a revert deleted its record)."""
         with self._read() as cur:
             cur.execute("SELECT COALESCE(MAX(seq), 0) FROM knnroute_feedback")
-            return int(cur.fetchone()[0])
+            return max(int(cur.fetchone()[0]), self._high_seq(cur))
 
     def snapshots(self) -> dict[str, int]:
         with self._read() as cur:
