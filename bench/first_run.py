@@ -13,7 +13,9 @@
    before issue 31) in the same run, target 0.2 ms; the lexical transform alone, core
    (``knnroute_core.LexicalIndex``) against the NumPy path; and the number of test prompts whose decision
    differs between the two transforms (must be 0).
-3. Transformer path (ONNX Runtime): not built yet; reported as such.
+3. Transformer path (ONNX Runtime): ``bench.embed_onnx`` (all-MiniLM-L6-v2, int8 and fp32, against
+   sentence-transformers on torch, each runtime in its own process, batch texts/s and single-prompt p50); left
+   out with ``--quick``.
 4. Core on AVX2: ``Router.route_one`` int8 at N = 10k, d = 384, k = 100, M = 11 at ``KNNROUTE_ISA=avx2``
    against NumPy (``X @ q``, ``argpartition``, mean, argmax) in the same run; target 3x.
 
@@ -239,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     first["tuner_grid"] = tuner_grid(args.quick)
     res["1_first_run"] = first
     res["2_hybrid"] = hybrid_path() if real else {"skipped": "needs real data (RouterBench ARC-C)"}
-    res["3_transformer_onnx"] = {"skipped": "no ONNX Runtime embedder yet (issue 31, target 3: not built)"}
+    if args.quick:
+        res["3_transformer_onnx"] = {"skipped": "quick mode (python -m bench.embed_onnx measures it alone)"}
+    else:
+        from bench.embed_onnx import transformer_path
+
+        res["3_transformer_onnx"] = transformer_path()
     res["4_core_avx2"] = route_one_avx2(args.quick)
     res["load_at_end"] = load()
     text = json.dumps(res, indent=1)

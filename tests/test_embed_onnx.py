@@ -96,10 +96,12 @@ def test_onnx_matches_torch_on_real_prompts(exported: dict[str, Path], prompts: 
         return S.argmax(1)
 
     assert (nn(X8) == nn(ref)).mean() >= 0.8
-    # the one-prompt path gives the batch path's vector (fp32: padding does not leak into the pooling)
+    # the one-prompt path gives the batch path's vector: each prompt runs alone at its own length, so its
+    # vector does not depend on the prompts beside it (int8 quantises activations per tensor)
     for i in (0, len(prompts) // 2, len(prompts) - 1):
-        assert float(fp32.encode_one(prompts[i]) @ X32[i]) > 0.99999
-        assert float(int8.encode_one(prompts[i]) @ X8[i]) > 0.99
+        np.testing.assert_allclose(fp32.encode_one(prompts[i]), X32[i], atol=1e-6)
+        np.testing.assert_allclose(int8.encode_one(prompts[i]), X8[i], atol=1e-6)
+    np.testing.assert_allclose(int8.encode(prompts[::-1][:5], progress=False), X8[::-1][:5], atol=1e-6)
     with pytest.raises(TypeError, match="expected str"):
         fp32.encode_one(3)  # type: ignore[arg-type]
 
