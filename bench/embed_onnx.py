@@ -1,6 +1,7 @@
 """Issue 31, target 3: all-MiniLM-L6-v2 on ONNX Runtime (fp32, int8) against sentence-transformers on torch.
 
     python -m bench.embed_onnx [--quick] [--rounds 2] [--out PATH]
+    python -m bench.embed_onnx --auc all [--seeds 3] [--out PATH]
 
 Each runtime runs in its own fresh process (torch's and ONNX Runtime's thread pools never share the cores of
 one process), one after the other, ``--rounds`` times in alternation, on the same prompts:
@@ -16,6 +17,9 @@ real data is there, else the generated demo's prompts. The ratio of each ONNX va
 round (the host is shared: a ratio from one round compares runs minutes apart at most), and the median over
 rounds is reported, with the load before and after each measurement. The agreement of the vectors with
 torch's (cosine, min and mean over the batch prompts) is reported too. Nothing here asserts a timing.
+
+``--auc DATA`` instead runs ``knnroute eval --data DATA --routers knn-10,knn-100,knn-tuned`` with the torch and
+the int8 ONNX embedder and reports the AUC of each router per dataset with both (target: within 0.1).
 """
 
 from __future__ import annotations
@@ -148,11 +152,47 @@ def transformer_path(quick: bool = False, rounds: int = 2, n_batch: int = 96, n_
     return out
 
 
+AUC_ROUTERS = "knn-10,knn-100,knn-tuned"
+
+
+def auc_compare(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Per dataset and kNN router: the AUC (mean over seeds) with each embedder and the difference."""
+    def table(res: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return {(r["dataset"], r["router"]): float(r["auc_mean"]) for r in res["summary"]
+                if r["router"] in AUC_ROUTERS.split(",")}
+
+    a, b = table(ref), table(other)
+    rows = [{"dataset": d, "router": r, "auc_torch": round(a[d, r], 3), "auc_onnx": round(b[d, r], 3),
+             "diff": round(b[d, r] - a[d, r], 3)} for d, r in sorted(a) if (d, r) in b]
+    return {"rows": rows, "max_abs_diff": max((abs(r["diff"]) for r in rows), default=None),
+            "datasets": sorted({r["dataset"] for r in rows}), "tolerance": 0.1}
+
+
+def auc_runs(data: str, seeds: int, out_dir: Path) -> dict[str, Any]:
+    """``knnroute eval --data DATA --routers knn-10,knn-100,knn-tuned`` once per embedder (torch, int8 ONNX),
+    each a fresh process (the embeddings come from the cache when they are there), then :func:`auc_compare`."""
+    res: dict[str, Any] = {}
+    for spec in ("minilm", "minilm-onnx"):
+        out = out_dir / f"eval-{spec}.json"
+        before, t0 = load(), time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "knnroute", "eval", "--data", data, "--embedder", spec,
+                               "--routers", AUC_ROUTERS, "--seeds", str(seeds), "-q", "--json", str(out)],
+                              capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if proc.returncode != 0:
+            return {"error": proc.stderr[-600:]}
+        res[spec] = {"wall_s": round(time.perf_counter() - t0, 1), "load_before": before, "load_after": load()}
+    cmp = auc_compare(json.loads((out_dir / "eval-minilm.json").read_text()),
+                      json.loads((out_dir / "eval-minilm-onnx.json").read_text()))
+    return {"data": data, "seeds": seeds, "runs": res, **cmp}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--auc", metavar="DATA", help="instead: AUC per dataset, torch against int8 ONNX (e.g. all)")
+    ap.add_argument("--seeds", type=int, default=3, help="split seeds of --auc (default 3)")
     ap.add_argument("--worker", choices=sorted(KINDS), help=argparse.SUPPRESS)
     ap.add_argument("--batch-file", help=argparse.SUPPRESS)
     ap.add_argument("--single-file", help=argparse.SUPPRESS)
@@ -161,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.batch_file, args.single_file, args.vec_file)))
         return 0
-    res = transformer_path(args.quick, args.rounds)
+    if args.auc:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = auc_runs(args.auc, args.seeds, Path(tmp))
+    else:
+        res = transformer_path(args.quick, args.rounds)
     text = json.dumps(res, indent=1)
     print(text)
     if args.out:
