@@ -168,11 +168,12 @@ def auc_compare(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
             "datasets": sorted({r["dataset"] for r in rows}), "tolerance": 0.1}
 
 
-def auc_runs(data: str, seeds: int, out_dir: Path) -> dict[str, Any]:
-    """``knnroute eval --data DATA --routers knn-10,knn-100,knn-tuned`` once per embedder (torch, int8 ONNX),
-    each a fresh process (the embeddings come from the cache when they are there), then :func:`auc_compare`."""
+def auc_runs(data: str, seeds: int, out_dir: Path, onnx_specs: tuple[str, ...] = ("minilm-onnx",)) -> dict[str, Any]:
+    """``knnroute eval --data DATA --routers knn-10,knn-100,knn-tuned`` once per embedder (torch, then each ONNX
+    spec), each a fresh process (the embeddings come from the cache when they are there), then
+    :func:`auc_compare` of each ONNX spec against torch."""
     res: dict[str, Any] = {}
-    for spec in ("minilm", "minilm-onnx"):
+    for spec in ("minilm", *onnx_specs):
         out = out_dir / f"eval-{spec}.json"
         before, t0 = load(), time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "knnroute", "eval", "--data", data, "--embedder", spec,
@@ -181,9 +182,9 @@ def auc_runs(data: str, seeds: int, out_dir: Path) -> dict[str, Any]:
         if proc.returncode != 0:
             return {"error": proc.stderr[-600:]}
         res[spec] = {"wall_s": round(time.perf_counter() - t0, 1), "load_before": before, "load_after": load()}
-    cmp = auc_compare(json.loads((out_dir / "eval-minilm.json").read_text()),
-                      json.loads((out_dir / "eval-minilm-onnx.json").read_text()))
-    return {"data": data, "seeds": seeds, "runs": res, **cmp}
+    ref = json.loads((out_dir / "eval-minilm.json").read_text())
+    cmp = {spec: auc_compare(ref, json.loads((out_dir / f"eval-{spec}.json").read_text())) for spec in onnx_specs}
+    return {"data": data, "seeds": seeds, "runs": res, "against_torch": cmp}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--auc", metavar="DATA", help="instead: AUC per dataset, torch against int8 ONNX (e.g. all)")
     ap.add_argument("--seeds", type=int, default=3, help="split seeds of --auc (default 3)")
+    ap.add_argument("--onnx", default="minilm-onnx,minilm-onnx-fp32", help="ONNX embedders --auc compares")
     ap.add_argument("--worker", choices=sorted(KINDS), help=argparse.SUPPRESS)
     ap.add_argument("--batch-file", help=argparse.SUPPRESS)
     ap.add_argument("--single-file", help=argparse.SUPPRESS)
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.auc:
         with tempfile.TemporaryDirectory() as tmp:
-            res = auc_runs(args.auc, args.seeds, Path(tmp))
+            res = auc_runs(args.auc, args.seeds, Path(tmp), tuple(args.onnx.split(",")))
     else:
         res = transformer_path(args.quick, args.rounds)
     text = json.dumps(res, indent=1)

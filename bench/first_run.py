@@ -9,10 +9,11 @@
    hull per configuration); the AUCs must be identical.
 2. Hybrid fast path: ``route_prompts([prompt])`` p50 with the static WordLlama embedder on RouterBench ARC-C
    (support: its training prompts, k = 100, f32), the hybrid router (w = 0.5, lexical model fitted on the
-   training prompts) against the dense router and against the same hybrid with the NumPy transform (the path
-   before issue 31) in the same run, target 0.2 ms; the lexical transform alone, core
-   (``knnroute_core.LexicalIndex``) against the NumPy path; and the number of test prompts whose decision
-   differs between the two transforms (must be 0).
+   training prompts) against the dense router, against the same hybrid with the NumPy transform (the path
+   before issue 31) and through the batch ``Embedder.encode`` instead of ``encode_one``, in the same run,
+   target 0.2 ms; the lexical transform alone, core (``knnroute_core.LexicalIndex``) against the NumPy path;
+   and the number of test prompts whose decision differs between the two transforms, and between the lean and
+   the batch encode (both must be 0).
 3. Transformer path (ONNX Runtime): ``bench.embed_onnx`` (all-MiniLM-L6-v2, int8 and fp32, against
    sentence-transformers on torch, each runtime in its own process, batch texts/s and single-prompt p50); left
    out with ``--quick``.
@@ -162,6 +163,7 @@ def hybrid_path() -> dict[str, Any]:
         "dense_p50_ms": p50_ms(lambda t: dense.route_prompts([t]), queries),
         "hybrid_p50_ms": p50_ms(lambda t: hybrid.route_prompts([t]), queries),
         "hybrid_numpy_transform_p50_ms": _numpy_path(lex, lambda: p50_ms(lambda t: hybrid.route_prompts([t]), queries)),
+        "hybrid_batch_encode_p50_ms": _batch_encode(lambda: p50_ms(lambda t: hybrid.route_prompts([t]), queries)),
         "lexical_core_p50_ms": p50_ms(lambda t: lex.transform([t]), queries),
         "lexical_numpy_p50_ms": p50_ms(lambda t: lex.transform_numpy([t]), queries),
         "load_before": before, "load_after": load(),
@@ -171,7 +173,22 @@ def hybrid_path() -> dict[str, Any]:
     d_numpy = hybrid.route(hyb.combine(X[te], queries, lexical_rows=lex.transform_numpy(queries)),
                            return_names=True)
     out["decisions_differing"] = int(sum(a != b for a, b in zip(d_core, d_numpy, strict=True)))
+    # one prompt through Embedder.encode_one (now) against the batch encode (before): the same decisions
+    lean = [hybrid.route_prompts([t])[0] for t in queries]
+    batch = _batch_encode(lambda: [hybrid.route_prompts([t])[0] for t in queries])
+    out["decisions_differing_lean_vs_batch_encode"] = int(sum(a != b for a, b in zip(lean, batch, strict=True)))
     return out
+
+
+def _batch_encode(fn: Any) -> Any:
+    """``fn()`` with one prompt embedded through ``Embedder.encode`` (the path before issue 31's lean one)."""
+    from knnroute.embed.prompt import PromptEncoder
+
+    PromptEncoder.single_fast = False
+    try:
+        return fn()
+    finally:
+        PromptEncoder.single_fast = True
 
 
 # ------------------------------------------------------------------------------------------ 4. core
