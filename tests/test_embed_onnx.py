@@ -78,6 +78,7 @@ def test_identity_keys_runtime_and_quantisation(tmp_path: Path, monkeypatch: pyt
     assert get_embedder("minilm-onnx-fp32").identity == fp32.identity
 
 
+@pytest.mark.embed
 def test_onnx_matches_torch_on_real_prompts(exported: dict[str, Path], prompts: list[str]) -> None:
     ref = get_embedder("minilm").encode(prompts, progress=False)
     fp32 = OnnxEmbedder(quantize="fp32", onnx_path=exported["fp32"])
@@ -106,6 +107,7 @@ def test_onnx_matches_torch_on_real_prompts(exported: dict[str, Path], prompts: 
         fp32.encode_one(3)  # type: ignore[arg-type]
 
 
+@pytest.mark.embed
 def test_export_is_cached_and_atomic(exported: dict[str, Path]) -> None:
     root = exported["int8"].parent
     mtime = exported["int8"].stat().st_mtime_ns
@@ -115,6 +117,7 @@ def test_export_is_cached_and_atomic(exported: dict[str, Path]) -> None:
     assert exported["int8"].stat().st_size < exported["fp32"].stat().st_size / 2  # int8 weights
 
 
+@pytest.mark.embed
 def test_serving_needs_no_torch(exported: dict[str, Path], prompts: list[str], tmp_path: Path) -> None:
     """A fresh process where importing torch fails encodes with the exported file: onnxruntime + tokenizers."""
     script = (
