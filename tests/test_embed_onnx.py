@@ -63,8 +63,8 @@ def test_identity_keys_runtime_and_quantisation(tmp_path: Path, monkeypatch: pyt
     int8 = OnnxEmbedder(quantize="int8")
     ids = {torch_id, fp32.identity, int8.identity}
     assert len(ids) == 3
-    assert fp32.identity.startswith(torch_id) and fp32.identity.endswith(":rt=onnxruntime:q=fp32")
-    assert int8.identity.endswith(":rt=onnxruntime:q=int8-pc")
+    assert fp32.identity.startswith(torch_id) and fp32.identity.endswith(":rt=onnxruntime:q=fp32:export=1")
+    assert int8.identity.endswith(":rt=onnxruntime:q=int8-pc:export=1")
     assert len({EmbeddingCache(i).dir for i in ids}) == 3
     # the exported files are keyed the same way, beside the embedding cache
     assert onnx_dir() == tmp_path / "onnx"

@@ -14,8 +14,9 @@
 * run with ``intra_op_num_threads`` = ``$KNNROUTE_ONNX_THREADS`` or the CPU count (one inter-op thread), all
   graph optimisations on.
 
-The identity (the embedding cache key) is the torch embedder's plus ``:rt=onnxruntime:q=<int8-pc|fp32>``:
-vectors from the two runtimes or the two precisions never mix.
+The identity (the embedding cache key) is the torch embedder's plus ``:rt=onnxruntime:q=<int8-pc|fp32>:export=N``
+(``EXPORT_VERSION``, bumped whenever the exported graph, the quantisation recipe or the way prompts are run
+changes): vectors from the two runtimes, the two precisions or two export recipes never mix.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import numpy as np
 from knnroute.embed.encoders import Embedder, _max_seq_length, _weights_digest, minilm_path, register_embedder
 
 QUANTS = ("int8", "fp32")
-#: the graph this module exports (bump when the export changes: the file name and identity change with it)
+#: the export recipe (bump when the graph, the quantisation or how prompts are run changes: the file name and
+#: the identity change with it)
 EXPORT_VERSION = "1"
 OPSET = 17
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -172,6 +174,7 @@ class OnnxEmbedder(Embedder):
         digest = _weights_digest(self.path)
         self.identity = (
             f"{self.name}:sha256={digest}:seq={self.max_seq_length}:rt=onnxruntime:q={_quant_tag(quantize)}"
+            f":export={EXPORT_VERSION}"
         )
         self._session: Any = None
         self._tok: Any = None
