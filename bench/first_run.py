@@ -9,13 +9,17 @@
    hull per configuration); the AUCs must be identical.
 2. Hybrid fast path: ``route_prompts([prompt])`` p50 with the static WordLlama embedder on RouterBench ARC-C
    (support: its training prompts, k = 100, f32), the hybrid router (w = 0.5, lexical model fitted on the
-   training prompts) against the dense router and against the same hybrid with the NumPy transform (the path
-   before issue 31) in the same run, target 0.2 ms; the lexical transform alone, core
-   (``knnroute_core.LexicalIndex``) against the NumPy path; and the number of test prompts whose decision
-   differs between the two transforms (must be 0).
-3. Transformer path (ONNX Runtime): not built yet; reported as such.
+   training prompts) against the dense router, against the same hybrid with the NumPy transform (the path
+   before issue 31) and through the batch ``Embedder.encode`` instead of ``encode_one``, in the same run,
+   target 0.2 ms; the lexical transform alone, core (``knnroute_core.LexicalIndex``) against the NumPy path;
+   and the number of test prompts whose decision differs between the two transforms, and between the lean and
+   the batch encode (both must be 0).
+3. Transformer path (ONNX Runtime): ``bench.embed_onnx`` (all-MiniLM-L6-v2, int8 and fp32, against
+   sentence-transformers on torch, each runtime in its own process, batch texts/s and single-prompt p50); left
+   out with ``--quick``.
 4. Core on AVX2: ``Router.route_one`` int8 at N = 10k, d = 384, k = 100, M = 11 at ``KNNROUTE_ISA=avx2``
-   against NumPy (``X @ q``, ``argpartition``, mean, argmax) in the same run; target 3x.
+   against NumPy (``X @ q``, ``argpartition``, mean, argmax) in the same run; target 3x. And the batch int8
+   search (1,024 queries, one thread) against the SGEMM rate of ``X @ Q.T`` on one BLAS thread; target 1x.
 
 Every figure carries the host, the core's ISA and the load average before and after its measurement: the
 development host is shared, so compare ratios measured in the same run, not absolute times across runs.
@@ -64,13 +68,20 @@ def host() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ 1. first run
 def time_command(args: list[str]) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    import resource
+
     before = load()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "knnroute", *args], env=env, capture_output=True, text=True,
                           check=False)
     wall = time.perf_counter() - t0
-    out = {"command": "knnroute " + " ".join(args), "wall_s": round(wall, 2), "exit": proc.returncode,
-           "load_before": before, "load_after": load()}
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the command and its worker processes: on a shared host the wall time waits for the CPU,
+    # this does not (wall on an idle 2-core host lies between cpu_s / 2 and cpu_s)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    out = {"command": "knnroute " + " ".join(args), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+           "exit": proc.returncode, "load_before": before, "load_after": load()}
     if proc.returncode != 0:
         out["stderr_tail"] = proc.stderr[-400:]
     return out
@@ -160,6 +171,7 @@ def hybrid_path() -> dict[str, Any]:
         "dense_p50_ms": p50_ms(lambda t: dense.route_prompts([t]), queries),
         "hybrid_p50_ms": p50_ms(lambda t: hybrid.route_prompts([t]), queries),
         "hybrid_numpy_transform_p50_ms": _numpy_path(lex, lambda: p50_ms(lambda t: hybrid.route_prompts([t]), queries)),
+        "hybrid_batch_encode_p50_ms": _batch_encode(lambda: p50_ms(lambda t: hybrid.route_prompts([t]), queries)),
         "lexical_core_p50_ms": p50_ms(lambda t: lex.transform([t]), queries),
         "lexical_numpy_p50_ms": p50_ms(lambda t: lex.transform_numpy([t]), queries),
         "load_before": before, "load_after": load(),
@@ -169,7 +181,22 @@ def hybrid_path() -> dict[str, Any]:
     d_numpy = hybrid.route(hyb.combine(X[te], queries, lexical_rows=lex.transform_numpy(queries)),
                            return_names=True)
     out["decisions_differing"] = int(sum(a != b for a, b in zip(d_core, d_numpy, strict=True)))
+    # one prompt through Embedder.encode_one (now) against the batch encode (before): the same decisions
+    lean = [hybrid.route_prompts([t])[0] for t in queries]
+    batch = _batch_encode(lambda: [hybrid.route_prompts([t])[0] for t in queries])
+    out["decisions_differing_lean_vs_batch_encode"] = int(sum(a != b for a, b in zip(lean, batch, strict=True)))
     return out
+
+
+def _batch_encode(fn: Any) -> Any:
+    """``fn()`` with one prompt embedded through ``Embedder.encode`` (the path before issue 31's lean one)."""
+    from knnroute.embed.prompt import PromptEncoder
+
+    PromptEncoder.single_fast = False
+    try:
+        return fn()
+    finally:
+        PromptEncoder.single_fast = True
 
 
 # ------------------------------------------------------------------------------------------ 4. core
@@ -211,11 +238,25 @@ def route_one_avx2(quick: bool) -> dict[str, Any]:
             p50_us(lambda q: r.route_one(q, lam), 50)
             ours = p50_us(lambda q: r.route_one(q, lam), 200 if quick else 1000)
             ref = p50_us(numpy_route, 100 if quick else 500)
+            # batch int8 search against the SGEMM rate (X @ Q.T), both on one thread, GFLOP/s = 2 N d B / time
+            B = 256 if quick else 1024
+            Qb = np.ascontiguousarray(np.resize(Q, (B, d)), dtype=np.float32)
+            r.search(Qb[:64], k, n_threads=1)
+            t_ours = min(_timed(lambda: r.search(Qb, k, n_threads=1)) for _ in range(3))
+            t_gemm = min(_timed(lambda: X @ Qb.T) for _ in range(3))
+        gf = 2.0 * n * d * B / 1e9
         out.update(isa=kc.isa(), ours_int8_p50_us=ours, numpy_p50_us=ref, ratio=round(ref / ours, 2),
-                   load_before=before, load_after=load())
+                   batch_queries=B, batch_int8_gflops=round(gf / t_ours, 1), sgemm_gflops=round(gf / t_gemm, 1),
+                   batch_vs_sgemm=round(t_gemm / t_ours, 2), load_before=before, load_after=load())
     finally:
         kc.set_isa(prev)
     return out
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     first["tuner_grid"] = tuner_grid(args.quick)
     res["1_first_run"] = first
     res["2_hybrid"] = hybrid_path() if real else {"skipped": "needs real data (RouterBench ARC-C)"}
-    res["3_transformer_onnx"] = {"skipped": "no ONNX Runtime embedder yet (issue 31, target 3: not built)"}
+    if args.quick:
+        res["3_transformer_onnx"] = {"skipped": "quick mode (python -m bench.embed_onnx measures it alone)"}
+    else:
+        from bench.embed_onnx import transformer_path
+
+        res["3_transformer_onnx"] = transformer_path()
     res["4_core_avx2"] = route_one_avx2(args.quick)
     res["load_at_end"] = load()
     text = json.dumps(res, indent=1)

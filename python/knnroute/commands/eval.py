@@ -69,7 +69,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", dest="plot_dir", metavar="DIR",
                    help="write one cost-quality PNG per dataset and savings.png over all of them")
     p.add_argument("--embedder", default="minilm",
-                   help="embedder for datasets without embeddings: minilm (default), wordllama (static, "
+                   help="embedder for datasets without embeddings: minilm (default), minilm-onnx (ONNX Runtime, "
+                   "int8; minilm-onnx-fp32), wordllama (static, "
                    "fast), or a sentence-transformers model folder")
     p.add_argument("--n-random", type=int, default=10, help="repeats of the random router (default 10)")
     p.add_argument(

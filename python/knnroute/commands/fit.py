@@ -32,7 +32,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "one router, so they must share one model pool")
     p.add_argument("--out", required=True, metavar="ROUTER_FILE", help="router file to write")
     p.add_argument("--embedder", default="minilm",
-                   help="minilm (default), wordllama (static: sub-millisecond prompt-to-decision), or a "
+                   help="minilm (default), minilm-onnx (the same model on ONNX Runtime, int8; no torch to serve), "
+                   "wordllama (static: sub-millisecond prompt-to-decision), or a "
                    "sentence-transformers model folder; recorded in the router file")
     p.add_argument("--seed", type=int, default=0, help="split seed for data without a shipped split")
     p.add_argument("--k", type=int, default=None, help="fixed k (uniform weighting) instead of tuning")

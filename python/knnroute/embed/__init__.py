@@ -37,6 +37,7 @@ from knnroute.embed.image import (  # registers "efficientnet-lite0"
     embed_images,
 )
 from knnroute.embed.multimodal import MultimodalEmbedder, MultimodalInput, embed_blocks, fuse  # "multimodal"
+from knnroute.embed.onnxrt import OnnxEmbedder, export_minilm_onnx  # registers "minilm-onnx", "minilm-onnx-fp32"
 from knnroute.embed.prompt import PromptEncoder
 from knnroute.embed.static import WordLlamaEmbedder  # registers "wordllama"
 
@@ -50,6 +51,7 @@ __all__ = [
     "ImageRef",
     "MultimodalEmbedder",
     "MultimodalInput",
+    "OnnxEmbedder",
     "PromptEncoder",
     "SentenceTransformerEmbedder",
     "WordLlamaEmbedder",
@@ -58,6 +60,7 @@ __all__ = [
     "embed_dataset",
     "embed_images",
     "embed_texts",
+    "export_minilm_onnx",
     "fuse",
     "get_embedder",
     "minilm_path",
