@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -73,15 +74,8 @@ def online_start(cfg: GatewayConfig, router: Any) -> None:
         log.warning("%s", w)
 
 
-def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, FeedbackStore | SharedFeedbackStore]:
-    """Load the router, replay the feedback log, and build the app; returns (app, store)."""
-    from knnroute.gateway.app import create_gateway_app
-    from knnroute.service.slot import RouterSlot
-
-    if not cfg.router.file.is_file():
-        raise ConfigError(f"router.file: {cfg.router.file} does not exist (make one with 'knnroute fit')")
-    slot = RouterSlot.from_path(cfg.router.file, load_embedder=load_embedder)
-    router = slot.router
+def check_router(cfg: GatewayConfig, router: Any) -> None:
+    """The config errors that need the router file: each one line (ConfigError), before anything listens."""
     if not router.has_embedder:
         raise ConfigError(f"router.file: {cfg.router.file} records no embedder, so prompts cannot be routed: "
                           "fit it with one")
@@ -95,6 +89,19 @@ def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, Feedb
     routable = [m for m in names if m in cfg.upstreams]
     if not routable:
         raise ConfigError(f"upstreams: none of the router's models {names} has an upstream table")
+
+
+def build(cfg: GatewayConfig, *, load_embedder: bool = True) -> tuple[Any, FeedbackStore | SharedFeedbackStore]:
+    """Load the router, replay the feedback log, and build the app; returns (app, store)."""
+    from knnroute.gateway.app import create_gateway_app
+    from knnroute.service.slot import RouterSlot
+
+    if not cfg.router.file.is_file():
+        raise ConfigError(f"router.file: {cfg.router.file} does not exist (make one with 'knnroute fit')")
+    slot = RouterSlot.from_path(cfg.router.file, load_embedder=load_embedder)
+    router = slot.router
+    check_router(cfg, router)
+    names = router.model_names
     for m in names:
         if m not in cfg.upstreams:
             log.warning("model %r has no [upstreams] table: it is never chosen", m)
@@ -158,6 +165,9 @@ def _started(cfg: GatewayConfig) -> tuple[Any, FeedbackStore | SharedFeedbackSto
 def worker_app() -> Any:
     """The app of one ``--workers N`` process (a uvicorn factory; the config path in the environment)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from knnroute.service import accept
+
+    accept.install(asyncio.get_running_loop())  # uvicorn calls this factory in its loop, before listening
     cfg = load_config(os.environ[WORKER_CONFIG_ENV])
     app, store = _started(cfg)
     _WORKER_EARLY[:] = [app.state.early]
@@ -176,7 +186,9 @@ def _prepare_workers(cfg: GatewayConfig, workers: int) -> None:
                           '"sqlite:///feedback.db" (the workers share nothing else; a JSON-lines log has one writer)')
     if not cfg.router.file.is_file():
         raise ConfigError(f"router.file: {cfg.router.file} does not exist (make one with 'knnroute fit')")
-    dim = RouterSlot.from_path(cfg.router.file, load_embedder=False).router.dim
+    router = RouterSlot.from_path(cfg.router.file, load_embedder=False).router
+    check_router(cfg, router)  # here, once: not a traceback from every worker process
+    dim = router.dim
     try:
         st = open_store(cfg.feedback.store, dim, cfg.feedback.password_env, cfg.base)
     except StoreError as e:
@@ -196,8 +208,7 @@ def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int 
     request head must arrive within ``read_timeout_s``, at most ``limit_concurrency`` connections) and
     ``shutdown_timeout_s``: at SIGTERM, requests still open after it are cancelled and the process exits.
     ``workers`` > 1: that many processes share the port (each its own router), converging through the store."""
-    import uvicorn
-
+    from knnroute.service import accept
     from knnroute.service.timeouts import uvicorn_limits
 
     if not 0 <= int(port) < 65536:
@@ -218,13 +229,13 @@ def serve_gateway(config: str | os.PathLike, host: str = "127.0.0.1", port: int 
         opts.update(uvicorn_limits(srv.read_timeout_s, srv.limit_concurrency))
         opts["http"] = "knnroute.gateway.serve:WorkerHttpProtocol"
         log.info("gateway on http://%s:%d: %d workers sharing %s", host, port, workers, cfg.feedback.store)
-        uvicorn.run("knnroute.gateway.serve:worker_app", factory=True, workers=int(workers), **opts)
+        accept.run("knnroute.gateway.serve:worker_app", factory=True, workers=int(workers), **opts)
         return
     app, store = _started(cfg)
     opts.update(uvicorn_limits(srv.read_timeout_s, srv.limit_concurrency, early=app.state.early))
     log.info("gateway on http://%s:%d: %r, upstreams %s", host, port, store.router, sorted(cfg.upstreams))
     try:
-        uvicorn.run(app, **opts)
+        accept.run(app, **opts)
     finally:
         store.close()
         app.state.gateway.decisions.close()

@@ -394,9 +394,8 @@ def serve(
     ``image_dir``: requests may name image files inside this folder (multimodal routers; base64 images
     are accepted without it).
     """
-    import uvicorn
-
     from knnroute.production.budgets import describe_default
+    from knnroute.service import accept
 
     t0 = time.perf_counter()
     if not math.isfinite(port) or not 0 <= port < 65536:
@@ -413,7 +412,7 @@ def serve(
              time.perf_counter() - t0, slot.router, router_path, host, int(port))
     log.info("%s", describe_default(slot.router.default_lambda, slot.router.budget))
     try:
-        uvicorn.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log,
-                    **uvicorn_limits(read_timeout, limit_concurrency))
+        accept.run(app, host=host, port=int(port), log_level=log_level, access_log=access_log,
+                   **uvicorn_limits(read_timeout, limit_concurrency))
     finally:
         slot.stop()
