@@ -323,11 +323,13 @@ def test_5_route_queue_full(router_file: Path, upstreams: dict[str, Any], tmp_pa
         assert second.status_code == 503 and _error(second)["code"] == "route_queue_full"
 
 
-def test_5_loop_lag_sheds_a_share_that_grows_with_the_lag() -> None:
-    """The proportional shedder on its own: no refusals under the threshold, about half at 1.5x, all at 2x."""
+def test_5_admission_controller_settles_on_the_share_the_loop_can_serve() -> None:
+    """The controller on its own, fed the loop signals we choose (not this busy machine's): the admitted
+    share falls while the loop's CPU share or lag is above its limit, recovers while both are below, and
+    every request is refused while the smoothed lag is above twice the limit."""
     from knnroute.gateway.admission import Admission, LoopLag
 
-    class Held(LoopLag):  # a lag we set, not one this busy machine happens to have
+    class Held(LoopLag):
         def ensure_started(self) -> None:
             pass
 
@@ -336,15 +338,32 @@ def test_5_loop_lag_sheds_a_share_that_grows_with_the_lag() -> None:
         routing = 0
 
     lag, rejected = Held(), []
-    adm = Admission(max_inflight=100, max_lag_s=0.05, lag=lag, state=State(), on_reject=rejected.append)
+    adm = Admission(max_inflight=100, max_lag_s=0.05, lag=lag, state=State(), on_reject=rejected.append,
+                    max_cpu=0.9)
 
-    def share(value: float, n: int = 2000) -> float:
-        lag.lag = value
+    def run(cpu: float, lag_s: float, seconds: float) -> None:
+        lag.cpu, lag.lag = cpu, lag_s
+        for _ in range(round(seconds / 0.005)):
+            adm.control(lag_s, cpu, 0.005)
+
+    def share(n: int = 4000) -> float:
         return sum(adm.refuse() is not None for _ in range(n)) / n
 
-    assert share(0.04) == 0.0
-    assert 0.4 < share(0.075) < 0.6
-    assert share(0.11) == 1.0
+    run(0.5, 0.001, 1.0)
+    assert adm.admit == 1.0 and share() == 0.0 and not rejected  # a loop with room refuses nothing
+    run(1.0, 0.001, 0.05)  # saturated CPU for 50 ms: the admitted share falls fast
+    assert adm.admit < 0.4
+    low = adm.admit
+    assert abs(share() - (1 - low)) < 0.05  # refusals follow the controller's share
+    run(1.0, 0.001, 0.02)
+    assert adm.admit < low  # still saturated: lower still
+    run(0.5, 0.001, 0.5)  # room again: back to admitting everything within half a second
+    assert adm.admit == 1.0
+    run(0.5, 0.07, 0.05)  # lag over the limit (CPU fine): the share falls too
+    assert adm.admit < 0.4
+    run(0.5, 0.001, 0.5)
+    lag.lag = 0.11  # smoothed lag above twice the limit: everything is refused at once
+    assert share() == 1.0
     assert set(rejected) == {"overloaded"}
     body = json.loads(adm.refuse() or b"")
     assert body["error"]["code"] == "overloaded" and body["error"]["type"] == "server_busy"

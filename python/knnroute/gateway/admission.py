@@ -9,12 +9,21 @@ and the request is answered 503 with ``Retry-After`` at once, before auth, parsi
 * ``max_inflight`` chat requests are already in flight (streams included, until their last byte), or
 * ``max_route_queue`` routed requests already wait for their embedding and decision (the routing thread is
   the bottleneck: refusing here costs no body parsing at all), or
-* the event loop is late: :class:`LoopLag` wakes every ``tick`` seconds and measures how late it woke (the
-  time ready work waits for the loop). Above ``max_lag_s`` (smoothed) a share of new chat requests is
-  refused that grows with the excess, ``(lag - max_lag_s) / max_lag_s``, all of them from twice the
-  threshold: a proportional controller, which holds the loop near the threshold instead of swinging between
-  admitting everything and nothing. Lag is the signal that work is queueing where no counter sees it
-  (requests accepted but not yet run, socket reads, the GIL held by routing threads).
+* the event loop is saturated. :class:`LoopLag` wakes every ``tick`` seconds and measures two things: how
+  late it woke (the time ready work waits for the loop: requests accepted but not yet run, socket reads, the
+  GIL held by routing threads) and the share of the time the loop's thread spent on the CPU. New chat
+  requests are admitted with a probability ``admit`` that a controller moves at each tick, in proportion to
+  the time since the last: times ``DECREASE`` per 5 ms while the loop's CPU share is above ``max_cpu`` or its
+  lag above ``max_lag_s``, up by ``INCREASE`` per 5 ms (multiplied, plus a little) while both are below.
+  An integral (AIMD) controller: it settles at the share of requests the loop can serve, and the refusals of
+  the rest, at a few hundredths of a millisecond each, fit in what is left of the core. All new requests are
+  refused while the smoothed lag is above twice ``max_lag_s`` (the controller has not caught up yet).
+
+  Why the CPU share and not the lag alone: at four times capacity the loop must run near its full core to
+  serve 80% of capacity, and there lag is noise (each loop iteration serves what arrived during the last),
+  so a low lag threshold refuses work the core had room for (at a 10 ms threshold: 57% of the core busy,
+  34% of capacity served), and a high one lets queues form that clients give up on. The proportional rule
+  before it (refuse ``(lag - max_lag_s) / max_lag_s``) had both problems.
 
 The routed stage has its own bound (``max_route_queue``, in the app): requests waiting for an embedding.
 """
@@ -25,16 +34,25 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from typing import Any
 
 __all__ = ["Admission", "LoopLag"]
 
+DECREASE = 0.9  # admit share times this per 5 ms the loop is saturated (halved in 33 ms)
+INCREASE = 1.05  # and times this (plus INCREASE_MIN) per 5 ms it is not: 0.2 -> 1 in about 0.15 s
+INCREASE_MIN = 0.002
+
+
 class LoopLag:
-    """How late the event loop runs a timer, smoothed (seconds); started on first use in the serving loop."""
+    """How late the event loop runs a timer, smoothed (seconds), and the share of time the loop's thread is on
+    the CPU (``cpu``, smoothed); started on first use in the serving loop. ``listeners`` are called at each
+    tick with that tick's own lag and CPU share, and the seconds since the last tick."""
 
     def __init__(self, tick: float = 0.005, alpha: float = 0.25) -> None:
         self.tick, self.alpha = float(tick), float(alpha)
-        self.lag = 0.0
+        self.lag = self.cpu = 0.0
+        self.listeners: list[Any] = []
         self._task: asyncio.Task[None] | None = None
 
     def ensure_started(self) -> None:
@@ -42,12 +60,18 @@ class LoopLag:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock, cpu_clock = time.perf_counter, time.thread_time  # the loop's own thread, not routing threads
+        t0, c0 = clock(), cpu_clock()
         while True:
-            t0 = loop.time()
             await asyncio.sleep(self.tick)
-            late = max(0.0, loop.time() - t0 - self.tick)
+            t1, c1 = clock(), cpu_clock()
+            dt = t1 - t0
+            late, busy = max(0.0, dt - self.tick), min(1.0, (c1 - c0) / dt) if dt > 0 else 0.0
+            t0, c0 = t1, c1
             self.lag += self.alpha * (late - self.lag)
+            self.cpu += self.alpha * (busy - self.cpu)
+            for listener in self.listeners:
+                listener(late, busy, dt)
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -67,10 +91,14 @@ class Admission:
     ``inflight`` (counted by the caller while a request is handled) and ``routing`` (counted by the app)."""
 
     def __init__(self, max_inflight: int, max_lag_s: float | None, lag: LoopLag, state: Any,
-                 on_reject: Any = None, max_route_queue: int | None = None) -> None:
+                 on_reject: Any = None, max_route_queue: int | None = None, max_cpu: float = 0.95) -> None:
         self.max_inflight, self.max_lag_s, self.lag = int(max_inflight), max_lag_s, lag
+        self.max_cpu = float(max_cpu)
         self.max_route_queue = max_route_queue
         self.state, self.on_reject = state, on_reject
+        self.admit = 1.0  # the share of new chat requests admitted (the lag controller's output)
+        if max_lag_s is not None:
+            lag.listeners.append(self.control)
         self._bodies = {
             "inflight_full": _busy_body(f"the gateway is at capacity ({max_inflight} requests in flight): retry "
                                         "after the Retry-After seconds", "inflight_full"),
@@ -88,10 +116,22 @@ class Admission:
             return "inflight_full"
         if self.max_route_queue is not None and self.state.routing >= self.max_route_queue:
             return "route_queue_full"
-        if self.max_lag_s is not None and self.lag.lag > self.max_lag_s and \
-                random.random() < (self.lag.lag - self.max_lag_s) / self.max_lag_s:
+        if self.admit < 1.0 and random.random() >= self.admit or \
+                self.max_lag_s is not None and self.lag.lag > 2 * self.max_lag_s:
             return "overloaded"
         return None
+
+    def control(self, late: float, busy: float, dt: float) -> None:
+        """One step of the controller (see the module docstring): ``late`` seconds of lag and ``busy`` share
+        of CPU over the ``dt`` seconds since the last tick. The step counts in 5 ms of time, so a loop so busy
+        that its timer runs rarely is corrected as fast."""
+        if self.max_lag_s is None:
+            return
+        steps = dt / 0.005
+        if self.lag.lag > self.max_lag_s or self.lag.cpu > self.max_cpu:  # smoothed: one busy tick is noise
+            self.admit *= DECREASE ** steps
+        elif self.admit < 1.0:
+            self.admit = min(1.0, self.admit * INCREASE ** steps + INCREASE_MIN * steps)
 
     def refuse(self) -> bytes | None:
         """The 503 body for a new chat request refused now (counted), or None to admit it."""

@@ -98,6 +98,10 @@ class _GatewayMetrics:
         self.loop_lag = Gauge("knnroute_gateway_loop_lag_seconds", "How late the event loop runs a 5 ms timer "
                               "(smoothed): admission refuses chat requests above max_loop_lag_ms",
                               registry=registry)
+        self.loop_cpu = Gauge("knnroute_gateway_loop_cpu", "Share of the time the event loop's thread is on the CPU "
+                              "(smoothed): admission lowers admitted_share above max_loop_cpu", registry=registry)
+        self.admitted_share = Gauge("knnroute_gateway_admitted_share", "Share of new chat requests admission "
+                                    "lets through now (1 unless the loop is saturated)", registry=registry)
         self.route_queue = Gauge("knnroute_gateway_route_queue", "Routed requests waiting for their decision",
                                  registry=registry)
         for m in names:
@@ -267,7 +271,7 @@ class Gateway:
         if answered is not None:
             mx.child(mx.answered, answered).inc()
             if fallback is not None and first is not None:
-                mx.fallbacks.labels(str(first.error or first.status)).inc()
+                mx.child(mx.fallbacks, str(first.error or first.status)).inc()
 
     def _decision_record(self, rid: str, t0: float, kind: str, d: RouteDecision | None, answered: str | None,
                          attempts: list[Attempt], outcome: str, explore: bool, fallback: str | None) -> dict[str, Any]:
@@ -289,7 +293,7 @@ class Gateway:
         return rec
 
     def busy(self, reason: str, message: str, retry_after: float = 1.0) -> GatewayError:
-        self.metrics.rejected.labels(reason).inc()
+        self.metrics.child(self.metrics.rejected, reason).inc()
         return GatewayError(503, message, code=reason, headers={"retry-after": str(max(1, round(retry_after)))})
 
     async def _decision(self, text: str, opts: dict[str, float | None]) -> tuple[RouteDecision, np.ndarray]:
@@ -320,7 +324,7 @@ class Gateway:
         if self.limits is not None and self.limits.active:
             why = self.limits.check(key)
             if why is not None:
-                self.metrics.rejected.labels("key_limit").inc()
+                self.metrics.child(self.metrics.rejected, "key_limit").inc()
                 raise GatewayError(429, why, code="rate_limit_exceeded", headers={"retry-after": "60"})
         deadline = time.monotonic() + self.cfg.server.request_timeout_s
         if len(raw) > INLINE_JSON_BYTES:
@@ -410,7 +414,7 @@ class Gateway:
         hdr = {"x-knnroute-request-id": rid}
         if all(a.error == "circuit open" for a in attempts):
             wait = min(self.upstreams.breakers[m].retry_after() for m in dict.fromkeys(a.model for a in attempts))
-            self.metrics.rejected.labels("circuit_open").inc()
+            self.metrics.child(self.metrics.rejected, "circuit_open").inc()
             raise GatewayError(503, f"every candidate's circuit is open (tried {tried}): their upstreams failed "
                                "repeatedly; retry later", code="circuit_open",
                                headers={**hdr, "retry-after": str(max(1, round(wait)))})
@@ -448,25 +452,25 @@ class Gateway:
             if score is None:
                 raise GatewayError(422, "'score' must be a number in [0, 1]", param="score")
         except GatewayError:
-            self.metrics.feedback.labels("invalid").inc()
+            self.metrics.child(self.metrics.feedback, "invalid").inc()
             raise
         try:
             out = await anyio.to_thread.run_sync(self.store.submit, rid, score)
         except KeyError:
-            self.metrics.feedback.labels("unknown").inc()
+            self.metrics.child(self.metrics.feedback, "unknown").inc()
             raise GatewayError(404, f"unknown request_id {rid!r} (not a routed answer of this gateway, or "
                                "forgotten)", code="not_found") from None
         except KeyCapExceeded as e:
-            self.metrics.feedback.labels("key_cap").inc()
+            self.metrics.child(self.metrics.feedback, "key_cap").inc()
             raise GatewayError(429, str(e), code="rate_limit_exceeded", headers={"x-should-retry": "false"}) from None
         except StoreError as e:
-            self.metrics.feedback.labels("store_error").inc()
+            self.metrics.child(self.metrics.feedback, "store_error").inc()
             raise GatewayError(503, f"feedback not stored: {e}", code="store_unavailable",
                                headers={"retry-after": "1"}) from None
         except ValueError as e:
-            self.metrics.feedback.labels("duplicate").inc()  # x-should-retry: the SDKs retry a 409 otherwise
+            self.metrics.child(self.metrics.feedback, "duplicate").inc()  # x-should-retry: the SDKs retry a 409 otherwise
             raise GatewayError(409, str(e), code="conflict", headers={"x-should-retry": "false"}) from None
-        self.metrics.feedback.labels("applied").inc()
+        self.metrics.child(self.metrics.feedback, "applied").inc()
         return JSONResponse({"status": "applied", **out})
 
 
@@ -519,10 +523,12 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
     app.router.on_shutdown.append(lag.aclose)
     admission = Admission(max_inflight=srv.max_inflight, state=gw, lag=lag,
                           max_lag_s=srv.max_loop_lag_ms / 1e3 if srv.max_loop_lag_ms > 0 else None,
-                          on_reject=lambda reason: gw.metrics.rejected.labels(reason).inc(),
-                          max_route_queue=srv.max_route_queue)
+                          on_reject=lambda reason: gw.metrics.child(gw.metrics.rejected, reason).inc(),
+                          max_route_queue=srv.max_route_queue, max_cpu=srv.max_loop_cpu)
     app.state.loop_lag = lag
     gw.metrics.loop_lag.set_function(lambda: lag.lag)
+    gw.metrics.loop_cpu.set_function(lambda: lag.cpu)
+    gw.metrics.admitted_share.set_function(lambda: admission.admit)
     build_stack = app.build_middleware_stack
 
     def fast_stack() -> Any:  # the hot paths skip the general stack (gateway/fastpath.py)
