@@ -132,9 +132,9 @@ def test_burst_server_pauses_on_resource_errors_and_closes(monkeypatch: pytest.M
 
     async def main() -> tuple[int, int, bool]:
         loop = asyncio.get_running_loop()
-        sock = accept._listen("127.0.0.1", 0, None, 16)
+        (sock,) = accept._listen("127.0.0.1", 0, None, 16)
         failing = Failing(fileno=sock.detach())
-        srv = accept.BurstServer(loop, asyncio.Protocol, failing)
+        srv = accept.BurstServer(loop, asyncio.Protocol, [failing])
         c = socket.create_connection(failing.getsockname(), timeout=5)  # stays ready: accept keeps failing
         await asyncio.sleep(0.2)
         during_pause = len(calls)
@@ -148,3 +148,35 @@ def test_burst_server_pauses_on_resource_errors_and_closes(monkeypatch: pytest.M
     assert during_pause == 1  # one failed accept, then no spinning
     assert after == 2  # retried once after the pause
     assert closed
+
+
+def test_listens_on_every_address_of_the_host() -> None:
+    """``localhost`` may resolve to both ::1 and 127.0.0.1: a socket for each, as asyncio's own server makes."""
+    import asyncio
+
+    want = {a[4][:2] for a in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)}
+    socks = accept._listen("localhost", 0, None, 16)
+    try:
+        assert len(socks) == len({fam for fam, *_ in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)})
+        assert {s.getsockname()[0] for s in socks} == {host for host, _ in want}
+    finally:
+        for s in socks:
+            s.close()
+
+    async def main() -> bytes:  # a connection to 127.0.0.1 is served
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[bytes] = loop.create_future()
+
+        class Echo(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                got.set_result(data)
+
+        srv = accept.BurstServer(loop, Echo, accept._listen("127.0.0.1", 0, None, 16))
+        _, w = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
+        w.write(b"hi")
+        data = await asyncio.wait_for(got, 5)
+        w.close()
+        srv.close()
+        return data
+
+    assert asyncio.run(main()) == b"hi"

@@ -37,24 +37,24 @@ _RESOURCE = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class BurstServer:
-    """A listening socket served by a reader that accepts up to ``burst`` connections per call (what uvicorn
-    needs of an ``asyncio.Server``: ``sockets`` and ``close``)."""
+    """Listening sockets, each served by a reader that accepts up to ``burst`` connections per call (what
+    uvicorn needs of an ``asyncio.Server``: ``sockets`` and ``close``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, factory: Any, sock: socket.socket,
+    def __init__(self, loop: asyncio.AbstractEventLoop, factory: Any, socks: list[socket.socket],
                  burst: int = BURST) -> None:
         self.loop, self.factory, self.burst = loop, factory, int(burst)
-        self.sockets = [sock]
-        self._sock = sock
+        self.sockets = list(socks)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._ready)
-        log.debug("listening on %s, accepting up to %d connections per wake-up", sock.getsockname(), self.burst)
+        for sock in self.sockets:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._ready, sock)
+            log.debug("listening on %s, accepting up to %d connections per wake-up", sock.getsockname(), burst)
 
-    def _ready(self) -> None:
+    def _ready(self, sock: socket.socket) -> None:
         for _ in range(self.burst):
             try:
-                conn, _addr = self._sock.accept()
+                conn, _addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -63,8 +63,8 @@ class BurstServer:
                 if exc.errno not in _RESOURCE:
                     raise
                 log.warning("accept failed (%s): not accepting for %.0f s", exc.strerror, _RETRY_S)
-                self.loop.remove_reader(self._sock.fileno())
-                self.loop.call_later(_RETRY_S, self._resume)
+                self.loop.remove_reader(sock.fileno())
+                self.loop.call_later(_RETRY_S, self._resume, sock)
                 return
             conn.setblocking(False)
             try:
@@ -82,16 +82,17 @@ class BurstServer:
         except Exception:  # the peer left between accept and the transport: nothing to answer
             conn.close()
 
-    def _resume(self) -> None:
+    def _resume(self, sock: socket.socket) -> None:
         if not self._closed:
-            self.loop.add_reader(self._sock.fileno(), self._ready)
+            self.loop.add_reader(sock.fileno(), self._ready, sock)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self.loop.remove_reader(self._sock.fileno())
-        self._sock.close()
+        for sock in self.sockets:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
 
     def is_serving(self) -> bool:
         return not self._closed
@@ -100,20 +101,32 @@ class BurstServer:
         return None
 
 
-def _listen(host: str | None, port: int | None, sock: socket.socket | None, backlog: int) -> socket.socket:
-    if sock is None:
-        infos = socket.getaddrinfo(host or "127.0.0.1", port or 0, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        family, kind, proto, _, addr = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-        except OSError:
-            sock.close()
-            raise
-    sock.listen(backlog)
-    return sock
+def _listen(host: str | None, port: int | None, sock: socket.socket | None, backlog: int) -> list[socket.socket]:
+    """The given socket, or one bound to each address ``host`` resolves to (as asyncio's own server does:
+    ``localhost`` may be both ``::1`` and ``127.0.0.1``), listening."""
+    if sock is not None:
+        sock.listen(backlog)
+        return [sock]
+    socks: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, addr in socket.getaddrinfo(host or None, port or 0, type=socket.SOCK_STREAM,
+                                                                flags=socket.AI_PASSIVE):
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            s = socket.socket(family, kind, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own socket
+            s.bind(addr)
+            s.listen(backlog)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
 
 
 def install(loop: asyncio.AbstractEventLoop) -> None:
@@ -125,7 +138,8 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     async def create_server(factory: Any, host: str | None = None, port: int | None = None, *,
                             sock: socket.socket | None = None, ssl: Any = None, backlog: int = 100,
                             **kw: Any) -> Any:
-        if ssl is not None or kw or (sock is not None and sock.family not in (socket.AF_INET, socket.AF_INET6)):
+        if ssl is not None or kw or not isinstance(host, (str, type(None))) or \
+                (sock is not None and sock.family not in (socket.AF_INET, socket.AF_INET6)):
             return await own(factory, host, port, sock=sock, ssl=ssl, backlog=backlog, **kw)
         return BurstServer(loop, factory, _listen(host, port, sock, backlog))
 
