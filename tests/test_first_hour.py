@@ -343,11 +343,13 @@ def test_describe_default_names_lambda_and_its_operating_point() -> None:
 def test_serve_logs_readiness_time_and_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("fastapi")
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from knnroute.service.app import serve
 
     path = save(_small_router(), tmp_path / "r.knnr")
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)  # no socket: the log lines are the point
+    from knnroute.service import accept
+
+    monkeypatch.setattr(accept, "run", lambda *a, **kw: None)  # no socket: the log lines are the point
     with caplog.at_level(logging.INFO, logger="knnroute"):
         serve(path, "127.0.0.1", 0, load_embedder=False)
     text = caplog.text
