@@ -185,40 +185,63 @@ struct CompactScan {
             std::nth_element(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(first), cands.end(),
                              [](const Cand& a, const Cand& b) { return a.sim > b.sim; });
         const std::size_t row_bytes = d * sizeof(float);
-        auto fetch = [&](std::size_t ci) {  // rows are scattered: fetch ahead while another is summed
+        auto fetch = [&](std::size_t ci) {  // rows are scattered: fetch ahead while others are summed
             const char* nx = reinterpret_cast<const char*>(data + static_cast<std::size_t>(cands[ci].idx) * d);
             for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off);
         };
-        auto exact = [&](const Cand& c) {
-            if (side) {  // the caller's side-table rows for this row (see RowPrefetch)
+        // Exact similarities of up to 4 rows at once (dot_ptrs: four independent FMA chains, each
+        // bit for bit the row kernel), pushed into top.
+        const float* rows[4];
+        std::int64_t ids[4];
+        float sims[4];
+        auto exact = [&](std::size_t m) {
+            if (side) {  // the caller's side-table rows for these rows (see RowPrefetch)
                 const std::size_t bytes = side->row_floats * sizeof(float);
-                for (const float* t : side->table) {
-                    const char* p = reinterpret_cast<const char*>(t + static_cast<std::size_t>(c.idx) * side->row_floats);
-                    __builtin_prefetch(p);
-                    __builtin_prefetch(p + bytes - 1);
-                }
+                for (std::size_t t = 0; t < m; ++t)
+                    for (const float* tb : side->table) {
+                        const char* p = reinterpret_cast<const char*>(tb + static_cast<std::size_t>(ids[t]) * side->row_floats);
+                        __builtin_prefetch(p);
+                        __builtin_prefetch(p + bytes - 1);
+                    }
             }
-            float s;
-            K.dot_rows(q, data + static_cast<std::size_t>(c.idx) * d, 1, d, &s);
-            top.push_any(s, c.idx);
+            K.dot_ptrs(q, rows, m, d, sims);
+            for (std::size_t t = 0; t < m; ++t) top.push_any(sims[t], ids[t]);
         };
-        for (std::size_t ci = 0; ci < first; ++ci) {
-            if (ci + 2 < first) fetch(ci + 2);
-            exact(cands[ci]);
+        auto take = [&](std::size_t m, const Cand& c) {
+            ids[m] = c.idx;
+            rows[m] = data + static_cast<std::size_t>(c.idx) * d;
+        };
+        for (std::size_t t = 0; t < std::min<std::size_t>(4, first); ++t) fetch(t);
+        for (std::size_t ci = 0; ci < first; ci += 4) {
+            const std::size_t m = std::min<std::size_t>(4, first - ci);
+            for (std::size_t t = ci + 4; t < std::min(ci + 8, first); ++t) fetch(t);
+            for (std::size_t t = 0; t < m; ++t) take(t, cands[ci + t]);
+            exact(m);
         }
         std::size_t done = first;
-        // The rest: compact the survivors of the current S first, so the prefetch runs ahead on them.
+        // The rest: compact the survivors of the current S first, so the prefetch runs ahead on them;
+        // then 4 at a time, S refreshed after each group (a stale S only lets a row through).
         float S = top.size() >= kk ? top.worst() : -std::numeric_limits<float>::infinity();
         std::size_t r = first;
         for (std::size_t ci = first; ci < w; ++ci)
             if (cands[ci].sim >= S) cands[r++] = cands[ci];
+        for (std::size_t t = first; t < std::min(first + 4, r); ++t) fetch(t);
+        std::size_t m = 0;
         for (std::size_t ci = first; ci < r; ++ci) {
             if (cands[ci].sim < S) continue;  // S rose since the compaction
             if (refine && refine->ub(cands[ci].idx) < S) continue;  // the tighter bound prunes it
-            if (ci + 2 < r) fetch(ci + 2);
-            exact(cands[ci]);
-            ++done;
-            S = top.worst();
+            if (ci + 4 < r) fetch(ci + 4);
+            take(m++, cands[ci]);
+            if (m == 4) {
+                exact(m);
+                done += m;
+                m = 0;
+                S = top.worst();
+            }
+        }
+        if (m > 0) {
+            exact(m);
+            done += m;
         }
         return done;
     }

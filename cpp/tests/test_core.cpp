@@ -120,6 +120,19 @@ void test_kernels(const Kernels& K, const Kernels& S, std::mt19937& g) {
                 }
                 check(bit, at(K.name, ("dot_block f32 == dot_rows, nq=" + std::to_string(nq)).c_str(), d, n));
             }
+            // scattered rows (the re-rank): bit for bit the row kernel, rows in any order and repeated
+            {
+                std::vector<const float*> rows(n + 2);
+                for (std::size_t i = 0; i < n + 2; ++i) rows[i] = X.data() + ((i * 5 + 3) % n) * d;
+                std::vector<float> ptr(n + 2), one(1);
+                K.dot_ptrs(q.data(), rows.data(), n + 2, d, ptr.data());
+                bool bit = true;
+                for (std::size_t i = 0; i < n + 2; ++i) {
+                    K.dot_rows(q.data(), rows[i], 1, d, one.data());
+                    bit &= same_bits(one.data(), ptr.data() + i, 1);
+                }
+                check(bit, at(K.name, "dot_ptrs f32 == dot_rows", d, n));
+            }
             // bf16 / f16
             std::vector<std::uint16_t> hb(n * d), hf(n * d);
             for (std::size_t t = 0; t < n * d; ++t) {
@@ -159,7 +172,7 @@ void test_kernels(const Kernels& K, const Kernels& S, std::mt19937& g) {
                 check(ok, at(K.name, two ? "dot_rows_i8 two digits" : "dot_rows_i8 one digit", d, n));
             }
             // batch int8 (one-digit queries): bit for bit the row kernel, with and without the pack scratch
-            for (std::size_t nq : {1, 4, 9}) {
+            for (std::size_t nq : {1, 4, 9, 14}) {
                 std::vector<Digits> Ds;
                 for (std::size_t j = 0; j < nq; ++j) Ds.push_back(make_digits(g, d, false));
                 std::vector<QuantQuery> qs;
