@@ -80,6 +80,9 @@ struct Kernels {
     // out[i] = <q, rows[i]> for i in [0, n), rows scattered (the compact scans' float32 re-rank):
     // bit for bit dot_rows on each row; several rows summed side by side hide the FMA latency.
     void (*dot_ptrs)(const float* q, const float* const* rows, std::size_t n, std::size_t d, float* out);
+    // The batch path's one-digit query range [-m, m] (m <= 127): 64 where dot_block_i8 is fastest so
+    // (AVX2's vpmaddubsw of u8 rows x + 128 and s8 digits saturates int16 only past |digit| 64).
+    int i8_batch_hi_max;
 };
 
 // Threshold used by the select_ub kernels: far below T by many ulps of any value in play (|a|, e <= ~4),
