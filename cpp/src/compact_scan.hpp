@@ -242,28 +242,34 @@ struct CompactScan {
             ids[m] = c.idx;
             rows[m] = data + static_cast<std::size_t>(c.idx) * d;
         };
-        for (std::size_t t = 0; t < std::min<std::size_t>(4, first); ++t) fetch(t);
-        for (std::size_t ci = 0; ci < first; ci += 4) {
-            const std::size_t m = std::min<std::size_t>(4, first - ci);
-            for (std::size_t t = ci + 4; t < std::min(ci + 8, first); ++t) fetch(t);
+        // The batch path (ahead given; its rows were prefetched into L2): 4 rows at a time, the next 4
+        // fetched. The single-query path: one row at a time, 2 ahead, as before (grouped, with its rows
+        // coming from memory, its int8 scan measured 5-15% slower at avx512 and avx512-vnni).
+        const std::size_t G = ahead ? 4 : 1, D = ahead ? 4 : 2;
+        if (ahead)
+            for (std::size_t t = 0; t < std::min(D, first); ++t) fetch(t);
+        for (std::size_t ci = 0; ci < first; ci += G) {
+            const std::size_t m = std::min(G, first - ci);
+            for (std::size_t t = ci + D; t < std::min(ci + D + m, first); ++t) fetch(t);
             for (std::size_t t = 0; t < m; ++t) take(t, cands[ci + t]);
             exact(m);
         }
         std::size_t done = first;
         // The rest: compact the survivors of the current S first, so the prefetch runs ahead on them;
-        // then 4 at a time, S refreshed after each group (a stale S only lets a row through).
+        // then G at a time, S refreshed after each group (a stale S only lets a row through).
         float S = top.size() >= kk ? top.worst() : -std::numeric_limits<float>::infinity();
         std::size_t r = first;
         for (std::size_t ci = first; ci < w; ++ci)
             if (cands[ci].sim >= S) cands[r++] = cands[ci];
-        for (std::size_t t = first; t < std::min(first + 4, r); ++t) fetch(t);
+        if (ahead)
+            for (std::size_t t = first; t < std::min(first + D, r); ++t) fetch(t);
         std::size_t m = 0;
         for (std::size_t ci = first; ci < r; ++ci) {
             if (cands[ci].sim < S) continue;  // S rose since the compaction
             if (refine && refine->ub(cands[ci].idx) < S) continue;  // the tighter bound prunes it
-            if (ci + 4 < r) fetch(ci + 4);
+            if (ci + D < r) fetch(ci + D);
             take(m++, cands[ci]);
-            if (m == 4) {
+            if (m == G) {
                 exact(m);
                 done += m;
                 m = 0;
