@@ -244,7 +244,7 @@ struct CompactScan {
         };
         // The batch path (ahead given; its rows were prefetched into L2): 4 rows at a time, the next 4
         // fetched. The single-query path: one row at a time, 2 ahead, as before (grouped, with its rows
-        // coming from memory, its int8 scan measured 5-15% slower at avx512 and avx512-vnni).
+        // coming from memory, its int8 scan measured 5-16% slower at avx512 and avx512-vnni).
         const std::size_t G = ahead ? 4 : 1, D = ahead ? 4 : 2;
         if (ahead)
             for (std::size_t t = 0; t < std::min(D, first); ++t) fetch(t);
