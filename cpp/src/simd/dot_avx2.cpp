@@ -246,14 +246,18 @@ namespace {
 // rows, and no horizontal sum is needed.
 void pack_i8_block_avx2(const std::int8_t* base, std::size_t n, std::size_t d, std::size_t d4,
                         std::vector<std::uint8_t>& buf) {
-    const std::size_t groups = (n + 7) / 8;
+    const std::size_t groups = (n + 7) / 8, full = d / 4;  // full: 4-byte steps entirely inside the row
     buf.assign(groups * d4 * 32, 0x80);
     for (std::size_t row = 0; row < n; ++row) {
         std::uint8_t* og = buf.data() + (row / 8) * d4 * 32 + (row % 8) * 4;
         const std::int8_t* x = base + row * d;
-        for (std::size_t c = 0; c < d4; ++c)
-            for (std::size_t b = 0; b < 4 && 4 * c + b < d; ++b)
-                og[c * 32 + b] = static_cast<std::uint8_t>(x[4 * c + b]) ^ 0x80u;
+        for (std::size_t c = 0; c < full; ++c) {
+            std::uint32_t v;
+            std::memcpy(&v, x + 4 * c, 4);
+            v ^= 0x80808080u;
+            std::memcpy(og + c * 32, &v, 4);
+        }
+        for (std::size_t j = 4 * full; j < d; ++j) og[full * 32 + (j - 4 * full)] = static_cast<std::uint8_t>(x[j]) ^ 0x80u;
     }
 }
 
