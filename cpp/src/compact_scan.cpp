@@ -7,13 +7,14 @@
 namespace knnroute::detail {
 
 float quantize_query(const float* q, std::size_t d, std::size_t dp, bool two_digits, std::int8_t* qs,
-                     std::uint8_t* qu, QuantQuery& out, float* eq_hi) {
+                     std::uint8_t* qu, QuantQuery& out, float* eq_hi, int hi_max) {
     std::fill(qs, qs + 2 * dp, std::int8_t{0});
     std::fill(qu, qu + 2 * dp, std::uint8_t{128});
     float m4[4] = {0.f, 0.f, 0.f, 0.f};  // four lanes: a sequential max is latency-bound
     for (std::size_t j = 0; j < d; ++j) m4[j & 3] = std::max(m4[j & 3], std::fabs(q[j]));
     const float mx = std::max(std::max(m4[0], m4[1]), std::max(m4[2], m4[3]));
-    const float sq = mx > 0.f ? mx / 127.f : 1.f;
+    const float sq = mx > 0.f ? mx / static_cast<float>(hi_max) : 1.f;
+    const long hm = hi_max;
     // The digits only need to be near q / sq (any choice is exact under the bound below), so the
     // divisions are multiplications; the residuals are summed in four lanes (this loop is
     // latency-bound otherwise, and it runs once per query). The bound is the computed norm of the
@@ -25,7 +26,7 @@ float quantize_query(const float* q, std::size_t d, std::size_t dp, bool two_dig
         for (std::size_t t = 0; t < 4 && j0 + t < d; ++t) {
             const std::size_t j = j0 + t;
             const double v = static_cast<double>(q[j]) * inv;
-            const long hi = std::min(127L, std::max(-127L, std::lrint(v)));
+            const long hi = std::min(hm, std::max(-hm, std::lrint(v)));
             const long lo = two_digits ? std::min(127L, std::max(-127L, std::lrint((v - hi) * 254.0))) : 0L;
             qs[j] = static_cast<std::int8_t>(hi);
             qs[dp + j] = static_cast<std::int8_t>(lo);

@@ -96,27 +96,38 @@ void dot_block_i8_rows(const QuantQuery* qs, std::size_t nq, const std::int8_t* 
     for (std::size_t j = 0; j < nq; ++j) Rows(qs[j], base, scale, rowsum, n, d, out + j * ldo);
 }
 
+// The scattered-row f32 kernel without a dedicated version: the ISA's own row kernel per row.
+template <void (*Rows)(const float*, const float*, std::size_t, std::size_t, float*)>
+void dot_ptrs_rows(const float* q, const float* const* rows, std::size_t n, std::size_t d, float* out) {
+    for (std::size_t i = 0; i < n; ++i) Rows(q, rows[i], 1, d, out + i);
+}
+
 const Kernels kTable[] = {
     {Isa::scalar, "scalar", dot_rows_f32_scalar, dot_block_f32_scalar, dot_rows_bf16_scalar, dot_rows_f16_scalar,
-     dot_rows_i8_scalar, dot_block_i8_rows<dot_rows_i8_scalar>, select_ub_scalar},
+     dot_rows_i8_scalar, dot_block_i8_rows<dot_rows_i8_scalar>, select_ub_scalar,
+     dot_ptrs_rows<dot_rows_f32_scalar>, 127},
     {Isa::avx2, "avx2", KNNROUTE_X86(dot_rows_f32_avx2), KNNROUTE_X86(dot_block_f32_avx2),
      KNNROUTE_X86(dot_rows_bf16_avx2), KNNROUTE_X86(dot_rows_f16_avx2), KNNROUTE_X86(dot_rows_i8_avx2),
-     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2>), KNNROUTE_X86(select_ub_avx2)},
+     KNNROUTE_X86(dot_block_i8_avx2), KNNROUTE_X86(select_ub_avx2), KNNROUTE_X86(dot_ptrs_f32_avx2), 64},
     {Isa::avx2_vnni, "avx2-vnni", KNNROUTE_X86(dot_rows_f32_avx2), KNNROUTE_X86(dot_block_f32_avx2),
      KNNROUTE_X86(dot_rows_bf16_avx2), KNNROUTE_X86(dot_rows_f16_avx2), KNNROUTE_X86(dot_rows_i8_avx2_vnni),
-     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2_vnni>), KNNROUTE_X86(select_ub_avx2)},
+     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2_vnni>), KNNROUTE_X86(select_ub_avx2),
+     KNNROUTE_X86(dot_ptrs_rows<dot_rows_f32_avx2>), 127},
     {Isa::avx512, "avx512", KNNROUTE_X86(dot_rows_f32_avx512), KNNROUTE_X86(dot_block_f32_avx512),
      KNNROUTE_X86(dot_rows_bf16_avx512), KNNROUTE_X86(dot_rows_f16_avx512), KNNROUTE_X86(dot_rows_i8_avx2),
-     KNNROUTE_X86(dot_block_i8_rows<dot_rows_i8_avx2>), KNNROUTE_X86(select_ub_avx512)},
+     KNNROUTE_X86(dot_block_i8_avx2), KNNROUTE_X86(select_ub_avx512), KNNROUTE_X86(dot_ptrs_f32_avx512), 64},
     {Isa::avx512_vnni, "avx512-vnni", KNNROUTE_X86(dot_rows_f32_avx512), KNNROUTE_X86(dot_block_f32_avx512),
      KNNROUTE_X86(dot_rows_bf16_avx512), KNNROUTE_X86(dot_rows_f16_avx512), KNNROUTE_X86(dot_rows_i8_avx512_vnni),
-     KNNROUTE_X86(dot_block_i8_avx512_vnni), KNNROUTE_X86(select_ub_avx512)},
+     KNNROUTE_X86(dot_block_i8_avx512_vnni), KNNROUTE_X86(select_ub_avx512),
+     KNNROUTE_X86(dot_ptrs_f32_avx512), 127},
     {Isa::neon, "neon", KNNROUTE_ARM(dot_rows_f32_neon), KNNROUTE_ARM(dot_block_f32_neon),
      KNNROUTE_ARM(dot_rows_bf16_neon), KNNROUTE_ARM(dot_rows_f16_neon), KNNROUTE_ARM(dot_rows_i8_neon),
-     KNNROUTE_ARM(dot_block_i8_rows<dot_rows_i8_neon>), KNNROUTE_ARM(select_ub_neon)},
+     KNNROUTE_ARM(dot_block_i8_rows<dot_rows_i8_neon>), KNNROUTE_ARM(select_ub_neon),
+     KNNROUTE_ARM(dot_ptrs_rows<dot_rows_f32_neon>), 127},
     {Isa::neon_dotprod, "neon-dotprod", KNNROUTE_ARM(dot_rows_f32_neon), KNNROUTE_ARM(dot_block_f32_neon),
      KNNROUTE_ARM(dot_rows_bf16_neon), KNNROUTE_ARM(dot_rows_f16_neon), KNNROUTE_ARM(dot_rows_i8_neon_dotprod),
-     KNNROUTE_ARM(dot_block_i8_rows<dot_rows_i8_neon_dotprod>), KNNROUTE_ARM(select_ub_neon)},
+     KNNROUTE_ARM(dot_block_i8_rows<dot_rows_i8_neon_dotprod>), KNNROUTE_ARM(select_ub_neon),
+     KNNROUTE_ARM(dot_ptrs_rows<dot_rows_f32_neon>), 127},
 };
 // kTable[i].isa == Isa(i): parse_isa, isa_name and kernels_for index it by the enum.
 static_assert(sizeof(kTable) / sizeof(kTable[0]) == static_cast<std::size_t>(kIsaCount));

@@ -27,13 +27,13 @@ struct BatchQueries {
     std::vector<std::uint8_t> qu;
     std::vector<QuantQuery> qq;
     std::vector<float> eq;
-    BatchQueries(const float* Q, std::size_t nq, std::size_t d)
+    BatchQueries(const float* Q, std::size_t nq, std::size_t d, int hi_max)
         : qn(nq * d), qs(nq * 2 * padded(d)), qu(qs.size()), qq(nq), eq(nq) {
         const std::size_t dp = padded(d);
         normalize_rows(Q, nq, d, qn.data());
         for (std::size_t j = 0; j < nq; ++j)
             eq[j] = quantize_query(qn.data() + j * d, d, dp, false, qs.data() + j * 2 * dp, qu.data() + j * 2 * dp,
-                                   qq[j]);
+                                   qq[j], nullptr, hi_max);
     }
     static std::size_t padded(std::size_t d) { return (d + 63) & ~std::size_t{63}; }
 };
@@ -61,7 +61,7 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
         }
         parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
             const std::size_t nq = qe - qb;
-            const BatchQueries bq(Q + qb * d_, nq, d_);
+            const BatchQueries bq(Q + qb * d_, nq, d_, K.i8_batch_hi_max);
             const std::vector<float>& qn = bq.qn;
             const std::vector<QuantQuery>& qq = bq.qq;
             const std::vector<float>& eq = bq.eq;
@@ -69,7 +69,7 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
             std::vector<std::uint32_t> sel(n_ + 16);
             std::vector<float> samp;
             std::vector<Cand> heap(k);
-            CompactScan scan;
+            CompactScan scans[2];  // query j's and query j + 1's (selected before j's re-rank)
             for (std::size_t t0 = 0; t0 < nq; t0 += tile) {
                 const std::size_t nt = std::min(tile, nq - t0);
                 for (std::size_t bi = 0; bi < blocks; ++bi) {
@@ -77,12 +77,26 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
                     K.dot_block_i8(qq.data() + t0, nt, c8_.data() + b * d_, scale_.data() + b, rowsum_.data() + b,
                                    nb, d_, sims.data() + b, n_, &packs[bi]);
                 }
+                auto select = [&](std::size_t j) -> CompactScan& {
+                    CompactScan& sc = scans[j & 1];
+                    sc.reset(k);
+                    sc.select_all(K, sims.data() + j * n_, err_.data(), eq[t0 + j], n_, 0, sel.data(), samp);
+                    sc.prepare();
+                    return sc;
+                };
+                select(0);
                 for (std::size_t j = 0; j < nt; ++j) {
-                    scan.reset(k);
-                    scan.select_all(K, sims.data() + j * n_, err_.data(), eq[t0 + j], n_, 0, sel.data(), samp);
+                    // Query j + 1's candidates are selected first, so its rows stream into L2 while
+                    // query j's re-rank sums its own (fetched the same way during query j - 1's).
+                    detail::RowAhead ahead;
+                    if (j + 1 < nt) {
+                        const CompactScan& nx = select(j + 1);
+                        ahead = detail::RowAhead{nx.cands.data(), nx.cands.size(), 0, data_.data(), d_};
+                    }
                     TopK top;
                     top.reset(heap.data(), k);
-                    reranked[qb + t0 + j] = scan.rerank(K, qn.data() + (t0 + j) * d_, data_.data(), d_, top);
+                    reranked[qb + t0 + j] =
+                        scans[j & 1].rerank(K, qn.data() + (t0 + j) * d_, data_.data(), d_, top, nullptr, nullptr, &ahead);
                     top.write(idx + (qb + t0 + j) * k, sim + (qb + t0 + j) * k);
                 }
             }
@@ -90,7 +104,7 @@ void SupportSet::search_batch_int8(const float* Q, std::size_t B, std::size_t k,
     } else {  // stream the row blocks: each block's similarities are offered at once
         parallel_for(B, threads, [&](std::size_t qb, std::size_t qe) {
             const std::size_t nq = qe - qb;
-            const BatchQueries bq(Q + qb * d_, nq, d_);
+            const BatchQueries bq(Q + qb * d_, nq, d_, K.i8_batch_hi_max);
             const std::vector<float>& qn = bq.qn;
             const std::vector<QuantQuery>& qq = bq.qq;
             const std::vector<float>& eq = bq.eq;

@@ -72,7 +72,7 @@ struct Digits {
     QuantQuery q{};
 };
 
-Digits make_digits(std::mt19937& g, std::size_t d, bool two) {
+Digits make_digits(std::mt19937& g, std::size_t d, bool two, int hi_max = 127) {
     const std::size_t dp = (d + 63) & ~std::size_t{63};
     Digits D;
     D.s.assign(2 * dp, 0);
@@ -80,7 +80,7 @@ Digits make_digits(std::mt19937& g, std::size_t d, bool two) {
     std::uniform_int_distribution<int> ud(-127, 127);
     std::int32_t hs = 0;
     for (std::size_t j = 0; j < d; ++j) {
-        const int hi = ud(g), lo = two ? ud(g) : 0;
+        const int hi = ud(g) * hi_max / 127, lo = two ? ud(g) : 0;
         D.s[j] = static_cast<std::int8_t>(hi);
         D.s[dp + j] = static_cast<std::int8_t>(lo);
         D.u[j] = static_cast<std::uint8_t>(hi + 128);
@@ -119,6 +119,19 @@ void test_kernels(const Kernels& K, const Kernels& S, std::mt19937& g) {
                     bit &= same_bits(row.data(), blk.data() + j * (n + 3), n);
                 }
                 check(bit, at(K.name, ("dot_block f32 == dot_rows, nq=" + std::to_string(nq)).c_str(), d, n));
+            }
+            // scattered rows (the re-rank): bit for bit the row kernel, rows in any order and repeated
+            {
+                std::vector<const float*> rows(n + 2);
+                for (std::size_t i = 0; i < n + 2; ++i) rows[i] = X.data() + ((i * 5 + 3) % n) * d;
+                std::vector<float> ptr(n + 2), one(1);
+                K.dot_ptrs(q.data(), rows.data(), n + 2, d, ptr.data());
+                bool bit = true;
+                for (std::size_t i = 0; i < n + 2; ++i) {
+                    K.dot_rows(q.data(), rows[i], 1, d, one.data());
+                    bit &= same_bits(one.data(), ptr.data() + i, 1);
+                }
+                check(bit, at(K.name, "dot_ptrs f32 == dot_rows", d, n));
             }
             // bf16 / f16
             std::vector<std::uint16_t> hb(n * d), hf(n * d);
@@ -159,9 +172,12 @@ void test_kernels(const Kernels& K, const Kernels& S, std::mt19937& g) {
                 check(ok, at(K.name, two ? "dot_rows_i8 two digits" : "dot_rows_i8 one digit", d, n));
             }
             // batch int8 (one-digit queries): bit for bit the row kernel, with and without the pack scratch
-            for (std::size_t nq : {1, 4, 9}) {
+            // (digits within +-64, the batch range on AVX2, or +-127, or mixed: 64 but one query)
+            for (const std::size_t nq : {1, 4, 9, 14})
+            for (const int mode : {127, 64, 0}) {
                 std::vector<Digits> Ds;
-                for (std::size_t j = 0; j < nq; ++j) Ds.push_back(make_digits(g, d, false));
+                for (std::size_t j = 0; j < nq; ++j)
+                    Ds.push_back(make_digits(g, d, false, mode == 127 || (mode == 0 && j == nq / 2) ? 127 : 64));
                 std::vector<QuantQuery> qs;
                 for (auto& D : Ds) qs.push_back(D.q);
                 for (const bool packed : {false, true}) {

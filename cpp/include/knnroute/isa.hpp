@@ -77,6 +77,12 @@ struct Kernels {
     // that absorbs any difference from FMA contraction or evaluation order. idx must have room for
     // n + 16 entries (vector stores may write past the count).
     std::size_t (*select_ub)(const float* a, const float* err, float eq, float T, std::size_t n, std::uint32_t* idx);
+    // out[i] = <q, rows[i]> for i in [0, n), rows scattered (the compact scans' float32 re-rank):
+    // bit for bit dot_rows on each row; several rows summed side by side hide the FMA latency.
+    void (*dot_ptrs)(const float* q, const float* const* rows, std::size_t n, std::size_t d, float* out);
+    // The batch path's one-digit query range [-m, m] (m <= 127): 64 where dot_block_i8 is fastest so
+    // (AVX2's vpmaddubsw of u8 rows x + 128 and s8 digits saturates int16 only past |digit| 64).
+    int i8_batch_hi_max;
 };
 
 // Threshold used by the select_ub kernels: far below T by many ulps of any value in play (|a|, e <= ~4),
@@ -99,6 +105,8 @@ void dot_rows_i8_scalar(const QuantQuery&, const std::int8_t*, const float*, con
 void dot_rows_bf16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx2(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_i8_avx2(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t, std::size_t, float*);
+void dot_block_i8_avx2(const QuantQuery*, std::size_t, const std::int8_t*, const float*, const std::int32_t*,
+                       std::size_t, std::size_t, float*, std::size_t, I8Pack*);
 void dot_rows_bf16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_f16_avx512(const float*, const std::uint16_t*, std::size_t, std::size_t, float*);
 void dot_rows_i8_avx512_vnni(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
@@ -111,8 +119,10 @@ std::size_t select_ub_avx512(const float*, const float*, float, float, std::size
 void dot_rows_i8_avx2_vnni(const QuantQuery&, const std::int8_t*, const float*, const std::int32_t*, std::size_t,
                            std::size_t, float*);
 void dot_rows_f32_avx2(const float*, const float*, std::size_t, std::size_t, float*);
+void dot_ptrs_f32_avx2(const float*, const float* const*, std::size_t, std::size_t, float*);
 void dot_block_f32_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void dot_rows_f32_avx512(const float*, const float*, std::size_t, std::size_t, float*);
+void dot_ptrs_f32_avx512(const float*, const float* const*, std::size_t, std::size_t, float*);
 void dot_block_f32_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 // AArch64 (cpp/src/simd/dot_neon.cpp; the sdot kernel in dot_neon_dotprod.cpp).
 void dot_rows_f32_neon(const float*, const float*, std::size_t, std::size_t, float*);

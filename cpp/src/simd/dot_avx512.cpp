@@ -93,6 +93,36 @@ void dot_rows_f32_avx512(const float* q, const float* base, std::size_t n, std::
     for (std::size_t i = 0; i < n; ++i) out[i] = dot1(q, base + i * d, d16, d, m);
 }
 
+void dot_ptrs_f32_avx512(const float* q, const float* const* rows, std::size_t n, std::size_t d, float* out) {
+    // Four scattered rows side by side: four independent FMA chains, each dot1's exact sequence.
+    const std::size_t d16 = d & ~std::size_t{15};
+    const __mmask16 m = tail_mask(d - d16);
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float *x0 = rows[i], *x1 = rows[i + 1], *x2 = rows[i + 2], *x3 = rows[i + 3];
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (std::size_t j = 0; j < d16; j += 16) {
+            const __m512 qv = _mm512_loadu_ps(q + j);
+            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x0 + j), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x1 + j), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x2 + j), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x3 + j), a3);
+        }
+        if (d16 < d) {
+            const __m512 qv = _mm512_maskz_loadu_ps(m, q + d16);
+            a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, x0 + d16), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, x1 + d16), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, x2 + d16), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, x3 + d16), a3);
+        }
+        out[i] = hsum16(a0);
+        out[i + 1] = hsum16(a1);
+        out[i + 2] = hsum16(a2);
+        out[i + 3] = hsum16(a3);
+    }
+    for (; i < n; ++i) out[i] = dot1(q, rows[i], d16, d, m);
+}
+
 void dot_block_f32_avx512(const float* Q, std::size_t nq, const float* base, std::size_t n, std::size_t d,
                           float* out, std::size_t ldo) {
     const std::size_t d16 = d & ~std::size_t{15};
