@@ -168,14 +168,19 @@ def test_listens_on_every_address_of_the_host() -> None:
         got: asyncio.Future[bytes] = loop.create_future()
 
         class Echo(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
             def data_received(self, data: bytes) -> None:
                 got.set_result(data)
+                self.transport.close()
 
         srv = accept.BurstServer(loop, Echo, accept._listen("127.0.0.1", 0, None, 16))
         _, w = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
         w.write(b"hi")
         data = await asyncio.wait_for(got, 5)
         w.close()
+        await w.wait_closed()
         srv.close()
         return data
 
