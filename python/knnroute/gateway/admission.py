@@ -91,7 +91,7 @@ class Admission:
     ``inflight`` (counted by the caller while a request is handled) and ``routing`` (counted by the app)."""
 
     def __init__(self, max_inflight: int, max_lag_s: float | None, lag: LoopLag, state: Any,
-                 on_reject: Any = None, max_route_queue: int | None = None, max_cpu: float = 0.95) -> None:
+                 on_reject: Any = None, max_route_queue: int | None = None, max_cpu: float = 0.98) -> None:
         self.max_inflight, self.max_lag_s, self.lag = int(max_inflight), max_lag_s, lag
         self.max_cpu = float(max_cpu)
         self.max_route_queue = max_route_queue

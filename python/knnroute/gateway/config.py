@@ -93,7 +93,7 @@ class ServerConfig(_Strict):
     # max_loop_cpu of its core and its lag under max_loop_lag_ms (all refused above twice that; 0: off):
     # the load that no counter sees yet (gateway/admission.py)
     max_loop_lag_ms: float = Field(default=50.0, ge=0, allow_inf_nan=False)
-    max_loop_cpu: float = Field(default=0.95, gt=0, le=1, allow_inf_nan=False)
+    max_loop_cpu: float = Field(default=0.98, gt=0, le=1, allow_inf_nan=False)
     request_timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)  # whole request, all attempts
     stream_write_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)  # a client not reading
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)  # SIGTERM to exit

@@ -171,6 +171,7 @@ def worker_app() -> Any:
     cfg = load_config(os.environ[WORKER_CONFIG_ENV])
     app, store = _started(cfg)
     _WORKER_EARLY[:] = [app.state.early]
+    accept.freeze_heap()
     log.info("gateway worker %d: %r", os.getpid(), store.router)
     return app
 

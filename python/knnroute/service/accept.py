@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import socket
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["BurstServer", "Server", "install", "run"]
+__all__ = ["BurstServer", "Server", "freeze_heap", "install", "run"]
 
 log = logging.getLogger("knnroute.service")
 
@@ -154,12 +155,22 @@ class Server(uvicorn.Server):
         await super().startup(sockets)
 
 
+def freeze_heap() -> None:
+    """Move everything alive now (the router, the embedder's vocabulary, the app) out of the garbage
+    collector's sight: a full collection of the gateway's startup heap took 36-41 ms, a stall of the event
+    loop each time one ran under load; afterwards full collections traverse only objects made since."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(app: Any, **opts: Any) -> None:
-    """``uvicorn.run(app, **opts)`` with :class:`BurstServer` listening. With ``workers`` > 1 uvicorn makes the
-    server of each process itself: ``app`` must then be a factory that calls :func:`install`."""
+    """``uvicorn.run(app, **opts)`` with :class:`BurstServer` listening, the startup heap frozen
+    (:func:`freeze_heap`). With ``workers`` > 1 uvicorn makes the server of each process itself: ``app`` must
+    then be a factory that calls :func:`install` and :func:`freeze_heap`."""
     if int(opts.get("workers") or 1) > 1:
         uvicorn.run(app, **opts)
         return
+    freeze_heap()
     config = uvicorn.Config(app, **opts)
     server = Server(config=config)
     try:
