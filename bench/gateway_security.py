@@ -227,6 +227,15 @@ def _openloop(url: str, bodies: Path, rate: float, seconds: float, timeout: floa
     return dict(json.loads(out.stdout))
 
 
+def _listen_overflows() -> int | None:
+    """The kernel's ListenOverflows counter (Linux), or None."""
+    try:
+        head, vals = Path("/proc/net/netstat").read_text().splitlines()[:2]
+        return int(dict(zip(head.split(), vals.split()))["ListenOverflows"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def overload(tmp: Path, router: Path, names: list[str], prompts: list[str], ok_url: str,
              rates: list[float], seconds: float, server: str = "") -> dict[str, Any]:
     routed = tmp / "routed.jsonl"
@@ -242,7 +251,10 @@ def overload(tmp: Path, router: Path, names: list[str], prompts: list[str], ok_u
             gwr = _openloop(url + "/v1/chat/completions", routed, r, seconds)
             sweep.append({"rate": r, "upstream_ok_rps": round(up["ok_rps"], 1), "gateway": gwr})
         capacity = max(s["gateway"]["ok_rps"] for s in sweep)
+        drops = _listen_overflows()
         over = _openloop(url + "/v1/chat/completions", routed, 4 * capacity, 2 * seconds)
+        if drops is not None:  # handshakes the kernel dropped because a listen queue was full (any on the host)
+            over["listen_overflows"] = (_listen_overflows() or 0) - drops
     return {"sweep": sweep, "capacity_rps": round(capacity, 1), "offered_4x": over,
             "served_share_of_capacity": round(over["ok_rps"] / capacity, 3)}
 
