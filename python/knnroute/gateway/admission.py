@@ -39,9 +39,9 @@ from typing import Any
 
 __all__ = ["Admission", "LoopLag"]
 
-DECREASE = 0.9  # admit share times this per 5 ms the loop is saturated (halved in 33 ms)
-INCREASE = 1.05  # and times this (plus INCREASE_MIN) per 5 ms it is not: 0.2 -> 1 in about 0.15 s
-INCREASE_MIN = 0.002
+DECREASE = float(__import__('os').environ.get('KNNR_DEC', 0.9))
+INCREASE = float(__import__('os').environ.get('KNNR_INC', 1.05))
+INCREASE_MIN = float(__import__('os').environ.get('KNNR_INCMIN', 0.002))
 
 
 class LoopLag:
