@@ -269,7 +269,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4))
     x = np.arange(len(names))
     for j, lv in enumerate(LEVELS):
         cov = [np.mean([r["score_coverage"] for r in rows if r["kind"] == "coverage" and r["dataset"] == d
@@ -278,12 +278,23 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         axes[0].hlines(lv, x[0] - 0.5, x[-1] + 0.5, colors=f"C{j}", linestyles="--", lw=1)
     axes[0].set_ylim(0.6, 1.0)
     axes[0].set_title("score bounds: test coverage vs stated level", fontsize=10)
-    for j, v in enumerate(("before", "after")):
-        fl = [100 * np.mean([r["mean"] for r in rows if r["kind"] == "flips" and r["dataset"] == d
-                             and r["variant"] == v]) for d in names]
-        axes[1].bar(x + (j - 0.5) * 0.4, fl, 0.4, label=v)
-    axes[1].axhline(5, color="k", ls="--", lw=1, label="5%")
+    fl = [r for r in rows if r["kind"] == "flips"]
+    variants = [v for v in ("before", "after_v1", "after") if any(r["variant"] == v for r in fl)]
+    label = {"before": "raw text", "after_v1": "normaliser v1", "after": "normaliser (default)"}
+    w = 0.8 / len(variants)
+    for j, v in enumerate(variants):
+        m = [100 * np.mean([r["mean"] for r in fl if r["dataset"] == d and r["variant"] == v]) for d in names]
+        axes[1].bar(x + (j - (len(variants) - 1) / 2) * w, m, w, label=label[v])
     axes[1].set_title("decisions changed by an edit (mean over the six edits), %", fontsize=10)
+    bars = [(v, kd) for v in variants if v != "before" for kd in ("typo2", "typo2_nonword")
+            if all(kd in r for r in fl)]
+    w = 0.8 / max(len(bars), 1)
+    for j, (v, kd) in enumerate(bars):
+        m = [100 * np.mean([r[kd] for r in fl if r["dataset"] == d and r["variant"] == v]) for d in names]
+        axes[2].bar(x + (j - (len(bars) - 1) / 2) * w, m, w, label=f"{label[v]}: {kd}")
+    axes[2].set_title("decisions changed by two typos, % (after normalisation)", fontsize=10)
+    for ax in axes[1:]:
+        ax.axhline(5, color="k", ls="--", lw=1, label="5%")
     for ax in axes:
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.legend(fontsize=8)
@@ -303,7 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norm-versions", default="", help="comma-separated older TextNormaliser versions to measure "
                    "too (variant after_v<N>), e.g. 1")
     p.add_argument("--no-nonword", action="store_true", help="skip the non-word typo edits (no pyspellchecker)")
+    p.add_argument("--rows", default=None, help="JSON lines from an earlier --out: summarise (and --plot) them, "
+                   "measure nothing")
     a = p.parse_args(argv)
+    if a.rows:
+        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.strip()]
+        if a.plot:
+            plot(rows, a.plot)
+        print(summary(rows))
+        for v in sorted({r.get("variant", "before") for r in rows} - {"before", "after"}):
+            print(f"\n{v}:\n" + summary(rows, v, coverage=False))
+        return 0
     versions = tuple(int(v) for v in a.norm_versions.split(",") if v)
     words = None if a.no_nonword else english_words()
     t0 = time.perf_counter()
