@@ -10,7 +10,7 @@ import pytest
 
 from knnroute.embed.encoders import CallableEmbedder
 from knnroute.embed.prompt import PromptEncoder
-from knnroute.embed.textnorm import MAX_CORRECTIONS, TextNormaliser
+from knnroute.embed.textnorm import MAX_CORRECTIONS, MAX_CORRECTIONS2, TextNormaliser
 
 TRAIN = [
     "What is the capital city of France?",
@@ -39,9 +39,11 @@ def test_meaning_preserving_edits_give_the_same_text() -> None:
     assert TextNormaliser()("Hello,   Goodbye  World") == "goodbye world"  # no vocabulary: no spelling
 
 
-def test_correction_prefers_the_most_frequent_word_and_is_bounded() -> None:
-    norm = TextNormaliser({"cat": 5, "car": 9, "cart": 1})
+def test_version_1_prefers_the_most_frequent_word_and_is_bounded() -> None:
+    norm = TextNormaliser({"cat": 5, "car": 9, "cart": 1}, version=1)  # a router file saved before version 2
     assert norm("cax") == "car"  # cat and car are one edit away; car is more frequent
+    old = TextNormaliser({"ice": 50, "dice": 2, "had": 90, "hand": 3}, version=1)
+    assert [old(w) for w in ("dce", "hnad", "ymbaal")] == ["ice", "had", "ymbaal"]  # as version 1 always did
     long = " ".join(["zzqx"] * 10 + ["carx"] * (MAX_CORRECTIONS + 50))
     out = norm(long).split()
     assert out[: 10] == ["zzqx"] * 10  # no vocabulary word one edit away: kept
@@ -49,11 +51,41 @@ def test_correction_prefers_the_most_frequent_word_and_is_bounded() -> None:
     assert out[MAX_CORRECTIONS:] == ["carx"] * (len(out) - MAX_CORRECTIONS)  # past the cap: left as is
 
 
+def test_version_2_weighs_the_typo_against_the_frequency() -> None:
+    norm = TextNormaliser({"ice": 50, "dice": 2, "had": 90, "hand": 3, "cymbal": 2, "cymbals": 40,
+                           "african": 4, "six": 30, "ski": 2, "make": 9, "are": 60})
+    assert norm.version == 2
+    # a dropped letter (dce <- dice) is likelier than a far key (d for i: ice), a transposition (hnad <- hand)
+    # than an extra far key (n: had), unless the other word is much more frequent
+    assert [norm(w) for w in ("dce", "hnad", "sik", "ake")] == ["dice", "hand", "ski", "make"]
+    assert norm("icd") == "ice"  # d is beside e on the keyboard: one likely typo, no other candidate
+    # two typos in one word of 5+ letters: a dropped and a doubled letter, two dropped letters
+    assert [norm(w) for w in ("ymbaal", "aficn", "cymbal")] == ["cymbal", "african", "cymbal"]
+    assert norm("xqzvwk") == "xqzvwk"  # nothing within two typos: kept
+    assert norm("ab") == "ab" and norm("abx") == "abx"  # short words: one typo only (no vocabulary word)
+
+
+def test_version_2_two_typo_search_is_bounded() -> None:
+    norm = TextNormaliser({"african": 4})
+    text = " ".join(["aficn"] * 3 + [f"aficn{'q' * (i % 5 + 1)}" for i in range(MAX_CORRECTIONS2 + 10)])
+    out = norm(text).split()
+    assert out[:3] == ["african"] * 3  # repeated words are cached, yet each counts toward the cap
+    assert out[3:] == [f"aficn{'q' * (i % 5 + 1)}" for i in range(MAX_CORRECTIONS2 + 10)]  # too far anyway
+    past = " ".join([f"zz{c}zz" for c in "abcdefghijklmnopqrstuvwxyz"[:MAX_CORRECTIONS2]] + ["aficn"])
+    assert norm(past).split()[-1] == "aficn"  # past the two-typo cap: one typo only, and aficn is two away
+    assert norm("aficn") == "african"
+
+
 def test_state_round_trip_and_validation() -> None:
-    norm = TextNormaliser.fit(TRAIN)
-    again = TextNormaliser.from_dict(norm.to_dict())
-    assert again.vocab == norm.vocab and again.sha256() == norm.sha256()
-    for bad, msg in (({"version": 2, "words": [], "counts": []}, "version 2 is not supported"),
+    for version in (1, 2):
+        norm = TextNormaliser.fit(TRAIN, version)
+        again = TextNormaliser.from_dict(norm.to_dict())
+        assert again.vocab == norm.vocab and again.sha256() == norm.sha256() and again.version == version
+    assert TextNormaliser.fit(TRAIN, 1).sha256() != TextNormaliser.fit(TRAIN).sha256()
+    # a training prompt with a 300-letter word (LLMRouter has DNA sequences): the state still loads
+    long = TextNormaliser.fit([*TRAIN, "Translate " + "atgc" * 75])
+    assert "atgc" * 75 not in long.vocab and TextNormaliser.from_dict(long.to_dict()).vocab == long.vocab
+    for bad, msg in (({"version": 3, "words": [], "counts": []}, "version 3 is not supported"),
                      ({"version": 1, "words": ["a"], "counts": []}, "same length"),
                      ({"version": 1, "words": ["a"], "counts": [0]}, "positive integers"),
                      ({"version": 1, "words": [""], "counts": [1]}, "non-empty strings"),
