@@ -13,7 +13,7 @@ and the request is answered 503 with ``Retry-After`` at once, before auth, parsi
   late it woke (the time ready work waits for the loop: requests accepted but not yet run, socket reads, the
   GIL held by routing threads) and the share of the time the loop's thread spent on the CPU. New chat
   requests are admitted with a probability ``admit`` that a controller moves at each tick, in proportion to
-  the time since the last: times ``DECREASE`` per 5 ms while the loop's CPU share is above ``max_cpu`` or its
+  the time since the last: times ``DECREASE`` (0.97) per 5 ms while the loop's CPU share is above ``max_cpu`` or its
   lag above ``max_lag_s``, up by ``INCREASE`` per 5 ms (multiplied, plus a little) while both are below.
   An integral (AIMD) controller: it settles at the share of requests the loop can serve, and the refusals of
   the rest, at a few hundredths of a millisecond each, fit in what is left of the core. All new requests are
@@ -39,9 +39,9 @@ from typing import Any
 
 __all__ = ["Admission", "LoopLag"]
 
-DECREASE = float(__import__('os').environ.get('KNNR_DEC', 0.9))
-INCREASE = float(__import__('os').environ.get('KNNR_INC', 1.05))
-INCREASE_MIN = float(__import__('os').environ.get('KNNR_INCMIN', 0.002))
+DECREASE = 0.97  # admit share times this per 5 ms the loop is saturated (halved in 114 ms)
+INCREASE = 1.01  # and times this (plus INCREASE_MIN) per 5 ms it is not: doubled in 0.35 s
+INCREASE_MIN = 0.001  # (slow enough that admitted work shows in the CPU share before the next step)
 
 
 class LoopLag:
