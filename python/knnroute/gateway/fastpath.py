@@ -224,7 +224,6 @@ def early_refusal(admission: Admission) -> Early:
         return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: "
                 + str(len(body)).encode() + b"\r\nretry-after: 1\r\n\r\n" + body)
 
-    early.request_line = b"POST " + _CHAT_TARGET + b" HTTP/1.1\r\n"  # type: ignore[attr-defined]
     return early
 
 

@@ -140,9 +140,6 @@ def _worker_early(method: bytes, target: bytes) -> bytes | None:
     return _WORKER_EARLY[0](method, target) if _WORKER_EARLY else None
 
 
-_worker_early.request_line = b"POST /v1/chat/completions HTTP/1.1\r\n"  # type: ignore[attr-defined]
-
-
 def __getattr__(name: str) -> Any:
     """``WorkerHttpProtocol``: the timed uvicorn protocol by import string (a worker process cannot be
     handed the class itself: it is made at run time, so it does not pickle)."""

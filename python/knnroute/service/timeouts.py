@@ -48,35 +48,6 @@ class _Answered:
 
 ANSWERED = _Answered()
 ADMITTED = "knnroute.admitted"  # in the scope of a request that ``early`` let through
-_MAX_SHORT_HEAD = 8192
-
-
-def _whole_request(data: bytes, start: int) -> tuple[int, bool] | None:
-    """If ``data[start:]`` begins with one whole request that needs nothing from the parser (a fixed-length
-    body or none; no ``Expect``, no chunking, no upgrade): where it ends and whether the connection stays
-    open after it. Else None (the parser takes it)."""
-    end = data.find(b"\r\n\r\n", start, start + _MAX_SHORT_HEAD)
-    if end < 0:
-        return None
-    length, keep = 0, True
-    for line in data[data.find(b"\r\n", start) + 2:end].split(b"\r\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            return None
-        name = name.strip().lower()
-        if name == b"content-length":
-            if length or not value.strip().isdigit():
-                return None  # repeated or malformed: the parser's 400
-            length = int(value)
-        elif name in (b"transfer-encoding", b"expect", b"upgrade"):
-            return None
-        elif name == b"connection":
-            tokens = {t.strip().lower() for t in value.split(b",")}
-            if b"upgrade" in tokens:
-                return None
-            keep = b"close" not in tokens
-    stop = end + 4 + length
-    return (stop, keep) if stop <= len(data) else None
 
 
 def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None = None,
@@ -85,9 +56,7 @@ def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None
 
     ``early(method, target)``, when given (and uvicorn's protocol is the httptools one), is asked once a
     request head has arrived: a complete HTTP response (bytes) to answer with at once, or None to hand the
-    request to the app as usual (its scope then carries ``ADMITTED``). If ``early.request_line`` is set
-    (``b"POST /path HTTP/1.1\\r\\n"``), a whole request with that line that arrives in one read is asked
-    about before the parser sees it."""
+    request to the app as usual (its scope then carries ``ADMITTED``)."""
     if not read_timeout > 0:
         raise ValueError(f"read timeout must be a positive number of seconds, got {read_timeout!r}")
     if base is None:
@@ -99,52 +68,9 @@ def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None
     if early is not None and not hasattr(base, "on_headers_complete"):
         early = None  # h11: no parser callbacks to hook (the app refuses instead)
 
-    prefix = getattr(early, "request_line", None) if early is not None else None
-
     class TimedProtocol(base):  # type: ignore[valid-type,misc]
         _read_timer: asyncio.TimerHandle | None = None
         _deadline = 0.0
-        _between = True  # no request is partly parsed (the parser is at a message boundary)
-        _decided = False  # ``early`` already let the request being parsed through
-
-        def data_received(self, data: bytes) -> None:
-            # Refusing under overload must cost far less than serving: a whole request whose request line is
-            # ``early``'s (``early.request_line``) and that arrives in one read is answered here, without the
-            # parser's callbacks, the scope or the headers list (about 40% of a refusal's CPU).
-            cycle: Any = getattr(self, "cycle", None)
-            if prefix is None or not self._between or not data.startswith(prefix) or \
-                    (cycle is not None and not cycle.response_complete) or getattr(self, "pipeline", None):
-                super().data_received(data)
-                return
-            start, answered = 0, False
-            while data.startswith(prefix, start) and (whole := _whole_request(data, start)) is not None:
-                answer = early(b"POST", prefix.split(b" ", 2)[1])  # type: ignore[misc]
-                if answer is None:
-                    self._decided = True  # the parser takes it from here, admitted
-                    break
-                stop, keep = whole
-                if not answered:
-                    self._unset_keepalive_if_required()
-                    answered = True
-                self.cycle = ANSWERED
-                self.transport.write(answer)
-                self.server_state.total_requests += 1
-                start = stop
-                if not keep:
-                    self.transport.close()
-                    return
-            if answered:
-                self.on_response_complete()  # the keep-alive timer and the read deadline, as after any answer
-            if start < len(data):
-                super().data_received(data[start:] if start else data)
-
-        def on_message_begin(self) -> None:
-            self._between = False
-            super().on_message_begin()
-
-        def on_message_complete(self) -> None:
-            self._between = True
-            super().on_message_complete()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -174,8 +100,7 @@ def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None
         def on_headers_complete(self) -> None:
             cycle: Any = getattr(self, "cycle", None)
             if early is not None and (cycle is None or cycle.response_complete):
-                answer = None if self._decided else early(self.parser.get_method(), self.url)
-                self._decided = False  # (data_received asked ``early`` already: admitted)
+                answer = early(self.parser.get_method(), self.url)
                 if answer is not None:
                     self.cycle = ANSWERED  # the rest of this request (its body) is read and dropped
                     self.transport.write(answer)
