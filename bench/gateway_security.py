@@ -231,7 +231,7 @@ def _listen_overflows() -> int | None:
     """The kernel's ListenOverflows counter (Linux), or None."""
     try:
         head, vals = Path("/proc/net/netstat").read_text().splitlines()[:2]
-        return int(dict(zip(head.split(), vals.split()))["ListenOverflows"])
+        return int(dict(zip(head.split(), vals.split(), strict=True))["ListenOverflows"])
     except (OSError, KeyError, ValueError):
         return None
 

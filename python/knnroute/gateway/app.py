@@ -468,7 +468,8 @@ class Gateway:
             raise GatewayError(503, f"feedback not stored: {e}", code="store_unavailable",
                                headers={"retry-after": "1"}) from None
         except ValueError as e:
-            self.metrics.child(self.metrics.feedback, "duplicate").inc()  # x-should-retry: the SDKs retry a 409 otherwise
+            # x-should-retry: the SDKs retry a 409 otherwise
+            self.metrics.child(self.metrics.feedback, "duplicate").inc()
             raise GatewayError(409, str(e), code="conflict", headers={"x-should-retry": "false"}) from None
         self.metrics.child(self.metrics.feedback, "applied").inc()
         return JSONResponse({"status": "applied", **out})

@@ -134,7 +134,7 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     """Make ``loop.create_server`` listen through :class:`BurstServer` (plain TCP; TLS and Unix sockets keep
     the loop's own server). For a loop that serves one uvicorn server: :class:`Server` calls it at startup;
     an app factory of ``--workers`` processes calls it (uvicorn builds its own server in each process)."""
-    own = loop.create_server
+    own: Any = loop.create_server  # (overloaded in the stubs: called with what uvicorn gave)
 
     async def create_server(factory: Any, host: str | None = None, port: int | None = None, *,
                             sock: socket.socket | None = None, ssl: Any = None, backlog: int = 100,
@@ -144,7 +144,7 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
             return await own(factory, host, port, sock=sock, ssl=ssl, backlog=backlog, **kw)
         return BurstServer(loop, factory, _listen(host, port, sock, backlog))
 
-    loop.create_server = create_server  # type: ignore[method-assign]
+    loop.create_server = create_server  # type: ignore[method-assign,assignment]
 
 
 class Server(uvicorn.Server):
