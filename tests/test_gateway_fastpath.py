@@ -157,7 +157,7 @@ def test_fast_path_answers_like_the_stack(router_file: Path, upstreams: dict[str
                  'knnroute_requests_total{endpoint="/v1/chat/completions",method="POST",status="413"} 2.0',
                  'knnroute_requests_total{endpoint="/v1/feedback",method="POST",status="200"} 1.0'):
         assert want in metrics, want
-    assert gw.inflight == 0
+    assert gw.inflight == 0 and gw.waiting == 0
 
 
 def test_slow_body_is_408(router_file: Path, upstreams: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
@@ -186,3 +186,38 @@ def test_inline_routing_matches_the_batcher(router_file: Path, upstreams: dict[s
                               for p in prompts]
             assert (gw.batcher.items == 0) == inline
     assert chosen[True] == chosen[False]
+
+
+def test_no_admission_ticket_leaks(router_file: Path, upstreams: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    """With room for one admitted, not yet routed request, requests that end before routing (401, 400, 413,
+    a client gone before its body, uvicorn's own 503 at ``limit_concurrency``) each give their admission
+    ticket back: the next request is still admitted, and the route-queue gauge returns to 0."""
+    cfg = write_cfg(tmp_path, router_copy(router_file, tmp_path), upstreams["urls"],
+                    server="max_route_queue = 1\nlimit_concurrency = 2\nmax_body_bytes = 4096")
+    with as_process(cfg, tmp_path / "gw.log") as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        chat = url + "/v1/chat/completions"
+        with httpx.Client(timeout=10) as c:
+            assert c.post(chat, content=chat_body("hi"), headers=AUTH).status_code == 200
+            assert c.post(chat, content=chat_body("hi")).status_code == 401
+            assert c.post(chat, content=b"{not json", headers=AUTH).status_code == 400
+            assert c.post(chat, content=b"x" * 5000, headers=AUTH).status_code == 413
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # gone before its body
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle, \
+                socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            time.sleep(0.2)  # both connections made: the next request is over limit_concurrency
+            body = chat_body("hi")
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + KEY.encode()
+                      + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            s.settimeout(10)
+            assert s.recv(65536).startswith(b"HTTP/1.1 503")  # uvicorn's answer: the app never saw it
+            idle.sendall(b"")
+        time.sleep(0.3)
+        with httpx.Client(timeout=10) as c:
+            for i in range(3):  # still admitted: no ticket was lost on the way
+                r = c.post(chat, content=chat_body(f"question {i}"), headers=AUTH)
+                assert r.status_code == 200, r.text
+            metrics = c.get(url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}).text
+        assert "knnroute_gateway_route_queue 0.0" in metrics
+        assert "knnroute_gateway_inflight 0.0" in metrics

@@ -323,6 +323,36 @@ def test_5_route_queue_full(router_file: Path, upstreams: dict[str, Any], tmp_pa
         assert second.status_code == 503 and _error(second)["code"] == "route_queue_full"
 
 
+def test_5_admitted_requests_count_from_admission_until_routed() -> None:
+    """Requests whose heads arrive in one loop iteration are admitted by the protocol before any of their
+    tasks runs: each holds a ticket from admission on, so the bound on admitted, not yet routed requests
+    holds at once (before, all of a burst were admitted: 700 in the first 150 ms of a 4x overload)."""
+    from knnroute.gateway.admission import Admission, LoopLag, Ticket
+    from knnroute.gateway.fastpath import early_refusal
+
+    class State:
+        inflight = 0
+        waiting = 0
+
+    st = State()
+    early = early_refusal(Admission(max_inflight=100, max_lag_s=None, lag=LoopLag(), state=st, max_route_queue=3))
+    got = [early(b"POST", b"/v1/chat/completions") for _ in range(5)]  # no task has run in between
+    tickets = [g for g in got if isinstance(g, Ticket)]
+    refused = [g for g in got if isinstance(g, bytes)]
+    del got
+    assert len(tickets) == 3 and st.waiting == 3 and len(refused) == 2
+    for r in refused:
+        assert r.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in r and b'"route_queue_full"' in r
+    assert early(b"GET", b"/health") is None and early(b"POST", b"/v1/feedback") is None  # not chat: no ticket
+    tickets[0].done()
+    tickets[0].done()  # idempotent
+    assert st.waiting == 2
+    tickets.pop()  # a request dropped without reaching the app (uvicorn answered it itself): released too
+    assert st.waiting == 1
+    assert isinstance(early(b"POST", b"/v1/chat/completions"), Ticket)
+    assert st.waiting == 1  # that one was dropped at once
+
+
 def test_5_admission_controller_settles_on_the_share_the_loop_can_serve() -> None:
     """The controller on its own, fed the loop signals we choose (not this busy machine's): the admitted
     share falls while the loop's CPU share or lag is above its limit, recovers while both are below, and

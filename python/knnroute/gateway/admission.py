@@ -7,8 +7,12 @@ for every ``POST /v1/chat/completions`` (by :class:`~knnroute.gateway.fastpath.F
 and the request is answered 503 with ``Retry-After`` at once, before auth, parsing or routing, when
 
 * ``max_inflight`` chat requests are already in flight (streams included, until their last byte), or
-* ``max_route_queue`` routed requests already wait for their embedding and decision (the routing thread is
-  the bottleneck: refusing here costs no body parsing at all), or
+* ``max_route_queue`` admitted chat requests are still before their upstream call: their body, parsing and
+  routing are the gateway's own CPU work, so this bounds the work queued on the core. Each admitted request
+  holds a :class:`Ticket` from admission until it is routed (``state.waiting``), counted at once: requests
+  admitted in one loop iteration count before any of their tasks has run (the controller below reacts in
+  tens of milliseconds; without this bound, 700 requests were admitted in the first 150 ms of a 4x overload
+  and everyone waited half a second behind them), or
 * the event loop is saturated. :class:`LoopLag` wakes every ``tick`` seconds and measures two things: how
   late it woke (the time ready work waits for the loop: requests accepted but not yet run, socket reads, the
   GIL held by routing threads) and the share of the time the loop's thread spent on the CPU. New chat
@@ -37,7 +41,7 @@ import random
 import time
 from typing import Any
 
-__all__ = ["Admission", "LoopLag"]
+__all__ = ["Admission", "LoopLag", "Ticket"]
 
 DECREASE = 0.97  # admit share times this per 5 ms the loop is saturated (halved in 114 ms)
 INCREASE = 1.01  # and times this (plus INCREASE_MIN) per 5 ms it is not: doubled in 0.35 s
@@ -85,10 +89,30 @@ def _busy_body(message: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": "server_busy", "param": None, "code": code}}).encode()
 
 
+class Ticket:
+    """An admitted chat request before its upstream call: counted in ``state.waiting`` until :meth:`done`
+    (idempotent; also when the ticket is dropped, e.g. a request uvicorn answered itself)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        state.waiting += 1
+
+    def done(self) -> None:
+        if self.state is not None:
+            self.state.waiting -= 1
+            self.state = None
+
+    def __del__(self) -> None:
+        self.done()
+
+
 class Admission:
     """Whether to refuse a new chat request at once (see the module docstring): :meth:`refuse` is the 503
     body, or None to admit it. ``on_reject(reason)`` is called for each refusal (metrics); ``state`` has
-    ``inflight`` (counted by the caller while a request is handled) and ``routing`` (counted by the app)."""
+    ``inflight`` (counted by the caller while a request is handled) and ``waiting`` (admitted, not yet routed:
+    :meth:`admit_one` hands the caller a :class:`Ticket`)."""
 
     def __init__(self, max_inflight: int, max_lag_s: float | None, lag: LoopLag, state: Any,
                  on_reject: Any = None, max_route_queue: int | None = None, max_cpu: float = 0.98) -> None:
@@ -102,8 +126,8 @@ class Admission:
         self._bodies = {
             "inflight_full": _busy_body(f"the gateway is at capacity ({max_inflight} requests in flight): retry "
                                         "after the Retry-After seconds", "inflight_full"),
-            "route_queue_full": _busy_body("the gateway is at capacity (requests wait for routing): retry after the "
-                                           "Retry-After seconds", "route_queue_full"),
+            "route_queue_full": _busy_body(f"the gateway is at capacity ({max_route_queue} admitted requests wait "
+                                           "for routing): retry after the Retry-After seconds", "route_queue_full"),
             "overloaded": _busy_body("the gateway is overloaded (its event loop is behind): retry after the "
                                      "Retry-After seconds", "overloaded"),
         }
@@ -114,7 +138,7 @@ class Admission:
             self.lag.ensure_started()
         if self.state.inflight >= self.max_inflight:
             return "inflight_full"
-        if self.max_route_queue is not None and self.state.routing >= self.max_route_queue:
+        if self.max_route_queue is not None and self.state.waiting >= self.max_route_queue:
             return "route_queue_full"
         if self.admit < 1.0 and random.random() >= self.admit or \
                 self.max_lag_s is not None and self.lag.lag > 2 * self.max_lag_s:
@@ -141,3 +165,8 @@ class Admission:
         if self.on_reject is not None:
             self.on_reject(why)
         return self._bodies[why]
+
+    def admit_one(self) -> bytes | Ticket:
+        """:meth:`refuse`'s 503 body, or the admitted request's :class:`Ticket`."""
+        body = self.refuse()
+        return Ticket(self.state) if body is None else body

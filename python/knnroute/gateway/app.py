@@ -37,7 +37,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from knnroute.gateway.admission import Admission, LoopLag
+from knnroute.gateway.admission import Admission, LoopLag, Ticket
 from knnroute.gateway.auth import GatewayAuthMiddleware
 from knnroute.gateway.batching import Batcher, QueueWaitExceeded
 from knnroute.gateway.config import GatewayConfig
@@ -55,6 +55,7 @@ from knnroute.gateway.upstream import Attempt, UpstreamFailure, UpstreamResponse
 from knnroute.production.router import ProductionRouter, RouteDecision
 from knnroute.service.app import create_app
 from knnroute.service.slot import RouterSlot
+from knnroute.service.timeouts import ADMITTED
 
 __all__ = ["ROUTED_MODEL", "create_gateway_app"]
 
@@ -102,8 +103,8 @@ class _GatewayMetrics:
                               "(smoothed): admission lowers admitted_share above max_loop_cpu", registry=registry)
         self.admitted_share = Gauge("knnroute_gateway_admitted_share", "Share of new chat requests admission "
                                     "lets through now (1 unless the loop is saturated)", registry=registry)
-        self.route_queue = Gauge("knnroute_gateway_route_queue", "Routed requests waiting for their decision",
-                                 registry=registry)
+        self.route_queue = Gauge("knnroute_gateway_route_queue", "Admitted chat requests not yet routed (admission "
+                                 "refuses new ones at max_route_queue)", registry=registry)
         for m in names:
             self.answered.labels(m)
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -136,7 +137,7 @@ class Gateway:
             self.metrics.circuit.labels(name).set_function(_getter(br, "state"))
             self.metrics.pool.labels(name).set_function(functools.partial(self.upstreams.in_use, name))
         self.metrics.inflight.set_function(lambda: self.inflight)
-        self.metrics.route_queue.set_function(lambda: self.routing)
+        self.metrics.route_queue.set_function(lambda: self.waiting)
         self.rng = random.Random()
         self.np_rng = np.random.default_rng()
         self.explore_policy = explore_policy(cfg.feedback.explore, router.meta)
@@ -146,7 +147,7 @@ class Gateway:
                         if srv.embed_batch_wait_ms > 0 else None)
         self.inline_chars = self._inline_chars(srv.route_inline_chars, srv.route_inline_max_ms / 1e3)
         self.inflight = 0  # chat requests being handled, counted by FastPath (on the loop: no lock)
-        self.routing = 0  # routed requests waiting for their embedding and decision
+        self.waiting = 0  # admitted chat requests not yet past routing (their admission tickets, FastPath)
 
     def _inline_chars(self, chars: int, max_s: float) -> int:
         """How long a text may be and still be routed on the event loop: ``chars`` when routing a text that long
@@ -297,15 +298,12 @@ class Gateway:
         return GatewayError(503, message, code=reason, headers={"retry-after": str(max(1, round(retry_after)))})
 
     async def _decision(self, text: str, opts: dict[str, float | None]) -> tuple[RouteDecision, np.ndarray]:
-        if self.routing >= self.cfg.server.max_route_queue:
-            raise self.busy("route_queue_full", f"the gateway is at capacity ({self.routing} requests wait for "
-                            "routing): retry after the Retry-After seconds")
+        # (admission bounds the requests before this point: ``waiting`` < ``max_route_queue``)
         if len(text) <= self.inline_chars:  # cheaper than any hand-over to a thread
             try:
                 return self.decide(text, opts)
             except ValueError as e:
                 raise GatewayError(422, str(e)[:500]) from None
-        self.routing += 1
         try:
             if self.batcher is not None:
                 return await self.batcher.submit((text, opts))
@@ -315,10 +313,9 @@ class Gateway:
                             "retry after the Retry-After seconds") from None
         except ValueError as e:
             raise GatewayError(422, str(e)[:500]) from None
-        finally:
-            self.routing -= 1
 
-    async def chat(self, raw: bytes, session_header: str | None = None, authorization: str | None = None) -> Response:
+    async def chat(self, raw: bytes, session_header: str | None = None, authorization: str | None = None,
+                   ticket: Ticket | None = None) -> Response:
         t0 = time.time()
         key = key_id(authorization)
         if self.limits is not None and self.limits.active:
@@ -367,6 +364,8 @@ class Gateway:
             shown = repr(model)[:100] if isinstance(model, str) else f"a {type(model).__name__}"
             raise GatewayError(400, f"model {shown} is not served here: use {ROUTED_MODEL!r} or one of "
                                f"{sorted(self.cfg.upstreams)}", code="model_not_found", param="model")
+        if ticket is not None:  # routed: the gateway's own work for this request is done until the upstream answers
+            ticket.done()
         stream = bool(body.get("stream"))
         attempts: list[Attempt] = []
         last: UpstreamFailure | None = None
@@ -497,7 +496,9 @@ def create_gateway_app(cfg: GatewayConfig, slot: RouterSlot, store: FeedbackStor
 
     async def chat(raw: bytes, scope: Any) -> Response:
         """OpenAI chat completions, routed (``"model": "knnroute"``) or passed through."""
-        return await gw.chat(raw, header(scope, b"x-session-id"), header(scope, b"authorization"))
+        ticket = scope.get(ADMITTED)
+        return await gw.chat(raw, header(scope, b"x-session-id"), header(scope, b"authorization"),
+                             ticket if isinstance(ticket, Ticket) else None)
 
     async def feedback(raw: bytes, scope: Any) -> Response:
         """Outcome feedback for a routed answer: ``{"request_id": str, "score": float in [0, 1]}``."""

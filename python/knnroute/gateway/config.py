@@ -83,8 +83,9 @@ class ServerConfig(_Strict):
     read_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     limit_concurrency: int | None = Field(default=4096, gt=0)
     max_client_concurrency: int | None = Field(default=None, gt=0)
-    # admission: chat requests in flight (waiting on upstreams included), and routed requests waiting for
-    # their embedding and decision; beyond either, an immediate 503 with Retry-After
+    # admission: chat requests in flight (waiting on upstreams included), and admitted chat requests not yet
+    # routed (body, parsing, embedding and decision: the gateway's own CPU work, inline or on a thread);
+    # beyond either, an immediate 503 with Retry-After
     max_inflight: int = Field(default=2048, gt=0)
     max_route_queue: int = Field(default=64, gt=0)
     # a routed request that waited longer than this for its embedding batch is refused (503) unworked

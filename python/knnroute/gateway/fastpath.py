@@ -35,7 +35,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from knnroute.gateway.admission import Admission
+from knnroute.gateway.admission import Admission, Ticket
 from knnroute.gateway.auth import refusal
 from knnroute.gateway.errors import SUPPORTED, GatewayError, error
 from knnroute.gateway.responses import disconnected
@@ -87,26 +87,31 @@ class FastPath:
             msg = f"Method Not Allowed for {path!r}; this gateway serves {SUPPORTED}"
             await _send(send, 405, _error_body(msg, "invalid_request_error"), [(b"allow", b"POST")])
             return
-        counted = None
-        if path == CHAT and self.admission is not None:
-            if not scope.get(ADMITTED):  # else the HTTP protocol has asked already (:func:`early_refusal`)
-                refused = self.admission.refuse()
-                if refused is not None:
-                    await _send(send, 503, refused, [(b"retry-after", b"1")])
-                    return
-            counted = self.admission.state
+        if path != CHAT or self.admission is None:
+            await self._admitted(handler, path, scope, receive, send)
+            return
+        ticket = scope.get(ADMITTED)
+        if not isinstance(ticket, Ticket):  # else the HTTP protocol has asked already (:func:`early_refusal`)
+            got = self.admission.admit_one()
+            if isinstance(got, bytes):
+                await _send(send, 503, got, [(b"retry-after", b"1")])
+                return
+            scope[ADMITTED] = ticket = got
+        counted = self.admission.state
+        counted.inflight += 1
+        try:
+            await self._admitted(handler, path, scope, receive, send)
+        finally:
+            counted.inflight -= 1
+            ticket.done()
+
+    async def _admitted(self, handler: Handler, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         if self.need:
             denied = refusal(scope, self.need)
             if denied is not None:
                 await _send(send, 401, denied, [(b"www-authenticate", b"Bearer")])
                 return
-        if counted is not None:
-            counted.inflight += 1
-        try:
-            await self._measured(handler, path, scope, receive, send)
-        finally:
-            if counted is not None:
-                counted.inflight -= 1
+        await self._measured(handler, path, scope, receive, send)
 
     async def _measured(self, handler: Handler, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
@@ -213,16 +218,18 @@ async def _respond(resp: Response, scope: Scope, receive: Receive, send: Send) -
 
 def early_refusal(admission: Admission) -> Early:
     """For the HTTP protocol (:func:`knnroute.service.timeouts.timed_protocol`): a chat request that admission
-    refuses is answered 503 from its request line, before any ASGI work (a few tens of microseconds)."""
+    refuses is answered 503 from its request line, before any ASGI work (a few tens of microseconds); an
+    admitted one gets its :class:`~knnroute.gateway.admission.Ticket` there, so requests admitted in one
+    loop iteration are counted before any of them runs."""
 
-    def early(method: bytes, target: bytes) -> bytes | None:
+    def early(method: bytes, target: bytes) -> bytes | Ticket | None:
         if method != b"POST" or target != _CHAT_TARGET:
             return None
-        body = admission.refuse()
-        if body is None:
-            return None
+        got = admission.admit_one()
+        if not isinstance(got, bytes):
+            return got  # admitted: the ticket rides in the request's scope
         return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: "
-                + str(len(body)).encode() + b"\r\nretry-after: 1\r\n\r\n" + body)
+                + str(len(got)).encode() + b"\r\nretry-after: 1\r\n\r\n" + got)
 
     return early
 

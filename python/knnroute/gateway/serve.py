@@ -136,7 +136,7 @@ WORKER_READ_TIMEOUT_ENV = "KNNROUTE_GATEWAY_READ_TIMEOUT"
 _WORKER_EARLY: list[Any] = []  # the app's early refusal in a --workers process (set by worker_app)
 
 
-def _worker_early(method: bytes, target: bytes) -> bytes | None:
+def _worker_early(method: bytes, target: bytes) -> Any:
     return _WORKER_EARLY[0](method, target) if _WORKER_EARLY else None
 
 

@@ -28,7 +28,7 @@ MAX_HEADER_BYTES = 16 * 1024
 KEEP_ALIVE_SECONDS = 5
 
 
-Early = Callable[[bytes, bytes], "bytes | None"]
+Early = Callable[[bytes, bytes], Any]  # a response (bytes), an admission token, or None
 
 
 class _NoEvent:
@@ -55,8 +55,9 @@ def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None
     """A uvicorn HTTP protocol class that closes connections whose request head is late.
 
     ``early(method, target)``, when given (and uvicorn's protocol is the httptools one), is asked once a
-    request head has arrived: a complete HTTP response (bytes) to answer with at once, or None to hand the
-    request to the app as usual (its scope then carries ``ADMITTED``)."""
+    request head has arrived: a complete HTTP response (bytes) to answer with at once, or else the request
+    goes to the app as usual, its scope carrying ``ADMITTED``: what ``early`` returned (an admission token),
+    or True for None."""
     if not read_timeout > 0:
         raise ValueError(f"read timeout must be a positive number of seconds, got {read_timeout!r}")
     if base is None:
@@ -101,7 +102,7 @@ def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None
             cycle: Any = getattr(self, "cycle", None)
             if early is not None and (cycle is None or cycle.response_complete):
                 answer = early(self.parser.get_method(), self.url)
-                if answer is not None:
+                if isinstance(answer, bytes):
                     self.cycle = ANSWERED  # the rest of this request (its body) is read and dropped
                     self.transport.write(answer)
                     if not self.parser.should_keep_alive():
@@ -109,7 +110,7 @@ def timed_protocol(read_timeout: float = DEFAULT_READ_TIMEOUT, base: type | None
                         return
                     self.on_response_complete()
                     return
-                self.scope[ADMITTED] = True
+                self.scope[ADMITTED] = True if answer is None else answer
             super().on_headers_complete()
 
         def _timed_out(self) -> None:
