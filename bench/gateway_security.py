@@ -227,6 +227,15 @@ def _openloop(url: str, bodies: Path, rate: float, seconds: float, timeout: floa
     return dict(json.loads(out.stdout))
 
 
+def _cpu_s(pid: int) -> float:
+    """A process's user + system CPU seconds so far (Linux; 0 elsewhere)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _listen_overflows() -> int | None:
     """The kernel's ListenOverflows counter (Linux), or None."""
     try:
@@ -244,15 +253,19 @@ def overload(tmp: Path, router: Path, names: list[str], prompts: list[str], ok_u
     direct.write_bytes(b"".join(_body(p, "m") + b"\n" for p in prompts))
     (gw, url) = _gateway(tmp, router, dict.fromkeys(names, ok_url), server, name="overload")
     sweep = []
-    with gw:
+    with gw as proc:
         _openloop(url + "/v1/chat/completions", routed, 50, 2)  # warm-up
         for r in rates:
             up = _openloop(ok_url + "/v1/chat/completions", direct, r, seconds)
+            c0 = _cpu_s(proc.pid)
             gwr = _openloop(url + "/v1/chat/completions", routed, r, seconds)
+            gwr["gateway_cpu_s"] = round(_cpu_s(proc.pid) - c0, 2)  # the generator's start-up (idle) included
             sweep.append({"rate": r, "upstream_ok_rps": round(up["ok_rps"], 1), "gateway": gwr})
         capacity = max(s["gateway"]["ok_rps"] for s in sweep)
         drops = _listen_overflows()
+        c0 = _cpu_s(proc.pid)
         over = _openloop(url + "/v1/chat/completions", routed, 4 * capacity, 2 * seconds)
+        over["gateway_cpu_s"] = round(_cpu_s(proc.pid) - c0, 2)
         if drops is not None:  # handshakes the kernel dropped because a listen queue was full (any on the host)
             over["listen_overflows"] = (_listen_overflows() or 0) - drops
     return {"sweep": sweep, "capacity_rps": round(capacity, 1), "offered_4x": over,
