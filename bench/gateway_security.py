@@ -185,14 +185,16 @@ def abandon(tmp: Path, router: Path, names: list[str], ok_url: str, hang_url: st
         before = healthy_latencies(200)
 
         async def flood() -> int:
+            # paced over 1.75 s (700 at once: admission refuses what queues behind a busy loop)
             async with httpx.AsyncClient(timeout=1.0, limits=httpx.Limits(max_connections=800)) as ac:
-                async def one() -> int:
+                async def one(i: int) -> int:
+                    await asyncio.sleep(i * 0.0025)
                     try:
                         await ac.post(url + "/v1/chat/completions", content=_body("x", hang_model))
                     except httpx.TimeoutException:
                         return 1
                     return 0
-                return sum(await asyncio.gather(*[one() for _ in range(700)]))
+                return sum(await asyncio.gather(*[one(i) for i in range(700)]))
 
         import threading
 

@@ -148,6 +148,7 @@ class Gateway:
         self.inline_chars = self._inline_chars(srv.route_inline_chars, srv.route_inline_max_ms / 1e3)
         self.inflight = 0  # chat requests being handled, counted by FastPath (on the loop: no lock)
         self.waiting = 0  # admitted chat requests not yet past routing (their admission tickets, FastPath)
+        self.busy_since = 0.0  # when that queue last became non-empty
 
     def _inline_chars(self, chars: int, max_s: float) -> int:
         """How long a text may be and still be routed on the event loop: ``chars`` when routing a text that long
