@@ -25,11 +25,10 @@ import numpy as np
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from knnroute.embed.prepare import prepare_data
-    from knnroute.routers.curves import cost_scale, curve_from_predictions, fill_missing
-
     from bench.online_estimators import NpRouter
     from bench.online_learning import _start_rows, _task_split
+    from knnroute.embed.prepare import prepare_data
+    from knnroute.routers.curves import cost_scale, curve_from_predictions, fill_missing
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True)
@@ -62,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             n0 = _start_rows(len(order))
             start, stream = order[:n0], order[n0:]
 
-            def auc(r: NpRouter) -> float:
-                s, c = r.predict(X[te])
+            def auc(r: NpRouter, Xt: np.ndarray = X[te], St: np.ndarray = St, Ct: np.ndarray = Ct,
+                    cm: float = cm) -> float:
+                s, c = r.predict(Xt)
                 return float(curve_from_predictions(s, c, St, Ct, cm).auc)
 
             sf, cf = NpRouter(X[tr], S[tr], C[tr], k, "lists").predict(X[te])
@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r = NpRouter(X[start], S[start], C[start], k, est, n0=a.n0, capacity=len(tr))
                 r.add(X[stream], Sp, Cp)
                 put(f"popular revealed, {est}", auc(r))
-            for name, pr in (("greedy shares", shares / shares.sum()), ("uniform", np.full(len(shares), 1 / len(shares)))):
+            uni = np.full(len(shares), 1 / len(shares))
+            for name, pr in (("greedy shares", shares / shares.sum()), ("uniform", uni)):
                 ch = rng.choice(len(pr), size=len(stream), p=pr)
                 Sq = np.full((len(stream), S.shape[1]), np.nan)
                 Cq = Sq.copy()
