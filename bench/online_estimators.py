@@ -12,10 +12,19 @@ feedback row observes one model (others NaN):
   on the fitted rows); model m = ``(sum of its observed cells + n0 (g_m + d)) / (n_m + n0)``;
 * ``impute``: as ``additive``, and every feedback row also carries, for each model it did not observe, the
   conditional mean ``g_m + beta_jm (s - g_j)`` given the observed model j's outcome (``beta`` = the
-  regression slope of m on j over the fitted rows), counted with weight ``w`` (``--impute-weight``).
+  regression slope of m on j over the fitted rows), counted with weight ``w`` (``--impute-weight``);
+* ``resid``: as ``additive`` with a different prior: model m's own k nearest observing rows' mean moved to
+  N's difficulty, ``own mean + D(N) - D(own list)`` (``D`` = the mean over a region's rows of each row's mean
+  residual ``s_ij - g_j``), so every model is compared at N's difficulty level;
+* ``resid-impute``: ``resid`` + ``impute``'s cells; ``resid-limpute``: ``resid`` + cells imputed around the
+  router's own prediction at the row, ``mu_m(x) + beta_jm (s - mu_j(x))``, ``beta`` from the fitted rows'
+  residuals around the start router's prediction, clipped to the fitted range.
+
+With full information the ``resid`` estimators equal the plain kNN mean (own list = N, nothing imputed).
 
 Costs go through the same estimator as scores (cost difficulty: prompt length). ``count`` (for exploration)
-is the evidence in rows (``n_m + w n_imp + n0``), ``spread`` the standard deviation of the observed cells.
+is the evidence in rows (``n_m + w n_imp``, without the n0 pseudo-rows), ``spread`` the standard deviation of
+the observed cells (0.5 with fewer than two).
 """
 
 from __future__ import annotations
