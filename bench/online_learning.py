@@ -104,7 +104,12 @@ def replay(X: np.ndarray, S: np.ndarray, C: np.ndarray, tr: np.ndarray, te: np.n
     order = rng.permutation(tr)
     n0 = _start_rows(len(order))
     start, stream = order[:n0], order[n0:]
-    core = _router(X[start], S[start], C[start], dict(P, k=_k(P, len(order))))
+    if P.get("estimator", "core") != "core":  # a NumPy prototype (bench/online_estimators.py)
+        from bench.online_estimators import np_router
+
+        core = np_router(X[start], S[start], C[start], _k(P, len(order)), P, capacity=len(order))
+    else:
+        core = _router(X[start], S[start], C[start], dict(P, k=_k(P, len(order))))
     if P["half_life"] > 0:
         core.half_life = float(P["half_life"])
     pol = _policy(policy, P)
@@ -181,6 +186,11 @@ def run_dataset(name: str, seeds: Sequence[int], policies: Sequence[str], P: dic
                                                 "n_train": int(len(tr)), "n_test": int(len(te)), "per_seed": [],
                                                 "runs": []})
             full = _router(X[tr], S[tr], C[tr], dict(P, k=_k(P, len(tr))))
+            if P.get("estimator", "core") != "core":  # the same estimator on all rows, for reference
+                from bench.online_estimators import np_router
+
+                full_np = np_router(X[tr], S[tr], C[tr], _k(P, len(tr)), P)
+                res.setdefault("full_information_estimator_auc", []).append(_auc(full_np, X[te], St, Ct, c_max))
             res["per_seed"].append({"seed": seed, "full_information_auc": _auc(full, X[te], St, Ct, c_max),
                                     "best_single_auc": float(best_single_curve(St, Ct, c_max).auc),
                                     "oracle_auc": float(oracle_curve(St, Ct, c_max).auc)})
@@ -203,6 +213,8 @@ def summarize(res: dict[str, Any], policies: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = {"task": res["task"], "seeds": len(ps)}
     for key in ("full_information_auc", "best_single_auc", "oracle_auc"):
         row[key] = ms([p[key] for p in ps])
+    if res.get("full_information_estimator_auc"):
+        row["full_information_estimator_auc"] = ms(res["full_information_estimator_auc"])
     starts = [r["auc"][0] for r in res["runs"] if r["policy"] == policies[0]]
     row["start_auc"] = ms(starts)
     full = row["full_information_auc"][0]
@@ -314,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--half-life", type=float, default=0.0, help="time decay in feedbacks (0: off)")
     p.add_argument("--no-radius", action="store_true",
                    help="each model's own k nearest observing rows only (no common radius)")
+    p.add_argument("--estimator", default="core",
+                   help="core (knnroute_core) or a NumPy prototype of bench/online_estimators.py")
+    p.add_argument("--n0", type=float, default=3.0, help="prototype estimators: pseudo-rows of the prior")
+    p.add_argument("--impute-weight", type=float, default=0.5, help="impute: weight of an imputed cell")
     p.add_argument("--epsilon", type=float, default=0.1, help="uniform exploration's probability")
     p.add_argument("--scale", type=float, default=0.5, help="thompson / ucb posterior scale")
     p.add_argument("--checkpoints", type=int, default=5)
@@ -327,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import knnroute_core
 
     P = {"k": args.k, "weighting": args.weighting, "shrinkage": args.shrinkage, "half_life": args.half_life,
-         "epsilon": args.epsilon, "scale": args.scale, "radius": not args.no_radius}
+         "epsilon": args.epsilon, "scale": args.scale, "radius": not args.no_radius,
+         "estimator": args.estimator, "n0": args.n0, "impute_weight": args.impute_weight}
     meta = {"isa": knnroute_core.isa(), "host": platform.node(), "cpus": os.cpu_count(),
             "load_avg_start": os.getloadavg()[0], "seeds": args.seeds, **P,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -342,10 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = [t for name in args.data for t in run_dataset(name, seeds, args.policies, P, args.checkpoints)]
         summary = [summarize(t, args.policies) for t in tasks]
         for row in summary:
-            line = " | ".join(f"{pol} {row[pol]['final_auc'][0]:.2f} (regret {row[pol]['cumulative_regret'][0]:.1f})"
+            line = " | ".join(f"{pol} {row[pol]['final_auc'][0]:.2f} +- {row[pol]['final_auc'][1]:.2f} "
+                              f"(rec {100 * (row[pol]['recovered'] or 0):.0f}%, "
+                              f"regret {row[pol]['cumulative_regret'][0]:.1f})"
                               for pol in args.policies)
             print(f"{row['task']}: start {row['start_auc'][0]:.2f} +- {row['start_auc'][1]:.2f} | {line} | full "
-                  f"{row['full_information_auc'][0]:.2f} | best-single {row['best_single_auc'][0]:.2f} | oracle "
+                  f"{row['full_information_auc'][0]:.2f} (estimator's "
+                  f"{row.get('full_information_estimator_auc', [float('nan')])[0]:.2f}) "
+                  f"| best-single {row['best_single_auc'][0]:.2f} | oracle "
                   f"{row['oracle_auc'][0]:.2f}", flush=True)
         out = {"meta": meta, "summary": summary, "tasks": tasks}
         print(markdown(summary, args.policies))
