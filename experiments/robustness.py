@@ -318,12 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                    "measure nothing")
     a = p.parse_args(argv)
     if a.rows:
-        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.strip()]
-        if a.plot:
-            plot(rows, a.plot)
-        print(summary(rows))
-        for v in sorted({r.get("variant", "before") for r in rows} - {"before", "after"}):
-            print(f"\n{v}:\n" + summary(rows, v, coverage=False))
+        _report([json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.strip()], a.plot)
         return 0
     versions = tuple(int(v) for v in a.norm_versions.split(",") if v)
     words = None if a.no_nonword else english_words()
@@ -338,12 +333,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ds.name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     if a.out:
         Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if a.plot:
-        plot(rows, a.plot)
+    _report(rows, a.plot)
+    return 0
+
+
+def _report(rows: list[dict[str, Any]], plot_path: str | None) -> None:
+    """The plot (when asked) and the summary tables: the main one, then one per extra variant."""
+    if plot_path:
+        plot(rows, plot_path)
     print(summary(rows))
     for v in sorted({r.get("variant", "before") for r in rows} - {"before", "after"}):
         print(f"\n{v}:\n" + summary(rows, v, coverage=False))
-    return 0
 
 
 if __name__ == "__main__":
