@@ -299,7 +299,7 @@ class Gateway:
         return GatewayError(503, message, code=reason, headers={"retry-after": str(max(1, round(retry_after)))})
 
     async def _decision(self, text: str, opts: dict[str, float | None]) -> tuple[RouteDecision, np.ndarray]:
-        # (admission bounds the requests before this point: ``waiting`` < ``max_route_queue``)
+        # (admission bounds the requests before this point: their tickets, ``waiting``, at ``max_route_queue``)
         if len(text) <= self.inline_chars:  # cheaper than any hand-over to a thread
             try:
                 return self.decide(text, opts)
@@ -365,7 +365,7 @@ class Gateway:
             shown = repr(model)[:100] if isinstance(model, str) else f"a {type(model).__name__}"
             raise GatewayError(400, f"model {shown} is not served here: use {ROUTED_MODEL!r} or one of "
                                f"{sorted(self.cfg.upstreams)}", code="model_not_found", param="model")
-        if ticket is not None:  # routed: the gateway's own work for this request is done until the upstream answers
+        if ticket is not None:  # parsed (and routed): the gateway's own work is done until the upstream answers
             ticket.done()
         stream = bool(body.get("stream"))
         attempts: list[Attempt] = []
